@@ -1,0 +1,1 @@
+"""qresafe_exp."""

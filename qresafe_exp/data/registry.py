@@ -1,0 +1,91 @@
+"""Datasets by name: each has a public source (URL) and a file name inside a local data copy.
+
+Resolution order: ``<data_dir>/<local_file>`` when a data directory is configured (tests and CI
+point ``QRESAFE_DATA_DIR`` at ``../shared/data``), else a previously downloaded copy in
+``<cache_dir>/datasets/``, else a download from the public URL. The files are never committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from qresafe_exp.cache import write_text_atomic
+from qresafe_exp.data import loaders
+
+log = logging.getLogger(__name__)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    local_file: str  # path inside a data directory laid out like ../shared/data
+    url: Optional[str]
+    parse: Callable[[Path], list[dict]]
+    hub_id: Optional[str] = None  # the hub mirror, for reference in docs/reports
+    license: str = ""
+
+
+_RAW = "https://raw.githubusercontent.com"
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("advbench", "advbench/harmful_behaviors.csv",
+                    f"{_RAW}/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv",
+                    loaders.advbench, hub_id="walledai/AdvBench", license="MIT"),
+        DatasetSpec("xstest", "xstest/xstest_prompts.csv",
+                    f"{_RAW}/paul-rottger/exaggerated-safety/main/xstest_prompts.csv",
+                    loaders.xstest, hub_id="walledai/XSTest", license="CC-BY-4.0"),
+        DatasetSpec("alpaca_en_demo", "alpaca_en_demo_llamafactory/alpaca_en_demo.json",
+                    f"{_RAW}/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json",
+                    loaders.alpaca_pairs, license="CC-BY-NC-4.0"),
+        DatasetSpec("harmful_train", "refusal_direction/splits/harmful_train.json",
+                    f"{_RAW}/andyrdt/refusal_direction/main/dataset/splits/harmful_train.json",
+                    loaders.instruction_list, license="Apache-2.0"),
+    ]
+}
+
+
+def resolve_file(name: str, data_dir: Optional[str], cache_dir: Optional[str]) -> Path:
+    if name not in DATASETS:
+        raise DatasetNotFoundError(f"unknown dataset '{name}'. Allowed: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name]
+    if data_dir:
+        local = Path(data_dir) / spec.local_file
+        if local.exists():
+            return local
+        if not Path(data_dir).is_dir():
+            raise DatasetNotFoundError(
+                f"data directory '{data_dir}' (paths.data_dir / QRESAFE_DATA_DIR) does not exist. "
+                "Point it at a local copy of the datasets (e.g. ../shared/data) or unset it to download."
+            )
+    downloaded = Path(cache_dir or ".") / "datasets" / spec.local_file
+    if downloaded.exists():
+        return downloaded
+    if not spec.url:
+        raise DatasetNotFoundError(f"dataset '{name}': no local copy and no public URL")
+    try:
+        log.info("downloading dataset %s from %s", name, spec.url)
+        with urllib.request.urlopen(spec.url, timeout=30) as response:
+            write_text_atomic(downloaded, response.read().decode())
+    except OSError as err:
+        where = f"'{Path(data_dir) / spec.local_file}'" if data_dir else "no data directory set"
+        raise DatasetNotFoundError(
+            f"dataset '{name}' is not available: local copy {where}; download from {spec.url} "
+            f"failed ({err}). Set QRESAFE_DATA_DIR (or paths.data_dir) to a directory holding "
+            f"'{spec.local_file}'."
+        ) from err
+    return downloaded
+
+
+def load_records(name: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None) -> list[dict]:
+    path = resolve_file(name, data_dir, cache_dir)  # raises a clear error for unknown names
+    return DATASETS[name].parse(path)

@@ -1,0 +1,1 @@
+"""Evaluation suites: which prompts, which rule turns a response into a verdict, which rate."""

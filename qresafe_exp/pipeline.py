@@ -1,0 +1,203 @@
+"""One cell of a study, top to bottom: validate -> model -> FP reference -> quantize -> patch
+-> evaluate -> score -> write and log. Every stage is a cached artifact (see cache.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic
+from qresafe_exp.data import DatasetNotFoundError, load_records
+from qresafe_exp.data.registry import resolve_file
+from qresafe_exp.devices import resolve_device
+from qresafe_exp.evals.runner import evaluate
+from qresafe_exp.evals.suites import SUITES
+from qresafe_exp.judges import build_judge
+from qresafe_exp.models import ModelRef, materialize
+from qresafe_exp.patch import PATCHES
+from qresafe_exp.provenance import provenance
+from qresafe_exp.quant import QUANTIZERS
+from qresafe_exp.stats import rate
+from qresafe_exp.summary import format_table, table_row
+from qresafe_exp.tracking import build_tracker, scrub_secrets
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; raised before any model is loaded."""
+
+
+# ---------------------------------------------------------------- validation (no model loads)
+def validate(cfg: DictConfig) -> None:
+    try:
+        QUANTIZERS.get(cfg.quant.name).validate(cfg.quant)
+        PATCHES.get(cfg.patch.name).validate(cfg.patch, cfg.quant)
+        build_judge(cfg.judge)
+        for name in cfg.eval.suites:
+            resolve_file(SUITES.get(name).dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        if QUANTIZERS.get(cfg.quant.name).requires_calibration:
+            resolve_file(cfg.calib.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        resolve_device(cfg.device)
+        if cfg.logger.name not in ("wandb", "none"):
+            raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
+    except (KeyError, ValueError, DatasetNotFoundError, RuntimeError) as err:
+        raise ConfigError(f"[{cfg.cell}] {err}") from err
+
+
+# ---------------------------------------------------------------- stages
+def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache) -> tuple[ModelRef, dict]:
+    quantizer = QUANTIZERS.get(cfg.quant.name)
+    if quantizer.name == "none":
+        return fp, {}
+    calib = cfg.calib if quantizer.requires_calibration else None
+    records = load_records(calib.dataset, cfg.paths.data_dir, cfg.paths.cache_dir) if calib else None
+
+    def build(out: Path) -> None:
+        info = quantizer().quantize(fp.path, out, cfg.quant, calib, records, cfg.seed)
+        write_json_atomic(out / "quant_info.json", info)
+
+    art = artifacts.get_or_build("quantize", quantizer.spec(cfg.quant, cfg.calib), build,
+                                 upstream=[fp.key], version=quantizer.version)
+    info = json.loads((art.path / "quant_info.json").read_text())
+    info.update(quantize_seconds=art.spec["build_seconds"], simulated=False, artifact=art.key, cached=not art.built)
+    return ModelRef(f"{fp.name}.{cfg.quant.tag}", str(art.path), art.key), info
+
+
+def patch(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache) -> tuple[ModelRef, dict]:
+    return PATCHES.get(cfg.patch.name)().apply(model, cfg.patch, artifacts)
+
+
+# ---------------------------------------------------------------- results
+def reference_cell_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}.fp.none"
+
+
+def cell_dir(cfg: DictConfig, cell: str) -> Path:
+    return Path(cfg.paths.output_dir) / "studies" / cfg.study / cell
+
+
+def summarize(scores: dict, degeneration_cfg) -> dict:
+    n = sum(block["degenerate"]["n"] for block in scores.values())
+    k = sum(block["degenerate"]["k"] for block in scores.values())
+    degenerate = rate([True] * k + [False] * (n - k))
+    broken = degenerate["rate"] is not None and degenerate["rate"] > degeneration_cfg.broken_if_rate_above
+    return {"degenerate": degenerate, "broken": broken}
+
+
+def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | None, quant_info: dict,
+                  patch_info: dict, wall_seconds: float, keys: dict) -> dict:
+    is_fp = cfg.quant.name == "none"
+    metrics = {
+        "cell": cell, "study": cfg.study,
+        "axes": {"model": cfg.model.name, "quant": cfg.quant.name, "bits": None if is_fp else cfg.quant.bits,
+                 "group_size": None if is_fp else cfg.quant.group_size,
+                 "calib": cfg.calib.name if quant_info and QUANTIZERS.get(cfg.quant.name).requires_calibration else None,
+                 "patch": cfg.patch.name},
+        "protocol": {"eval": cfg.eval.name, "version": cfg.eval.version, "protocol": cfg.eval.protocol,
+                     "max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
+                     "judge": build_judge(cfg.judge).identity,
+                     "suites": {n: SUITES.get(n).version for n in cfg.eval.suites}},
+        "scores": result["scores"],
+        "summary": summarize(result["scores"], cfg.eval.degeneration),
+        "quantization": quant_info, "patch": patch_info,
+        "cost": {"wall_seconds": round(wall_seconds, 2), "eval_seconds": result["seconds"],
+                 "generated_now": result["generated"], "eval_cached": result["cached"]},
+        "artifacts": keys,
+        "provenance": provenance(cfg.paths.root_dir),
+    }
+    if reference is not None:
+        metrics["reference_cell"] = reference_cell_name(cfg)
+        metrics["vs_reference"] = {
+            f"{suite}.{block['metric']}": _delta(block, reference["scores"].get(suite))
+            for suite, block in result["scores"].items()
+        }
+    return metrics
+
+
+def _delta(block: dict, ref_block: dict | None):
+    if not ref_block:
+        return None
+    metric = block["metric"]
+    a, b = block[metric]["rate"], ref_block[metric]["rate"]
+    return None if a is None or b is None else round(a - b, 4)
+
+
+def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str) -> Path:
+    """metrics.json + samples.jsonl (the source of truth), then mirror to the tracker."""
+    out = cell_dir(cfg, cell)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".samples.jsonl.tmp"
+    shutil.copyfile(Path(eval_path) / "samples.jsonl", tmp)
+    tmp.replace(out / "samples.jsonl")
+    tracker = build_tracker(cfg.logger)
+    try:
+        config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+        tracker.start(run_dir=out, name=cell, group=cfg.study, job_type="cell", config=config,
+                      tags=[f"model:{cfg.model.name}", f"quant:{metrics['axes']['quant']}",
+                            f"bits:{metrics['axes']['bits']}", f"patch:{cfg.patch.name}"])
+        tracker.log_metrics({"scores": metrics["scores"], "summary": metrics["summary"],
+                             "vs_reference": metrics.get("vs_reference", {}), "cost": metrics["cost"]})
+        rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        tracker.log_table("samples", rows)
+        metrics["tracking"] = {"wandb_run_dir": tracker.run_path}
+    finally:
+        tracker.finish()
+    write_json_atomic(out / "metrics.json", metrics)
+    return out
+
+
+def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_seconds: float) -> None:
+    """Write the FP reference cell once per study (and again only if its evaluation changed)."""
+    cell = reference_cell_name(cfg)
+    path = cell_dir(cfg, cell) / "metrics.json"
+    with file_lock(cell_dir(cfg, cell).parent / f".{cell}.lock"):
+        if path.exists() and json.loads(path.read_text()).get("artifacts", {}).get("eval") == reference["key"]:
+            return
+        ref_cfg = cfg.copy()
+        OmegaConf.set_struct(ref_cfg, False)
+        ref_cfg.quant = OmegaConf.create({"name": "none", "tag": "fp", "bits": None, "group_size": None})
+        ref_cfg.patch = OmegaConf.create({"name": "none"})
+        metrics = build_metrics(ref_cfg, cell, reference, None, {}, {}, wall_seconds,
+                                {"model": fp.key, "eval": reference["key"]})
+        write_cell(ref_cfg, cell, metrics, reference["path"])
+        log.info("wrote FP reference cell %s", cell)
+
+
+# ---------------------------------------------------------------- the cell
+def run_cell(cfg: DictConfig) -> dict:
+    started = time.time()
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    artifacts = ArtifactCache(cfg.paths.cache_dir)
+    requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
+    cell = cfg.cell
+    log.info("cell %s (study %s) on %s", cell, cfg.study, device)
+    try:
+        fp = materialize(cfg.model, artifacts)
+        reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp")
+        is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
+        if not is_reference:
+            ensure_reference_cell(cfg, reference, fp, time.time() - started)
+        quantized, quant_info = quantize(fp, cfg, artifacts)
+        patched, patch_info = patch(quantized, cfg, artifacts)
+        result = reference if patched.key == fp.key else evaluate(patched, cfg, artifacts, requests, device,
+                                                                   label=cell)
+        keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "eval": result["key"],
+                "reference_eval": reference["key"]}
+        metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
+                                patch_info, time.time() - started, keys)
+        out = write_cell(cfg, cell, metrics, result["path"])
+    finally:
+        requests.close()
+    rows = [table_row(metrics)]
+    ref_metrics = cell_dir(cfg, reference_cell_name(cfg)) / "metrics.json"
+    if not is_reference and ref_metrics.exists():
+        rows.insert(0, table_row(json.loads(ref_metrics.read_text())))
+    print(f"\n{format_table(rows)}\nresults: {out}\n", flush=True)
+    return metrics

@@ -1,0 +1,13 @@
+"""Quantizers by name. Adding one = a module here, a line below, and conf/quant/<name>.yaml."""
+
+from qresafe_exp.registry import Registry
+
+QUANTIZERS = Registry(
+    "quantizer",
+    {
+        "none": "qresafe_exp.quant.none:NoQuantizer",
+        "rtn": "qresafe_exp.quant.rtn:RtnQuantizer",
+        "gptq": "qresafe_exp.quant.gptq:GptqQuantizer",
+        "awq": "qresafe_exp.quant.awq:AwqQuantizer",
+    },
+)

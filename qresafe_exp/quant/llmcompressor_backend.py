@@ -1,0 +1,82 @@
+"""Shared llm-compressor plumbing for rtn, gptq and awq: scheme, calibration set, oneshot, save.
+
+The checkpoint is saved in compressed-tensors ``pack-quantized`` format, which transformers and
+vLLM load. Calibration prompts are rendered with the model's own chat template and tokenized here,
+so llm-compressor gets an in-memory dataset and never reaches for the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+# llm-compressor logs every module it touches at INFO through loguru; keep warnings and errors.
+os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "WARNING")
+
+
+def weight_scheme(cfg: DictConfig) -> dict:
+    """Weight-only integer quantization of every Linear, per group (activations stay fp)."""
+    return {
+        "group_0": {
+            "targets": ["Linear"],
+            "weights": {
+                "num_bits": int(cfg.bits),
+                "type": "int",
+                "symmetric": bool(cfg.symmetric),
+                "strategy": "group",
+                "group_size": int(cfg.group_size),
+            },
+        }
+    }
+
+
+def patch_cpu_pin_memory() -> None:
+    # llm-compressor's activation cache calls tensor.pin_memory(), which raises without an
+    # accelerator ("Cannot access accelerator device when none is available").
+    if not torch.accelerator.is_available():
+        from llmcompressor.pipelines.cache import IntermediatesCache
+
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+
+
+def calibration_dataset(tokenizer, records: list[dict], num_samples: int, max_seq_length: int, seed: int):
+    from datasets import Dataset
+
+    if len(records) < num_samples:
+        raise ValueError(f"calibration set has {len(records)} records, fewer than calib.num_samples={num_samples}")
+    chosen = random.Random(seed).sample(records, num_samples)
+    texts = []
+    for rec in chosen:
+        messages = [{"role": "user", "content": rec["prompt"]}]
+        if rec.get("response"):
+            messages.append({"role": "assistant", "content": rec["response"]})
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    enc = tokenizer(texts, truncation=True, max_length=max_seq_length, add_special_tokens=False)
+    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+
+
+def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | None,
+                calib_records: list[dict] | None, seed: int) -> dict:
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    patch_cpu_pin_memory()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    kwargs: dict = {}
+    if calib is not None:
+        dataset = calibration_dataset(tokenizer, calib_records, calib.num_samples, calib.max_seq_length, seed)
+        kwargs = dict(dataset=dataset, max_seq_length=calib.max_seq_length,
+                      num_calibration_samples=calib.num_samples, shuffle_calibration_samples=False)
+    torch.manual_seed(seed)
+    oneshot(model=model, recipe=recipe, **kwargs)
+    model.save_pretrained(out, save_compressed=True)
+    tokenizer.save_pretrained(out)
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    return {"checkpoint_bytes": size, "format": "compressed-tensors/pack-quantized"}

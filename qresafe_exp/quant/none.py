@@ -1,0 +1,11 @@
+"""The full-precision reference: no quantization, no artifact."""
+
+from qresafe_exp.quant.base import Quantizer
+
+
+class NoQuantizer(Quantizer):
+    name = "none"
+
+    @classmethod
+    def validate(cls, cfg) -> None:  # bits do not apply to the FP reference
+        return None

@@ -1,0 +1,22 @@
+"""Rates with their 95% Wilson score interval (good at small n and near 0 or 1)."""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def rate(flags: list[bool]) -> dict:
+    """{'rate', 'k', 'n', 'ci95': [lo, hi]} for a list of booleans; rate is None when n == 0."""
+    n, k = len(flags), sum(bool(f) for f in flags)
+    lo, hi = wilson_interval(k, n)
+    return {"rate": (k / n) if n else None, "k": k, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
