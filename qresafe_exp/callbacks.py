@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -28,11 +29,17 @@ def sweep_job_configs(config: DictConfig) -> list[DictConfig]:
 
 class PreflightCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from qresafe_exp.pipeline import validate
+        from qresafe_exp.pipeline import ConfigError, validate
 
         jobs = sweep_job_configs(config)
-        for job in jobs:
-            validate(job)
+        try:
+            for job in jobs:
+                validate(job)
+        except ConfigError as err:
+            # Hydra turns a callback's exceptions into warnings and goes on; a bad cell must stop
+            # the sweep before its first job, so exit here (SystemExit is not caught).
+            print(f"Error in sweep, no cell was run: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from err
         log.info("preflight: %d cells valid", len(jobs))
 
 

@@ -1,0 +1,95 @@
+"""Every option of every group composes and resolves; bad configs fail before any model loads."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
+
+from qresafe_exp.pipeline import ConfigError, validate
+from tests.conftest import CONF, run_cli
+
+GROUPS = ["model", "quant", "patch", "calib", "eval", "judge", "logger", "paths", "launcher", "debug", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_resolves(compose_cfg, group, option):
+    extra = ["model.path=/tmp/some-model", "model.name=some-model"] if (group, option) == ("model", "hf") else []
+    cfg = compose_cfg([f"{group}={option}", *extra])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["cell"].count(".") >= 2
+    if group == "quant" and option != "none":
+        assert container["quant"]["bits"] == container["bits"]  # bits interpolated from top level
+
+
+def test_bits_is_top_level_and_reaches_the_quantizer(compose_cfg):
+    cfg = compose_cfg(["quant=gptq", "bits=8"])
+    assert cfg.quant.bits == 8
+    assert cfg.cell == "smollm2-135m.gptq-w8g64-risk1.none"
+
+
+def test_misspelt_key_fails_at_compose_naming_the_key(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["quant=gptq", "quant.group_sise=32"])
+    assert "group_sise" in str(err.value.__cause__ or err.value)
+    with pytest.raises(ConfigCompositionException, match="bitz"):
+        compose_cfg(["bitz=4"])
+
+
+def test_wrong_type_fails_at_compose(compose_cfg):
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(["quant=gptq", "quant.group_size=sixty-four"])
+
+
+def test_unknown_quantizer_lists_the_available_options(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["quant=gptqq"])
+    message = str(err.value)
+    assert "gptqq" in message
+    for name in ("awq", "gptq", "none", "rtn"):
+        assert name in message
+
+
+@pytest.mark.parametrize("quant,bits,ok", [("gptq", 4, True), ("gptq", 8, True), ("gptq", 3, False),
+                                           ("awq", 2, False), ("rtn", 2, True), ("rtn", 3, True),
+                                           ("rtn", 9, False), ("none", 3, True)])
+def test_bits_a_method_cannot_do_are_refused_with_the_allowed_values(compose_cfg, quant, bits, ok):
+    cfg = compose_cfg([f"quant={quant}", f"bits={bits}"])
+    if ok:
+        validate(cfg)
+    else:
+        with pytest.raises(ConfigError) as err:
+            validate(cfg)
+        assert f"bits={bits}" in str(err.value) and "Allowed bits" in str(err.value)
+
+
+def test_missing_data_dir_is_a_config_error(compose_cfg, tmp_path):
+    cfg = compose_cfg([f"paths.data_dir={tmp_path / 'no-such-dir'}"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate(cfg)
+
+
+def test_cli_bad_bits_fails_fast_without_loading_a_model(tmp_path):
+    out = tmp_path / "outputs"
+    proc = run_cli("quant=gptq", "bits=3", f"paths.output_dir={out}", "logger=none")
+    assert proc.returncode != 0
+    assert "quant=gptq cannot do bits=3" in proc.stderr and "Allowed bits for gptq: 4, 8" in proc.stderr
+    assert not (out / "cache" / "model").exists()  # nothing was loaded or built
+
+
+def test_cli_sweep_with_one_bad_cell_fails_before_any_cell_runs(tmp_path):
+    out = tmp_path / "outputs"
+    proc = run_cli("-m", "debug=smoke", "quant=rtn,gptq", "bits=3", f"paths.output_dir={out}")
+    assert proc.returncode != 0
+    assert "gptq cannot do bits=3" in proc.stderr
+    assert not list(Path(out).glob("studies/*/*/metrics.json"))
