@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup run test test-full smoke sweep wandb-sync clean-outputs
+.PHONY: help setup run test test-full smoke sweep bench wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -30,14 +30,17 @@ test:  ## the default test suite (unit, config, integration on tiny-random-llama
 test-full:  ## also the slow tests on the real SmolLM2 model
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-smoke:  ## 2x2 gptq/awq x 4/8 sweep on tiny-random-llama, stub-free keyword judge, W&B off
+smoke:  ## the 2x2 gptq/awq x 4/8 sweep on tiny-random-llama (real pipeline, 4 prompts, W&B off)
 	$(BIN)/python -m qresafe_exp -m debug=smoke quant=gptq,awq bits=4,8
 
 sweep:  ## the spine sweep on smollm2-135m: quant=gptq,awq bits=4,8 (reduced eval)
 	$(BIN)/python -m qresafe_exp -m quant=gptq,awq bits=4,8
 
-wandb-sync:  ## upload offline W&B runs written under outputs/
-	$(BIN)/wandb sync --sync-all outputs/wandb 2>/dev/null || find outputs -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
+bench:  ## cold vs warm wall time of the 2x2 sweep on tiny-random-llama (JSON in bench/results/)
+	$(BIN)/python bench/sweep_cache.py --result bench/results/sweep_cache_smoke.json -- debug=smoke
+
+wandb-sync:  ## upload the offline W&B runs under outputs/studies/ (needs WANDB_API_KEY or `wandb login`)
+	find outputs/studies -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync
 
 clean-outputs:  ## delete outputs/ (cache included)
 	rm -rf outputs

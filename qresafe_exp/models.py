@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from qresafe_exp.cache import ArtifactCache
+from qresafe_exp.cache import ArtifactCache, content_key
 from qresafe_exp.devices import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,29 @@ def _build_random(cfg: DictConfig, tokenizer_dir: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def materialize(cfg: DictConfig, cache: ArtifactCache) -> ModelRef:
-    """Return the FP checkpoint for ``cfg`` (a ``model`` config), building it once if needed."""
+def _materialize_aligned(cfg: DictConfig, cache: ArtifactCache, paths) -> ModelRef:
+    from qresafe_exp import align
+    from qresafe_exp.schema import ModelConfig
+
+    if cfg.base is None or cfg.align is None:
+        raise ValueError(f"model={cfg.name}: source=aligned needs `base` (a model config) and `align`")
+    base = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg.base), cache, paths)
+    data_dir = paths.data_dir if paths is not None else None
+    cache_dir = paths.cache_dir if paths is not None else None
+    spec = {"source": "aligned", "align": OmegaConf.to_container(cfg.align, resolve=True),
+            "testbed_data": content_key(align.TESTBED_FILE.read_text())}
+    art = cache.get_or_build("align", spec, lambda out: align.align(base.path, out, cfg.align, data_dir, cache_dir),
+                             upstream=[base.key], version=align.ALIGN_STAGE_VERSION)
+    return ModelRef(cfg.name, str(art.path), art.key)
+
+
+def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
+    """Return the FP checkpoint for ``cfg`` (a ``model`` config), building it once if needed.
+
+    ``paths`` (the ``paths`` config) locates datasets for sources that train (``aligned``).
+    """
+    if cfg.source == "aligned":
+        return _materialize_aligned(cfg, cache, paths)
     if cfg.source == "hub":
         local = Path(cfg.path).expanduser()
         path = str(local.resolve()) if local.exists() else cfg.path
@@ -125,7 +146,7 @@ def materialize(cfg: DictConfig, cache: ArtifactCache) -> ModelRef:
         art = cache.get_or_build("model", spec, lambda out: _build_random(cfg, tok_dir, out),
                                  version=MODEL_STAGE_VERSION)
         return ModelRef(cfg.name, str(art.path), art.key)
-    raise ValueError(f"model.source='{cfg.source}' is unknown. Allowed: gguf_package, hub, random")
+    raise ValueError(f"model.source='{cfg.source}' is unknown. Allowed: aligned, gguf_package, hub, random")
 
 
 def is_compressed_tensors(path: str) -> bool:

@@ -18,10 +18,12 @@ from qresafe_exp.devices import resolve_device
 from qresafe_exp.evals.runner import evaluate
 from qresafe_exp.evals.suites import SUITES
 from qresafe_exp.judges import build_judge
+from qresafe_exp.align import training_prompts
 from qresafe_exp.models import ModelRef, materialize
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.provenance import provenance
 from qresafe_exp.quant import QUANTIZERS
+from qresafe_exp.quant.base import BitsNotSupportedError
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import build_tracker, scrub_secrets
@@ -34,9 +36,22 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------- validation (no model loads)
-def validate(cfg: DictConfig) -> None:
+def unsupported_reason(cfg: DictConfig) -> str | None:
+    """Why the quantizer cannot do this cell's bit-width (None when it can)."""
     try:
         QUANTIZERS.get(cfg.quant.name).validate(cfg.quant)
+    except BitsNotSupportedError as err:
+        return str(err)
+    return None
+
+
+def validate(cfg: DictConfig) -> None:
+    try:
+        if cfg.on_unsupported not in ("error", "record"):
+            raise ValueError(f"on_unsupported={cfg.on_unsupported} is unknown. Allowed: error, record")
+        reason = unsupported_reason(cfg)
+        if reason and cfg.on_unsupported == "error":
+            raise BitsNotSupportedError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
         PATCHES.get(cfg.patch.name).validate(cfg.patch, cfg.quant)
         build_judge(cfg.judge)
         for name in cfg.eval.suites:
@@ -169,25 +184,42 @@ def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_s
         log.info("wrote FP reference cell %s", cell)
 
 
+def write_unsupported_cell(cfg: DictConfig, reason: str) -> dict:
+    metrics = {"cell": cfg.cell, "study": cfg.study, "status": "unsupported", "reason": reason,
+               "axes": {"model": cfg.model.name, "quant": cfg.quant.name, "bits": cfg.quant.bits,
+                        "group_size": cfg.quant.group_size, "calib": None, "patch": cfg.patch.name},
+               "provenance": provenance(cfg.paths.root_dir)}
+    write_json_atomic(cell_dir(cfg, cfg.cell) / "metrics.json", metrics)
+    log.warning("cell %s recorded as unsupported: %s", cfg.cell, reason)
+    print(f"\n{format_table([table_row(metrics)])}\n", flush=True)
+    return metrics
+
+
 # ---------------------------------------------------------------- the cell
 def run_cell(cfg: DictConfig) -> dict:
     started = time.time()
     validate(cfg)
+    reason = unsupported_reason(cfg)
+    if reason:  # on_unsupported=record (validate raised otherwise)
+        return write_unsupported_cell(cfg, reason)
     device = resolve_device(cfg.device)
     artifacts = ArtifactCache(cfg.paths.cache_dir)
     requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
     cell = cfg.cell
     log.info("cell %s (study %s) on %s", cell, cfg.study, device)
     try:
-        fp = materialize(cfg.model, artifacts)
-        reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp")
+        fp = materialize(cfg.model, artifacts, cfg.paths)
+        # An aligned model's training prompts never count as evaluation prompts.
+        exclude = frozenset(training_prompts(fp.path))
+        reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp",
+                             scorer=fp, exclude=exclude)
         is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
         if not is_reference:
             ensure_reference_cell(cfg, reference, fp, time.time() - started)
         quantized, quant_info = quantize(fp, cfg, artifacts)
         patched, patch_info = patch(quantized, cfg, artifacts)
         result = reference if patched.key == fp.key else evaluate(patched, cfg, artifacts, requests, device,
-                                                                   label=cell)
+                                                                   label=cell, scorer=fp, exclude=exclude)
         keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "eval": result["key"],
                 "reference_eval": reference["key"]}
         metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,

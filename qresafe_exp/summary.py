@@ -11,6 +11,9 @@ def _rate(block: dict | None) -> str:
 
 
 def table_row(metrics: dict) -> dict:
+    if metrics.get("status") == "unsupported":
+        return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
+                metrics["reason"], "degenerate": "-", "time": "-"}
     scores = metrics.get("scores", {})
     asr = scores.get("advbench", {}).get("asr")
     refusal = scores.get("xstest_safe", {}).get("refusal_rate")

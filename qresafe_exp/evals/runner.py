@@ -1,13 +1,15 @@
 """The evaluate stage: generate on every suite's prompts, judge, score; cached as one artifact.
 
 The artifact key covers the model checkpoint key, the frozen protocol (eval config, suite
-versions, judge identity), so the FP model's evaluation is shared by every cell of a sweep.
+versions, judge identity), the FP model that scores fluency and the training prompts removed from
+the evaluation sets, so the FP model's evaluation is shared by every cell of a sweep.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.cache import ArtifactCache, RequestCache, content_key, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.degeneration import degeneration_signals
+from qresafe_exp.evals.perplexity import cached_perplexities
 from qresafe_exp.evals.suites import SUITES
 from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
 from qresafe_exp.judges import build_judge
@@ -24,27 +27,32 @@ from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.stats import rate
 
 log = logging.getLogger(__name__)
-EVAL_STAGE_VERSION = 1
+EVAL_STAGE_VERSION = 2
 
 
-def eval_spec(cfg: DictConfig) -> dict:
+def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str]) -> dict:
     judge = build_judge(cfg.judge)
     return {
         "eval": OmegaConf.to_container(cfg.eval, resolve=True),
         "suites": {name: SUITES.get(name).version for name in cfg.eval.suites},
         "judge": judge.identity,
         "system_prompt": cfg.model.system_prompt,
+        "fluency_scorer": scorer.key if scorer is not None else None,
+        "excluded_training_prompts": content_key(sorted(exclude)) if exclude else None,
     }
 
 
-def score_suite(suite, rows: list[dict]) -> dict:
+def score_suite(suite, rows: list[dict], removed: int) -> dict:
     flag = "jailbroken" if suite.kind == "harmful" else "refused"
     clean = [r for r in rows if not r["degenerate"]]
+    perplexities = [r["fp_perplexity"] for r in rows if r.get("fp_perplexity") is not None]
     return {
         "suite": suite.name, "metric": suite.metric, "version": suite.version,
         suite.metric: rate([r[flag] for r in rows]),
         f"{suite.metric}_non_degenerate": rate([r[flag] for r in clean]),
         "degenerate": rate([r["degenerate"] for r in rows]),
+        "fp_perplexity_median": round(statistics.median(perplexities), 3) if perplexities else None,
+        "removed_overlapping_training": removed,
     }
 
 
@@ -71,9 +79,16 @@ def _judge_rows(suite, judge, rows: list[dict], requests: RequestCache) -> None:
 
 
 def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
-             device, label: str) -> dict:
-    """Return {'key', 'path', 'scores', 'generated', 'seconds'} for ``model`` under ``cfg.eval``."""
-    spec = eval_spec(cfg)
+             device, label: str, scorer: ModelRef | None = None,
+             exclude: frozenset[str] = frozenset()) -> dict:
+    """Return {'key', 'path', 'scores', 'generated', 'seconds', 'cached'} for ``model``.
+
+    ``scorer`` is the FP model whose perplexity of each response feeds the degeneration guard;
+    ``exclude`` holds normalised training prompts, removed from every evaluation set.
+    """
+    if cfg.eval.degeneration.max_fp_perplexity is None:
+        scorer = None
+    spec = eval_spec(cfg, scorer, exclude)
     stats = {"generated": 0}
 
     def build(out: Path) -> None:
@@ -85,24 +100,37 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             log.info("loading %s for generation on %s", label, device)
             return HFEngine(load_model(model.path, device), tokenizer, cfg.eval.batch_size)
 
+        @lru_cache(maxsize=1)
+        def fp_model():
+            if scorer.key == model.key:
+                return engine().model
+            log.info("loading the FP model to score fluency")
+            return load_model(scorer.path, device)
+
         judge = build_judge(cfg.judge)
         gen = GenerationSpec(max_new_tokens=cfg.eval.max_new_tokens, system_prompt=cfg.model.system_prompt)
         all_rows, scores = [], {}
         for name in cfg.eval.suites:
             suite = SUITES.get(name)
             records = load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-            chosen = suite.select(records, cfg.eval.limit, cfg.eval.sample_seed)
+            chosen, removed = suite.select(records, cfg.eval.limit, cfg.eval.sample_seed, exclude)
+            if removed:
+                log.info("%s: removed %d prompts that the model was trained on", name, removed)
             texts = [render_chat(tokenizer, r["prompt"], gen.system_prompt) for r in chosen]
             responses, generated = generate_cached(engine, model.key, texts, gen, requests,
                                                    desc=f"{label} {name}")
             stats["generated"] += generated
+            perplexities = [None] * len(texts)
+            if scorer is not None:
+                perplexities = cached_perplexities(fp_model, tokenizer, scorer.key, texts, responses, requests,
+                                                   cfg.eval.batch_size, desc=f"fp perplexity {name}")
             rows = []
-            for rec, response in zip(chosen, responses):
-                signals = degeneration_signals(response, cfg.eval.degeneration)
+            for rec, response, ppl in zip(chosen, responses, perplexities):
+                signals = degeneration_signals(response, cfg.eval.degeneration, ppl)
                 rows.append({"suite": name, "id": rec["id"], "prompt": rec["prompt"],
                              "response": response, **signals})
             _judge_rows(suite, judge, rows, requests)
-            scores[name] = score_suite(suite, rows)
+            scores[name] = score_suite(suite, rows, removed)
             all_rows.extend(rows)
         with open(out / "samples.jsonl", "w") as handle:
             for row in all_rows:

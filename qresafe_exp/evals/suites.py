@@ -25,14 +25,24 @@ class Suite:
     keep: Optional[Callable[[dict], bool]] = None
     rule: Optional[Callable[[str], dict]] = None
 
-    def select(self, records: list[dict], limit: Optional[int], seed: int) -> list[dict]:
+    def select(self, records: list[dict], limit: Optional[int], seed: int,
+               exclude: frozenset[str] = frozenset()) -> tuple[list[dict], int]:
+        """(the prompts to evaluate, how many were dropped because a model trained on them).
+
+        ``exclude`` holds normalised training prompts: they are removed before sampling, so
+        ``limit`` still gives ``limit`` held-out prompts.
+        """
+        from qresafe_exp.data.normalize import normalize_prompt
+
         kept = [r for r in records if self.keep is None or self.keep(r)]
+        held_out = [r for r in kept if normalize_prompt(r["prompt"]) not in exclude]
+        removed, kept = len(kept) - len(held_out), held_out
         if limit is None or limit >= len(kept):
-            return kept
+            return kept, removed
         # A seeded sample, in file order: the same prompts for every cell of a study, and not
         # the first N rows (AdvBench's rows are clustered by topic).
         chosen = set(random.Random(seed).sample(range(len(kept)), limit))
-        return [r for i, r in enumerate(kept) if i in chosen]
+        return [r for i, r in enumerate(kept) if i in chosen], removed
 
 
 def _xstest_rule(response: str) -> dict:

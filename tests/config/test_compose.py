@@ -83,7 +83,8 @@ def test_cli_bad_bits_fails_fast_without_loading_a_model(tmp_path):
     out = tmp_path / "outputs"
     proc = run_cli("quant=gptq", "bits=3", f"paths.output_dir={out}", "logger=none")
     assert proc.returncode != 0
-    assert "quant=gptq cannot do bits=3" in proc.stderr and "Allowed bits for gptq: 4, 8" in proc.stderr
+    assert proc.returncode == 2
+    assert "Error: [smollm2-135m.gptq-w3g64-risk1.none] quant=gptq cannot do bits=3. Allowed bits for gptq: 4, 8" in proc.stderr
     assert not (out / "cache" / "model").exists()  # nothing was loaded or built
 
 
@@ -93,3 +94,22 @@ def test_cli_sweep_with_one_bad_cell_fails_before_any_cell_runs(tmp_path):
     assert proc.returncode != 0
     assert "gptq cannot do bits=3" in proc.stderr
     assert not list(Path(out).glob("studies/*/*/metrics.json"))
+
+
+def test_cli_misspelt_key_names_the_key_the_fix_and_the_allowed_keys(tmp_path):
+    proc = run_cli("quant=gptq", "quant.group_sise=32", f"paths.output_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "unknown config key 'quant.group_sise'" in proc.stderr
+    assert "Did you mean 'quant.group_size'?" in proc.stderr
+    assert "Allowed keys of quant:" in proc.stderr and "dampening_frac" in proc.stderr
+
+
+def test_override_key_check_follows_group_choices_and_sweeps():
+    from qresafe_exp.cli import UnknownKeyError, check_override_keys
+
+    check_override_keys(["-m", "quant=gptq,awq", "bits=4,8", "quant.group_size=32", "+new.key=1"])
+    check_override_keys(["debug=smoke", "eval.limit=2", "model.architecture.hidden_size=32"])
+    with pytest.raises(UnknownKeyError, match="Did you mean 'bits'"):
+        check_override_keys(["bitz=4"])
+    with pytest.raises(UnknownKeyError, match="quant has no key 'dampening_frac'"):
+        check_override_keys(["quant=awq", "quant.dampening_frac=0.1"])

@@ -27,10 +27,11 @@ def test_unknown_dataset_lists_allowed(tmp_path):
 def test_suite_sample_is_seeded_stable_and_filtered(data_dir):
     suite = SUITES.get("xstest_safe")
     records = load_records(suite.dataset, str(data_dir))
-    a = suite.select(records, 64, seed=0)
-    b = suite.select(records, 64, seed=0)
-    c = suite.select(records, 64, seed=1)
+    a, removed = suite.select(records, 64, seed=0)
+    b, _ = suite.select(records, 64, seed=0)
+    c, _ = suite.select(records, 64, seed=1)
+    assert removed == 0
     assert [r["id"] for r in a] == [r["id"] for r in b]
     assert [r["id"] for r in a] != [r["id"] for r in c]
     assert len(a) == 64 and all(r["label"] == "safe" for r in a)
-    assert len(suite.select(records, None, seed=0)) == 250
+    assert len(suite.select(records, None, seed=0)[0]) == 250
