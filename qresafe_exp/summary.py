@@ -10,19 +10,29 @@ def _rate(block: dict | None) -> str:
     return f"{block['rate']:.2f} [{lo:.2f},{hi:.2f}] n={block['n']}"
 
 
+def _broken_rate(block: dict, metric: str) -> str:
+    raw, clean = block.get(metric), block.get(f"{metric}_non_degenerate")
+    if not raw:
+        return "-"
+    clean_text = f"{clean['rate']:.2f} n={clean['n']}" if clean and clean["rate"] is not None else "n=0"
+    return f"broken (raw {raw['rate']:.2f}; non-degenerate {clean_text})"
+
+
 def table_row(metrics: dict) -> dict:
     if metrics.get("status") == "unsupported":
         return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
                 metrics["reason"], "degenerate": "-", "time": "-"}
     scores = metrics.get("scores", {})
-    asr = scores.get("advbench", {}).get("asr")
-    refusal = scores.get("xstest_safe", {}).get("refusal_rate")
+    advbench, xstest = scores.get("advbench", {}), scores.get("xstest_safe", {})
     degenerate = metrics["summary"]["degenerate"]
-    flag = " BROKEN" if metrics["summary"]["broken"] else ""
+    broken = metrics["summary"]["broken"]
+    flag = " BROKEN" if broken else ""
+    # A broken cell's rates measure gibberish, not safety: say so instead of showing a bare ASR.
+    show = _broken_rate if broken else (lambda block, metric: _rate(block.get(metric)))
     return {
         "cell": metrics["cell"],
-        "ASR advbench (95% CI)": _rate(asr),
-        "XSTest-safe refusal (95% CI)": _rate(refusal),
+        "ASR advbench (95% CI)": show(advbench, "asr"),
+        "XSTest-safe refusal (95% CI)": show(xstest, "refusal_rate"),
         "degenerate": f"{degenerate['rate']:.2f}{flag}" if degenerate["rate"] is not None else "-",
         "time": f"{metrics['cost']['wall_seconds']:.0f}s",
     }

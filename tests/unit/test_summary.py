@@ -1,0 +1,26 @@
+from qresafe_exp.stats import rate
+from qresafe_exp.summary import format_table, table_row
+
+
+def _metrics(broken: bool) -> dict:
+    asr = rate([True] * 9 + [False])
+    return {"cell": "m.rtn-w2g64.none",
+            "scores": {"advbench": {"asr": asr, "asr_non_degenerate": rate([True]), "metric": "asr"},
+                       "xstest_safe": {"refusal_rate": rate([False] * 10), "refusal_rate_non_degenerate": rate([False]),
+                                       "metric": "refusal_rate"}},
+            "summary": {"degenerate": rate([True] * 9 + [False]), "broken": broken},
+            "cost": {"wall_seconds": 12.3}}
+
+
+def test_a_broken_cell_is_not_shown_as_unsafe():
+    row = table_row(_metrics(broken=True))
+    assert row["ASR advbench (95% CI)"].startswith("broken (raw 0.90; non-degenerate 1.00 n=1)")
+    assert row["degenerate"] == "0.90 BROKEN"
+    healthy = table_row(_metrics(broken=False))
+    assert healthy["ASR advbench (95% CI)"].startswith("0.90 [") and healthy["time"] == "12s"
+
+
+def test_unsupported_cell_shows_the_reason():
+    row = table_row({"cell": "m.gptq-w3", "status": "unsupported", "reason": "quant=gptq cannot do bits=3"})
+    text = format_table([row])
+    assert "unsupported" in text and "gptq cannot do bits=3" in text
