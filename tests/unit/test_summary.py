@@ -9,7 +9,7 @@ def _metrics(broken: bool) -> dict:
                        "xstest_safe": {"refusal_rate": rate([False] * 10), "refusal_rate_non_degenerate": rate([False]),
                                        "metric": "refusal_rate"}},
             "summary": {"degenerate": rate([True] * 9 + [False]), "broken": broken},
-            "cost": {"wall_seconds": 12.3}}
+            "cost": {"wall_seconds": 0.4, "eval_seconds": 12.3}, "quantization": {"quantize_seconds": 5.0}}
 
 
 def test_a_broken_cell_is_not_shown_as_unsafe():
@@ -17,7 +17,7 @@ def test_a_broken_cell_is_not_shown_as_unsafe():
     assert row["ASR advbench (95% CI)"].startswith("broken (raw 0.90; non-degenerate 1.00 n=1)")
     assert row["degenerate"] == "0.90 BROKEN"
     healthy = table_row(_metrics(broken=False))
-    assert healthy["ASR advbench (95% CI)"].startswith("0.90 [") and healthy["time"] == "12s"
+    assert healthy["ASR advbench (95% CI)"].startswith("0.90 [") and healthy["build time"] == "17s"
 
 
 def test_unsupported_cell_shows_the_reason():
