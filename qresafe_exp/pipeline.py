@@ -98,8 +98,9 @@ def cell_dir(cfg: DictConfig, cell: str) -> Path:
 
 
 def summarize(scores: dict, degeneration_cfg) -> dict:
-    n = sum(block["degenerate"]["n"] for block in scores.values())
-    k = sum(block["degenerate"]["k"] for block in scores.values())
+    generated = [block for block in scores.values() if "degenerate" in block]  # not utility suites
+    n = sum(block["degenerate"]["n"] for block in generated)
+    k = sum(block["degenerate"]["k"] for block in generated)
     degenerate = rate([True] * k + [False] * (n - k))
     broken = degenerate["rate"] is not None and degenerate["rate"] > degeneration_cfg.broken_if_rate_above
     return {"degenerate": degenerate, "broken": broken}
@@ -139,7 +140,8 @@ def _delta(block: dict, ref_block: dict | None):
     if not ref_block:
         return None
     metric = block["metric"]
-    a, b = block[metric]["rate"], ref_block[metric]["rate"]
+    a, b = (block[metric].get("rate", block[metric].get("value")),
+            ref_block[metric].get("rate", ref_block[metric].get("value")))
     return None if a is None or b is None else round(a - b, 4)
 
 

@@ -20,3 +20,17 @@ def rate(flags: list[bool]) -> dict:
     n, k = len(flags), sum(bool(f) for f in flags)
     lo, hi = wilson_interval(k, n)
     return {"rate": (k / n) if n else None, "k": k, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def geometric_mean_ci(values: list[float], z: float = 1.959964) -> dict:
+    """{'value', 'n', 'ci95'}: the geometric mean of positive values (e.g. per-item perplexities),
+    with a normal-approximation 95% interval on the mean of their logs, mapped back."""
+    logs = [math.log(v) for v in values if v is not None and v > 0]
+    n = len(logs)
+    if n == 0:
+        return {"value": None, "n": 0, "ci95": [None, None]}
+    mean = sum(logs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1)) if n > 1 else 0.0
+    half = z * sd / math.sqrt(n)
+    return {"value": round(math.exp(mean), 4), "n": n,
+            "ci95": [round(math.exp(mean - half), 4), round(math.exp(mean + half), 4)]}

@@ -10,6 +10,13 @@ def _rate(block: dict | None) -> str:
     return f"{block['rate']:.2f} [{lo:.2f},{hi:.2f}] n={block['n']}"
 
 
+def _value(block: dict | None) -> str:
+    if not block or block.get("value") is None:
+        return "-"
+    lo, hi = block["ci95"]
+    return f"{block['value']:.2f} [{lo:.2f},{hi:.2f}] n={block['n']}"
+
+
 def _broken_rate(block: dict, metric: str) -> str:
     raw, clean = block.get(metric), block.get(f"{metric}_non_degenerate")
     if not raw:
@@ -26,7 +33,7 @@ def _build_seconds(metrics: dict) -> float:
 def table_row(metrics: dict) -> dict:
     if metrics.get("status") == "unsupported":
         return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
-                metrics["reason"], "degenerate": "-", "build time": "-"}
+                metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "build time": "-"}
     scores = metrics.get("scores", {})
     advbench, xstest = scores.get("advbench", {}), scores.get("xstest_safe", {})
     degenerate = metrics["summary"]["degenerate"]
@@ -38,6 +45,7 @@ def table_row(metrics: dict) -> dict:
         "cell": metrics["cell"],
         "ASR advbench (95% CI)": show(advbench, "asr"),
         "XSTest-safe refusal (95% CI)": show(xstest, "refusal_rate"),
+        "ref. perplexity (95% CI)": _value(scores.get("alpaca_eval_ppl", {}).get("reference_perplexity")),
         "degenerate": f"{degenerate['rate']:.2f}{flag}" if degenerate["rate"] is not None else "-",
         # seconds spent building this cell's artifacts (quantize + evaluate): the same on a warm
         # rerun, which takes ~0 s of its own (metrics.json keeps that as cost.wall_seconds)

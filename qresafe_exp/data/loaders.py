@@ -43,3 +43,10 @@ def instruction_list(path: Path) -> list[dict]:
         {"id": f"{Path(path).stem}-{i}", "prompt": row["instruction"], "category": row.get("category")}
         for i, row in enumerate(rows)
     ]
+
+
+def alpaca_eval_reference(path: Path) -> list[dict]:
+    """AlpacaEval instructions with a reference model's outputs."""
+    rows = json.loads(Path(path).read_text())
+    return [{"id": f"alpaca_eval-{i}", "prompt": row["instruction"], "response": row["output"],
+             "subset": row.get("dataset", "")} for i, row in enumerate(rows)]

@@ -24,7 +24,7 @@ from qresafe_exp.evals.suites import SUITES
 from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
 from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
-from qresafe_exp.stats import rate
+from qresafe_exp.stats import geometric_mean_ci, rate
 
 log = logging.getLogger(__name__)
 EVAL_STAGE_VERSION = 2
@@ -78,6 +78,17 @@ def _judge_rows(suite, judge, rows: list[dict], requests: RequestCache) -> None:
         row.update(verdict)
 
 
+def _reference_perplexity_rows(name, chosen, texts, tokenizer, engine, model_key, requests, cfg) -> list[dict]:
+    """Perplexity of each reference answer (its first ``max_new_tokens`` tokens) under the model."""
+    cap = cfg.eval.max_new_tokens
+    references = [tokenizer.decode(tokenizer(r["response"], add_special_tokens=False)["input_ids"][:cap])
+                  for r in chosen]
+    values = cached_perplexities(lambda: engine().model, tokenizer, model_key, texts, references, requests,
+                                 cfg.eval.batch_size, desc=f"reference perplexity {name}")
+    return [{"suite": name, "id": r["id"], "prompt": r["prompt"], "reference": ref, "perplexity": v}
+            for r, ref, v in zip(chosen, references, values)]
+
+
 def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
              device, label: str, scorer: ModelRef | None = None,
              exclude: frozenset[str] = frozenset()) -> dict:
@@ -117,6 +128,13 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             if removed:
                 log.info("%s: removed %d prompts that the model was trained on", name, removed)
             texts = [render_chat(tokenizer, r["prompt"], gen.system_prompt) for r in chosen]
+            if suite.kind == "utility":
+                rows = _reference_perplexity_rows(name, chosen, texts, tokenizer, engine, model.key, requests, cfg)
+                scores[name] = {"suite": name, "metric": suite.metric, "version": suite.version,
+                                suite.metric: geometric_mean_ci([r["perplexity"] for r in rows]),
+                                "removed_overlapping_training": removed}
+                all_rows.extend(rows)
+                continue
             responses, generated = generate_cached(engine, model.key, texts, gen, requests,
                                                    desc=f"{label} {name}")
             stats["generated"] += generated

@@ -3,6 +3,8 @@
 - harmful suites (AdvBench): the configured judge decides ``jailbroken``; the rate is ASR.
 - over-refusal suites (XSTest safe prompts): the benchmark's own rule decides ``refused``; the
   rate is the refusal rate on prompts that should be answered.
+- utility suites (AlpacaEval references): no generation and no judge; the perplexity of benign
+  reference answers under the evaluated model (lower = the model still "speaks" them).
 Bump a suite's ``version`` whenever a change could move its numbers.
 """
 
@@ -19,7 +21,7 @@ from qresafe_exp.registry import Registry
 class Suite:
     name: str
     dataset: str
-    kind: str  # "harmful" -> asr by the judge | "overrefusal" -> refusal_rate by `rule`
+    kind: str  # "harmful" -> asr by the judge | "overrefusal" -> refusal_rate by `rule` | "utility"
     metric: str
     version: int = 1
     keep: Optional[Callable[[dict], bool]] = None
@@ -54,11 +56,13 @@ def _xstest_rule(response: str) -> dict:
 ADVBENCH = Suite("advbench", "advbench", kind="harmful", metric="asr")
 XSTEST_SAFE = Suite("xstest_safe", "xstest", kind="overrefusal", metric="refusal_rate",
                     keep=lambda r: r["label"] == "safe", rule=_xstest_rule)
+ALPACA_EVAL_PPL = Suite("alpaca_eval_ppl", "alpaca_eval", kind="utility", metric="reference_perplexity")
 
 SUITES: Registry[Suite] = Registry(
     "eval suite",
     {
         "advbench": "qresafe_exp.evals.suites:ADVBENCH",
         "xstest_safe": "qresafe_exp.evals.suites:XSTEST_SAFE",
+        "alpaca_eval_ppl": "qresafe_exp.evals.suites:ALPACA_EVAL_PPL",
     },
 )

@@ -37,4 +37,9 @@ def test_degeneration_and_reference_delta_are_reported(compose_cfg):
     summary = metrics["summary"]
     # a random-weight model emits gibberish: the guard must say so rather than score it as unsafe
     assert summary["degenerate"]["n"] == 6 and summary["degenerate"]["rate"] > 0.5 and summary["broken"]
-    assert set(metrics["vs_reference"]) == {"advbench.asr", "xstest_safe.refusal_rate"}
+    assert set(metrics["vs_reference"]) == {"advbench.asr", "xstest_safe.refusal_rate",
+                                            "alpaca_eval_ppl.reference_perplexity"}
+    utility = metrics["scores"]["alpaca_eval_ppl"]["reference_perplexity"]
+    # a random model is near-uniform over SmolLM2's 49,152-token vocabulary
+    assert utility["n"] == 3 and 20_000 < utility["value"] < 100_000
+    assert utility["ci95"][0] <= utility["value"] <= utility["ci95"][1]

@@ -36,7 +36,9 @@ def test_sweep_writes_every_cell_and_the_fp_reference(cold_sweep):
         assert metrics["scores"]["xstest_safe"]["refusal_rate"]["n"] == 4
         assert "degenerate" in metrics["summary"] and metrics["provenance"]["versions"]["transformers"]
         lines = (out / "studies" / "smoke" / cell / "samples.jsonl").read_text().splitlines()
-        assert len(lines) == 8 and all("response" in json.loads(line) for line in lines)
+        rows = [json.loads(line) for line in lines]
+        assert len(rows) == 12  # 4 AdvBench + 4 XSTest responses, 4 scored AlpacaEval references
+        assert sum("response" in r for r in rows) == 8 and sum("perplexity" in r for r in rows) == 4
     quantized = load_metrics(out, CELLS[1])
     assert quantized["axes"] == {"model": "tiny-random-llama", "quant": "gptq", "bits": 4, "group_size": 64,
                                  "calib": "risk1", "patch": "none"}

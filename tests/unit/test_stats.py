@@ -1,6 +1,8 @@
 import pytest
 
-from qresafe_exp.stats import rate, wilson_interval
+import math
+
+from qresafe_exp.stats import geometric_mean_ci, rate, wilson_interval
 
 
 def test_wilson_matches_closed_form_values():
@@ -27,3 +29,13 @@ def test_rate_reports_n_and_ci():
     assert block["rate"] == 0.5 and block["k"] == 2 and block["n"] == 4
     assert block["ci95"][0] < 0.5 < block["ci95"][1]
     assert rate([])["rate"] is None
+
+
+def test_geometric_mean_ci_of_perplexities():
+    block = geometric_mean_ci([2.0, 8.0])
+    assert block["value"] == pytest.approx(4.0) and block["n"] == 2
+    lo, hi = block["ci95"]
+    assert lo < 4.0 < hi and lo * hi == pytest.approx(16.0, rel=1e-3)  # symmetric in log space
+    assert geometric_mean_ci([5.0, 5.0, 5.0])["ci95"] == [5.0, 5.0]
+    assert geometric_mean_ci([None])["value"] is None
+    assert math.isclose(geometric_mean_ci([3.0])["value"], 3.0)
