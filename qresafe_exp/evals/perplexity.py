@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from qresafe_exp.cache import RequestCache, content_key
+from qresafe_exp.lm import response_token_logprobs
 
 
 @torch.inference_mode()
@@ -20,29 +21,27 @@ def response_perplexities(model, tokenizer, texts: list[str], responses: list[st
                           desc: str = "fp perplexity") -> list[float | None]:
     """exp(mean NLL of the response tokens | rendered prompt); None for an empty response."""
     results: list[float | None] = [None] * len(texts)
-    todo = [i for i, r in enumerate(responses) if r.strip()]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = {i: tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i, r in enumerate(responses) if r.strip()}
+    answers = {i: tokenizer(responses[i], add_special_tokens=False)["input_ids"] for i in prompts}
+    todo = sorted(prompts, key=lambda i: len(prompts[i]) + len(answers[i]))  # little padding per batch
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch"):
         idx = todo[start : start + batch_size]
-        prompts = [tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i in idx]
-        answers = [tokenizer(responses[i], add_special_tokens=False)["input_ids"] for i in idx]
-        width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+        width = max(len(prompts[i]) + len(answers[i]) for i in idx)
         ids = torch.full((len(idx), width), pad)
         labels = torch.full((len(idx), width), -100)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, (p, a) in enumerate(zip(prompts, answers)):
-            seq = p + a
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, len(p) : len(seq)] = torch.tensor(a)
-            mask[row, : len(seq)] = 1
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = labels[:, 1:].to(model.device)
-        picked = logprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        valid = target != -100
-        nll = -(picked * valid).sum(1) / valid.sum(1).clamp(min=1)
         for row, i in enumerate(idx):
-            results[i] = round(math.exp(min(nll[row].item(), 50.0)), 3)
+            seq = prompts[i] + answers[i]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, len(prompts[i]) : len(seq)] = torch.tensor(answers[i])
+            mask[row, : len(seq)] = 1
+        device = model.device
+        logprobs, rows = response_token_logprobs(model, ids.to(device), mask.to(device), labels.to(device))
+        nll = -torch.zeros(len(idx), device=device).index_add(0, rows, logprobs)
+        counts = torch.zeros(len(idx), device=device).index_add(0, rows, torch.ones_like(logprobs)).clamp(min=1)
+        for row, i in enumerate(idx):
+            results[i] = round(math.exp(min((nll[row] / counts[row]).item(), 50.0)), 3)
     return results
 
 
