@@ -165,6 +165,16 @@ class RequestCache:
             self._conn.execute("ROLLBACK")
             raise
 
+    def fill(self, ns: str, keys: list[str], compute: Callable[[list[int]], list[Any]]) -> list[Any]:
+        """The values for ``keys``; ``compute(indices)`` makes the missing ones, which are stored."""
+        found = self.get_many(ns, keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            new = {keys[i]: value for i, value in zip(missing, compute(missing))}
+            self.put_many(ns, new)
+            found.update(new)
+        return [found[k] for k in keys]
+
     def count(self, ns: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM requests WHERE ns=?", [ns]).fetchone()[0]
 

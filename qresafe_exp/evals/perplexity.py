@@ -47,14 +47,6 @@ def response_perplexities(model, tokenizer, texts: list[str], responses: list[st
 
 def cached_perplexities(model_factory, tokenizer, scorer_key: str, texts: list[str], responses: list[str],
                         cache: RequestCache, batch_size: int, desc: str) -> list[float | None]:
-    ns = f"fp_perplexity/{scorer_key}"
     keys = [content_key(t, r, length=32) for t, r in zip(texts, responses)]
-    found = cache.get_many(ns, keys)
-    missing = [i for i, k in enumerate(keys) if k not in found]
-    if missing:
-        values = response_perplexities(model_factory(), tokenizer, [texts[i] for i in missing],
-                                       [responses[i] for i in missing], batch_size, desc)
-        new = {keys[i]: v for i, v in zip(missing, values)}
-        cache.put_many(ns, new)
-        found.update(new)
-    return [found[k] for k in keys]
+    return cache.fill(f"fp_perplexity/{scorer_key}", keys, lambda missing: response_perplexities(
+        model_factory(), tokenizer, [texts[i] for i in missing], [responses[i] for i in missing], batch_size, desc))

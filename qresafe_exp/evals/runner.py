@@ -65,15 +65,9 @@ def _judge_rows(suite, judge, rows: list[dict], requests: RequestCache) -> None:
     if not judge.cache_verdicts:
         verdicts = judge.judge(pairs)
     else:
-        ns = f"verdict/{content_key(judge.identity)}"
-        keys = [content_key(p, length=32) for p in pairs]
-        found = requests.get_many(ns, keys)
-        todo = [i for i, k in enumerate(keys) if k not in found]
-        if todo:
-            new = judge.judge([pairs[i] for i in todo])
-            requests.put_many(ns, {keys[i]: v for i, v in zip(todo, new)})
-            found.update({keys[i]: v for i, v in zip(todo, new)})
-        verdicts = [found[k] for k in keys]
+        verdicts = requests.fill(f"verdict/{content_key(judge.identity)}",
+                                 [content_key(p, length=32) for p in pairs],
+                                 lambda todo: judge.judge([pairs[i] for i in todo]))
     for row, verdict in zip(rows, verdicts):
         row.update(verdict)
 

@@ -88,3 +88,17 @@ def test_request_cache_round_trip_and_persistence(tmp_path):
     cache.close()
     reopened = RequestCache(db)
     assert reopened.count("generation/m1") == 2
+
+
+def test_request_cache_fill_computes_only_what_is_missing(tmp_path):
+    cache = RequestCache(tmp_path / "r.sqlite")
+    cache.put_many("ns", {"a": 1})
+    asked = []
+
+    def compute(indices):
+        asked.append(indices)
+        return [10 * i for i in indices]
+
+    assert cache.fill("ns", ["a", "b", "c"], compute) == [1, 10, 20]
+    assert cache.fill("ns", ["c", "b"], compute) == [20, 10]
+    assert asked == [[1, 2]]
