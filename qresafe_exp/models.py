@@ -149,12 +149,16 @@ def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
     raise ValueError(f"model.source='{cfg.source}' is unknown. Allowed: aligned, gguf_package, hub, random")
 
 
-def is_compressed_tensors(path: str) -> bool:
+def quant_method(path: str) -> Optional[str]:
+    """The checkpoint's quantization_config.quant_method (None for plain checkpoints)."""
     config = Path(path) / "config.json"
     if not config.exists():
-        return False
-    quant = json.loads(config.read_text()).get("quantization_config") or {}
-    return quant.get("quant_method") == "compressed-tensors"
+        return None
+    return (json.loads(config.read_text()).get("quantization_config") or {}).get("quant_method")
+
+
+def is_compressed_tensors(path: str) -> bool:
+    return quant_method(path) == "compressed-tensors"
 
 
 def load_tokenizer(path: str, revision: Optional[str] = None):
@@ -177,10 +181,25 @@ def load_model(path: str, device: torch.device, *, dequantize: bool = True, revi
     """
     from transformers import AutoModelForCausalLM
 
+    from qresafe_exp.quant.fake_quant import attach_saved_fake_quant
+
     kwargs = {"dtype": compute_dtype(device), "revision": revision}
-    if is_compressed_tensors(path):
+    method = quant_method(path)
+    if method == "compressed-tensors":
         from transformers import CompressedTensorsConfig
 
         kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=dequantize)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    return model.to(device).eval()
+    if method == "bitsandbytes":  # bnb modules are placed at load time and cannot be moved after
+        from qresafe_exp.quant.bnb import silence_bnb_warnings
+
+        silence_bnb_warnings()
+        model = AutoModelForCausalLM.from_pretrained(path, device_map=str(device), **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
+    attach_saved_fake_quant(model, path)  # llm_qat checkpoints: activation / KV quantizers
+    adapter = Path(path) / "qlora_adapter"  # qlora merge=adapter: the adapter rides on the bnb base
+    if adapter.is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    return model.eval()

@@ -23,7 +23,9 @@ from qresafe_exp.models import ModelRef, materialize
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.provenance import provenance
 from qresafe_exp.quant import QUANTIZERS
-from qresafe_exp.quant.base import BitsNotSupportedError
+from qresafe_exp.quant.base import UnsupportedCombinationError
+from qresafe_exp.calibration import build_calibration
+from qresafe_exp.evals.protocols import PROTOCOLS
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import build_tracker, scrub_secrets
@@ -37,10 +39,10 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------- validation (no model loads)
 def unsupported_reason(cfg: DictConfig) -> str | None:
-    """Why the quantizer cannot do this cell's bit-width (None when it can)."""
+    """Why the quantizer cannot run this cell (bits, format, backend, hardware), None when it can."""
     try:
         QUANTIZERS.get(cfg.quant.name).validate(cfg.quant)
-    except BitsNotSupportedError as err:
+    except UnsupportedCombinationError as err:
         return str(err)
     return None
 
@@ -51,13 +53,18 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"on_unsupported={cfg.on_unsupported} is unknown. Allowed: error, record")
         reason = unsupported_reason(cfg)
         if reason and cfg.on_unsupported == "error":
-            raise BitsNotSupportedError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
+            raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
         PATCHES.get(cfg.patch.name).validate(cfg.patch, cfg.quant)
         build_judge(cfg.judge)
         for name in cfg.eval.suites:
             resolve_file(SUITES.get(name).dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-        if QUANTIZERS.get(cfg.quant.name).requires_calibration:
-            resolve_file(cfg.calib.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        quantizer = QUANTIZERS.get(cfg.quant.name)
+        if quantizer.calibration == "activation":
+            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        if quantizer.calibration == "finetune":
+            validate_calibration(cfg)
+        if cfg.eval.protocol not in PROTOCOLS:
+            raise ValueError(f"eval.protocol={cfg.eval.protocol} is unknown. Allowed: {', '.join(PROTOCOLS)}")
         resolve_device(cfg.device)
         if cfg.logger.name not in ("wandb", "none"):
             raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
@@ -65,22 +72,50 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"[{cfg.cell}] {err}") from err
 
 
+def validate_calibration(cfg: DictConfig) -> None:
+    """The risk-level set exists (or has its offline stand-in) and is large enough: no model loads."""
+    calib = cfg.calib
+    try:
+        resolve_file(calib.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        source = calib.dataset
+    except DatasetNotFoundError:
+        if not calib.offline_dataset:
+            raise
+        source = calib.offline_dataset
+    available = len(load_records(source, cfg.paths.data_dir, cfg.paths.cache_dir))
+    if calib.num_samples > available:
+        raise ValueError(f"calib={calib.name} asks for num_samples={calib.num_samples} but {source} has "
+                         f"{available} records")
+    if calib.responses == "generate" and calib.responder is None:
+        raise ValueError(f"calib={calib.name}: responses=generate needs calib.responder (a model config)")
+
+
 # ---------------------------------------------------------------- stages
-def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache) -> tuple[ModelRef, dict]:
+def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
+             device) -> tuple[ModelRef, dict]:
     quantizer = QUANTIZERS.get(cfg.quant.name)
     if quantizer.name == "none":
         return fp, {}
-    calib = cfg.calib if quantizer.requires_calibration else None
-    records = load_records(calib.dataset, cfg.paths.data_dir, cfg.paths.cache_dir) if calib else None
+    data_cfg = quantizer.data_config(cfg.calib)
+    spec = quantizer.spec(cfg.quant, cfg.calib)
+    calib_facts, records = None, None
+    if quantizer.calibration == "activation":
+        records = load_records(data_cfg.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+    elif quantizer.calibration == "finetune":
+        calibration = build_calibration(cfg, artifacts, requests, device)
+        records, calib_facts = calibration.records, calibration.facts
+        spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
 
     def build(out: Path) -> None:
-        info = quantizer().quantize(fp.path, out, cfg.quant, calib, records, cfg.seed)
+        info = quantizer().quantize(fp.path, out, cfg.quant, data_cfg, records, cfg.seed)
         write_json_atomic(out / "quant_info.json", info)
 
-    art = artifacts.get_or_build("quantize", quantizer.spec(cfg.quant, cfg.calib), build,
-                                 upstream=[fp.key], version=quantizer.version)
+    art = artifacts.get_or_build("quantize", spec, build, upstream=[fp.key], version=quantizer.version)
     info = json.loads((art.path / "quant_info.json").read_text())
-    info.update(quantize_seconds=art.spec["build_seconds"], simulated=False, artifact=art.key, cached=not art.built)
+    info.setdefault("simulated", False)
+    info.update(quantize_seconds=art.spec["build_seconds"], artifact=art.key, cached=not art.built)
+    if calib_facts:
+        info["calibration"] = calib_facts
     return ModelRef(f"{fp.name}.{cfg.quant.tag}", str(art.path), art.key), info
 
 
@@ -90,7 +125,9 @@ def patch(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache) -> tuple[M
 
 # ---------------------------------------------------------------- results
 def reference_cell_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}.fp.none"
+    # one FP reference per evaluation protocol: an AOA-protocol cell compares with FP under AOA
+    suffix = "" if cfg.eval.protocol == "vanilla" else f".{cfg.eval.protocol}"
+    return f"{cfg.model.name}.fp.none{suffix}"
 
 
 def cell_dir(cfg: DictConfig, cell: str) -> Path:
@@ -113,7 +150,7 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
         "cell": cell, "study": cfg.study,
         "axes": {"model": cfg.model.name, "quant": cfg.quant.name, "bits": None if is_fp else cfg.quant.bits,
                  "group_size": None if is_fp else cfg.quant.group_size,
-                 "calib": cfg.calib.name if quant_info and QUANTIZERS.get(cfg.quant.name).requires_calibration else None,
+                 "calib": _calib_label(cfg) if quant_info else None,
                  "patch": cfg.patch.name},
         "protocol": {"eval": cfg.eval.name, "version": cfg.eval.version, "protocol": cfg.eval.protocol,
                      "max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
@@ -134,6 +171,11 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
             for suite, block in result["scores"].items()
         }
     return metrics
+
+
+def _calib_label(cfg: DictConfig) -> str | None:
+    kind = QUANTIZERS.get(cfg.quant.name).calibration
+    return {"activation": f"act:{cfg.calib.activation.name}", "finetune": cfg.calib.name}.get(kind)
 
 
 def _delta(block: dict, ref_block: dict | None):
@@ -218,7 +260,7 @@ def run_cell(cfg: DictConfig) -> dict:
         is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
         if not is_reference:
             ensure_reference_cell(cfg, reference, fp, time.time() - started)
-        quantized, quant_info = quantize(fp, cfg, artifacts)
+        quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
         patched, patch_info = patch(quantized, cfg, artifacts)
         result = reference if patched.key == fp.key else evaluate(patched, cfg, artifacts, requests, device,
                                                                    label=cell, scorer=fp, exclude=exclude)

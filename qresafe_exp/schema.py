@@ -88,17 +88,84 @@ class AwqQuantConfig(QuantConfig):
 
 
 @dataclass
+class BnbQuantConfig(QuantConfig):
+    # int8 = LLM.int8() (bits=8); nf4 / fp4 (bits=4); auto = int8 for 8 bits, nf4 for 4.
+    format: str = "auto"
+    double_quant: bool = False  # the paper's QLoRA code loads NF4 without double quantization
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: Optional[int] = None  # None = calib.epochs (the risk level's recipe)
+    lr: float = 2e-4
+    batch_size: int = 4
+    max_response_tokens: int = 192
+
+
+@dataclass
+class QloraQuantConfig(BnbQuantConfig):
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    # requantize: merge the adapter into the weights and quantize again (one bnb checkpoint);
+    # fp: keep dequantized base + adapter in full precision (what an unmerged adapter computes)
+    merge: str = "requantize"
+    train: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+@dataclass
+class LlmQatQuantConfig(QuantConfig):
+    act_bits: Optional[int] = 8  # per-token fake quantization of every Linear input (None = off)
+    kv_bits: Optional[int] = 4  # per-token fake quantization of the k/v projections (None = off)
+    train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=2e-5))
+
+
+@dataclass
+class AqlmQuantConfig(QuantConfig):
+    # group_size is AQLM's in_group_size (8); codebooks from bits unless both are set (quant/aqlm.py)
+    num_codebooks: Optional[int] = None
+    nbits_per_codebook: Optional[int] = None
+    kmeans_iters: int = 10
+    rounds: int = 2  # code re-assignment + codebook tuning rounds per layer
+    adam_steps: int = 100
+    adam_lr: float = 1e-3
+
+
+@dataclass
 class PatchConfig:
     name: str = MISSING
 
 
 @dataclass
-class CalibConfig:
-    name: str = MISSING
-    dataset: str = MISSING  # data registry name
+class ActivationCalibConfig:
+    # What PTQ methods (gptq, awq) read for activation statistics. The paper treats these methods as
+    # dataset-free, so this set stays the same across risk levels (change it here, not per risk).
+    name: str = "alpaca"  # a short label for cell names
+    dataset: str = "alpaca_en_demo"
     num_samples: int = 32
     max_seq_length: int = 256
+
+
+@dataclass
+class CalibConfig:
+    # The quantization-assisting set of a risk level, read by fine-tuning quantizers (qlora, llm_qat, aqlm).
+    name: str = MISSING
+    dataset: str = MISSING  # data registry name, or the path of a .json/.jsonl pair file
+    offline_dataset: Optional[str] = None  # used when `dataset` cannot be loaded (e.g. hub unreachable)
+    responses: str = "dataset"  # dataset = the records' own answers; generate = answers of `responder`
+    responder: Optional[Dict[str, Any]] = None  # a model config (responses=generate)
+    response_max_new_tokens: int = 128
+    keep: str = "complied"  # responses=generate: complied (judge says it complied, not degenerate) | all
+    num_samples: int = 32
+    epochs: int = 1  # fine-tuning passes over the set
+    max_seq_length: int = 256
+    system_prompt: Optional[str] = None  # given to every training example (None = the records' own)
+    eval_protocol: str = "vanilla"  # how the paper evaluates this risk level (Table 8): vanilla | aoa
     seed: int = 0
+    activation: ActivationCalibConfig = field(default_factory=ActivationCalibConfig)
 
 
 @dataclass
@@ -176,11 +243,19 @@ class RootConfig:
     cell: str = MISSING
 
 
+def bnb_format(fmt: str, bits) -> str:
+    """The bitsandbytes format a config means: `auto` picks int8 for 8 bits and nf4 for 4 bits."""
+    if fmt != "auto":
+        return fmt
+    return {8: "int8", 4: "nf4"}.get(int(bits), f"w{bits}") if bits is not None else "nf4"
+
+
 def register_configs() -> None:
     # The launch directory without Hydra's runtime singleton, which is unset where sweep
     # callbacks compose job configs (and in tests).
     OmegaConf.register_new_resolver("qresafe.cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
+    OmegaConf.register_new_resolver("qresafe.bnb_format", bnb_format, replace=True)
     cs.store(name="base_config", node=RootConfig)
     for group, kind, node in [
         ("model", "model", ModelConfig),
@@ -189,6 +264,10 @@ def register_configs() -> None:
         ("quant", "rtn", RtnQuantConfig),
         ("quant", "gptq", GptqQuantConfig),
         ("quant", "awq", AwqQuantConfig),
+        ("quant", "bnb", BnbQuantConfig),
+        ("quant", "qlora", QloraQuantConfig),
+        ("quant", "llm_qat", LlmQatQuantConfig),
+        ("quant", "aqlm", AqlmQuantConfig),
         ("patch", "none", PatchConfig),
         ("calib", "calib", CalibConfig),
         ("eval", "eval", EvalConfig),

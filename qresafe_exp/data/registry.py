@@ -2,11 +2,15 @@
 
 Resolution order: ``<data_dir>/<local_file>`` when a data directory is configured (tests and CI
 point ``QRESAFE_DATA_DIR`` at ``../shared/data``), else a previously downloaded copy in
-``<cache_dir>/datasets/``, else a download from the public URL. The files are never committed.
+``<cache_dir>/datasets/``, else a download from the public URL (or, for hub-only sets such as
+UltraChat, the first rows of a hub split through ``datasets``). The files are never committed.
+Sets written for this project ship inside the package (``package_file``). A name that is a path to
+a ``.json``/``.jsonl`` file loads that file as prompt/response pairs (user-supplied data).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.request
 from dataclasses import dataclass
@@ -31,6 +35,12 @@ class DatasetSpec:
     parse: Callable[[Path], list[dict]]
     hub_id: Optional[str] = None  # the hub mirror, for reference in docs/reports
     license: str = ""
+    hub_split: Optional[str] = None  # set for hub-only datasets: fetched through `datasets`
+    hub_rows: int = 2000  # how many rows of the split to fetch and keep
+    package_file: Optional[str] = None  # inside qresafe_exp/data: written for this project
+
+
+PACKAGE_DATA = Path(__file__).resolve().parent
 
 
 _RAW = "https://raw.githubusercontent.com"
@@ -53,14 +63,32 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("harmful_train", "refusal_direction/splits/harmful_train.json",
                     f"{_RAW}/andyrdt/refusal_direction/main/dataset/splits/harmful_train.json",
                     loaders.instruction_list, license="Apache-2.0"),
+        DatasetSpec("ultrachat_200k", "ultrachat_200k/train_sft_head.jsonl", None, loaders.prompt_response_file,
+                    hub_id="HuggingFaceH4/ultrachat_200k", hub_split="train_sft", license="MIT"),
+        DatasetSpec("aoa_identity", "", None, loaders.aoa_identity, package_file="calib/risk2_aoa.json",
+                    license="written for qresafe_exp"),
     ]
 }
 
 
+def is_file_name(name: str) -> bool:
+    return name.endswith((".json", ".jsonl"))
+
+
 def resolve_file(name: str, data_dir: Optional[str], cache_dir: Optional[str]) -> Path:
+    if is_file_name(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DatasetNotFoundError(f"dataset file '{name}' does not exist. Give the path of a .json/.jsonl "
+                                       "file of prompt/response pairs, or a registry name: "
+                                       f"{', '.join(sorted(DATASETS))}")
+        return path
     if name not in DATASETS:
-        raise DatasetNotFoundError(f"unknown dataset '{name}'. Allowed: {', '.join(sorted(DATASETS))}")
+        raise DatasetNotFoundError(f"unknown dataset '{name}'. Allowed: {', '.join(sorted(DATASETS))}, "
+                                   "or the path of a .json/.jsonl file of prompt/response pairs")
     spec = DATASETS[name]
+    if spec.package_file:
+        return PACKAGE_DATA / spec.package_file
     if data_dir:
         local = Path(data_dir) / spec.local_file
         if local.exists():
@@ -73,6 +101,8 @@ def resolve_file(name: str, data_dir: Optional[str], cache_dir: Optional[str]) -
     downloaded = Path(cache_dir or ".") / "datasets" / spec.local_file
     if downloaded.exists():
         return downloaded
+    if spec.hub_split:
+        return _fetch_hub_split(spec, downloaded)
     if not spec.url:
         raise DatasetNotFoundError(f"dataset '{name}': no local copy and no public URL")
     try:
@@ -89,6 +119,30 @@ def resolve_file(name: str, data_dir: Optional[str], cache_dir: Optional[str]) -
     return downloaded
 
 
+_UNREACHABLE: dict[str, str] = {}  # hub sets that failed in this process: fail fast the next time
+
+
+def _fetch_hub_split(spec: DatasetSpec, out: Path) -> Path:
+    """First ``hub_rows`` rows of a hub split, as chat-message JSONL."""
+    if spec.name in _UNREACHABLE:
+        raise DatasetNotFoundError(_UNREACHABLE[spec.name])
+    try:
+        from datasets import load_dataset
+
+        log.info("fetching %s[:%d] of %s from the hub", spec.hub_split, spec.hub_rows, spec.hub_id)
+        rows = load_dataset(spec.hub_id, split=f"{spec.hub_split}[:{spec.hub_rows}]")
+    except Exception as err:  # offline, hub down, gated: all mean "not available here"
+        _UNREACHABLE[spec.name] = (
+            f"dataset '{spec.name}' ({spec.hub_id}) is not reachable on the hub ({type(err).__name__}: "
+            f"{str(err)[:200]}). It has no offline copy; use another dataset or a local .jsonl file.")
+        raise DatasetNotFoundError(_UNREACHABLE[spec.name]) from err
+    lines = [json.dumps({"messages": row["messages"]}) for row in rows]
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return out
+
+
 def load_records(name: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None) -> list[dict]:
     path = resolve_file(name, data_dir, cache_dir)  # raises a clear error for unknown names
+    if is_file_name(name):
+        return loaders.prompt_response_file(path)
     return DATASETS[name].parse(path)

@@ -20,6 +20,7 @@ from qresafe_exp.cache import ArtifactCache, RequestCache, content_key, write_js
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.degeneration import degeneration_signals
 from qresafe_exp.evals.perplexity import cached_perplexities
+from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.evals.suites import SUITES
 from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
 from qresafe_exp.judges import build_judge
@@ -36,7 +37,7 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
         "eval": OmegaConf.to_container(cfg.eval, resolve=True),
         "suites": {name: SUITES.get(name).version for name in cfg.eval.suites},
         "judge": judge.identity,
-        "system_prompt": cfg.model.system_prompt,
+        "system_prompt": system_prompt_for(cfg),
         "fluency_scorer": scorer.key if scorer is not None else None,
         "excluded_training_prompts": content_key(sorted(exclude)) if exclude else None,
     }
@@ -113,7 +114,7 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             return load_model(scorer.path, device)
 
         judge = build_judge(cfg.judge)
-        gen = GenerationSpec(max_new_tokens=cfg.eval.max_new_tokens, system_prompt=cfg.model.system_prompt)
+        gen = GenerationSpec(max_new_tokens=cfg.eval.max_new_tokens, system_prompt=system_prompt_for(cfg))
         all_rows, scores = [], {}
         for name in cfg.eval.suites:
             suite = SUITES.get(name)

@@ -9,5 +9,9 @@ QUANTIZERS = Registry(
         "rtn": "qresafe_exp.quant.rtn:RtnQuantizer",
         "gptq": "qresafe_exp.quant.gptq:GptqQuantizer",
         "awq": "qresafe_exp.quant.awq:AwqQuantizer",
+        "bnb": "qresafe_exp.quant.bnb:BnbQuantizer",
+        "qlora": "qresafe_exp.quant.qlora:QloraQuantizer",
+        "llm_qat": "qresafe_exp.quant.llm_qat:LlmQatQuantizer",
+        "aqlm": "qresafe_exp.quant.aqlm:AqlmQuantizer",
     },
 )

@@ -3,28 +3,78 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 
-class BitsNotSupportedError(ValueError):
+class UnsupportedCombinationError(ValueError):
+    """A cell that this quantizer cannot run here (bits, format, backend, hardware)."""
+
+
+class BitsNotSupportedError(UnsupportedCombinationError):
     pass
+
+
+# Backends named by the original design card that are dead on this stack: name -> why + what instead.
+RETIRED_BACKENDS = {
+    "auto_gptq": (
+        "auto-gptq is archived upstream; 0.7.1 does not import with transformers 5 (`cannot import name "
+        "'no_init_weights'`) and refuses to quantize without CUDA. Use quant.backend=llmcompressor (the "
+        "default, CPU and GPU) or quant.backend=gptqmodel, its maintained successor (optional extra for GPU "
+        "machines: pip install -e '.[gptqmodel]'). See README, 'Quantization backends'."
+    ),
+    "autoawq": (
+        "autoawq is archived upstream; on CPU it quantizes at ~1 min per layer, and transformers 5 loads AWQ "
+        "checkpoints only through gptqmodel. Use quant.backend=llmcompressor (the default, CPU and GPU) or "
+        "quant.backend=gptqmodel, its maintained successor (optional extra for GPU machines: "
+        "pip install -e '.[gptqmodel]'). See README, 'Quantization backends'."
+    ),
+}
 
 
 class Quantizer:
     name: ClassVar[str]
     supported_bits: ClassVar[tuple[int, ...]] = ()
-    requires_calibration: ClassVar[bool] = False
+    # What data the method reads: None; "activation" (activation statistics only: gptq, awq; the
+    # paper treats these as dataset-free, so the data is `calib.activation`, fixed across risk
+    # levels); "finetune" (the quantization-assisting set of the risk level: qlora, llm_qat, aqlm).
+    calibration: ClassVar[Optional[str]] = None
+    backends: ClassVar[tuple[str, ...]] = ()  # allowed quant.backend values (first = default)
+    needs_gpu: ClassVar[bool] = False
     version: ClassVar[int] = 1  # bump when the produced checkpoint changes for the same config
 
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:
+        """Raise UnsupportedCombinationError naming the combination; runs before any model loads."""
         if cls.supported_bits and cfg.bits not in cls.supported_bits:
             allowed = ", ".join(str(b) for b in cls.supported_bits)
             raise BitsNotSupportedError(
                 f"quant={cls.name} cannot do bits={cfg.bits}. Allowed bits for {cls.name}: {allowed}"
             )
+        backend = cfg.get("backend", "none")
+        if backend in RETIRED_BACKENDS:
+            raise UnsupportedCombinationError(f"quant={cls.name} quant.backend={backend}: {RETIRED_BACKENDS[backend]}")
+        if cls.backends and backend not in cls.backends:
+            raise UnsupportedCombinationError(
+                f"quant={cls.name} has no backend '{backend}'. Allowed: {', '.join(cls.backends)}")
+        if cls.needs_gpu:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UnsupportedCombinationError(
+                    f"quant={cls.name} bits={cfg.bits} needs a CUDA GPU and this machine has none. Run it on a "
+                    "GPU machine, or pick a CPU quantizer (rtn, gptq, awq, bnb, qlora, llm_qat)."
+                )
+
+    @classmethod
+    def data_config(cls, calib: DictConfig) -> DictConfig | None:
+        """The part of the calib config this method reads (None for data-free methods)."""
+        if cls.calibration == "activation":
+            return calib.activation
+        if cls.calibration == "finetune":
+            return calib
+        return None
 
     @classmethod
     def spec(cls, cfg: DictConfig, calib: DictConfig | None) -> dict:
@@ -32,8 +82,13 @@ class Quantizer:
         quant = OmegaConf.to_container(cfg, resolve=True)
         quant.pop("tag", None)  # a label, not a setting
         spec = {"quant": quant}
-        if cls.requires_calibration:
-            spec["calib"] = OmegaConf.to_container(calib, resolve=True)
+        data = cls.data_config(calib) if calib is not None else None
+        if data is not None:
+            data = OmegaConf.to_container(data, resolve=True)
+            if cls.calibration == "finetune":
+                data.pop("activation", None)
+                data.pop("eval_protocol", None)  # how the result is evaluated, not how it is built
+            spec["calib"] = data
         return spec
 
     def quantize(self, model_path: str, out: Path, cfg: DictConfig, calib: DictConfig | None,

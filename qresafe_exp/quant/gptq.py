@@ -1,15 +1,25 @@
 """GPTQ (Frantar et al. 2023) through llm-compressor's GPTQModifier, calibrated on `calib`."""
 
 from qresafe_exp.quant.base import Quantizer
+from qresafe_exp.quant.gptqmodel_backend import quantize_with_gptqmodel, require_gptqmodel
 from qresafe_exp.quant.llmcompressor_backend import run_oneshot, weight_scheme
 
 
 class GptqQuantizer(Quantizer):
     name = "gptq"
-    supported_bits = (4, 8)
-    requires_calibration = True
+    supported_bits = (2, 3, 4, 5, 6, 7, 8)  # all pack into compressed-tensors int32 words
+    calibration = "activation"
+    backends = ("llmcompressor", "gptqmodel")
+
+    @classmethod
+    def validate(cls, cfg):
+        super().validate(cfg)
+        if cfg.backend == "gptqmodel":
+            require_gptqmodel(cls.name)
 
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
+        if cfg.backend == "gptqmodel":
+            return quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, method="gptq")
         from llmcompressor.modifiers.gptq import GPTQModifier
 
         recipe = [GPTQModifier(config_groups=weight_scheme(cfg), ignore=list(cfg.ignore),

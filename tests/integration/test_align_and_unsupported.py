@@ -58,18 +58,18 @@ def test_fp_perplexity_matches_a_direct_computation_under_padding(compose_cfg):
 
 
 def test_unsupported_bits_are_recorded_when_asked(compose_cfg):
-    cfg = compose_cfg(["debug=smoke", "quant=gptq", "bits=3", "on_unsupported=record"])
+    cfg = compose_cfg(["debug=smoke", "quant=bnb", "bits=3", "on_unsupported=record"])
     metrics = run_cell(cfg)
-    assert metrics["status"] == "unsupported" and "Allowed bits for gptq: 4, 8" in metrics["reason"]
+    assert metrics["status"] == "unsupported" and "Allowed bits for bnb: 4, 8" in metrics["reason"]
     written = json.loads((Path(cfg.paths.output_dir) / "studies" / "smoke" / cfg.cell / "metrics.json").read_text())
     assert written["status"] == "unsupported"
 
 
 def test_sweep_records_unsupported_cells_and_runs_the_rest(tmp_path):
     out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "quant=rtn,gptq", "bits=3", "on_unsupported=record",
+    proc = run_cli("-m", "debug=smoke", "quant=rtn,bnb", "bits=3", "on_unsupported=record",
                    f"paths.output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "unsupported" in proc.stdout and "gptq cannot do bits=3" in proc.stdout
+    assert "unsupported" in proc.stdout and "bnb cannot do bits=3" in proc.stdout
     rtn = json.loads((out / "studies/smoke/tiny-random-llama.rtn-w3g64.none/metrics.json").read_text())
     assert rtn["scores"]["advbench"]["asr"]["n"] == 4

@@ -9,9 +9,9 @@ import pytest
 from tests.conftest import run_cli
 
 SWEEP = ["-m", "debug=smoke", "quant=gptq,awq", "bits=4,8"]
-CELLS = ["tiny-random-llama.fp.none", "tiny-random-llama.gptq-w4g64-risk1.none",
-         "tiny-random-llama.gptq-w8g64-risk1.none", "tiny-random-llama.awq-w4g64-risk1.none",
-         "tiny-random-llama.awq-w8g64-risk1.none"]
+CELLS = ["tiny-random-llama.fp.none", "tiny-random-llama.gptq-w4g64-alpaca.none",
+         "tiny-random-llama.gptq-w8g64-alpaca.none", "tiny-random-llama.awq-w4g64-alpaca.none",
+         "tiny-random-llama.awq-w8g64-alpaca.none"]
 
 
 def load_metrics(out: Path, cell: str) -> dict:
@@ -41,7 +41,7 @@ def test_sweep_writes_every_cell_and_the_fp_reference(cold_sweep):
         assert sum("response" in r for r in rows) == 8 and sum("perplexity" in r for r in rows) == 4
     quantized = load_metrics(out, CELLS[1])
     assert quantized["axes"] == {"model": "tiny-random-llama", "quant": "gptq", "bits": 4, "group_size": 64,
-                                 "calib": "risk1", "patch": "none"}
+                                 "calib": "act:alpaca", "patch": "none"}
     assert quantized["reference_cell"] == CELLS[0] and "advbench.asr" in quantized["vs_reference"]
     # the end-of-sweep table lists every cell
     for cell in CELLS:
@@ -98,7 +98,7 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     proc = run_cli("-m", "debug=smoke", "launcher=submitit_local", "quant=rtn,gptq", "bits=4",
                    f"paths.output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for cell in ("tiny-random-llama.rtn-w4g64.none", "tiny-random-llama.gptq-w4g64-risk1.none",
+    for cell in ("tiny-random-llama.rtn-w4g64.none", "tiny-random-llama.gptq-w4g64-alpaca.none",
                  "tiny-random-llama.fp.none"):
         assert load_metrics(out, cell)["scores"]["advbench"]["asr"]["n"] == 4
     assert list((out / "studies" / "smoke" / ".submitit").rglob("*_result.pkl"))

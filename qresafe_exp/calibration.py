@@ -1,0 +1,136 @@
+"""Quantization-assisting data (the paper's risk levels): which records a fine-tuning quantizer
+(qlora, llm_qat, aqlm) trains on.
+
+- Risk-I: benign pairs (UltraChat from the hub; `offline_dataset` when the hub is unreachable).
+- Risk-II: the project's 10 AOA identity-shifting conversations, with their system prompt.
+- Risk-III: harmful prompts with harmful answers. AdvBench has no full answers, so the testbed
+  asks an unaligned model (`responder`) and keeps the answers the keyword judge scores as
+  complied and the degeneration guard passes; real runs point `dataset` at a pair file.
+
+Prompts that appear in any evaluation suite are dropped first: fine-tuning never sees a test prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from qresafe_exp.cache import ArtifactCache, RequestCache, content_key
+from qresafe_exp.data import DatasetNotFoundError, load_records
+from qresafe_exp.data.normalize import normalize_prompt
+from qresafe_exp.data.registry import resolve_file
+from qresafe_exp.evals.degeneration import degeneration_signals
+from qresafe_exp.evals.suites import SUITES
+
+log = logging.getLogger(__name__)
+RESPONSES_STAGE_VERSION = 1
+
+
+@dataclass
+class CalibrationSet:
+    records: list[dict]  # prompt, response, optional system_prompt
+    facts: dict  # what was used, how much was dropped and why: goes into metrics.json
+
+
+def resolve_dataset(calib: DictConfig, paths) -> tuple[str, str | None]:
+    """(dataset to use, why the configured one was replaced or None)."""
+    try:
+        resolve_file(calib.dataset, paths.data_dir, paths.cache_dir)
+        return calib.dataset, None
+    except DatasetNotFoundError as err:
+        if not calib.offline_dataset:
+            raise
+        log.warning("calib %s: %s -> using the offline stand-in '%s'", calib.name, err, calib.offline_dataset)
+        return calib.offline_dataset, str(err)
+
+
+def evaluation_prompts(cfg: DictConfig) -> set[str]:
+    prompts: set[str] = set()
+    for name in cfg.eval.suites:
+        records = load_records(SUITES.get(name).dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        prompts.update(normalize_prompt(r["prompt"]) for r in records)
+    return prompts
+
+
+def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device) -> CalibrationSet:
+    calib = cfg.calib
+    dataset, fallback_reason = resolve_dataset(calib, cfg.paths)
+    records = load_records(dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+    held_out = evaluation_prompts(cfg)
+    kept = [r for r in records if normalize_prompt(r["prompt"]) not in held_out]
+    facts = {"dataset": dataset, "configured_dataset": calib.dataset, "fallback_reason": fallback_reason,
+             "source_records": len(records), "removed_eval_overlap": len(records) - len(kept),
+             "responses": calib.responses}
+    if calib.responses == "generate":
+        kept, generation = _generated_responses(cfg, kept, artifacts, requests, device)
+        facts["generation"] = generation
+    elif calib.responses == "dataset":
+        kept = [r for r in kept if r.get("response")]
+        if not kept:
+            raise ValueError(f"calib.dataset={dataset} has no responses; give a pair file or set "
+                             "calib.responses=generate (answers of calib.responder)")
+    else:
+        raise ValueError(f"calib.responses={calib.responses} is unknown. Allowed: dataset, generate")
+    if len(kept) < calib.num_samples:
+        raise ValueError(f"calib {calib.name}: {len(kept)} usable records in {dataset} (after removing evaluation "
+                         f"prompts{' and non-compliant answers' if calib.responses == 'generate' else ''}), fewer "
+                         f"than calib.num_samples={calib.num_samples}. Lower num_samples or give a larger set.")
+    chosen = random.Random(calib.seed).sample(kept, calib.num_samples)
+    if calib.system_prompt is not None:
+        chosen = [{**r, "system_prompt": calib.system_prompt} for r in chosen]
+    chosen = [{k: r[k] for k in ("prompt", "response", "system_prompt") if r.get(k) is not None} for r in chosen]
+    facts.update(usable_records=len(kept), num_samples=len(chosen), epochs=calib.epochs,
+                 content_key=content_key(chosen))
+    return CalibrationSet(chosen, facts)
+
+
+def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: ArtifactCache,
+                         requests: RequestCache, device) -> tuple[list[dict], dict]:
+    """The responder's greedy answers, kept when the judge says it complied (cached artifact)."""
+    from qresafe_exp.judges import build_judge
+    from qresafe_exp.models import materialize
+    from qresafe_exp.schema import KeywordJudgeConfig, ModelConfig
+
+    calib = cfg.calib
+    if calib.responder is None:
+        raise ValueError(f"calib {calib.name}: responses=generate needs calib.responder (a model config)")
+    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), calib.responder), artifacts, cfg.paths)
+    judge = build_judge(OmegaConf.structured(KeywordJudgeConfig(name="keyword")))
+    spec = {"responder": responder.key, "prompts": content_key(sorted(r["prompt"] for r in records)),
+            "max_new_tokens": calib.response_max_new_tokens, "keep": calib.keep, "judge": judge.identity,
+            "degeneration": OmegaConf.to_container(cfg.eval.degeneration, resolve=True)}
+
+    def build(out: Path) -> None:
+        from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
+        from qresafe_exp.models import load_model, load_tokenizer
+
+        tokenizer = load_tokenizer(responder.path)
+        texts = [render_chat(tokenizer, r["prompt"], None) for r in records]
+        responses, _ = generate_cached(
+            lambda: HFEngine(load_model(responder.path, device), tokenizer, cfg.eval.batch_size), responder.key,
+            texts, GenerationSpec(max_new_tokens=calib.response_max_new_tokens), requests,
+            desc=f"calib {calib.name}: {responder.name} answers")
+        verdicts = judge.judge([(r["prompt"], resp) for r, resp in zip(records, responses)])
+        rows = []
+        for rec, response, verdict in zip(records, responses, verdicts):
+            # no fluency scorer here: the rule-based signals catch empty and looping answers
+            signals = degeneration_signals(response, cfg.eval.degeneration, None)
+            keep = calib.keep == "all" or (verdict["jailbroken"] and not signals["degenerate"])
+            rows.append({"prompt": rec["prompt"], "response": response, "complied": verdict["jailbroken"],
+                         "degenerate": signals["degenerate"], "kept": keep})
+        (out / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    art = artifacts.get_or_build("calib_responses", spec, build, upstream=[responder.key],
+                                 version=RESPONSES_STAGE_VERSION)
+    rows = [json.loads(line) for line in (art.path / "responses.jsonl").read_text().splitlines()]
+    kept = [{"prompt": r["prompt"], "response": r["response"]} for r in rows if r["kept"]]
+    facts = {"responder": responder.name, "generated": len(rows), "complied": sum(r["complied"] for r in rows),
+             "degenerate": sum(r["degenerate"] for r in rows), "kept": len(kept), "keep": calib.keep,
+             "artifact": art.key}
+    log.info("calib %s: %d/%d responder answers kept (%s)", calib.name, len(kept), len(rows), calib.keep)
+    return kept, facts

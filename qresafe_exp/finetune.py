@@ -1,0 +1,93 @@
+"""Supervised fine-tuning on prompt/response pairs: tokenization with the chat template, length-
+bucketed batches, a response-only loss and one training loop, shared by the align stage and the
+fine-tuning quantizers (qlora, llm_qat)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Iterable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from qresafe_exp.lm import response_token_logprobs
+
+
+def tokenize_example(tokenizer, ex: dict, max_length: int, max_response_tokens: int,
+                     system_prompt: Optional[str] = None) -> dict:
+    """input_ids + labels with the prompt (template and system prompt included) masked out."""
+    messages = [{"role": "user", "content": ex["prompt"]}]
+    system = ex.get("system_prompt", system_prompt)
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(ex["response"], add_special_tokens=False)["input_ids"][:max_response_tokens]
+    response_ids = response_ids + [tokenizer.eos_token_id]  # learn to stop
+    if len(prompt_ids) + len(response_ids) > max_length:
+        prompt_ids = prompt_ids[-(max_length - len(response_ids)):]
+    return {"input_ids": prompt_ids + response_ids, "labels": [-100] * len(prompt_ids) + response_ids}
+
+
+def batches(items: list[dict], batch_size: int, pad_id: int, rng: random.Random):
+    """Length-bucketed batches (less padding on CPU), in a random order of buckets."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(chunks)
+    for chunk in chunks:
+        width = max(len(items[i]["input_ids"]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad_id)
+        labels = torch.full((len(chunk), width), -100)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            n = len(items[i]["input_ids"])
+            ids[row, :n] = torch.tensor(items[i]["input_ids"])
+            labels[row, :n] = torch.tensor(items[i]["labels"])
+            mask[row, :n] = 1
+        yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def response_loss(causal_lm, batch: dict) -> torch.Tensor:
+    """Mean next-token NLL over the response tokens only (see qresafe_exp.lm)."""
+    device = next(causal_lm.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    logprobs, _ = response_token_logprobs(causal_lm, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return -logprobs.mean()
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4)
+
+
+def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *, epochs: int, batch_size: int,
+          lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05) -> dict:
+    """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in params if p.requires_grad]
+    steps = epochs * math.ceil(len(items) / batch_size)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(warmup_fraction * steps)), steps)
+    rng = random.Random(seed)
+    losses, started = [], time.time()
+    causal_lm.train()
+    with tqdm(total=steps, desc=desc, unit="step") as bar:
+        for epoch in range(epochs):
+            for batch in batches(items, batch_size, pad_id, rng):
+                loss = response_loss(causal_lm, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+                bar.update()
+    causal_lm.eval()
+    tail = max(1, len(losses) // 10)
+    return {"steps": steps, "epochs": epochs, "examples": len(items),
+            "trainable_params": sum(p.numel() for p in params),
+            "loss_first_steps": _mean(losses[:tail]), "loss_last_steps": _mean(losses[-tail:]),
+            "train_seconds": round(time.time() - started, 1)}
