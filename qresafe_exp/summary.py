@@ -1,4 +1,5 @@
-"""The short end-of-run table: cell, ASR (CI), XSTest refusal (CI), degeneration, build time."""
+"""The short end-of-run table: cell, ASR (CI), XSTest refusal (CI), utility, degeneration, size on
+disk, build time. Simulated (quantize-dequantize) results are marked in the cell column."""
 
 from __future__ import annotations
 
@@ -30,10 +31,15 @@ def _build_seconds(metrics: dict) -> float:
     return quantize + metrics["cost"]["eval_seconds"]
 
 
+def _size(metrics: dict) -> str:
+    size = (metrics.get("quantization") or {}).get("checkpoint_bytes")
+    return f"{size / 1e6:.0f} MB" if size else "-"
+
+
 def table_row(metrics: dict) -> dict:
     if metrics.get("status") == "unsupported":
         return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
-                metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "build time": "-"}
+                metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-", "build time": "-"}
     scores = metrics.get("scores", {})
     advbench, xstest = scores.get("advbench", {}), scores.get("xstest_safe", {})
     degenerate = metrics["summary"]["degenerate"]
@@ -41,12 +47,14 @@ def table_row(metrics: dict) -> dict:
     flag = " BROKEN" if broken else ""
     # A broken cell's rates measure gibberish, not safety: say so instead of showing a bare ASR.
     show = _broken_rate if broken else (lambda block, metric: _rate(block.get(metric)))
+    simulated = " (simulated)" if (metrics.get("quantization") or {}).get("simulated") else ""
     return {
-        "cell": metrics["cell"],
+        "cell": metrics["cell"] + simulated,
         "ASR advbench (95% CI)": show(advbench, "asr"),
         "XSTest-safe refusal (95% CI)": show(xstest, "refusal_rate"),
         "ref. perplexity (95% CI)": _value(scores.get("alpaca_eval_ppl", {}).get("reference_perplexity")),
         "degenerate": f"{degenerate['rate']:.2f}{flag}" if degenerate["rate"] is not None else "-",
+        "size": _size(metrics),  # the quantized checkpoint's safetensors on disk
         # seconds spent building this cell's artifacts (quantize + evaluate): the same on a warm
         # rerun, which takes ~0 s of its own (metrics.json keeps that as cost.wall_seconds)
         "build time": f"{_build_seconds(metrics):.0f}s",

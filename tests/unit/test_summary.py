@@ -24,3 +24,11 @@ def test_unsupported_cell_shows_the_reason():
     row = table_row({"cell": "m.gptq-w3", "status": "unsupported", "reason": "quant=gptq cannot do bits=3"})
     text = format_table([row])
     assert "unsupported" in text and "gptq cannot do bits=3" in text
+
+
+def test_size_on_disk_and_simulated_results_are_shown():
+    metrics = _metrics(broken=False)
+    assert table_row(metrics)["size"] == "-" and "(simulated)" not in table_row(metrics)["cell"]
+    metrics["quantization"].update(checkpoint_bytes=177_400_000, simulated=True)
+    row = table_row(metrics)
+    assert row["size"] == "177 MB" and row["cell"] == "m.rtn-w2g64.none (simulated)"
