@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup run align testbed test test-full smoke sweep bench wandb-sync clean-outputs
+.PHONY: help setup run align testbed testbed-risk test test-full smoke sweep bench wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -27,8 +27,13 @@ run:  ## the main job on the embedded default model (smollm2-135m, reduced eval)
 align:  ## build the aligned CPU testbed model (smollm2-135m-safe; ~10-15 min once, then cached)
 	$(BIN)/python -m qresafe_exp.align
 
-testbed:  ## the testbed study: aligned SmolLM2 x quant=rtn,gptq,awq x bits=8,4,3,2 (+ FP reference)
+testbed:  ## the testbed study: aligned SmolLM2 x quant=rtn,gptq,awq,bnb x bits=8,4,3,2 (+ bnb fp4)
 	$(BIN)/python -m qresafe_exp -m experiment=testbed_quant
+	$(BIN)/python -m qresafe_exp experiment=testbed_quant quant=bnb bits=4 quant.format=fp4
+
+testbed-risk:  ## the risk-level study: aligned SmolLM2 x quant=qlora,llm_qat x Risk-I/II/III at 4 and 8 bits
+	$(BIN)/python -m qresafe_exp -m experiment=testbed_risk bits=4
+	$(BIN)/python -m qresafe_exp -m experiment=testbed_risk bits=8
 
 test:  ## the default test suite (unit, config, integration on tiny-random-llama)
 	$(BIN)/python -m pytest -q
