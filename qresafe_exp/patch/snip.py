@@ -1,0 +1,88 @@
+"""SNIP saliency (Lee et al. 2019) of every linear weight entry, and top-tau masks over it.
+
+score(w) = |w * dL/dw|, L the NLL of the preferred response (response tokens only), averaged over
+the calibration examples. Q-resafe uses it to pick the safety-critical entries its LoRA patch may
+touch; SafePatching uses the same scorer. Embeddings and lm_head are never scored. Run it on the
+dequantized weights (compressed-tensors checkpoints load dequantized, see models.load_model).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from qresafe_exp.lm import response_token_logprobs
+
+
+def scored_linears(model: nn.Module, ignore: Iterable[str] = ("lm_head",)) -> dict[str, nn.Linear]:
+    """Every nn.Linear whose last name part is not ignored (embeddings are not Linear)."""
+    ignore = set(ignore)
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name.split(".")[-1] not in ignore}
+
+
+def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str] = ("lm_head",),
+                desc: str = "SNIP scores") -> dict[str, torch.Tensor]:
+    """{linear name: |w * dL/dw| averaged over examples}, fp32 on CPU.
+
+    ``batches`` yield input_ids / attention_mask / labels (labels -100 outside the response); each
+    batch's loss is the mean response NLL, so with batch size 1 the result is the per-example mean.
+    """
+    linears = scored_linears(model, ignore)
+    saved = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in linears.values():
+        m.weight.requires_grad_(True)
+    totals = {name: torch.zeros_like(m.weight, dtype=torch.float32, device="cpu") for name, m in linears.items()}
+    examples = 0
+    device = next(model.parameters()).device
+    try:
+        for batch in tqdm(list(batches), desc=desc, unit="batch"):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logprobs, _ = response_token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+            (-logprobs.mean()).backward()
+            n = batch["input_ids"].shape[0]
+            for name, m in linears.items():
+                totals[name] += n * (m.weight.detach() * m.weight.grad).abs().float().cpu()
+                m.weight.grad = None
+            examples += n
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(saved[name])
+    if not examples:
+        raise ValueError("SNIP needs at least one calibration example")
+    return {name: total / examples for name, total in totals.items()}
+
+
+def top_fraction_masks(scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix") -> dict[str, torch.Tensor]:
+    """Boolean masks selecting the top ``tau`` fraction of entries by score (tau = 1: all, 0: none).
+
+    scope="per_matrix" keeps ceil(tau * numel) entries of every matrix; "global" ranks all entries of
+    all matrices together, so salient layers get more of the budget.
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau={tau}: a fraction in [0, 1] (1 = update every entry, 0 = none)")
+    if scope == "per_matrix":
+        return {name: _top_k_mask(score.flatten(), math.ceil(tau * score.numel())).view_as(score)
+                for name, score in scores.items()}
+    if scope == "global":
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        mask = _top_k_mask(flat, math.ceil(tau * flat.numel()))
+        out, start = {}, 0
+        for name, score in scores.items():
+            out[name] = mask[start : start + score.numel()].view_as(score)
+            start += score.numel()
+        return out
+    raise ValueError(f"scope={scope} is unknown. Allowed: per_matrix, global")
+
+
+def _top_k_mask(flat: torch.Tensor, k: int) -> torch.Tensor:
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        mask[torch.topk(flat, k, sorted=False).indices] = True  # exactly k entries, ties broken arbitrarily
+    return mask
