@@ -1,0 +1,79 @@
+"""LoRA confined to a mask: W = W0 + s * (M ⊙ B A), the update of Q-resafe's Eq. 2.
+
+peft's LoRA adds a dense B A; Q-resafe may only change the safety-critical entries (the SNIP top-tau
+mask M, re-selected every K steps), so the delta is masked inside the forward pass: gradients reach A
+and B only through selected entries, and merging adds exactly M ⊙ (s B A) to the weight, leaving
+every other entry of W0 as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MaskedLoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, mask: Optional[torch.Tensor] = None,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        out_features, in_features = base.weight.shape
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=torch.float32))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as peft: B = 0, so the delta starts at 0
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device, dtype=torch.float32))
+        self.scale = alpha / r
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.register_buffer("mask", torch.ones(out_features, in_features, dtype=torch.bool, device=device))
+        if mask is not None:
+            self.set_mask(mask)
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        if mask.shape != self.mask.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.mask.shape)}")
+        self.mask.copy_(mask.to(torch.bool))
+
+    def delta(self) -> torch.Tensor:
+        """The weight update this adapter stands for: s * (M ⊙ B A)."""
+        return self.scale * (self.lora_B @ self.lora_A) * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + F.linear(self.dropout(x), self.delta().to(x.dtype))
+
+    def merged_linear(self) -> nn.Linear:
+        """A plain Linear holding W0 + delta (the input to re-quantization)."""
+        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+                           device=self.base.weight.device, dtype=self.base.weight.dtype)
+        with torch.no_grad():
+            merged.weight.copy_(self.base.weight + self.delta().to(self.base.weight.dtype))
+            if self.base.bias is not None:
+                merged.bias.copy_(self.base.bias)
+        return merged
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def attach_masked_lora(model: nn.Module, linears: dict[str, nn.Linear], r: int, alpha: float,
+                       masks: Optional[dict[str, torch.Tensor]] = None, dropout: float = 0.0
+                       ) -> dict[str, MaskedLoRALinear]:
+    """Wrap each named Linear in place; returns the adapters (their lora_A/lora_B are the trainables)."""
+    adapters = {}
+    for name, linear in linears.items():
+        adapters[name] = MaskedLoRALinear(linear, r, alpha, (masks or {}).get(name), dropout)
+        _set_module(model, name, adapters[name])
+    return adapters
+
+
+def detach_masked_lora(model: nn.Module, adapters: dict[str, MaskedLoRALinear], merge: bool = True) -> None:
+    """Put plain Linears back: merged (W0 + delta) or the untouched originals."""
+    for name, adapter in adapters.items():
+        _set_module(model, name, adapter.merged_linear() if merge else adapter.base)
