@@ -1,0 +1,41 @@
+"""Q-resafe's patch data (Algorithm 1, lines 1-5): for each prompt, the FP model's response is
+preferred over the response of the quantized model that will be patched.
+
+Both sides are generated greedily with the same chat template, system prompt and length, through
+the per-request cache, so the FP responses are shared by every cell of a study and a rerun
+generates nothing. Pairs whose two responses are the same (after whitespace normalisation) teach
+nothing and are dropped; how many is reported.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from qresafe_exp.cache import RequestCache
+from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
+from qresafe_exp.models import ModelRef, load_model, load_tokenizer
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def preference_pairs(fp: ModelRef, quantized: ModelRef, prompts: list[str], requests: RequestCache, device, *,
+                     max_new_tokens: int, system_prompt: Optional[str] = None,
+                     batch_size: int = 16) -> tuple[list[dict], dict]:
+    """([{'prompt', 'chosen', 'rejected'}], facts) for ``prompts``."""
+    tokenizer = load_tokenizer(fp.path)
+    texts = [render_chat(tokenizer, p, system_prompt) for p in prompts]
+    spec = GenerationSpec(max_new_tokens=max_new_tokens, system_prompt=system_prompt)
+
+    def responses(model: ModelRef, side: str) -> tuple[list[str], int]:
+        engine = lambda: HFEngine(load_model(model.path, device), load_tokenizer(model.path), batch_size)  # noqa: E731
+        return generate_cached(engine, model.key, texts, spec, requests, desc=f"patch pairs: {side} ({model.name})")
+
+    chosen, generated_fp = responses(fp, "preferred, FP")
+    rejected, generated_q = responses(quantized, "rejected, quantized")
+    pairs = [{"prompt": p, "chosen": c, "rejected": r}
+             for p, c, r in zip(prompts, chosen, rejected) if not _same(c, r)]
+    facts = {"prompts": len(prompts), "identical_dropped": len(prompts) - len(pairs), "pairs": len(pairs),
+             "generated_now": {"fp": generated_fp, "quantized": generated_q}}
+    return pairs, facts
