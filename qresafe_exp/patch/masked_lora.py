@@ -8,8 +8,9 @@ every other entry of W0 as it was.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ class MaskedLoRALinear(nn.Module):
         self.scale = alpha / r
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.register_buffer("mask", torch.ones(out_features, in_features, dtype=torch.bool, device=device))
+        self.enabled = True
         if mask is not None:
             self.set_mask(mask)
 
@@ -44,6 +46,8 @@ class MaskedLoRALinear(nn.Module):
         return self.scale * (self.lora_B @ self.lora_A) * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return self.base(x)
         return self.base(x) + F.linear(self.dropout(x), self.delta().to(x.dtype))
 
     def merged_linear(self) -> nn.Linear:
@@ -71,6 +75,19 @@ def attach_masked_lora(model: nn.Module, linears: dict[str, nn.Linear], r: int, 
         adapters[name] = MaskedLoRALinear(linear, r, alpha, (masks or {}).get(name), dropout)
         _set_module(model, name, adapters[name])
     return adapters
+
+
+@contextlib.contextmanager
+def adapters_disabled(adapters: dict[str, MaskedLoRALinear]) -> Iterator[None]:
+    """The unpatched model, for DPO's reference pass: every adapter off, restored on exit."""
+    previous = {name: a.enabled for name, a in adapters.items()}
+    for adapter in adapters.values():
+        adapter.enabled = False
+    try:
+        yield
+    finally:
+        for name, adapter in adapters.items():
+            adapter.enabled = previous[name]
 
 
 def detach_masked_lora(model: nn.Module, adapters: dict[str, MaskedLoRALinear], merge: bool = True) -> None:
