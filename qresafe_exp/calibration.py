@@ -45,8 +45,19 @@ def resolve_dataset(calib: DictConfig, paths) -> tuple[str, str | None]:
     except DatasetNotFoundError as err:
         if not calib.offline_dataset:
             raise
-        log.warning("calib %s: %s -> using the offline stand-in '%s'", calib.name, err, calib.offline_dataset)
         return calib.offline_dataset, str(err)
+
+
+def check_calibration(cfg: DictConfig) -> None:
+    """The risk-level set exists (or has its offline stand-in) and is large enough: no model loads."""
+    calib = cfg.calib
+    source, _ = resolve_dataset(calib, cfg.paths)
+    available = len(load_records(source, cfg.paths.data_dir, cfg.paths.cache_dir))
+    if calib.num_samples > available:
+        raise ValueError(f"calib={calib.name} asks for num_samples={calib.num_samples} but {source} has "
+                         f"{available} records")
+    if calib.responses == "generate" and calib.responder is None:
+        raise ValueError(f"calib={calib.name}: responses=generate needs calib.responder (a model config)")
 
 
 def evaluation_prompts(cfg: DictConfig) -> set[str]:
@@ -60,6 +71,8 @@ def evaluation_prompts(cfg: DictConfig) -> set[str]:
 def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device) -> CalibrationSet:
     calib = cfg.calib
     dataset, fallback_reason = resolve_dataset(calib, cfg.paths)
+    if fallback_reason:
+        log.warning("calib %s: %s -> using the offline stand-in '%s'", calib.name, fallback_reason, dataset)
     records = load_records(dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
     held_out = evaluation_prompts(cfg)
     kept = [r for r in records if normalize_prompt(r["prompt"]) not in held_out]
@@ -96,9 +109,7 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
     from qresafe_exp.models import materialize
     from qresafe_exp.schema import KeywordJudgeConfig, ModelConfig
 
-    calib = cfg.calib
-    if calib.responder is None:
-        raise ValueError(f"calib {calib.name}: responses=generate needs calib.responder (a model config)")
+    calib = cfg.calib  # check_calibration ran first: responses=generate comes with a responder
     responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), calib.responder), artifacts, cfg.paths)
     judge = build_judge(OmegaConf.structured(KeywordJudgeConfig(name="keyword")))
     spec = {"responder": responder.key, "prompts": content_key(sorted(r["prompt"] for r in records)),

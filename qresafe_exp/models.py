@@ -197,7 +197,9 @@ def load_model(path: str, device: torch.device, *, dequantize: bool = True, revi
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
     attach_saved_fake_quant(model, path)  # llm_qat checkpoints: activation / KV quantizers
-    adapter = Path(path) / "qlora_adapter"  # qlora merge=adapter: the adapter rides on the bnb base
+    from qresafe_exp.quant.qlora import ADAPTER_DIR
+
+    adapter = Path(path) / ADAPTER_DIR  # qlora merge=adapter: the adapter rides on the bnb base
     if adapter.is_dir():
         from peft import PeftModel
 

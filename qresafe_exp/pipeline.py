@@ -24,7 +24,7 @@ from qresafe_exp.patch import PATCHES
 from qresafe_exp.provenance import provenance
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
-from qresafe_exp.calibration import build_calibration
+from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
@@ -62,7 +62,7 @@ def validate(cfg: DictConfig) -> None:
         if quantizer.calibration == "activation":
             resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
         if quantizer.calibration == "finetune":
-            validate_calibration(cfg)
+            check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:
             raise ValueError(f"eval.protocol={cfg.eval.protocol} is unknown. Allowed: {', '.join(PROTOCOLS)}")
         resolve_device(cfg.device)
@@ -70,24 +70,6 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
     except (KeyError, ValueError, DatasetNotFoundError, RuntimeError) as err:
         raise ConfigError(f"[{cfg.cell}] {err}") from err
-
-
-def validate_calibration(cfg: DictConfig) -> None:
-    """The risk-level set exists (or has its offline stand-in) and is large enough: no model loads."""
-    calib = cfg.calib
-    try:
-        resolve_file(calib.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-        source = calib.dataset
-    except DatasetNotFoundError:
-        if not calib.offline_dataset:
-            raise
-        source = calib.offline_dataset
-    available = len(load_records(source, cfg.paths.data_dir, cfg.paths.cache_dir))
-    if calib.num_samples > available:
-        raise ValueError(f"calib={calib.name} asks for num_samples={calib.num_samples} but {source} has "
-                         f"{available} records")
-    if calib.responses == "generate" and calib.responder is None:
-        raise ValueError(f"calib={calib.name}: responses=generate needs calib.responder (a model config)")
 
 
 # ---------------------------------------------------------------- stages

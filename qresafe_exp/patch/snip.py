@@ -15,14 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from qresafe_exp.lm import response_token_logprobs
-
-
-def scored_linears(model: nn.Module, ignore: Iterable[str] = ("lm_head",)) -> dict[str, nn.Linear]:
-    """Every nn.Linear whose last name part is not ignored (embeddings are not Linear)."""
-    ignore = set(ignore)
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name.split(".")[-1] not in ignore}
+from qresafe_exp.lm import named_linears, response_token_logprobs
 
 
 def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str] = ("lm_head",),
@@ -32,7 +25,7 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
     ``batches`` yield input_ids / attention_mask / labels (labels -100 outside the response); each
     batch's loss is the mean response NLL, so with batch size 1 the result is the per-example mean.
     """
-    linears = scored_linears(model, ignore)
+    linears = named_linears(model, ignore)
     saved = {name: p.requires_grad for name, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)

@@ -21,7 +21,7 @@ import contextlib
 import re
 import time
 
-from qresafe_exp.quant.base import BitsNotSupportedError, Quantizer
+from qresafe_exp.quant.base import BitsNotSupportedError, Quantizer, checkpoint_bytes
 
 
 def aqlm_scheme(cfg) -> tuple[int, int, int]:
@@ -192,7 +192,7 @@ class AqlmQuantizer(Quantizer):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         rels = [f[3] for f in fitted.values()]
-        return {"checkpoint_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")), "format": "aqlm",
+        return {"checkpoint_bytes": checkpoint_bytes(out), "format": "aqlm",
                 "scheme": f"{M}x{B}g{g}", "nominal_bits_per_weight": M * B / g, "quantized_linears": len(fitted),
                 "unquantized_linears": kept, "mean_rel_output_error": sum(rels) / len(rels),
                 "max_rel_output_error": max(rels), "kernel_rel_logit_diff": kernel_diff,

@@ -1,7 +1,8 @@
-"""AWQ (Lin et al. 2024) through llm-compressor: activation-aware scaling, then group quantization."""
+"""AWQ (Lin et al. 2024) through llm-compressor: activation-aware scaling, then group quantization
+(calibrated on `calib.activation`)."""
 
 from qresafe_exp.quant.base import Quantizer
-from qresafe_exp.quant.gptqmodel_backend import quantize_with_gptqmodel, require_gptqmodel
+from qresafe_exp.quant.gptqmodel_backend import quantize_with_gptqmodel
 from qresafe_exp.quant.llmcompressor_backend import run_oneshot, weight_scheme
 
 
@@ -10,12 +11,6 @@ class AwqQuantizer(Quantizer):
     supported_bits = (2, 3, 4, 5, 6, 7, 8)  # all pack into compressed-tensors int32 words
     calibration = "activation"
     backends = ("llmcompressor", "gptqmodel")
-
-    @classmethod
-    def validate(cls, cfg):
-        super().validate(cfg)
-        if cfg.backend == "gptqmodel":
-            require_gptqmodel(cls.name)
 
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         if cfg.backend == "gptqmodel":

@@ -33,6 +33,11 @@ RETIRED_BACKENDS = {
 }
 
 
+def checkpoint_bytes(out: Path) -> int:
+    """The checkpoint's weight files on disk (what the tables report as size)."""
+    return sum(f.stat().st_size for f in Path(out).glob("*.safetensors"))
+
+
 class Quantizer:
     name: ClassVar[str]
     supported_bits: ClassVar[tuple[int, ...]] = ()
@@ -58,6 +63,11 @@ class Quantizer:
         if cls.backends and backend not in cls.backends:
             raise UnsupportedCombinationError(
                 f"quant={cls.name} has no backend '{backend}'. Allowed: {', '.join(cls.backends)}")
+        if backend == "gptqmodel":  # an optional extra: refuse before any work when it is missing
+            from qresafe_exp.quant.gptqmodel_backend import gptqmodel_available
+
+            if missing := gptqmodel_available():
+                raise UnsupportedCombinationError(f"quant={cls.name} {missing}")
         if cls.needs_gpu:
             import torch
 

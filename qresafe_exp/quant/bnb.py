@@ -11,7 +11,7 @@ import warnings
 
 import torch
 
-from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError
+from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
 from qresafe_exp.schema import bnb_format
 
 FORMAT_BITS = {"int8": 8, "nf4": 4, "fp4": 4}
@@ -62,10 +62,6 @@ def silence_bnb_warnings() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
-def checkpoint_facts(out) -> dict:
-    return {"checkpoint_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors"))}
-
-
 class BnbQuantizer(Quantizer):
     name = "bnb"
     supported_bits = (4, 8)
@@ -82,4 +78,4 @@ class BnbQuantizer(Quantizer):
         model = load_quantized(model_path, cfg)
         model.save_pretrained(out)
         AutoTokenizer.from_pretrained(model_path).save_pretrained(out)
-        return {**checkpoint_facts(out), "format": f"bitsandbytes/{resolved_format(cfg)}"}
+        return {"checkpoint_bytes": checkpoint_bytes(out), "format": f"bitsandbytes/{resolved_format(cfg)}"}

@@ -45,12 +45,6 @@ class WeightFakeQuant(nn.Module):
         return fake_quantize(weight, self.bits, self.group_size)
 
 
-def quantized_linears(model: nn.Module, ignore: list[str]) -> dict[str, nn.Linear]:
-    """Every nn.Linear except those whose name ends with an ignored suffix (lm_head)."""
-    return {name: module for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and not any(name.split(".")[-1] == i for i in ignore)}
-
-
 def attach_activation_quant(model: nn.Module, names: list[str], act_bits: Optional[int],
                             kv_bits: Optional[int]) -> list:
     """Pre-hooks (inputs) and hooks (k/v outputs); returns the handles."""

@@ -1,7 +1,7 @@
-"""GPTQ (Frantar et al. 2023) through llm-compressor's GPTQModifier, calibrated on `calib`."""
+"""GPTQ (Frantar et al. 2023) through llm-compressor's GPTQModifier, calibrated on `calib.activation`."""
 
 from qresafe_exp.quant.base import Quantizer
-from qresafe_exp.quant.gptqmodel_backend import quantize_with_gptqmodel, require_gptqmodel
+from qresafe_exp.quant.gptqmodel_backend import quantize_with_gptqmodel
 from qresafe_exp.quant.llmcompressor_backend import run_oneshot, weight_scheme
 
 
@@ -10,12 +10,6 @@ class GptqQuantizer(Quantizer):
     supported_bits = (2, 3, 4, 5, 6, 7, 8)  # all pack into compressed-tensors int32 words
     calibration = "activation"
     backends = ("llmcompressor", "gptqmodel")
-
-    @classmethod
-    def validate(cls, cfg):
-        super().validate(cfg)
-        if cfg.backend == "gptqmodel":
-            require_gptqmodel(cls.name)
 
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         if cfg.backend == "gptqmodel":

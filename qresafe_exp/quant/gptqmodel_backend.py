@@ -13,6 +13,8 @@ import os
 import re
 import time
 
+from qresafe_exp.quant.base import checkpoint_bytes
+
 GPTQMODEL_FIX = "pip install -e '.[gptqmodel]' on a GPU machine"
 
 
@@ -24,14 +26,6 @@ def gptqmodel_available() -> str | None:
     if importlib.util.find_spec("gptqmodel") is None:
         return f"quant.backend=gptqmodel needs the gptqmodel package, which is not installed: {GPTQMODEL_FIX}"
     return None
-
-
-def require_gptqmodel(method: str) -> None:
-    """Refuse quant.backend=gptqmodel at validation time when the optional extra is missing."""
-    from qresafe_exp.quant.base import UnsupportedCombinationError
-
-    if missing := gptqmodel_available():
-        raise UnsupportedCombinationError(f"quant={method} {missing}")
 
 
 def _skip_rules(ignore) -> dict:
@@ -77,6 +71,6 @@ def quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, me
     model.save(str(out))
     tokenizer.save_pretrained(out)  # the project's tokenizer files, as every other backend writes them
     fmt = qcfg.format.value if hasattr(qcfg.format, "value") else str(qcfg.format)
-    return {"checkpoint_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
+    return {"checkpoint_bytes": checkpoint_bytes(out),
             "format": method if fmt == method else f"{method}-{fmt}", "backend": "gptqmodel",
             "gptqmodel_version": __version__, "seconds": round(time.time() - start, 1)}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from qresafe_exp.finetune import tokenize_example, train
-from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError
-from qresafe_exp.quant.fake_quant import (attach_activation_quant, attach_weight_quant, bake_weights,
-                                          quantized_linears, write_sidecar)
+from qresafe_exp.lm import named_linears
+from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
+from qresafe_exp.quant.fake_quant import attach_activation_quant, attach_weight_quant, bake_weights, write_sidecar
 
 
 class LlmQatQuantizer(Quantizer):
@@ -37,7 +37,7 @@ class LlmQatQuantizer(Quantizer):
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         # fp32 master weights for full-parameter training (bf16 AdamW updates underflow)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
-        linears = quantized_linears(model, list(cfg.ignore))
+        linears = named_linears(model, cfg.ignore)
         attach_weight_quant(linears, cfg.bits, cfg.group_size)
         handles = attach_activation_quant(model, list(linears), cfg.act_bits, cfg.kv_bits)
         items = [tokenize_example(tokenizer, r, calib.max_seq_length, cfg.train.max_response_tokens)
@@ -52,6 +52,6 @@ class LlmQatQuantizer(Quantizer):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         write_sidecar(out, list(linears), cfg.bits, cfg.group_size, cfg.act_bits, cfg.kv_bits)
-        return {"checkpoint_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),
+        return {"checkpoint_bytes": checkpoint_bytes(out),
                 "format": "fp weights on the quantization grid + activation/KV fake quantizers",
                 "simulated": True, "train": facts}

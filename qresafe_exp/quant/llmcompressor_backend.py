@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from qresafe_exp.quant.base import checkpoint_bytes
+
 log = logging.getLogger(__name__)
 # llm-compressor logs every module it touches through loguru, at INFO and at its own METRIC level
 # (38, above WARNING): several hundred lines per model. Keep errors; set the variable to see more.
@@ -79,5 +81,4 @@ def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | No
     oneshot(model=model, recipe=recipe, **kwargs)
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
-    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    return {"checkpoint_bytes": size, "format": "compressed-tensors/pack-quantized"}
+    return {"checkpoint_bytes": checkpoint_bytes(out), "format": "compressed-tensors/pack-quantized"}

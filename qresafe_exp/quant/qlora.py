@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from qresafe_exp.finetune import tokenize_example, train
-from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError
-from qresafe_exp.quant.bnb import check_format, checkpoint_facts, load_quantized, resolved_format
+from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
+from qresafe_exp.quant.bnb import check_format, load_quantized, resolved_format
 
 ADAPTER_DIR = "qlora_adapter"  # models.load_model attaches it when present
 
@@ -52,6 +52,6 @@ class QloraQuantizer(Quantizer):
             model.save_pretrained(out / ADAPTER_DIR)
             load_quantized(model_path, cfg).save_pretrained(out)
         tokenizer.save_pretrained(out)
-        return {**checkpoint_facts(out), "format": f"bitsandbytes/{resolved_format(cfg)}"
+        return {"checkpoint_bytes": checkpoint_bytes(out), "format": f"bitsandbytes/{resolved_format(cfg)}"
                 + (" + LoRA adapter" if cfg.merge == "adapter" else " (LoRA merged, requantized)"),
                 "train": facts}

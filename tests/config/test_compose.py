@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError
 
 from qresafe_exp.pipeline import ConfigError, validate
 from tests.conftest import CONF, run_cli

@@ -5,10 +5,9 @@ import math
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from qresafe_exp.lm import response_token_logprobs
+from qresafe_exp.lm import named_linears, response_token_logprobs
 from qresafe_exp.patch.dpo import dpo_loss, summed_response_logprobs
 from qresafe_exp.patch.masked_lora import adapters_disabled, attach_masked_lora
-from qresafe_exp.patch.snip import scored_linears
 
 
 def _batch():
@@ -31,7 +30,7 @@ def test_reference_pass_is_the_unpatched_model():
     model = LlamaForCausalLM(config).eval()
     ids, mask, labels = _batch()
     unpatched = _summed(model, ids, mask, labels).detach()
-    adapters = attach_masked_lora(model, scored_linears(model), r=2, alpha=4)
+    adapters = attach_masked_lora(model, named_linears(model), r=2, alpha=4)
     with torch.no_grad():
         for a in adapters.values():
             a.lora_B.normal_()  # a trained patch: the policy now differs

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from qresafe_exp.lm import named_linears
 from qresafe_exp.quant.fake_quant import (SIDECAR, attach_activation_quant, attach_saved_fake_quant,
-                                          attach_weight_quant, bake_weights, fake_quantize, quantized_linears)
+                                          attach_weight_quant, bake_weights, fake_quantize)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -46,7 +47,7 @@ class Block(nn.Module):
 def test_weights_train_through_the_quantizer_and_are_baked_on_the_grid():
     torch.manual_seed(0)
     model = Block()
-    linears = quantized_linears(model, ["lm_head"])
+    linears = named_linears(model, ["lm_head"])
     assert set(linears) == {"k_proj", "up_proj"}
     attach_weight_quant(linears, bits=3, group_size=None)
     latent = model.up_proj.parametrizations.weight.original

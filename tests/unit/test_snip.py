@@ -8,8 +8,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qresafe_exp.finetune import batches
-from qresafe_exp.lm import response_token_logprobs
-from qresafe_exp.patch.snip import scored_linears, snip_scores, top_fraction_masks
+from qresafe_exp.lm import named_linears, response_token_logprobs
+from qresafe_exp.patch.snip import snip_scores, top_fraction_masks
 
 
 def _tiny_model():
@@ -32,7 +32,7 @@ def _items(n=3):
 def test_scores_cover_every_linear_but_lm_head_and_match_autograd():
     model, items = _tiny_model(), _items()
     scores = snip_scores(model, batches(items, 1, 0, random.Random(0)))
-    assert set(scores) == set(scored_linears(model)) and "lm_head" not in scores
+    assert set(scores) == set(named_linears(model)) and "lm_head" not in scores
     assert not any("embed" in name for name in scores)
     name = "model.layers.1.mlp.down_proj"
     weight = dict(model.named_modules())[name].weight
