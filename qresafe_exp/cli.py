@@ -52,9 +52,10 @@ def check_override_keys(argv: list[str], config_dir: Path = CONF_DIR) -> None:
         node: object = cfg
         walked = []
         for part in key.split("."):
-            if isinstance(node, DictConfig) and part not in node and not OmegaConf.is_struct(node):
+            # `in` is False for a key whose value is MISSING ('???'); keys() lists it
+            if isinstance(node, DictConfig) and part not in node.keys() and not OmegaConf.is_struct(node):
                 break  # an open mapping (e.g. model.architecture) takes new keys
-            if not isinstance(node, DictConfig) or part not in node:
+            if not isinstance(node, DictConfig) or part not in node.keys():
                 allowed = sorted(node.keys()) if isinstance(node, DictConfig) else []
                 close = difflib.get_close_matches(part, allowed, n=1)
                 where = ".".join(walked) or "the root config"

@@ -37,16 +37,21 @@ def batches(items: list[dict], batch_size: int, pad_id: int, rng: random.Random)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(chunks)
     for chunk in chunks:
-        width = max(len(items[i]["input_ids"]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id)
-        labels = torch.full((len(chunk), width), -100)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            n = len(items[i]["input_ids"])
-            ids[row, :n] = torch.tensor(items[i]["input_ids"])
-            labels[row, :n] = torch.tensor(items[i]["labels"])
-            mask[row, :n] = 1
-        yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        yield collate([items[i] for i in chunk], pad_id)
+
+
+def collate(items: list[dict], pad_id: int) -> dict:
+    """Right-padded input_ids / labels (-100 on padding) / attention_mask for tokenized examples."""
+    width = max(len(item["input_ids"]) for item in items)
+    ids = torch.full((len(items), width), pad_id)
+    labels = torch.full((len(items), width), -100)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item["input_ids"])
+        ids[row, :n] = torch.tensor(item["input_ids"])
+        labels[row, :n] = torch.tensor(item["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
 def response_loss(causal_lm, batch: dict) -> torch.Tensor:

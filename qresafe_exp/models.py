@@ -171,13 +171,17 @@ def load_tokenizer(path: str, revision: Optional[str] = None):
     return tokenizer
 
 
-def load_model(path: str, device: torch.device, *, dequantize: bool = True, revision: Optional[str] = None):
+def load_model(path: str, device: torch.device, *, dequantize: bool = True, revision: Optional[str] = None,
+               fake_quant: bool = True):
     """Load a checkpoint for generation on ``device``.
 
     Compressed-tensors checkpoints (our rtn/gptq/awq output) are loaded with ``dequantize=True`` by
     default: the weights are exactly the quantized grid values, held in the compute dtype, which is
     what a CPU can run fast. ``dequantize=False`` keeps the packed int weights (transformers'
     compressed path) and is used to check that the saved checkpoint itself loads and generates.
+    Sidecars beside the weights are applied: a 16-bit safety patch (``patch_delta.safetensors``), kept
+    16-bit safety weights (``kept_weights.safetensors``), and the llm_qat activation / KV quantizers
+    (``fake_quant.json``; ``fake_quant=False`` leaves them off, for a trainer that re-attaches them).
     """
     from transformers import AutoModelForCausalLM
 
@@ -196,7 +200,12 @@ def load_model(path: str, device: torch.device, *, dequantize: bool = True, revi
         model = AutoModelForCausalLM.from_pretrained(path, device_map=str(device), **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
-    attach_saved_fake_quant(model, path)  # llm_qat checkpoints: activation / KV quantizers
+    from qresafe_exp.patch.sidecars import apply_kept_weights, attach_patch_delta
+
+    apply_kept_weights(model, path)  # qresafe_awq: safety-critical entries in 16 bit
+    attach_patch_delta(model, path)  # an unmerged patch rides on the quantized base
+    if fake_quant:
+        attach_saved_fake_quant(model, path)  # llm_qat checkpoints: activation / KV quantizers
     from qresafe_exp.quant.qlora import ADAPTER_DIR
 
     adapter = Path(path) / ADAPTER_DIR  # qlora merge=adapter: the adapter rides on the bnb base

@@ -21,6 +21,7 @@ from qresafe_exp.judges import build_judge
 from qresafe_exp.align import training_prompts
 from qresafe_exp.models import ModelRef, materialize
 from qresafe_exp.patch import PATCHES
+from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.provenance import provenance
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
@@ -42,6 +43,7 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     """Why the quantizer cannot run this cell (bits, format, backend, hardware), None when it can."""
     try:
         QUANTIZERS.get(cfg.quant.name).validate(cfg.quant)
+        PATCHES.get(cfg.patch.name).validate(cfg.patch, cfg.quant)
     except UnsupportedCombinationError as err:
         return str(err)
     return None
@@ -54,7 +56,7 @@ def validate(cfg: DictConfig) -> None:
         reason = unsupported_reason(cfg)
         if reason and cfg.on_unsupported == "error":
             raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
-        PATCHES.get(cfg.patch.name).validate(cfg.patch, cfg.quant)
+        PATCHES.get(cfg.patch.name).check_data(cfg)
         build_judge(cfg.judge)
         for name in cfg.eval.suites:
             resolve_file(SUITES.get(name).dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
@@ -101,8 +103,22 @@ def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: 
     return ModelRef(f"{fp.name}.{cfg.quant.tag}", str(art.path), art.key), info
 
 
-def patch(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache) -> tuple[ModelRef, dict]:
-    return PATCHES.get(cfg.patch.name)().apply(model, cfg.patch, artifacts)
+def patch(fp: ModelRef, quantized: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
+          device) -> PatchResult:
+    return PATCHES.get(cfg.patch.name)().apply(PatchContext(cfg, fp, quantized, artifacts, requests, device))
+
+
+def evaluate_variants(variants: dict[str, ModelRef], result: dict, cfg: DictConfig, artifacts: ArtifactCache,
+                      requests: RequestCache, device, scorer: ModelRef, exclude: frozenset) -> dict:
+    """Scores of the patch's other forms (e.g. unmerged) and the cell's difference from each."""
+    out = {}
+    for name, model in variants.items():
+        scores = evaluate(model, cfg, artifacts, requests, device, label=f"{cfg.cell} [{name}]",
+                          scorer=scorer, exclude=exclude)
+        out[name] = {"scores": scores["scores"], "eval": scores["key"],
+                     "cell_minus_variant": {f"{suite}.{block['metric']}": _delta(block, scores["scores"].get(suite))
+                                            for suite, block in result["scores"].items()}}
+    return out
 
 
 # ---------------------------------------------------------------- results
@@ -133,7 +149,7 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
         "axes": {"model": cfg.model.name, "quant": cfg.quant.name, "bits": None if is_fp else cfg.quant.bits,
                  "group_size": None if is_fp else cfg.quant.group_size,
                  "calib": _calib_label(cfg) if quant_info else None,
-                 "patch": cfg.patch.name},
+                 "patch": cfg.patch.name, "patch_tag": cfg.patch.get("tag", cfg.patch.name)},
         "protocol": {"eval": cfg.eval.name, "version": cfg.eval.version, "protocol": cfg.eval.protocol,
                      "max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
                      "judge": build_judge(cfg.judge).identity,
@@ -169,6 +185,14 @@ def _delta(block: dict, ref_block: dict | None):
     return None if a is None or b is None else round(a - b, 4)
 
 
+def _patch_numbers(info: dict) -> dict:
+    """The patch facts worth charting (cost, parameter counts, merge survival, unmerged scores)."""
+    keep = {k: info[k] for k in ("cost", "train", "merge", "sizes") if k in info}
+    for name, variant in (info.get("variants") or {}).items():
+        keep[name] = {"scores": variant["scores"], "cell_minus_variant": variant["cell_minus_variant"]}
+    return keep
+
+
 def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str) -> Path:
     """metrics.json + samples.jsonl (the source of truth), then mirror to the tracker."""
     out = cell_dir(cfg, cell)
@@ -183,7 +207,8 @@ def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str) -> Pat
                       tags=[f"model:{cfg.model.name}", f"quant:{metrics['axes']['quant']}",
                             f"bits:{metrics['axes']['bits']}", f"patch:{cfg.patch.name}"])
         tracker.log_metrics({"scores": metrics["scores"], "summary": metrics["summary"],
-                             "vs_reference": metrics.get("vs_reference", {}), "cost": metrics["cost"]})
+                             "vs_reference": metrics.get("vs_reference", {}), "cost": metrics["cost"],
+                             "patch": _patch_numbers(metrics.get("patch") or {})})
         rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         tracker.log_table("samples", rows)
         metrics["tracking"] = {"wandb_run_dir": tracker.run_path}
@@ -203,7 +228,7 @@ def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_s
         ref_cfg = cfg.copy()
         OmegaConf.set_struct(ref_cfg, False)
         ref_cfg.quant = OmegaConf.create({"name": "none", "tag": "fp", "bits": None, "group_size": None})
-        ref_cfg.patch = OmegaConf.create({"name": "none"})
+        ref_cfg.patch = OmegaConf.create({"name": "none", "tag": "none"})
         metrics = build_metrics(ref_cfg, cell, reference, None, {}, {}, wall_seconds,
                                 {"model": fp.key, "eval": reference["key"]})
         write_cell(ref_cfg, cell, metrics, reference["path"])
@@ -243,11 +268,15 @@ def run_cell(cfg: DictConfig) -> dict:
         if not is_reference:
             ensure_reference_cell(cfg, reference, fp, time.time() - started)
         quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
-        patched, patch_info = patch(quantized, cfg, artifacts)
-        result = reference if patched.key == fp.key else evaluate(patched, cfg, artifacts, requests, device,
-                                                                   label=cell, scorer=fp, exclude=exclude)
-        keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "eval": result["key"],
-                "reference_eval": reference["key"]}
+        patched = patch(fp, quantized, cfg, artifacts, requests, device)
+        patch_info = patched.info
+        result = reference if patched.model.key == fp.key else evaluate(
+            patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
+        if patched.variants:
+            patch_info["variants"] = evaluate_variants(patched.variants, result, cfg, artifacts, requests, device,
+                                                       scorer=fp, exclude=exclude)
+        keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "patch": patch_info.get("artifact"),
+                "eval": result["key"], "reference_eval": reference["key"]}
         metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
                                 patch_info, time.time() - started, keys)
         out = write_cell(cfg, cell, metrics, result["path"])

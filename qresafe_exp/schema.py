@@ -137,6 +137,59 @@ class AqlmQuantConfig(QuantConfig):
 @dataclass
 class PatchConfig:
     name: str = MISSING
+    tag: str = MISSING  # short label used in cell names, e.g. qresafe-t0.6
+
+
+@dataclass
+class PatchDataConfig:
+    # The patch prompts (qresafe-spec 4.3): the FP model's answer is preferred over the quantized
+    # model's. Harmful prompts carry the safety signal; benign ones (optional) anchor helpfulness.
+    # Evaluation prompts are always removed first.
+    harmful: str = "harmful_train"
+    num_harmful: int = 64
+    benign: Optional[str] = "alpaca_en_demo"
+    num_benign: int = 0
+    max_new_tokens: int = 128  # for both sides of each pair (greedy, the cell's system prompt)
+
+
+@dataclass
+class TrainedPatchConfig(PatchConfig):
+    # One masked-LoRA trainer for qresafe (dpo, tau 0.6), dpo (tau 1) and sft (tau 1).
+    objective: str = "dpo"  # dpo: FP response preferred over the quantized one | sft: NLL of the FP response
+    tau: float = 0.6  # fraction of each weight matrix the patch may change (SNIP top-tau); 1 = all, 0 = none
+    mask_scope: str = "per_matrix"  # per_matrix | global ranking of SNIP scores
+    mask_every: int = 1000  # K: re-select the mask from the current weights every K optimizer steps
+    mask_map: str = "delta"  # delta: W0 + s(M * BA) (Eq. 2) | rowcol: mask LoRA rows/columns (MapMask (b))
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    lr: float = 5e-6
+    beta: float = 0.01  # DPO temperature; the reference is the unpatched quantized model
+    epochs: int = 1
+    batch_size: int = 8  # pairs per optimizer step
+    warmup_fraction: float = 0.1
+    max_length: int = 512
+    max_response_tokens: int = 128
+    snip_batch_size: int = 4
+    # Train through the merge's re-quantizer (straight-through estimator): the loss sees the weights the
+    # merged checkpoint will hold, so the patch survives re-quantization (off = the spec's plain LoRA).
+    quant_aware: bool = False
+    eval_adapter: bool = True  # also evaluate the unmerged 16-bit patch on the quantized base
+    data: PatchDataConfig = field(default_factory=PatchDataConfig)
+
+
+@dataclass
+class AwqSafetyPatchConfig(PatchConfig):
+    # Q-resafe's AWQ variant (spec 4.6): no training; SNIP-selected weights stay 16-bit, the rest AWQ.
+    keep_fraction: float = 0.01  # of each matrix's entries (scope per_matrix) or of all (global)
+    mask_scope: str = "per_matrix"
+    snip_batch_size: int = 4
+    max_length: int = 512
+    max_response_tokens: int = 128
+    data: PatchDataConfig = field(default_factory=lambda: PatchDataConfig(benign=None))
 
 
 @dataclass
@@ -269,6 +322,8 @@ def register_configs() -> None:
         ("quant", "llm_qat", LlmQatQuantConfig),
         ("quant", "aqlm", AqlmQuantConfig),
         ("patch", "none", PatchConfig),
+        ("patch", "trained", TrainedPatchConfig),
+        ("patch", "awq_safety", AwqSafetyPatchConfig),
         ("calib", "calib", CalibConfig),
         ("eval", "eval", EvalConfig),
         ("judge", "keyword", KeywordJudgeConfig),

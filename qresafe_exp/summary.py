@@ -1,5 +1,5 @@
 """The short end-of-run table: cell, ASR (CI), XSTest refusal (CI), utility, degeneration, size on
-disk, build time. Simulated (quantize-dequantize) results are marked in the cell column."""
+disk, the unmerged patch's ASR, patch time, build time. Simulated (quantize-dequantize) results are marked in the cell column."""
 
 from __future__ import annotations
 
@@ -28,18 +28,32 @@ def _broken_rate(block: dict, metric: str) -> str:
 
 def _build_seconds(metrics: dict) -> float:
     quantize = (metrics.get("quantization") or {}).get("quantize_seconds") or 0.0
-    return quantize + metrics["cost"]["eval_seconds"]
+    return quantize + _patch_seconds(metrics) + metrics["cost"]["eval_seconds"]
+
+
+def _patch_seconds(metrics: dict) -> float:
+    return ((metrics.get("patch") or {}).get("cost") or {}).get("wall_seconds") or 0.0
 
 
 def _size(metrics: dict) -> str:
-    size = (metrics.get("quantization") or {}).get("checkpoint_bytes")
+    size = ((metrics.get("patch") or {}).get("sizes") or {}).get("merged_checkpoint_bytes") \
+        or (metrics.get("quantization") or {}).get("checkpoint_bytes")
     return f"{size / 1e6:.0f} MB" if size else "-"
+
+
+def _unmerged_asr(metrics: dict) -> str:
+    variant = ((metrics.get("patch") or {}).get("variants") or {}).get("adapter")
+    if not variant:
+        return "-"
+    block = variant["scores"].get("advbench", {}).get("asr")
+    return f"{block['rate']:.2f} n={block['n']}" if block and block.get("rate") is not None else "-"
 
 
 def table_row(metrics: dict) -> dict:
     if metrics.get("status") == "unsupported":
         return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
-                metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-", "build time": "-"}
+                metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-",
+                "ASR unmerged patch": "-", "patch time": "-", "build time": "-"}
     scores = metrics.get("scores", {})
     advbench, xstest = scores.get("advbench", {}), scores.get("xstest_safe", {})
     degenerate = metrics["summary"]["degenerate"]
@@ -54,7 +68,9 @@ def table_row(metrics: dict) -> dict:
         "XSTest-safe refusal (95% CI)": show(xstest, "refusal_rate"),
         "ref. perplexity (95% CI)": _value(scores.get("alpaca_eval_ppl", {}).get("reference_perplexity")),
         "degenerate": f"{degenerate['rate']:.2f}{flag}" if degenerate["rate"] is not None else "-",
-        "size": _size(metrics),  # the quantized checkpoint's safetensors on disk
+        "size": _size(metrics),  # the evaluated (quantized, or merged patched) checkpoint's safetensors
+        "ASR unmerged patch": _unmerged_asr(metrics),  # the 16-bit patch on the quantized base
+        "patch time": f"{_patch_seconds(metrics):.0f}s" if metrics.get("patch") else "-",
         # seconds spent building this cell's artifacts (quantize + evaluate): the same on a warm
         # rerun, which takes ~0 s of its own (metrics.json keeps that as cost.wall_seconds)
         "build time": f"{_build_seconds(metrics):.0f}s",

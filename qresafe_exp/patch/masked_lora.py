@@ -4,6 +4,11 @@ peft's LoRA adds a dense B A; Q-resafe may only change the safety-critical entri
 mask M, re-selected every K steps), so the delta is masked inside the forward pass: gradients reach A
 and B only through selected entries, and merging adds exactly M ⊙ (s B A) to the weight, leaving
 every other entry of W0 as it was.
+
+When the mask is re-selected (every K steps), the delta learnt so far is folded into a frozen
+accumulator and LoRA restarts from B = 0 under the new mask, so earlier updates persist and the base
+W0 (the DPO reference) never changes. ``mask_map="rowcol"`` is the spec's MapMask option (b): a LoRA
+row of B / column of A is free when its row / column of M has any selected entry (a superset of M).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import nn
 
 class MaskedLoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, alpha: float, mask: Optional[torch.Tensor] = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, mask_map: str = "delta"):
         super().__init__()
         self.base = base
         for p in base.parameters():
@@ -32,6 +37,13 @@ class MaskedLoRALinear(nn.Module):
         self.scale = alpha / r
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.register_buffer("mask", torch.ones(out_features, in_features, dtype=torch.bool, device=device))
+        if mask_map not in ("delta", "rowcol"):
+            raise ValueError(f"mask_map={mask_map} is unknown. Allowed: delta, rowcol")
+        self.mask_map = mask_map
+        self.folded: Optional[torch.Tensor] = None  # delta learnt under earlier masks
+        # W -> Q(W) of the format the patch will be merged into: when set, the forward pass uses
+        # Q(W0 + delta) with a straight-through gradient (patch.quant_aware)
+        self.requantizer = None
         self.enabled = True
         if mask is not None:
             self.set_mask(mask)
@@ -41,13 +53,35 @@ class MaskedLoRALinear(nn.Module):
             raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.mask.shape)}")
         self.mask.copy_(mask.to(torch.bool))
 
-    def delta(self) -> torch.Tensor:
-        """The weight update this adapter stands for: s * (M ⊙ B A)."""
+    def lora_delta(self) -> torch.Tensor:
+        if self.mask_map == "rowcol":
+            rows = self.mask.any(dim=1, keepdim=True).to(self.lora_B.dtype)
+            cols = self.mask.any(dim=0, keepdim=True).to(self.lora_A.dtype)
+            return self.scale * (self.lora_B * rows) @ (self.lora_A * cols)
         return self.scale * (self.lora_B @ self.lora_A) * self.mask
+
+    def delta(self) -> torch.Tensor:
+        """The weight update this adapter stands for: s * (M ⊙ B A), plus what earlier masks folded in."""
+        current = self.lora_delta()
+        return current if self.folded is None else self.folded + current
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.base.weight.float() + self.delta()
+
+    def fold_and_reset(self) -> None:
+        """Freeze the delta learnt so far and restart LoRA (B = 0), ready for a new mask."""
+        with torch.no_grad():
+            self.folded = self.delta().detach().clone()
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            self.lora_B.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return self.base(x)
+        if self.requantizer is not None:
+            weight = self.effective_weight()
+            quantized = weight + (self.requantizer(weight.detach()) - weight).detach()  # STE
+            return F.linear(x, quantized.to(x.dtype), self.base.bias)
         return self.base(x) + F.linear(self.dropout(x), self.delta().to(x.dtype))
 
     def merged_linear(self) -> nn.Linear:
@@ -67,12 +101,12 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def attach_masked_lora(model: nn.Module, linears: dict[str, nn.Linear], r: int, alpha: float,
-                       masks: Optional[dict[str, torch.Tensor]] = None, dropout: float = 0.0
-                       ) -> dict[str, MaskedLoRALinear]:
+                       masks: Optional[dict[str, torch.Tensor]] = None, dropout: float = 0.0,
+                       mask_map: str = "delta") -> dict[str, MaskedLoRALinear]:
     """Wrap each named Linear in place; returns the adapters (their lora_A/lora_B are the trainables)."""
     adapters = {}
     for name, linear in linears.items():
-        adapters[name] = MaskedLoRALinear(linear, r, alpha, (masks or {}).get(name), dropout)
+        adapters[name] = MaskedLoRALinear(linear, r, alpha, (masks or {}).get(name), dropout, mask_map)
         _set_module(model, name, adapters[name])
     return adapters
 

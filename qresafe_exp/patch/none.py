@@ -1,12 +1,10 @@
 """No patch: the quantized model is evaluated as it is."""
 
+from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
 
-class NoPatch:
+
+class NoPatch(Patch):
     name = "none"
 
-    @classmethod
-    def validate(cls, cfg, quant_cfg) -> None:
-        return None
-
-    def apply(self, model_ref, cfg, artifacts):
-        return model_ref, {}
+    def apply(self, ctx: PatchContext) -> PatchResult:
+        return PatchResult(ctx.quantized, {})

@@ -20,17 +20,23 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
+def model_responses(model: ModelRef, prompts: list[str], requests: RequestCache, device, *, max_new_tokens: int,
+                    system_prompt: Optional[str] = None, batch_size: int = 16, side: str = "FP") -> tuple[list[str], int]:
+    """(greedy responses of ``model`` to ``prompts``, how many were generated now), through the cache."""
+    tokenizer = load_tokenizer(model.path)
+    texts = [render_chat(tokenizer, p, system_prompt) for p in prompts]
+    spec = GenerationSpec(max_new_tokens=max_new_tokens, system_prompt=system_prompt)
+    engine = lambda: HFEngine(load_model(model.path, device), load_tokenizer(model.path), batch_size)  # noqa: E731
+    return generate_cached(engine, model.key, texts, spec, requests, desc=f"patch data: {side} ({model.name})")
+
+
 def preference_pairs(fp: ModelRef, quantized: ModelRef, prompts: list[str], requests: RequestCache, device, *,
                      max_new_tokens: int, system_prompt: Optional[str] = None,
                      batch_size: int = 16) -> tuple[list[dict], dict]:
     """([{'prompt', 'chosen', 'rejected'}], facts) for ``prompts``."""
-    tokenizer = load_tokenizer(fp.path)
-    texts = [render_chat(tokenizer, p, system_prompt) for p in prompts]
-    spec = GenerationSpec(max_new_tokens=max_new_tokens, system_prompt=system_prompt)
-
     def responses(model: ModelRef, side: str) -> tuple[list[str], int]:
-        engine = lambda: HFEngine(load_model(model.path, device), load_tokenizer(model.path), batch_size)  # noqa: E731
-        return generate_cached(engine, model.key, texts, spec, requests, desc=f"patch pairs: {side} ({model.name})")
+        return model_responses(model, prompts, requests, device, max_new_tokens=max_new_tokens,
+                               system_prompt=system_prompt, batch_size=batch_size, side=side)
 
     chosen, generated_fp = responses(fp, "preferred, FP")
     rejected, generated_q = responses(quantized, "rejected, quantized")

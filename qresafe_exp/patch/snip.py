@@ -9,7 +9,7 @@ dequantized weights (compressed-tensors checkpoints load dequantized, see models
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -19,13 +19,17 @@ from qresafe_exp.lm import named_linears, response_token_logprobs
 
 
 def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str] = ("lm_head",),
-                desc: str = "SNIP scores") -> dict[str, torch.Tensor]:
+                desc: str = "SNIP scores", linears: Optional[dict[str, nn.Linear]] = None,
+                weight_of: Optional[Callable[[str], torch.Tensor]] = None) -> dict[str, torch.Tensor]:
     """{linear name: |w * dL/dw| averaged over examples}, fp32 on CPU.
 
     ``batches`` yield input_ids / attention_mask / labels (labels -100 outside the response); each
     batch's loss is the mean response NLL, so with batch size 1 the result is the per-example mean.
+    ``linears`` / ``weight_of`` score other weights than the modules' own: for a patched layer
+    W0 + delta, the gradient w.r.t. W0 equals that w.r.t. the effective weight, which is the w.
     """
-    linears = named_linears(model, ignore)
+    linears = named_linears(model, ignore) if linears is None else linears
+    weight_of = weight_of or (lambda name: linears[name].weight)
     saved = {name: p.requires_grad for name, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -34,6 +38,8 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
     totals = {name: torch.zeros_like(m.weight, dtype=torch.float32, device="cpu") for name, m in linears.items()}
     examples = 0
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # no dropout: the score is of the deterministic forward pass
     try:
         for batch in tqdm(list(batches), desc=desc, unit="batch"):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -41,10 +47,11 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
             (-logprobs.mean()).backward()
             n = batch["input_ids"].shape[0]
             for name, m in linears.items():
-                totals[name] += n * (m.weight.detach() * m.weight.grad).abs().float().cpu()
+                totals[name] += n * (weight_of(name).detach() * m.weight.grad).abs().float().cpu()
                 m.weight.grad = None
             examples += n
     finally:
+        model.train(was_training)
         for name, p in model.named_parameters():
             p.requires_grad_(saved[name])
     if not examples:

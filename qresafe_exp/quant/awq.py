@@ -12,7 +12,8 @@ class AwqQuantizer(Quantizer):
     calibration = "activation"
     backends = ("llmcompressor", "gptqmodel")
 
-    def quantize(self, model_path, out, cfg, calib, calib_records, seed):
+    def quantize(self, model_path, out, cfg, calib, calib_records, seed, on_calibrated=None):
+        """``on_calibrated``: see run_oneshot (Q-resafe's AWQ variant reads the smoothed fp weights)."""
         if cfg.backend == "gptqmodel":
             return quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, method="awq")
         from llmcompressor.modifiers.quantization import QuantizationModifier
@@ -20,4 +21,4 @@ class AwqQuantizer(Quantizer):
 
         recipe = [AWQModifier(duo_scaling=cfg.duo_scaling, n_grid=cfg.n_grid),
                   QuantizationModifier(config_groups=weight_scheme(cfg), ignore=list(cfg.ignore))]
-        return run_oneshot(model_path, out, recipe, calib, calib_records, seed)
+        return run_oneshot(model_path, out, recipe, calib, calib_records, seed, on_calibrated)

@@ -65,7 +65,9 @@ def calibration_dataset(tokenizer, records: list[dict], num_samples: int, max_se
 
 
 def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | None,
-                calib_records: list[dict] | None, seed: int) -> dict:
+                calib_records: list[dict] | None, seed: int, on_calibrated=None) -> dict:
+    """Quantize and save; ``on_calibrated(model)`` sees the model after calibration and before
+    compression (weights still fp, AWQ smoothing folded in, scales attached) and returns facts."""
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,6 +81,7 @@ def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | No
                       num_calibration_samples=calib.num_samples, shuffle_calibration_samples=False)
     torch.manual_seed(seed)
     oneshot(model=model, recipe=recipe, **kwargs)
+    extra = on_calibrated(model) if on_calibrated else {}
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
-    return {"checkpoint_bytes": checkpoint_bytes(out), "format": "compressed-tensors/pack-quantized"}
+    return {"checkpoint_bytes": checkpoint_bytes(out), "format": "compressed-tensors/pack-quantized", **(extra or {})}

@@ -110,6 +110,7 @@ def test_override_key_check_follows_group_choices_and_sweeps():
 
     check_override_keys(["-m", "quant=gptq,awq", "bits=4,8", "quant.group_size=32", "+new.key=1"])
     check_override_keys(["debug=smoke", "eval.limit=2", "model.architecture.hidden_size=32"])
+    check_override_keys(["model=hf", "model.name=mine", "model.path=/x"])  # keys whose default is ??? exist
     with pytest.raises(UnknownKeyError, match="Did you mean 'bits'"):
         check_override_keys(["bitz=4"])
     with pytest.raises(UnknownKeyError, match="quant has no key 'dampening_frac'"):

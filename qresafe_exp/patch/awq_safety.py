@@ -1,0 +1,106 @@
+"""Q-resafe's AWQ variant (qresafe-spec 4.6, paper Table 4): no fine-tuning. SNIP scores on the FP
+model, with harmful prompts and the FP model's own (refusing) answers as targets, pick the
+safety-critical weights; AWQ quantizes the model as usual, and those entries are kept in 16 bit.
+
+AWQ folds per-channel smoothing scales into the weights before rounding, so the kept values are read
+from the calibrated model just before compression (the smoothed fp weights, which is what the grid
+approximates). SNIP |w * dL/dw| is invariant to that per-channel rescaling, so scores from the FP
+model rank the smoothed entries the same way. The kept entries ride beside the compressed-tensors
+checkpoint as ``kept_weights.safetensors`` (int32 index + fp16 value each), applied at load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from qresafe_exp.cache import content_key, write_json_atomic
+from qresafe_exp.data import load_records
+from qresafe_exp.evals.protocols import system_prompt_for
+from qresafe_exp.finetune import collate, tokenize_example
+from qresafe_exp.models import ModelRef, load_model, load_tokenizer
+from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
+from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.patch.data import patch_prompts
+from qresafe_exp.patch.pairs import model_responses
+from qresafe_exp.patch.sidecars import save_kept_weights
+from qresafe_exp.patch.snip import snip_scores, top_fraction_masks
+from qresafe_exp.quant import QUANTIZERS
+from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
+
+
+class AwqSafetyPatch(Patch):
+    name = "qresafe_awq"
+    version = 1
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
+        if quant_cfg.name != "awq" or quant_cfg.backend != "llmcompressor":
+            raise UnsupportedCombinationError(
+                f"patch={cfg.name} is the AWQ variant of Q-resafe: it needs quant=awq quant.backend=llmcompressor "
+                f"(got quant={quant_cfg.name} backend={quant_cfg.backend}); for other quantizers use patch=qresafe")
+        if not 0.0 < cfg.keep_fraction < 1.0:
+            raise ValueError(f"patch.keep_fraction={cfg.keep_fraction}: the share of weights kept 16-bit, in (0, 1)")
+        if cfg.mask_scope not in ("per_matrix", "global"):
+            raise ValueError(f"patch.mask_scope={cfg.mask_scope} is unknown. Allowed: per_matrix, global")
+
+    @classmethod
+    def check_data(cls, cell_cfg: DictConfig) -> None:
+        patch_prompts(cell_cfg)
+
+    def apply(self, ctx: PatchContext) -> PatchResult:
+        cfg, cell = ctx.cfg.patch, ctx.cfg
+        quantizer = QUANTIZERS.get(cell.quant.name)
+        prompts, prompt_facts = patch_prompts(cell)
+        system_prompt = system_prompt_for(cell)
+        settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("name", "tag")}
+        spec = {"patch": settings, "quant": quantizer.spec(cell.quant, cell.calib), "system_prompt": system_prompt,
+                "prompts": content_key(prompts), "seed": cell.seed}
+
+        def build(out: Path) -> None:
+            with CostMeter() as cost:
+                masks, snip_facts = self._safety_masks(ctx, prompts, system_prompt)
+                records = load_records(cell.calib.activation.dataset, cell.paths.data_dir, cell.paths.cache_dir)
+                kept: dict = {}
+
+                def keep(model) -> dict:  # runs on the calibrated, not yet compressed model
+                    modules = dict(model.named_modules())
+                    for name, mask in masks.items():
+                        index = mask.flatten().nonzero().squeeze(1)
+                        kept[name] = (index, modules[name].weight.detach().view(-1)[index].cpu())
+                    return {}
+
+                info = quantizer().quantize(ctx.fp.path, out, cell.quant, quantizer.data_config(cell.calib), records,
+                                            cell.seed, on_calibrated=keep)
+                sidecar_bytes = save_kept_weights(kept, out)
+            entries = sum(m.numel() for m in masks.values())
+            facts = {"method": cfg.name, "keep_fraction": cfg.keep_fraction, "prompts": prompt_facts, "snip": snip_facts,
+                     "kept_entries": sum(int(m.sum()) for m in masks.values()), "weight_entries": entries,
+                     "trainable_params": 0, "updatable_entries": 0,
+                     "sizes": {"merged_checkpoint_bytes": checkpoint_bytes(out), "kept_weights_bytes": sidecar_bytes,
+                               "awq_checkpoint_bytes": info["checkpoint_bytes"]},
+                     "cost": cost.facts()}
+            write_json_atomic(out / "patch_info.json", facts)
+
+        art = ctx.artifacts.get_or_build("patch", spec, build, upstream=[ctx.fp.key], version=self.version)
+        info = json.loads((art.path / "patch_info.json").read_text())
+        info.update(artifact=art.key, cached=not art.built)
+        return PatchResult(ModelRef(f"{ctx.fp.name}.{cell.quant.tag}.{cfg.tag}", str(art.path), art.key), info)
+
+    def _safety_masks(self, ctx: PatchContext, prompts: list[str], system_prompt) -> tuple[dict, dict]:
+        cfg = ctx.cfg.patch
+        responses, generated = model_responses(ctx.fp, prompts, ctx.requests, ctx.device,
+                                               max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
+        tokenizer = load_tokenizer(ctx.fp.path)
+        items = [tokenize_example(tokenizer, {"prompt": p, "response": r}, cfg.max_length, cfg.max_response_tokens,
+                                  system_prompt) for p, r in zip(prompts, responses)]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        batches = [collate(items[i : i + cfg.snip_batch_size], pad_id) for i in range(0, len(items), cfg.snip_batch_size)]
+        model = load_model(ctx.fp.path, ctx.device)
+        scores = snip_scores(model, batches, desc="SNIP on the FP model (safety-critical weights)")
+        del model
+        masks = top_fraction_masks(scores, cfg.keep_fraction, cfg.mask_scope)
+        return {name: m.cpu() for name, m in masks.items()}, {"examples": len(items), "fp_generated_now": generated}

@@ -1,0 +1,46 @@
+"""What a patch gets and returns. A patch reads the cell's config, the FP and quantized models, the
+caches and the device; it returns the model the cell evaluates and, optionally, named variants the
+cell evaluates beside it (Q-resafe: the unmerged 16-bit patch, to compare with the merged one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+
+from qresafe_exp.cache import ArtifactCache, RequestCache
+from qresafe_exp.models import ModelRef
+
+
+@dataclass
+class PatchContext:
+    cfg: DictConfig  # the whole cell config (patch, quant, eval protocol, paths, seed)
+    fp: ModelRef
+    quantized: ModelRef
+    artifacts: ArtifactCache
+    requests: RequestCache
+    device: torch.device
+
+
+@dataclass
+class PatchResult:
+    model: ModelRef
+    info: dict
+    variants: dict[str, ModelRef] = field(default_factory=dict)
+
+
+class Patch:
+    name = "base"
+    version = 1  # bump when the produced model changes for the same config
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
+        """Raise UnsupportedCombinationError (what and how to fix it) before any model loads."""
+
+    @classmethod
+    def check_data(cls, cell_cfg: DictConfig) -> None:
+        """Raise ValueError when the patch data is missing or too small (no model loads)."""
+
+    def apply(self, ctx: PatchContext) -> PatchResult:
+        raise NotImplementedError

@@ -1,0 +1,93 @@
+"""Files that ride beside a quantized checkpoint and change what it computes, applied by load_model.
+
+- ``patch_delta.safetensors``: an unmerged safety patch, one 16-bit dense delta per Linear, added to
+  the layer's output (y += x @ delta^T) on top of whatever the quantized layer computes: the
+  "adapter on a quantized base" form whose ASR the merged, re-quantized model is compared with.
+- ``kept_weights.safetensors``: Q-resafe's AWQ variant. For each Linear, the flat indices and 16-bit
+  values of the safety-critical entries, written over the dequantized weight.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+PATCH_DELTA = "patch_delta.safetensors"
+KEPT_WEIGHTS = "kept_weights.safetensors"
+
+
+def save_patch_delta(deltas: dict[str, torch.Tensor], out: Path) -> int:
+    """Write the deltas (fp16); returns the bytes written."""
+    from safetensors.torch import save_file
+
+    path = Path(out) / PATCH_DELTA
+    save_file({name: d.detach().to("cpu", torch.float16).contiguous() for name, d in deltas.items()}, str(path))
+    return path.stat().st_size
+
+
+def attach_patch_delta(model: nn.Module, path: str) -> int:
+    """Add the saved deltas to their layers' outputs; returns how many layers (0 without the file)."""
+    file = Path(path) / PATCH_DELTA
+    if not file.exists():
+        return 0
+    from safetensors.torch import load_file
+
+    modules = dict(model.named_modules())
+    deltas = load_file(str(file))
+    missing = sorted(set(deltas) - set(modules))
+    if missing:
+        raise ValueError(f"{file} patches layers the model does not have: {missing[:3]}")
+    for name, delta in deltas.items():
+        module = modules[name]
+        device = next(module.parameters()).device
+        module.register_buffer("patch_delta", delta.to(device), persistent=False)
+        module.register_forward_hook(_add_delta)
+    return len(deltas)
+
+
+def _add_delta(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    x = args[0]
+    return output + F.linear(x, module.patch_delta.to(x.dtype))
+
+
+def save_kept_weights(kept: dict[str, tuple[torch.Tensor, torch.Tensor]], out: Path) -> int:
+    """kept = {linear name: (flat int64 indices, values)}; values stored fp16. Returns bytes written."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, (index, values) in kept.items():
+        tensors[f"{name}.index"] = index.to(torch.int32).contiguous()
+        tensors[f"{name}.values"] = values.to(torch.float16).contiguous()
+    path = Path(out) / KEPT_WEIGHTS
+    save_file(tensors, str(path))
+    return path.stat().st_size
+
+
+def apply_kept_weights(model: nn.Module, path: str) -> int:
+    """Write the kept 16-bit entries over the dequantized weights; returns how many entries."""
+    file = Path(path) / KEPT_WEIGHTS
+    if not file.exists():
+        return 0
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(file))
+    modules = dict(model.named_modules())
+    written = 0
+    for key in tensors:
+        if not key.endswith(".index"):
+            continue
+        name = key[: -len(".index")]
+        weight = getattr(modules.get(name), "weight", None)
+        if weight is None or not weight.is_floating_point():
+            raise ValueError(f"{file}: layer {name} has no dequantized weight to write into (load the "
+                             f"checkpoint with dequantize=True)")
+        with torch.no_grad():
+            flat = weight.view(-1)
+            flat[tensors[key].long().to(flat.device)] = tensors[f"{name}.values"].to(flat.device, flat.dtype)
+        written += tensors[key].numel()
+    return written

@@ -1,0 +1,144 @@
+"""qresafe / dpo / sft: a masked-LoRA patch trained on the quantized model, then merged into it and
+re-quantized into its original format (qresafe-spec 4 and 5).
+
+The three differ only in config: qresafe = DPO under a SNIP top-tau mask (tau 0.6), dpo = the same
+without a mask (tau 1), sft = NLL of the FP responses without a mask. Cache stage ``patch_train``
+holds the pairs, the 16-bit delta and the training facts (its key leaves out the patch's name, so
+`patch=dpo` and `patch=qresafe patch.tau=1.0` share one); stage ``patch`` holds the merged,
+re-quantized checkpoint and the unmerged form (the quantized checkpoint + the delta).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+
+from qresafe_exp.cache import content_key, write_json_atomic
+from qresafe_exp.evals.protocols import system_prompt_for
+from qresafe_exp.models import ModelRef, load_tokenizer
+from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
+from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.patch.data import patch_prompts
+from qresafe_exp.patch.grids import requantizers
+from qresafe_exp.patch.masked_lora import attach_masked_lora
+from qresafe_exp.patch.pairs import preference_pairs
+from qresafe_exp.patch.quantized_view import load_trainable
+from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, link_checkpoint, write_merged
+from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
+from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
+from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
+from qresafe_exp.quant.fake_quant import attach_activation_quant
+
+log = logging.getLogger(__name__)
+NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
+
+
+class TrainedPatch(Patch):
+    name = "trained"
+    version = 1
+
+    @classmethod
+    def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
+        if cfg.objective not in OBJECTIVES:
+            raise ValueError(f"patch.objective={cfg.objective} is unknown. Allowed: {', '.join(OBJECTIVES)}")
+        if not 0.0 <= cfg.tau <= 1.0:
+            raise ValueError(f"patch.tau={cfg.tau}: the fraction of weights the patch may change, in [0, 1]")
+        if cfg.mask_scope not in ("per_matrix", "global"):
+            raise ValueError(f"patch.mask_scope={cfg.mask_scope} is unknown. Allowed: per_matrix, global")
+        if cfg.mask_map not in ("delta", "rowcol"):
+            raise ValueError(f"patch.mask_map={cfg.mask_map} is unknown. Allowed: delta, rowcol")
+        if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
+            raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
+        if quant_cfg.name == "aqlm":
+            raise UnsupportedCombinationError(
+                f"patch={cfg.name} on quant=aqlm: re-quantizing a patch into AQLM codebooks is not implemented; "
+                f"patch a bnb / qlora / llm_qat / rtn / gptq / awq cell")
+        if quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
+            raise UnsupportedCombinationError(
+                f"patch={cfg.name} on quant=qlora quant.merge=adapter: the cell is a bnb base plus a 16-bit "
+                f"adapter, which has no single quantized format to merge into; use quant.merge=requantize")
+
+    @classmethod
+    def check_data(cls, cell_cfg: DictConfig) -> None:
+        patch_prompts(cell_cfg)
+
+    def apply(self, ctx: PatchContext) -> PatchResult:
+        cfg = ctx.cfg.patch
+        if cfg.tau <= 0.0:  # nothing may change: the patched model is the quantized one
+            return PatchResult(ctx.quantized, {"method": cfg.name, "tau": 0.0, "updatable_entries": 0,
+                                               "note": "tau=0 lets no weight change; nothing was trained"})
+        system_prompt = system_prompt_for(ctx.cfg)
+        prompts, prompt_facts = patch_prompts(ctx.cfg)
+        settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_KEY}
+        spec = {"patch": settings, "system_prompt": system_prompt, "prompts": content_key(prompts), "seed": ctx.cfg.seed}
+
+        # Two artifacts, so that a failure while merging never costs the training again.
+        def build_delta(out: Path) -> None:
+            with CostMeter() as cost:
+                facts = self._train(ctx, prompts, system_prompt, out)
+            facts.update(prompts=prompt_facts, cost=cost.facts())
+            write_json_atomic(out / "train_info.json", facts)
+
+        trained = ctx.artifacts.get_or_build("patch_train", spec, build_delta, upstream=[ctx.fp.key, ctx.quantized.key],
+                                             version=self.version)
+
+        def build_merged(out: Path) -> None:
+            with CostMeter() as cost:
+                deltas = load_file(str(trained.path / PATCH_DELTA))
+                merge = write_merged(ctx.quantized.path, deltas, out / "merged", ctx.device)
+                link_checkpoint(Path(ctx.quantized.path), out / "adapter")
+                link_checkpoint(trained.path, out / "adapter", skip=lambda name: name != PATCH_DELTA)
+            write_json_atomic(out / "merge_info.json", {"merge": merge, "cost": cost.facts()})
+
+        merged_art = ctx.artifacts.get_or_build("patch", {"requantize_version": REQUANTIZE_VERSION}, build_merged,
+                                                upstream=[trained.key, ctx.quantized.key])
+        info = json.loads((trained.path / "train_info.json").read_text())
+        merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
+        info.update(method=cfg.name, tau=cfg.tau, artifact=merged_art.key, train_artifact=trained.key,
+                    cached=not (trained.built or merged_art.built), merge=merge_info["merge"],
+                    cost=_total_cost(info["cost"], merge_info["cost"]),
+                    sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged"),
+                           "quantized_checkpoint_bytes": checkpoint_bytes(Path(ctx.quantized.path)),
+                           "adapter_delta_bytes": (trained.path / PATCH_DELTA).stat().st_size})
+        merged = ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key)
+        variants = {}
+        if cfg.eval_adapter:
+            variants["adapter"] = ModelRef(f"{merged.name}.adapter", str(merged_art.path / "adapter"),
+                                           f"{merged_art.key}-adapter")
+        return PatchResult(merged, info, variants)
+
+    def _train(self, ctx: PatchContext, prompts: list[str], system_prompt, out: Path) -> dict:
+        cfg = ctx.cfg.patch
+        pairs, pair_facts = preference_pairs(ctx.fp, ctx.quantized, prompts, ctx.requests, ctx.device,
+                                             max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
+        if not pairs:
+            raise ValueError(f"patch={cfg.name}: the quantized model answers every patch prompt exactly as the FP "
+                             f"model does, so there is no preference to learn; use more or other prompts")
+        (out / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+        model, linears, fake_quant = load_trainable(ctx.quantized.path, ctx.device, list(cfg.target_modules))
+        adapters = attach_masked_lora(model, linears, cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                      mask_map=cfg.mask_map)
+        if cfg.quant_aware:
+            for name, fn in requantizers(ctx.quantized.path, list(adapters)).items():
+                adapters[name].requantizer = fn
+        if fake_quant:  # llm_qat: the patched layers see the same activation / KV quantization as inference
+            attach_activation_quant(model, fake_quant["modules"], fake_quant["act_bits"], fake_quant["kv_bits"])
+        tokenizer = load_tokenizer(ctx.quantized.path)
+        items = tokenize_pairs(tokenizer, pairs, cfg, system_prompt)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        train_facts = train_patch(model, adapters, items, cfg, pad_id, ctx.cfg.seed)
+        save_patch_delta({name: adapter.delta().detach() for name, adapter in adapters.items()}, out)
+        return {"pairs": pair_facts, "train": train_facts}
+
+
+def _total_cost(train: dict, merge: dict) -> dict:
+    total = {"wall_seconds": round(train["wall_seconds"] + merge["wall_seconds"], 1),
+             "train_stage_seconds": train["wall_seconds"], "merge_stage_seconds": merge["wall_seconds"],
+             "rss_before_mb": train["rss_before_mb"], "rss_peak_mb": max(train["rss_peak_mb"], merge["rss_peak_mb"])}
+    if "cuda_peak_mb" in train:
+        total["cuda_peak_mb"] = max(train["cuda_peak_mb"], merge.get("cuda_peak_mb", 0))
+    return total

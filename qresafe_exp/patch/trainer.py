@@ -1,0 +1,156 @@
+"""Masked-LoRA training of a safety patch (Q-resafe Algorithm 1, lines 6-13) and its baselines.
+
+objective=dpo: DPO on (prompt, FP response > quantized response) pairs with the unpatched quantized
+model as reference (its log-probs are computed once, with every adapter off); objective=sft: NLL of
+the FP responses. The LoRA delta lives under a SNIP top-tau mask, re-selected every ``mask_every``
+optimizer steps from the current patched weights (tau = 1: no mask, no SNIP). AdamW, cosine schedule
+with warmup, gradient clipping; everything else of the model is frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from qresafe_exp.finetune import collate, tokenize_example
+from qresafe_exp.lm import response_token_logprobs
+from qresafe_exp.patch.dpo import dpo_loss, summed_response_logprobs
+from qresafe_exp.patch.masked_lora import MaskedLoRALinear, adapters_disabled
+from qresafe_exp.patch.snip import snip_scores, top_fraction_masks
+
+OBJECTIVES = ("dpo", "sft")
+
+
+def tokenize_pairs(tokenizer, pairs: list[dict], cfg, system_prompt) -> list[dict]:
+    """[{'chosen': item, 'rejected': item}] with the prompt (template + system prompt) masked out."""
+    def item(prompt, response):
+        return tokenize_example(tokenizer, {"prompt": prompt, "response": response}, cfg.max_length,
+                                cfg.max_response_tokens, system_prompt)
+    return [{"chosen": item(p["prompt"], p["chosen"]), "rejected": item(p["prompt"], p["rejected"])} for p in pairs]
+
+
+def _summed_logprobs(model, batch: dict) -> torch.Tensor:
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    logprobs, rows = response_token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return summed_response_logprobs(logprobs, rows, batch["input_ids"].shape[0])
+
+
+class MaskSelector:
+    """Chooses each adapter's mask: SNIP top-tau on the current effective weights (y = FP response)."""
+
+    def __init__(self, model, adapters: dict[str, MaskedLoRALinear], items: list[dict], cfg, pad_id: int):
+        self.model, self.adapters, self.cfg = model, adapters, cfg
+        chosen = [it["chosen"] for it in items]
+        self.batches = [collate(chosen[i : i + cfg.snip_batch_size], pad_id)
+                        for i in range(0, len(chosen), cfg.snip_batch_size)]
+        self.selections, self.seconds = 0, 0.0
+
+    def select(self, step: int) -> None:
+        started = time.time()
+        if self.cfg.tau >= 1.0:
+            masks = {name: torch.ones_like(a.mask) for name, a in self.adapters.items()}
+        else:
+            bases = {name: a.base for name, a in self.adapters.items()}
+            scores = snip_scores(self.model, self.batches, linears=bases, desc=f"SNIP mask (step {step})",
+                                 weight_of=lambda name: self.adapters[name].effective_weight())
+            masks = top_fraction_masks(scores, self.cfg.tau, self.cfg.mask_scope)
+        for name, adapter in self.adapters.items():
+            adapter.set_mask(masks[name].to(adapter.mask.device))
+        self.selections += 1
+        self.seconds += time.time() - started
+
+    def allowed_entries(self) -> int:
+        """Entries the patch may change under the current masks (rowcol: the rows x columns they span)."""
+        total = 0
+        for adapter in self.adapters.values():
+            if adapter.mask_map == "rowcol":
+                total += int(adapter.mask.any(1).sum()) * int(adapter.mask.any(0).sum())
+            else:
+                total += int(adapter.mask.sum())
+        return total
+
+
+def reference_logprobs(model, adapters, items: list[dict], batch_size: int, pad_id: int) -> torch.Tensor:
+    """(n, 2) summed log-probs of chosen / rejected under the unpatched model (adapters off)."""
+    out = []
+    with adapters_disabled(adapters), torch.no_grad():
+        for i in tqdm(range(0, len(items), batch_size), desc="DPO reference (unpatched)", unit="batch"):
+            chunk = items[i : i + batch_size]
+            batch = collate([it["chosen"] for it in chunk] + [it["rejected"] for it in chunk], pad_id)
+            out.append(_summed_logprobs(model, batch).view(2, len(chunk)).T.cpu())
+    return torch.cat(out)
+
+
+def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict], cfg, pad_id: int,
+                seed: int) -> dict:
+    """Train the adapters in place; returns facts (losses, steps, masks, parameter counts, seconds)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"patch.objective={cfg.objective} is unknown. Allowed: {', '.join(OBJECTIVES)}")
+    torch.manual_seed(seed)
+    selector = MaskSelector(model, adapters, items, cfg, pad_id)
+    selector.select(step=0)
+    initial_selection = selector.seconds
+    ref = reference_logprobs(model, adapters, items, cfg.batch_size, pad_id) if cfg.objective == "dpo" else None
+    params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
+    steps = cfg.epochs * math.ceil(len(items) / cfg.batch_size)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(cfg.warmup_fraction * steps)), steps)
+    rng = random.Random(seed)
+    losses, accuracies, step, started = [], [], 0, time.time()
+    model.train()
+    with tqdm(total=steps, desc=f"patch {cfg.name} ({cfg.objective}, tau={cfg.tau})", unit="step") as bar:
+        for epoch in range(cfg.epochs):
+            order = list(range(len(items)))
+            rng.shuffle(order)
+            for start in range(0, len(order), cfg.batch_size):
+                if step and step % cfg.mask_every == 0:
+                    for adapter in adapters.values():
+                        adapter.fold_and_reset()
+                    optimizer.state.clear()  # moments of the old factors mean nothing for the new ones
+                    selector.select(step)
+                    model.train()
+                idx = order[start : start + cfg.batch_size]
+                if cfg.objective == "dpo":
+                    batch = collate([items[i]["chosen"] for i in idx] + [items[i]["rejected"] for i in idx], pad_id)
+                    policy = _summed_logprobs(model, batch).view(2, len(idx))
+                    reference = ref[idx].T.to(policy.device)
+                    loss, facts = dpo_loss(policy[0], policy[1], reference[0], reference[1], cfg.beta)
+                    accuracies.append(facts["reward_accuracy"])
+                else:
+                    batch = collate([items[i]["chosen"] for i in idx], pad_id)
+                    device = next(model.parameters()).device
+                    logprobs, _ = response_token_logprobs(model, batch["input_ids"].to(device),
+                                                          batch["attention_mask"].to(device), batch["labels"].to(device))
+                    loss = -logprobs.mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step += 1
+                bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-8:]) / len(losses[-8:]):.4f}")
+                bar.update()
+    model.eval()
+    tail = max(1, len(losses) // 5)
+    facts = {"objective": cfg.objective, "steps": steps, "epochs": cfg.epochs, "pairs": len(items),
+             "loss_first_steps": _mean(losses[:tail]), "loss_last_steps": _mean(losses[-tail:]),
+             "mask_selections": selector.selections, "snip_seconds": round(selector.seconds, 1),
+             "trainable_params": sum(p.numel() for p in params),
+             "updatable_entries": selector.allowed_entries(),  # under the last mask
+             "weight_entries": sum(a.mask.numel() for a in adapters.values()),
+             "train_seconds": round(time.time() - started - (selector.seconds - initial_selection), 1)}
+    if accuracies:
+        facts["reward_accuracy_last_steps"] = _mean(accuracies[-tail:])
+    return facts
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4)
