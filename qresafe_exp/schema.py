@@ -145,11 +145,16 @@ class PatchDataConfig:
     # The patch prompts (qresafe-spec 4.3): the FP model's answer is preferred over the quantized
     # model's. Harmful prompts carry the safety signal; benign ones (optional) anchor helpfulness.
     # Evaluation prompts are always removed first.
-    harmful: str = "harmful_train"
+    # harmful prompt sets, pooled (refusal_direction's train + val splits; `catqa` = CategoricalQA's 550
+    # questions is another, though the testbed's FP model answers most of those itself)
+    harmful: List[str] = field(default_factory=lambda: ["harmful_train", "harmful_val"])
     num_harmful: int = 64
     benign: Optional[str] = "alpaca_en_demo"
     num_benign: int = 0
     max_new_tokens: int = 128  # for both sides of each pair (greedy, the cell's system prompt)
+    # Keep a harmful prompt's pair only when the cell's judge finds the FP (preferred) answer safe: a
+    # weakly aligned FP model also complies sometimes, and preferring that teaches nothing about safety.
+    safe_chosen_only: bool = True
 
 
 @dataclass

@@ -45,6 +45,13 @@ def instruction_list(path: Path) -> list[dict]:
     ]
 
 
+def categorical_qa(path: Path) -> list[dict]:
+    """CategoricalQA (red-instruct): {category: {subcategory: [question, ...]}} -> flat prompts."""
+    data = json.loads(path.read_text())
+    return [{"prompt": question, "category": category, "subcategory": sub.rstrip(":")}
+            for category, subs in data.items() for sub, questions in subs.items() for question in questions]
+
+
 def alpaca_eval_reference(path: Path) -> list[dict]:
     """AlpacaEval instructions with a reference model's outputs."""
     rows = json.loads(Path(path).read_text())

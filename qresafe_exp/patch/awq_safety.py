@@ -21,9 +21,11 @@ from qresafe_exp.cache import content_key, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, tokenize_example
+from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
 from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import model_responses
 from qresafe_exp.patch.sidecars import save_kept_weights
@@ -54,7 +56,7 @@ class AwqSafetyPatch(Patch):
     def apply(self, ctx: PatchContext) -> PatchResult:
         cfg, cell = ctx.cfg.patch, ctx.cfg
         quantizer = QUANTIZERS.get(cell.quant.name)
-        prompts, prompt_facts = patch_prompts(cell)
+        prompts, prompt_facts = patch_prompts(cell, frozenset(training_prompts(ctx.fp.path)))
         system_prompt = system_prompt_for(cell)
         settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("name", "tag")}
         spec = {"patch": settings, "quant": quantizer.spec(cell.quant, cell.calib), "system_prompt": system_prompt,
@@ -94,13 +96,21 @@ class AwqSafetyPatch(Patch):
         cfg = ctx.cfg.patch
         responses, generated = model_responses(ctx.fp, prompts, ctx.requests, ctx.device,
                                                max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
+        kept = list(zip(prompts, responses))
+        if cfg.data.safe_chosen_only:  # the targets are refusals: drop what the FP model answered
+            verdicts = build_judge(ctx.cfg.judge).judge(kept)
+            kept = [pr for pr, v in zip(kept, verdicts) if not v["jailbroken"]]
+        if not kept:
+            raise ValueError(f"patch={cfg.name}: the FP model refused none of the {len(prompts)} patch prompts, so "
+                             f"there is no safe target to score; use other prompts or data.safe_chosen_only=false")
         tokenizer = load_tokenizer(ctx.fp.path)
         items = [tokenize_example(tokenizer, {"prompt": p, "response": r}, cfg.max_length, cfg.max_response_tokens,
-                                  system_prompt) for p, r in zip(prompts, responses)]
+                                  system_prompt) for p, r in kept]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         batches = [collate(items[i : i + cfg.snip_batch_size], pad_id) for i in range(0, len(items), cfg.snip_batch_size)]
         model = load_model(ctx.fp.path, ctx.device)
         scores = snip_scores(model, batches, desc="SNIP on the FP model (safety-critical weights)")
         del model
         masks = top_fraction_masks(scores, cfg.keep_fraction, cfg.mask_scope)
-        return {name: m.cpu() for name, m in masks.items()}, {"examples": len(items), "fp_generated_now": generated}
+        return {name: m.cpu() for name, m in masks.items()}, {"examples": len(items), "fp_generated_now": generated,
+                                                               "unsafe_fp_dropped": len(prompts) - len(kept)}

@@ -1,5 +1,6 @@
 """The patch prompts of a cell: a seeded sample of harmful prompts (and optionally benign ones),
-with every evaluation prompt removed first, so a patch never trains on a test prompt."""
+with every evaluation prompt removed first, so a patch never trains on a test prompt, and the
+model's own training prompts removed too."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from qresafe_exp.data import load_records
 from qresafe_exp.data.normalize import normalize_prompt
 
 
-def _candidates(dataset: str, cfg: DictConfig, held_out: set[str]) -> tuple[list[str], int]:
-    records = load_records(dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+def _candidates(datasets, cfg: DictConfig, held_out: set[str]) -> tuple[list[str], int]:
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
+    records = [r for name in names for r in load_records(name, cfg.paths.data_dir, cfg.paths.cache_dir)]
     seen, kept = set(), []
     for record in records:
         key = normalize_prompt(record["prompt"])
@@ -23,10 +25,14 @@ def _candidates(dataset: str, cfg: DictConfig, held_out: set[str]) -> tuple[list
     return kept, len(records)
 
 
-def patch_prompts(cfg: DictConfig) -> tuple[list[str], dict]:
-    """(prompts, facts) for ``cfg.patch.data``; raises ValueError naming the set that is too small."""
+def patch_prompts(cfg: DictConfig, exclude: frozenset[str] = frozenset()) -> tuple[list[str], dict]:
+    """(prompts, facts) for ``cfg.patch.data``; raises ValueError naming the set that is too small.
+
+    ``exclude``: prompts the model was trained on (an aligned model's safety-tuning prompts): it
+    refuses those from memory even after quantization, so they make pairs that teach nothing.
+    """
     data = cfg.patch.data
-    held_out = evaluation_prompts(cfg)
+    held_out = evaluation_prompts(cfg) | {normalize_prompt(p) for p in exclude}
     rng = random.Random(cfg.seed)
     prompts, facts = [], {}
     for role, dataset, n in (("harmful", data.harmful, data.num_harmful), ("benign", data.benign, data.num_benign)):
@@ -35,11 +41,11 @@ def patch_prompts(cfg: DictConfig) -> tuple[list[str], dict]:
         kept, total = _candidates(dataset, cfg, held_out)
         if n > len(kept):
             raise ValueError(f"patch.data: num_{role}={n} but {dataset} has {len(kept)} prompts outside the "
-                             f"evaluation suites ({total} in all); lower num_{role} or point data.{role} at a "
-                             f"larger set")
+                             f"evaluation suites and the model's training prompts ({total} in all); lower "
+                             f"num_{role} or point data.{role} at a larger set")
         prompts += rng.sample(kept, n)
-        facts[role] = {"dataset": dataset, "sampled": n, "available": len(kept),
-                       "removed_eval_overlap": total - len(kept)}
+        facts[role] = {"dataset": dataset if isinstance(dataset, str) else list(dataset), "sampled": n,
+                       "available": len(kept), "removed_eval_or_training_overlap": total - len(kept)}
     if not prompts:
         raise ValueError("patch.data selects no prompt: set data.num_harmful (and/or data.num_benign) above 0")
     return prompts, facts

@@ -82,6 +82,12 @@ class MaskedLoRALinear(nn.Module):
             weight = self.effective_weight()
             quantized = weight + (self.requantizer(weight.detach()) - weight).detach()  # STE
             return F.linear(x, quantized.to(x.dtype), self.base.bias)
+        if self.mask_map == "rowcol" and self.folded is None:  # low rank: no dense out x in product needed
+            rows = self.mask.any(dim=1).to(x.dtype)
+            cols = self.mask.any(dim=0).to(x.dtype)
+            low = F.linear(self.dropout(x) * cols, self.lora_A.to(x.dtype))
+            return self.base(x) + self.scale * F.linear(low, self.lora_B.to(x.dtype)) * rows
+        # Eq. 2 literally: the masked product is dense (one out x in tensor per layer per forward)
         return self.base(x) + F.linear(self.dropout(x), self.delta().to(x.dtype))
 
     def merged_linear(self) -> nn.Linear:

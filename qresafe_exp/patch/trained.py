@@ -22,6 +22,7 @@ from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
 from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.grids import requantizers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
@@ -72,14 +73,15 @@ class TrainedPatch(Patch):
             return PatchResult(ctx.quantized, {"method": cfg.name, "tau": 0.0, "updatable_entries": 0,
                                                "note": "tau=0 lets no weight change; nothing was trained"})
         system_prompt = system_prompt_for(ctx.cfg)
-        prompts, prompt_facts = patch_prompts(ctx.cfg)
+        prompts, prompt_facts = patch_prompts(ctx.cfg, frozenset(training_prompts(ctx.fp.path)))
         settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_KEY}
         spec = {"patch": settings, "system_prompt": system_prompt, "prompts": content_key(prompts), "seed": ctx.cfg.seed}
 
         # Two artifacts, so that a failure while merging never costs the training again.
         def build_delta(out: Path) -> None:
             with CostMeter() as cost:
-                facts = self._train(ctx, prompts, system_prompt, out)
+                facts = self._train(ctx, prompts, prompts[: prompt_facts.get("harmful", {}).get("sampled", 0)],
+                                    system_prompt, out)
             facts.update(prompts=prompt_facts, cost=cost.facts())
             write_json_atomic(out / "train_info.json", facts)
 
@@ -111,10 +113,13 @@ class TrainedPatch(Patch):
                                            f"{merged_art.key}-adapter")
         return PatchResult(merged, info, variants)
 
-    def _train(self, ctx: PatchContext, prompts: list[str], system_prompt, out: Path) -> dict:
+    def _train(self, ctx: PatchContext, prompts: list[str], harmful: list[str], system_prompt, out: Path) -> dict:
         cfg = ctx.cfg.patch
         pairs, pair_facts = preference_pairs(ctx.fp, ctx.quantized, prompts, ctx.requests, ctx.device,
                                              max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
+        if cfg.data.safe_chosen_only:
+            pairs, pair_facts["unsafe_chosen_dropped"] = drop_unsafe_chosen(pairs, set(harmful), ctx.cfg.judge)
+            pair_facts["pairs"] = len(pairs)
         if not pairs:
             raise ValueError(f"patch={cfg.name}: the quantized model answers every patch prompt exactly as the FP "
                              f"model does, so there is no preference to learn; use more or other prompts")
@@ -133,6 +138,15 @@ class TrainedPatch(Patch):
         train_facts = train_patch(model, adapters, items, cfg, pad_id, ctx.cfg.seed)
         save_patch_delta({name: adapter.delta().detach() for name, adapter in adapters.items()}, out)
         return {"pairs": pair_facts, "train": train_facts}
+
+
+def drop_unsafe_chosen(pairs: list[dict], harmful: set[str], judge_cfg) -> tuple[list[dict], int]:
+    """Drop pairs on harmful prompts whose preferred (FP) answer the judge scores as jailbroken."""
+    from qresafe_exp.judges import build_judge
+
+    verdicts = build_judge(judge_cfg).judge([(p["prompt"], p["chosen"]) for p in pairs])
+    kept = [p for p, v in zip(pairs, verdicts) if not (p["prompt"] in harmful and v["jailbroken"])]
+    return kept, len(pairs) - len(kept)
 
 
 def _total_cost(train: dict, merge: dict) -> dict:

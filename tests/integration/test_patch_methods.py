@@ -25,7 +25,8 @@ from qresafe_exp.patch.trainer import reference_logprobs, tokenize_pairs, train_
 from qresafe_exp.pipeline import ConfigError, run_cell
 
 SMALL = ["patch.data.num_harmful=8", "patch.data.max_new_tokens=16", "patch.lora_r=4", "patch.lora_alpha=8",
-         "patch.lr=1e-2", "patch.batch_size=4", "patch.epochs=2", "patch.max_response_tokens=16", "logger=none"]
+         "patch.lr=1e-2", "patch.batch_size=4", "patch.epochs=2", "patch.max_response_tokens=16", "logger=none",
+         "patch.data.safe_chosen_only=false"]  # the tiny model refuses nothing: keep every pair
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +231,10 @@ def test_unmerged_delta_sidecar_adds_exactly_the_delta(compose_cfg, talkative_di
 
 
 def test_pipeline_patch_cell_records_cost_variants_and_shares_the_dpo_artifact(compose_cfg, talkative_dir):
-    cfg = compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=dpo", *SMALL))
+    cfg = compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", "patch.tau=1.0", *SMALL))
     metrics = run_cell(cfg)
     patch = metrics["patch"]
-    assert metrics["cell"] == "talkative.rtn-w2g64.dpo" and metrics["axes"]["patch_tag"] == "dpo"
+    assert metrics["cell"] == "talkative.rtn-w2g64.qresafe-t1.0" and metrics["axes"]["patch_tag"] == "qresafe-t1.0"
     assert patch["train"]["objective"] == "dpo" and patch["train"]["updatable_entries"] == patch["train"]["weight_entries"]
     assert patch["cost"]["wall_seconds"] > 0 and patch["cost"]["rss_peak_mb"] >= patch["cost"]["rss_before_mb"]
     assert patch["train"]["trainable_params"] > 0 and patch["pairs"]["pairs"] > 0
@@ -241,9 +242,10 @@ def test_pipeline_patch_cell_records_cost_variants_and_shares_the_dpo_artifact(c
     adapter = patch["variants"]["adapter"]
     assert adapter["scores"]["advbench"]["asr"]["n"] == metrics["scores"]["advbench"]["asr"]["n"]
     assert "advbench.asr" in adapter["cell_minus_variant"]
-    # qresafe at tau = 1 is the dpo baseline: same artifact, nothing retrained
-    same = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", "patch.tau=1.0", *SMALL)))
+    # the dpo baseline is qresafe at tau = 1: same artifacts, nothing retrained (and merged-only by default)
+    same = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=dpo", *SMALL)))
     assert same["patch"]["artifact"] == patch["artifact"] and same["patch"]["cached"] is True
+    assert same["cell"].endswith(".dpo") and "variants" not in same["patch"]
     # tau = 0 lets nothing change: the quantized model is evaluated as it is
     none = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", "patch.tau=0", *SMALL)))
     base = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "logger=none")))
@@ -265,7 +267,7 @@ def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talk
 def test_awq_variant_keeps_safety_critical_weights_in_16_bit(compose_cfg, talkative_dir):
     cfg = compose_cfg(_overrides(talkative_dir, "quant=awq", "patch=qresafe_awq", "patch.keep_fraction=0.05",
                                  "patch.data.num_harmful=4", "patch.data.max_new_tokens=16",
-                                 "patch.max_response_tokens=16", "logger=none"))
+                                 "patch.max_response_tokens=16", "logger=none", "patch.data.safe_chosen_only=false"))
     metrics = run_cell(cfg)
     patch = metrics["patch"]
     assert patch["kept_entries"] == pytest.approx(0.05 * patch["weight_entries"], rel=0.01)

@@ -68,3 +68,36 @@ def test_detaching_without_merge_restores_the_original():
     _train(model, adapters, steps=5)
     detach_masked_lora(model, adapters, merge=False)
     assert torch.equal(model(x), before)
+
+
+def test_rowcol_forward_equals_its_dense_delta_and_spans_the_masks_rows_and_columns():
+    from qresafe_exp.patch.masked_lora import MaskedLoRALinear
+
+    torch.manual_seed(0)
+    mask = torch.zeros(10, 12, dtype=torch.bool)
+    mask[2, 3] = mask[7, 9] = True
+    layer = MaskedLoRALinear(nn.Linear(12, 10), r=4, alpha=8, mask=mask, mask_map="rowcol")
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(5, 12)
+    dense = layer.base(x) + x @ layer.delta().T
+    assert torch.allclose(layer(x), dense, atol=1e-5)
+    changed = layer.delta() != 0
+    assert changed[2, 9] and changed[7, 3]  # the rows x columns the mask spans (a superset of it)
+    assert not changed[0].any() and not changed[:, 0].any()
+
+
+def test_fold_and_reset_keeps_the_update_and_restarts_lora():
+    from qresafe_exp.patch.masked_lora import MaskedLoRALinear
+
+    torch.manual_seed(0)
+    layer = MaskedLoRALinear(nn.Linear(12, 10), r=4, alpha=8)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 12)
+    before = layer(x)
+    layer.fold_and_reset()
+    assert torch.equal(layer.lora_B, torch.zeros_like(layer.lora_B))
+    assert torch.allclose(layer(x), before, atol=1e-5)  # the learnt delta persists in the accumulator
+    layer.enabled = False
+    assert torch.allclose(layer(x), layer.base(x))  # the reference is still the untouched base
