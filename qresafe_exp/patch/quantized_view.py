@@ -42,8 +42,9 @@ def layer_weight(module: nn.Module, chunk: int = 1024) -> torch.Tensor:
 
 def _plain_linear(module: nn.Module) -> nn.Linear:
     weight = layer_weight(module)
+    dtype = torch.float32 if weight.device.type == "cpu" else torch.bfloat16  # the rest of the model's dtype
     plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                      device=weight.device, dtype=torch.float32)
+                      device=weight.device, dtype=dtype)
     with torch.no_grad():
         plain.weight.copy_(weight)
         if module.bias is not None:

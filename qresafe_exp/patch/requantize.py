@@ -73,7 +73,7 @@ def _realized(stats: list[tuple[float, float, float, int, int]]) -> dict:
 
 
 def _layer_stats(delta: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> tuple:
-    realized = (after.float() - before.float()).cpu()
+    realized = after.float().cpu() - before.float().cpu()
     delta = delta.float().cpu()
     return (delta.pow(2).sum().item(), realized.pow(2).sum().item(), (delta * realized).sum().item(),
             int((realized != 0).sum().item()), realized.numel())
@@ -144,6 +144,7 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
     from safetensors.torch import load_file, save_file
 
     qc = json.loads((Path(src) / "config.json").read_text())["quantization_config"]
+    dtypes = _bnb_weight_dtypes(Path(src))
     model = load_model(src, device)
     modules = dict(model.named_modules())
     replaced, befores = {}, {}
@@ -154,7 +155,8 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
             codes, row_scale, _ = bnbf.int8_vectorwise_quant(merged.to(torch.float16))
             replaced[f"{name}.weight"], replaced[f"{name}.SCB"] = codes, row_scale.float()
         else:
-            packed, state = bnbf.quantize_4bit(merged.contiguous(), blocksize=64,
+            # quantize in the dtype the checkpoint recorded (its quant state stores it)
+            packed, state = bnbf.quantize_4bit(merged.to(dtypes.get(name, torch.float32)).contiguous(), blocksize=64,
                                                quant_type=qc.get("bnb_4bit_quant_type", "nf4"),
                                                compress_statistics=bool(qc.get("bnb_4bit_use_double_quant")),
                                                quant_storage=torch.uint8)
@@ -166,7 +168,7 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
         tensors = load_file(str(shard))
         for key in [k for k in replaced if k in tensors]:
             value = replaced.pop(key).contiguous()
-            if value.shape != tensors[key].shape or value.dtype != tensors[key].dtype:
+            if (value.shape != tensors[key].shape or value.dtype != tensors[key].dtype) and ".quant_state." not in key:
                 raise ValueError(f"{src}: re-quantized {key} is {tuple(value.shape)} {value.dtype}, the checkpoint "
                                  f"holds {tuple(tensors[key].shape)} {tensors[key].dtype}")
             tensors[key] = value
@@ -177,6 +179,20 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
     merged_modules = dict(load_model(str(out), device).named_modules())
     return _realized([_layer_stats(delta, befores[name], layer_weight(merged_modules[name]))
                       for name, delta in deltas.items()])
+
+
+def _bnb_weight_dtypes(src: Path) -> dict[str, torch.dtype]:
+    """{layer: dtype} from each 4-bit layer's serialized quant state (a JSON blob in the checkpoint)."""
+    from safetensors import safe_open
+
+    out = {}
+    for shard in sorted(src.glob("model*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            for key in f.keys():
+                if ".weight.quant_state.bitsandbytes__" in key:
+                    blob = json.loads(bytes(f.get_tensor(key).tolist()).decode())
+                    out[key.split(".weight.quant_state.")[0]] = getattr(torch, blob.get("dtype", "float32"))
+    return out
 
 
 # ---------------------------------------------------------------- fake-quant grid / plain fp

@@ -35,9 +35,10 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
         p.requires_grad_(False)
     for m in linears.values():
         m.weight.requires_grad_(True)
-    totals = {name: torch.zeros_like(m.weight, dtype=torch.float32, device="cpu") for name, m in linears.items()}
-    examples = 0
     device = next(model.parameters()).device
+    # accumulated where the weights live (one copy of the model in fp32), moved to the CPU once at the end
+    totals = {name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in linears.items()}
+    examples = 0
     was_training = model.training
     model.eval()  # no dropout: the score is of the deterministic forward pass
     try:
@@ -47,7 +48,7 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
             (-logprobs.mean()).backward()
             n = batch["input_ids"].shape[0]
             for name, m in linears.items():
-                totals[name] += n * (weight_of(name).detach() * m.weight.grad).abs().float().cpu()
+                totals[name] += n * (weight_of(name).detach() * m.weight.grad).abs().float()
                 m.weight.grad = None
             examples += n
     finally:
@@ -56,7 +57,7 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
             p.requires_grad_(saved[name])
     if not examples:
         raise ValueError("SNIP needs at least one calibration example")
-    return {name: total / examples for name, total in totals.items()}
+    return {name: (total / examples).cpu() for name, total in totals.items()}
 
 
 def top_fraction_masks(scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix") -> dict[str, torch.Tensor]:
