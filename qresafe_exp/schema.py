@@ -314,6 +314,9 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("qresafe.cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     OmegaConf.register_new_resolver("qresafe.bnb_format", bnb_format, replace=True)
+    # a quantization-aware patch gets its own cell name (-qa), e.g. qresafe-t0.6-qa, sft-qa
+    OmegaConf.register_new_resolver("qresafe.qa", lambda aware: "-qa" if str(aware).lower() == "true" else "",
+                                    replace=True)
     cs.store(name="base_config", node=RootConfig)
     for group, kind, node in [
         ("model", "model", ModelConfig),
