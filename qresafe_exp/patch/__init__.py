@@ -5,9 +5,9 @@ from qresafe_exp.registry import Registry
 
 PATCHES = Registry("patch", {
     "none": "qresafe_exp.patch.none:NoPatch",
-    "qresafe": "qresafe_exp.patch.trained:TrainedPatch",
-    "qresafe_qa": "qresafe_exp.patch.trained:TrainedPatch",
-    "dpo": "qresafe_exp.patch.trained:TrainedPatch",
-    "sft": "qresafe_exp.patch.trained:TrainedPatch",
+    "qresafe": "qresafe_exp.patch.trained:QresafePatch",
+    "qresafe_qa": "qresafe_exp.patch.trained:QresafeQaPatch",
+    "dpo": "qresafe_exp.patch.trained:DpoPatch",
+    "sft": "qresafe_exp.patch.trained:SftPatch",
     "qresafe_awq": "qresafe_exp.patch.awq_safety:AwqSafetyPatch",
 })

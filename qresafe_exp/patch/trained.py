@@ -156,3 +156,19 @@ def _total_cost(train: dict, merge: dict) -> dict:
     if "cuda_peak_mb" in train:
         total["cuda_peak_mb"] = max(train["cuda_peak_mb"], merge.get("cuda_peak_mb", 0))
     return total
+
+
+class QresafePatch(TrainedPatch):
+    name = "qresafe"
+
+
+class QresafeQaPatch(TrainedPatch):
+    name = "qresafe_qa"
+
+
+class DpoPatch(TrainedPatch):
+    name = "dpo"
+
+
+class SftPatch(TrainedPatch):
+    name = "sft"
