@@ -41,7 +41,7 @@ def test_sweep_writes_every_cell_and_the_fp_reference(cold_sweep):
         assert sum("response" in r for r in rows) == 8 and sum("perplexity" in r for r in rows) == 4
     quantized = load_metrics(out, CELLS[1])
     assert quantized["axes"] == {"model": "tiny-random-llama", "quant": "gptq", "bits": 4, "group_size": 64,
-                                 "calib": "act:alpaca", "patch": "none"}
+                                 "calib": "act:alpaca", "patch": "none", "patch_tag": "none"}
     assert quantized["reference_cell"] == CELLS[0] and "advbench.asr" in quantized["vs_reference"]
     # the end-of-sweep table lists every cell
     for cell in CELLS:
