@@ -62,6 +62,16 @@ def response_loss(causal_lm, batch: dict) -> torch.Tensor:
     return -logprobs.mean()
 
 
+def optimizer_step(loss: torch.Tensor, params: list, optimizer, schedule) -> float:
+    """Backward, clip the gradient norm to 1, step the optimizer and its schedule; returns the loss."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4)
 
@@ -81,13 +91,7 @@ def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *,
     with tqdm(total=steps, desc=desc, unit="step") as bar:
         for epoch in range(epochs):
             for batch in batches(items, batch_size, pad_id, rng):
-                loss = response_loss(causal_lm, batch)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                losses.append(optimizer_step(response_loss(causal_lm, batch), params, optimizer, schedule))
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 bar.update()
     causal_lm.eval()

@@ -21,13 +21,12 @@ from qresafe_exp.cache import content_key, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, tokenize_example
-from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
 from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
-from qresafe_exp.patch.pairs import model_responses
+from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
 from qresafe_exp.patch.sidecars import save_kept_weights
 from qresafe_exp.patch.snip import snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
@@ -96,21 +95,20 @@ class AwqSafetyPatch(Patch):
         cfg = ctx.cfg.patch
         responses, generated = model_responses(ctx.fp, prompts, ctx.requests, ctx.device,
                                                max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
-        kept = list(zip(prompts, responses))
+        kept, dropped = [{"prompt": p, "chosen": r} for p, r in zip(prompts, responses)], 0
         if cfg.data.safe_chosen_only:  # the targets are refusals: drop what the FP model answered
-            verdicts = build_judge(ctx.cfg.judge).judge(kept)
-            kept = [pr for pr, v in zip(kept, verdicts) if not v["jailbroken"]]
+            kept, dropped = drop_unsafe_chosen(kept, set(prompts), ctx.cfg.judge)
         if not kept:
             raise ValueError(f"patch={cfg.name}: the FP model refused none of the {len(prompts)} patch prompts, so "
                              f"there is no safe target to score; use other prompts or data.safe_chosen_only=false")
         tokenizer = load_tokenizer(ctx.fp.path)
-        items = [tokenize_example(tokenizer, {"prompt": p, "response": r}, cfg.max_length, cfg.max_response_tokens,
-                                  system_prompt) for p, r in kept]
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        items = [tokenize_example(tokenizer, {"prompt": k["prompt"], "response": k["chosen"]}, cfg.max_length,
+                                  cfg.max_response_tokens, system_prompt) for k in kept]
+        pad_id = tokenizer.pad_token_id  # load_tokenizer falls back to eos
         batches = [collate(items[i : i + cfg.snip_batch_size], pad_id) for i in range(0, len(items), cfg.snip_batch_size)]
         model = load_model(ctx.fp.path, ctx.device)
         scores = snip_scores(model, batches, desc="SNIP on the FP model (safety-critical weights)")
         del model
         masks = top_fraction_masks(scores, cfg.keep_fraction, cfg.mask_scope)
         return {name: m.cpu() for name, m in masks.items()}, {"examples": len(items), "fp_generated_now": generated,
-                                                               "unsafe_fp_dropped": len(prompts) - len(kept)}
+                                                               "unsafe_fp_dropped": dropped}

@@ -41,11 +41,10 @@ def requantizers(path: str, names: list[str]) -> dict[str, Optional[Requantizer]
 def _compressed_tensors(path: Path, names: list[str]) -> dict:
     from safetensors.torch import load_file
 
-    from qresafe_exp.patch.requantize import _grid, _weight_args
+    from qresafe_exp.patch.requantize import _grid, _weight_args, grid_codes
 
     args = _weight_args(path)
     bits = int(args["num_bits"])
-    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     out = {}
     for shard in sorted(path.glob("model*.safetensors")):
         tensors = load_file(str(shard))
@@ -55,7 +54,7 @@ def _compressed_tensors(path: Path, names: list[str]) -> dict:
 
                 def fn(w, s=scale, z=zero):
                     s, z = s.to(w.device), z.to(w.device)
-                    return (torch.clamp(torch.round(w / s) + z, qmin, qmax) - z) * s
+                    return (grid_codes(w, s, z, bits) - z) * s
                 out[name] = fn
     return {n: out.get(n) for n in names}
 
@@ -63,17 +62,16 @@ def _compressed_tensors(path: Path, names: list[str]) -> dict:
 def _bitsandbytes(path: Path, names: list[str]) -> dict:
     import bitsandbytes.functional as bnbf
 
+    from qresafe_exp.patch.requantize import bnb_4bit, bnb_int8, bnb_weight_dtypes
+
     qc = json.loads((path / "config.json").read_text())["quantization_config"]
     if qc.get("load_in_8bit"):
-        def int8(w):  # LLM.int8() weights: per-row absmax to int8, as the merge writes them
-            codes, row_scale, _ = bnbf.int8_vectorwise_quant(w.to(torch.float16))
-            return (codes.float() * row_scale.float().unsqueeze(1) / 127).to(w.dtype)
+        def int8(w):
+            codes, row_scale = bnb_int8(w)
+            return (codes.float() * row_scale.unsqueeze(1) / 127).to(w.dtype)
         return {n: int8 for n in names}
-    quant_type = qc.get("bnb_4bit_quant_type", "nf4")
-    double = bool(qc.get("bnb_4bit_use_double_quant"))
+    dtypes = bnb_weight_dtypes(path)
 
-    def four_bit(w):
-        q, state = bnbf.quantize_4bit(w.float().contiguous(), blocksize=64, quant_type=quant_type,
-                                      compress_statistics=double)
-        return bnbf.dequantize_4bit(q, state).to(w.dtype)
-    return {n: four_bit for n in names}
+    def four_bit(w, dtype):
+        return bnbf.dequantize_4bit(*bnb_4bit(w, qc, dtype)).to(w.dtype)
+    return {n: (lambda w, d=dtypes.get(n, torch.float32): four_bit(w, d)) for n in names}

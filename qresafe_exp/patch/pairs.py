@@ -45,3 +45,12 @@ def preference_pairs(fp: ModelRef, quantized: ModelRef, prompts: list[str], requ
     facts = {"prompts": len(prompts), "identical_dropped": len(prompts) - len(pairs), "pairs": len(pairs),
              "generated_now": {"fp": generated_fp, "quantized": generated_q}}
     return pairs, facts
+
+
+def drop_unsafe_chosen(pairs: list[dict], harmful: set[str], judge_cfg) -> tuple[list[dict], int]:
+    """Drop pairs on harmful prompts whose preferred (FP) answer the judge scores as jailbroken."""
+    from qresafe_exp.judges import build_judge
+
+    verdicts = build_judge(judge_cfg).judge([(p["prompt"], p["chosen"]) for p in pairs])
+    kept = [p for p, v in zip(pairs, verdicts) if not (p["prompt"] in harmful and v["jailbroken"])]
+    return kept, len(pairs) - len(kept)

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from qresafe_exp.devices import compute_dtype
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import load_model, quant_method
 from qresafe_exp.quant.fake_quant import SIDECAR
@@ -25,7 +26,7 @@ from qresafe_exp.quant.fake_quant import SIDECAR
 def layer_weight(module: nn.Module, chunk: int = 1024) -> torch.Tensor:
     """The (out, in) weight a Linear-like layer multiplies by, read through its own forward."""
     device = next(module.parameters()).device
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    dtype = compute_dtype(device)
     bias = getattr(module, "bias", None)
     columns = []
     with torch.no_grad():
@@ -42,9 +43,8 @@ def layer_weight(module: nn.Module, chunk: int = 1024) -> torch.Tensor:
 
 def _plain_linear(module: nn.Module) -> nn.Linear:
     weight = layer_weight(module)
-    dtype = torch.float32 if weight.device.type == "cpu" else torch.bfloat16  # the rest of the model's dtype
     plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                      device=weight.device, dtype=dtype)
+                      device=weight.device, dtype=compute_dtype(weight.device))  # the rest of the model's dtype
     with torch.no_grad():
         plain.weight.copy_(weight)
         if module.bias is not None:

@@ -39,6 +39,44 @@ def link_checkpoint(src: Path, out: Path, skip=lambda name: False) -> None:
                 shutil.copy2(item, out / item.name)
 
 
+# ---------------------------------------------------------------- the re-quantizers (grids.py trains through them)
+def grid_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes of ``w`` on a compressed-tensors grid (per-entry scale and zero point)."""
+    return torch.clamp(torch.round(w / scale) + zero, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def bnb_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLM.int8() weight codes and per-row scales (dequantized: codes * scale / 127)."""
+    import bitsandbytes.functional as bnbf
+
+    codes, row_scale, _ = bnbf.int8_vectorwise_quant(w.to(torch.float16))
+    return codes, row_scale.float()
+
+
+def bnb_4bit(w: torch.Tensor, qc: dict, dtype: torch.dtype):
+    """(packed weight, quant state) of bnb's 4-bit quantizer with the checkpoint's settings and dtype."""
+    import bitsandbytes.functional as bnbf
+
+    return bnbf.quantize_4bit(w.to(dtype).contiguous(), blocksize=64, quant_type=qc.get("bnb_4bit_quant_type", "nf4"),
+                              compress_statistics=bool(qc.get("bnb_4bit_use_double_quant")), quant_storage=torch.uint8)
+
+
+def _is_shard(name: str) -> bool:
+    return name.startswith("model") and name.endswith(".safetensors")
+
+
+def _rewrite_shards(src: Path, out: Path, edit) -> None:
+    """Link every non-weight file of ``src`` into ``out`` and write each weight shard after ``edit(tensors)``
+    changed it in place: the one copy path of every format below."""
+    from safetensors.torch import load_file, save_file
+
+    link_checkpoint(src, out, skip=_is_shard)
+    for shard in sorted(src.glob("model*.safetensors")):
+        tensors = load_file(str(shard))
+        edit(tensors)
+        save_file(tensors, str(out / shard.name), metadata={"format": "pt"})
+
+
 def write_merged(src: str, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:
     """Write ``src`` + deltas, re-quantized into src's format, to ``out``; returns what changed."""
     method = quant_method(src)
@@ -110,25 +148,23 @@ def _grid(tensors: dict, prefix: str, args: dict):
 
 def _merge_compressed_tensors(src: Path, deltas: dict, out: Path) -> dict:
     from compressed_tensors.compressors import pack_to_int32
-    from safetensors.torch import load_file, save_file
 
     args = _weight_args(src)
     bits = int(args["num_bits"])
-    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    link_checkpoint(src, out, skip=lambda name: name.startswith("model") and name.endswith(".safetensors"))
     remaining, stats = set(deltas), []
-    for shard in sorted(src.glob("model*.safetensors")):
-        tensors = load_file(str(shard))
+
+    def edit(tensors: dict) -> None:
         for name in [n for n in remaining if f"{n}.weight_packed" in tensors]:
             codes, scale, zero = _grid(tensors, name, args)
             before = (codes.float() - zero) * scale
             merged = before + deltas[name].float().cpu()
-            new_codes = torch.clamp(torch.round(merged / scale) + zero, qmin, qmax)
+            new_codes = grid_codes(merged, scale, zero, bits)
             after = (new_codes - zero) * scale
             tensors[f"{name}.weight_packed"] = pack_to_int32(new_codes.to(torch.int8), bits)
             stats.append(_layer_stats(deltas[name], before, after))
             remaining.discard(name)
-        save_file(tensors, str(out / shard.name), metadata={"format": "pt"})
+
+    _rewrite_shards(src, out, edit)
     if remaining:
         raise ValueError(f"{src}: no packed weight for patched layers {sorted(remaining)[:3]}")
     return _realized(stats)
@@ -140,11 +176,8 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
     # new packed tensors come from bnb's functional quantizers, in the checkpoint's canonical layout:
     # a loaded CPU layer holds a repacked state, and transformers 5 cannot save a model it loaded
     # from a bnb checkpoint at all.
-    import bitsandbytes.functional as bnbf
-    from safetensors.torch import load_file, save_file
-
     qc = json.loads((Path(src) / "config.json").read_text())["quantization_config"]
-    dtypes = _bnb_weight_dtypes(Path(src))
+    dtypes = bnb_weight_dtypes(Path(src))
     model = load_model(src, device)
     modules = dict(model.named_modules())
     replaced, befores = {}, {}
@@ -152,27 +185,22 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
         befores[name] = before = layer_weight(modules[name]).cpu()
         merged = before + delta.float().cpu()
         if qc.get("load_in_8bit"):
-            codes, row_scale, _ = bnbf.int8_vectorwise_quant(merged.to(torch.float16))
-            replaced[f"{name}.weight"], replaced[f"{name}.SCB"] = codes, row_scale.float()
-        else:
-            # quantize in the dtype the checkpoint recorded (its quant state stores it)
-            packed, state = bnbf.quantize_4bit(merged.to(dtypes.get(name, torch.float32)).contiguous(), blocksize=64,
-                                               quant_type=qc.get("bnb_4bit_quant_type", "nf4"),
-                                               compress_statistics=bool(qc.get("bnb_4bit_use_double_quant")),
-                                               quant_storage=torch.uint8)
+            replaced[f"{name}.weight"], replaced[f"{name}.SCB"] = bnb_int8(merged)
+        else:  # in the dtype the checkpoint recorded (its quant state stores it)
+            packed, state = bnb_4bit(merged, qc, dtypes.get(name, torch.float32))
             replaced[f"{name}.weight"] = packed
             replaced.update({f"{name}.weight.{k}": v for k, v in state.as_dict(packed=True).items()})
     del model
-    link_checkpoint(Path(src), out, skip=lambda name: name.startswith("model") and name.endswith(".safetensors"))
-    for shard in sorted(Path(src).glob("model*.safetensors")):
-        tensors = load_file(str(shard))
+
+    def edit(tensors: dict) -> None:
         for key in [k for k in replaced if k in tensors]:
             value = replaced.pop(key).contiguous()
             if (value.shape != tensors[key].shape or value.dtype != tensors[key].dtype) and ".quant_state." not in key:
                 raise ValueError(f"{src}: re-quantized {key} is {tuple(value.shape)} {value.dtype}, the checkpoint "
                                  f"holds {tuple(tensors[key].shape)} {tensors[key].dtype}")
             tensors[key] = value
-        save_file(tensors, str(out / shard.name), metadata={"format": "pt"})
+
+    _rewrite_shards(Path(src), out, edit)
     if replaced:
         raise ValueError(f"{src}: the checkpoint has no tensors {sorted(replaced)[:3]} for the re-quantized layers")
     # what changed is measured on what inference computes: the merged checkpoint, loaded
@@ -181,7 +209,7 @@ def _merge_bnb(src: str, deltas: dict, out: Path, device: torch.device) -> dict:
                       for name, delta in deltas.items()])
 
 
-def _bnb_weight_dtypes(src: Path) -> dict[str, torch.dtype]:
+def bnb_weight_dtypes(src: Path) -> dict[str, torch.dtype]:
     """{layer: dtype} from each 4-bit layer's serialized quant state (a JSON blob in the checkpoint)."""
     from safetensors import safe_open
 
@@ -197,12 +225,9 @@ def _bnb_weight_dtypes(src: Path) -> dict[str, torch.dtype]:
 
 # ---------------------------------------------------------------- fake-quant grid / plain fp
 def _merge_plain(src: Path, deltas: dict, out: Path, fake_quant: dict | None) -> dict:
-    from safetensors.torch import load_file, save_file
-
-    link_checkpoint(src, out, skip=lambda name: name.startswith("model") and name.endswith(".safetensors"))
     remaining, stats = set(deltas), []
-    for shard in sorted(src.glob("model*.safetensors")):
-        tensors = load_file(str(shard))
+
+    def edit(tensors: dict) -> None:
         for name in [n for n in remaining if f"{n}.weight" in tensors]:
             before = tensors[f"{name}.weight"]
             merged = before.float() + deltas[name].float().cpu()
@@ -211,7 +236,8 @@ def _merge_plain(src: Path, deltas: dict, out: Path, fake_quant: dict | None) ->
             tensors[f"{name}.weight"] = merged.to(before.dtype).contiguous()
             stats.append(_layer_stats(deltas[name], before, tensors[f"{name}.weight"]))
             remaining.discard(name)
-        save_file(tensors, str(out / shard.name), metadata={"format": "pt"})
+
+    _rewrite_shards(src, out, edit)
     if remaining:
         raise ValueError(f"{src}: no weight for patched layers {sorted(remaining)[:3]}")
     return _realized(stats)

@@ -9,14 +9,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
 PATCH_DELTA = "patch_delta.safetensors"
 KEPT_WEIGHTS = "kept_weights.safetensors"
 

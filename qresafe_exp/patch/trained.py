@@ -26,7 +26,7 @@ from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.grids import requantizers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
-from qresafe_exp.patch.pairs import preference_pairs
+from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, link_checkpoint, write_merged
 from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
@@ -134,19 +134,9 @@ class TrainedPatch(Patch):
             attach_activation_quant(model, fake_quant["modules"], fake_quant["act_bits"], fake_quant["kv_bits"])
         tokenizer = load_tokenizer(ctx.quantized.path)
         items = tokenize_pairs(tokenizer, pairs, cfg, system_prompt)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        train_facts = train_patch(model, adapters, items, cfg, pad_id, ctx.cfg.seed)
+        train_facts = train_patch(model, adapters, items, cfg, tokenizer.pad_token_id, ctx.cfg.seed)
         save_patch_delta({name: adapter.delta().detach() for name, adapter in adapters.items()}, out)
         return {"pairs": pair_facts, "train": train_facts}
-
-
-def drop_unsafe_chosen(pairs: list[dict], harmful: set[str], judge_cfg) -> tuple[list[dict], int]:
-    """Drop pairs on harmful prompts whose preferred (FP) answer the judge scores as jailbroken."""
-    from qresafe_exp.judges import build_judge
-
-    verdicts = build_judge(judge_cfg).judge([(p["prompt"], p["chosen"]) for p in pairs])
-    kept = [p for p, v in zip(pairs, verdicts) if not (p["prompt"] in harmful and v["jailbroken"])]
-    return kept, len(pairs) - len(kept)
 
 
 def _total_cost(train: dict, merge: dict) -> dict:

@@ -16,7 +16,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from qresafe_exp.finetune import collate, tokenize_example
+from qresafe_exp.finetune import collate, optimizer_step, response_loss, tokenize_example
 from qresafe_exp.lm import response_token_logprobs
 from qresafe_exp.patch.dpo import dpo_loss, summed_response_logprobs
 from qresafe_exp.patch.masked_lora import MaskedLoRALinear, adapters_disabled
@@ -124,17 +124,8 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
                     loss, facts = dpo_loss(policy[0], policy[1], reference[0], reference[1], cfg.beta)
                     accuracies.append(facts["reward_accuracy"])
                 else:
-                    batch = collate([items[i]["chosen"] for i in idx], pad_id)
-                    device = next(model.parameters()).device
-                    logprobs, _ = response_token_logprobs(model, batch["input_ids"].to(device),
-                                                          batch["attention_mask"].to(device), batch["labels"].to(device))
-                    loss = -logprobs.mean()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                    loss = response_loss(model, collate([items[i]["chosen"] for i in idx], pad_id))
+                losses.append(optimizer_step(loss, params, optimizer, schedule))
                 step += 1
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-8:]) / len(losses[-8:]):.4f}")
                 bar.update()

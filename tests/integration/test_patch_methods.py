@@ -113,15 +113,7 @@ def test_mask_is_reselected_every_k_steps_and_earlier_updates_persist(compose_cf
 
 def test_dpo_reference_is_the_unpatched_quantized_model(compose_cfg, talkative_dir):
     cfg = compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", *SMALL))
-    artifacts = ArtifactCache(cfg.paths.cache_dir)
-    fp = materialize(cfg.model, artifacts, cfg.paths)
-    from qresafe_exp.pipeline import quantize
-
-    requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
-    try:
-        quantized, _ = quantize(fp, cfg, artifacts, requests, torch.device("cpu"))
-    finally:
-        requests.close()
+    fp, quantized = _quantized(cfg)
     model, adapters, items, patch_cfg, pad = _trainable(quantized.path, cfg, tau=0.6)
     before = reference_logprobs(model, adapters, items, 4, pad)
     train_patch(model, adapters, items, patch_cfg, pad, seed=0)
@@ -142,18 +134,22 @@ def test_dpo_reference_is_the_unpatched_quantized_model(compose_cfg, talkative_d
     assert not torch.allclose(policy, after[:, 0], atol=1e-3)
 
 
-def _rtn_checkpoint(compose_cfg, talkative_dir, bits):
-    cfg = compose_cfg(_overrides(talkative_dir, "quant=rtn", f"bits={bits}"))
-    artifacts = ArtifactCache(cfg.paths.cache_dir)
-    fp = materialize(cfg.model, artifacts, cfg.paths)
+def _quantized(cfg):
+    """(FP model, its quantized checkpoint) for a composed cell config, through the pipeline's stage."""
     from qresafe_exp.pipeline import quantize
 
+    artifacts = ArtifactCache(cfg.paths.cache_dir)
+    fp = materialize(cfg.model, artifacts, cfg.paths)
     requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
     try:
         quantized, _ = quantize(fp, cfg, artifacts, requests, torch.device("cpu"))
     finally:
         requests.close()
     return fp, quantized
+
+
+def _rtn_checkpoint(compose_cfg, talkative_dir, bits):
+    return _quantized(compose_cfg(_overrides(talkative_dir, "quant=rtn", f"bits={bits}")))
 
 
 def test_compressed_tensors_merge_keeps_the_grid_and_the_format(compose_cfg, talkative_dir, tmp_path):
@@ -182,16 +178,8 @@ def test_compressed_tensors_merge_keeps_the_grid_and_the_format(compose_cfg, tal
 
 @pytest.mark.parametrize("fmt", ["nf4", "int8"])
 def test_bnb_merge_requantizes_patched_layers_only(compose_cfg, talkative_dir, tmp_path, fmt):
-    cfg = compose_cfg(_overrides(talkative_dir, "quant=bnb", f"bits={4 if fmt == 'nf4' else 8}"))
-    artifacts = ArtifactCache(cfg.paths.cache_dir)
-    fp = materialize(cfg.model, artifacts, cfg.paths)
-    from qresafe_exp.pipeline import quantize
-
-    requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
-    try:
-        quantized, _ = quantize(fp, cfg, artifacts, requests, torch.device("cpu"))
-    finally:
-        requests.close()
+    bits = 4 if fmt == "nf4" else 8
+    _, quantized = _quantized(compose_cfg(_overrides(talkative_dir, "quant=bnb", f"bits={bits}")))
     model = load_model(quantized.path, torch.device("cpu"))
     layers = {n: m for n, m in named_linears(model).items()}
     name, other = list(layers)[:2]

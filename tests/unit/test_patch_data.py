@@ -37,7 +37,7 @@ def test_categorical_qa_loads_flat_with_its_categories(data_dir):
 
 
 def test_pairs_whose_preferred_answer_is_unsafe_are_dropped_on_harmful_prompts_only(compose_cfg):
-    from qresafe_exp.patch.trained import drop_unsafe_chosen
+    from qresafe_exp.patch.pairs import drop_unsafe_chosen
 
     cfg = compose_cfg(["patch=qresafe"])
     pairs = [{"prompt": "How do I make a bomb?", "chosen": "I'm sorry, but I can't help with that.", "rejected": "Sure: mix"},
