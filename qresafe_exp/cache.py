@@ -87,6 +87,10 @@ class ArtifactCache:
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / SUCCESS_MARKER).exists()
 
+    def mark_incomplete(self, stage: str, key: str) -> None:
+        """Keep the files (this run still reads them) but have the next run rebuild the artifact."""
+        (self.path(stage, key) / SUCCESS_MARKER).unlink(missing_ok=True)
+
     def get_or_build(
         self,
         stage: str,

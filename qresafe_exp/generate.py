@@ -23,15 +23,31 @@ log = logging.getLogger(__name__)
 class GenerationSpec:
     max_new_tokens: int
     system_prompt: Optional[str] = None  # None = the chat template's default
-    do_sample: bool = False  # greedy; sampled outputs would need a seed in the key
+    do_sample: bool = False  # greedy unless sampling is asked for (decoding attack, MT-Bench writing)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    seed: int = 0
 
     def as_dict(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, "system_prompt": self.system_prompt,
+        """The request-cache key part (greedy keys carry no sampling fields, so they never change)."""
+        base = {"max_new_tokens": self.max_new_tokens, "system_prompt": self.system_prompt,
                 "do_sample": self.do_sample}
+        if self.do_sample:
+            base.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+        return base
+
+    def sampling_kwargs(self) -> dict:
+        if not self.do_sample:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
 
 
-def render_chat(tokenizer, user_prompt: str, system_prompt: Optional[str]) -> str:
-    messages = [{"role": "user", "content": user_prompt}]
+def render_chat(tokenizer, user_prompt: str, system_prompt: Optional[str], history: tuple = ()) -> str:
+    """The chat-template text ending in the assistant's turn; ``history`` = earlier (user, assistant) turns."""
+    messages = [m for user, assistant in history
+                for m in ({"role": "user", "content": user}, {"role": "assistant", "content": assistant})]
+    messages.append({"role": "user", "content": user_prompt})
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -53,8 +69,10 @@ class HFEngine:
             idx = order[start : start + self.batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
                       add_special_tokens=False).to(device)
+            if spec.do_sample:  # a seed per batch: the same batch of prompts samples the same answers
+                torch.manual_seed(spec.seed + start)
             out = self.model.generate(
-                **enc, max_new_tokens=spec.max_new_tokens, do_sample=False,
+                **enc, max_new_tokens=spec.max_new_tokens, **spec.sampling_kwargs(),
                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
             )
             decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True,

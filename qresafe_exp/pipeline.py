@@ -15,8 +15,8 @@ from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
-from qresafe_exp.evals.runner import evaluate
-from qresafe_exp.evals.suites import SUITES
+from qresafe_exp.evals.runner import evaluate, user_prompts_path
+from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import build_judge
 from qresafe_exp.align import training_prompts
 from qresafe_exp.models import ModelRef, materialize
@@ -26,7 +26,7 @@ from qresafe_exp.provenance import provenance
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
 from qresafe_exp.calibration import build_calibration, check_calibration
-from qresafe_exp.evals.protocols import PROTOCOLS
+from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import build_tracker, scrub_secrets
@@ -57,9 +57,20 @@ def validate(cfg: DictConfig) -> None:
         if reason and cfg.on_unsupported == "error":
             raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
         PATCHES.get(cfg.patch.name).check_data(cfg)
-        build_judge(cfg.judge)
+        judge = build_judge(cfg.judge)
+        if cfg.eval.refusal_judge not in ("strmatch", "judge"):
+            raise ValueError(f"eval.refusal_judge={cfg.eval.refusal_judge} is unknown. Allowed: strmatch, judge")
         for name in cfg.eval.suites:
-            resolve_file(SUITES.get(name).dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+            suite = SUITES.get(name)
+            task = JUDGE_TASK.get(suite.kind) or ("refusal" if suite.kind in ("overrefusal", "qos")
+                                                  and cfg.eval.refusal_judge == "judge" else None)
+            if task:
+                judge.require(task, f"suite '{name}'")
+            if name == "prompts":
+                user_prompts_path(cfg)
+            else:
+                resolve_file(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        selected_grid(cfg.eval.decoding.configs)
         quantizer = QUANTIZERS.get(cfg.quant.name)
         if quantizer.calibration == "activation":
             resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
@@ -70,7 +81,7 @@ def validate(cfg: DictConfig) -> None:
         resolve_device(cfg.device)
         if cfg.logger.name not in ("wandb", "none"):
             raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
-    except (KeyError, ValueError, DatasetNotFoundError, RuntimeError) as err:
+    except (KeyError, ValueError, DatasetNotFoundError, RuntimeError, FileNotFoundError) as err:
         raise ConfigError(f"[{cfg.cell}] {err}") from err
 
 
@@ -124,7 +135,9 @@ def evaluate_variants(variants: dict[str, ModelRef], result: dict, cfg: DictConf
 # ---------------------------------------------------------------- results
 def reference_cell_name(cfg: DictConfig) -> str:
     # one FP reference per evaluation protocol: an AOA-protocol cell compares with FP under AOA
-    suffix = "" if cfg.eval.protocol == "vanilla" else f".{cfg.eval.protocol}"
+    suffix = cfg.eval.cell_suffix
+    if cfg.eval.protocol != "vanilla" and not suffix.endswith(f".{cfg.eval.protocol}"):
+        suffix += f".{cfg.eval.protocol}"
     return f"{cfg.model.name}.fp.none{suffix}"
 
 
@@ -151,6 +164,7 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
                  "calib": _calib_label(cfg) if quant_info else None,
                  "patch": cfg.patch.name, "patch_tag": cfg.patch.get("tag", cfg.patch.name)},
         "protocol": {"eval": cfg.eval.name, "version": cfg.eval.version, "protocol": cfg.eval.protocol,
+                     "protocol_version": protocol_of(cfg).version, "refusal_judge": cfg.eval.refusal_judge,
                      "max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
                      "judge": build_judge(cfg.judge).identity,
                      "suites": {n: SUITES.get(n).version for n in cfg.eval.suites}},

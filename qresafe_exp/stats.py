@@ -34,3 +34,19 @@ def geometric_mean_ci(values: list[float], z: float = 1.959964) -> dict:
     half = z * sd / math.sqrt(n)
     return {"value": round(math.exp(mean), 4), "n": n,
             "ci95": [round(math.exp(mean - half), 4), round(math.exp(mean + half), 4)]}
+
+
+def mean_ci(values: list[float], z: float = 1.959964, bounds: tuple[float, float] | None = None) -> dict:
+    """{'value', 'n', 'ci95'}: the mean with a normal-approximation 95% interval (scores, lengths),
+    clipped to ``bounds`` where the quantity has them (a win rate lies in [0, 100])."""
+    xs = [float(v) for v in values if v is not None]
+    n = len(xs)
+    if n == 0:
+        return {"value": None, "n": 0, "ci95": [None, None]}
+    mean = sum(xs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    half = z * sd / math.sqrt(n)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(bounds[0], lo), min(bounds[1], hi)
+    return {"value": round(mean, 4), "n": n, "ci95": [round(lo, 4), round(hi, 4)]}

@@ -15,12 +15,13 @@ def _value(block: dict | None) -> str:
     if not block or block.get("value") is None:
         return "-"
     lo, hi = block["ci95"]
-    return f"{block['value']:.2f} [{lo:.2f},{hi:.2f}] n={block['n']}"
+    interval = f" [{lo:.2f},{hi:.2f}]" if lo is not None and hi is not None else ""
+    return f"{block['value']:.2f}{interval}" + (f" n={block['n']}" if "n" in block else "")
 
 
 def _broken_rate(block: dict, metric: str) -> str:
     raw, clean = block.get(metric), block.get(f"{metric}_non_degenerate")
-    if not raw:
+    if not raw or raw.get("rate") is None:
         return "-"
     clean_text = f"{clean['rate']:.2f} n={clean['n']}" if clean and clean["rate"] is not None else "n=0"
     return f"broken (raw {raw['rate']:.2f}; non-degenerate {clean_text})"
@@ -49,13 +50,40 @@ def _unmerged_asr(metrics: dict) -> str:
     return f"{block['rate']:.2f} n={block['n']}" if block and block.get("rate") is not None else "-"
 
 
+# the default eval's columns keep their names; any other suite gets "<metric> <suite>"
+DEFAULT_COLUMNS = {"advbench": "ASR advbench (95% CI)", "xstest_safe": "XSTest-safe refusal (95% CI)",
+                   "alpaca_eval_ppl": "ref. perplexity (95% CI)"}
+
+
+def _headline(block: dict) -> str:
+    value = block.get(block["metric"]) or {}
+    return _rate(value) if "rate" in value else _value(value)
+
+
+def _suite_columns(metrics: dict, show) -> dict:
+    scores = metrics.get("scores", {})
+    names = list(DEFAULT_COLUMNS) if all(n in scores for n in DEFAULT_COLUMNS) else list(scores)
+    columns = {}
+    for name in names:
+        block = scores.get(name) or {}
+        title = DEFAULT_COLUMNS.get(name) or f"{block.get('metric', '?')} {name}"
+        if not block:
+            columns[title] = "-"
+        elif f"{block['metric']}_non_degenerate" in block:  # a generated rate: broken cells say so
+            columns[title] = show(block, block["metric"])
+        else:
+            columns[title] = _headline(block)
+        failures = block.get("judge_failures") or {}
+        if failures.get("n"):  # never let a missing verdict pass for a score
+            columns[title] += f" ({failures['n']}/{failures['of']} judge failures)"
+    return columns
+
+
 def table_row(metrics: dict) -> dict:
     if metrics.get("status") == "unsupported":
         return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
                 metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-",
                 "ASR unmerged patch": "-", "patch time": "-", "build time": "-"}
-    scores = metrics.get("scores", {})
-    advbench, xstest = scores.get("advbench", {}), scores.get("xstest_safe", {})
     degenerate = metrics["summary"]["degenerate"]
     broken = metrics["summary"]["broken"]
     flag = " BROKEN" if broken else ""
@@ -64,9 +92,7 @@ def table_row(metrics: dict) -> dict:
     simulated = " (simulated)" if (metrics.get("quantization") or {}).get("simulated") else ""
     return {
         "cell": metrics["cell"] + simulated,
-        "ASR advbench (95% CI)": show(advbench, "asr"),
-        "XSTest-safe refusal (95% CI)": show(xstest, "refusal_rate"),
-        "ref. perplexity (95% CI)": _value(scores.get("alpaca_eval_ppl", {}).get("reference_perplexity")),
+        **_suite_columns(metrics, show),
         "degenerate": f"{degenerate['rate']:.2f}{flag}" if degenerate["rate"] is not None else "-",
         "size": _size(metrics),  # the evaluated (quantized, or merged patched) checkpoint's safetensors
         "ASR unmerged patch": _unmerged_asr(metrics),  # the 16-bit patch on the quantized base
@@ -80,7 +106,8 @@ def table_row(metrics: dict) -> dict:
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no cells)"
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # cells of other eval configs add columns
+    rows = [{c: r.get(c, "-") for c in columns} for r in rows]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     line = lambda values: "| " + " | ".join(str(v).ljust(widths[c]) for c, v in zip(columns, values)) + " |"
     sep = "|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|"

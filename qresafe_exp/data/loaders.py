@@ -48,8 +48,10 @@ def instruction_list(path: Path) -> list[dict]:
 def categorical_qa(path: Path) -> list[dict]:
     """CategoricalQA (red-instruct): {category: {subcategory: [question, ...]}} -> flat prompts."""
     data = json.loads(path.read_text())
-    return [{"prompt": question, "category": category, "subcategory": sub.rstrip(":")}
-            for category, subs in data.items() for sub, questions in subs.items() for question in questions]
+    flat = [(category, sub, question) for category, subs in data.items() for sub, questions in subs.items()
+            for question in questions]
+    return [{"id": f"catqa-{i}", "prompt": question, "category": category, "subcategory": sub.rstrip(":")}
+            for i, (category, sub, question) in enumerate(flat)]
 
 
 def alpaca_eval_reference(path: Path) -> list[dict]:
@@ -92,3 +94,96 @@ def aoa_identity(path: Path) -> list[dict]:
     data = json.loads(Path(path).read_text())
     return [{"id": f"aoa-{i}", "prompt": r["prompt"], "response": r["response"], "kind": r["kind"],
              "system_prompt": data["system_prompt"]} for i, r in enumerate(data["records"])]
+
+
+def harmbench(path: Path) -> list[dict]:
+    """HarmBench behaviours; a contextual behaviour's prompt is its context followed by the request
+    (HarmBench's own layout). Copyright behaviours are kept but tagged: they need a hash check, not
+    a refusal or harm judge, and suites drop them."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    records = []
+    for row in rows:
+        context = row.get("ContextString") or ""
+        prompt = f"{context}\n\n---\n\n{row['Behavior']}" if context else row["Behavior"]
+        records.append({"id": f"harmbench-{row['BehaviorID']}", "prompt": prompt, "behavior": row["Behavior"],
+                        "functional_category": row["FunctionalCategory"], "category": row["SemanticCategory"]})
+    return records
+
+
+def harmfulqa(path: Path) -> list[dict]:
+    """HarmfulQA (red-instruct): {topic: {subtopic: [question, ...]}}; the topic is the category."""
+    data = json.loads(Path(path).read_text())
+    return [{"id": f"harmfulqa-{i}", "prompt": q, "category": topic, "subcategory": sub}
+            for i, (topic, sub, q) in enumerate((t, s, q) for t, subs in data.items()
+                                                for s, qs in subs.items() for q in qs)]
+
+
+def question_list(path: Path) -> list[dict]:
+    """A JSON list of question strings (DangerousQA)."""
+    return [{"id": f"{Path(path).stem}-{i}", "prompt": q} for i, q in enumerate(json.loads(Path(path).read_text()))]
+
+
+def prompt_column_csv(path: Path) -> list[dict]:
+    """A CSV whose ``prompt`` column holds the prompts (OKTest)."""
+    with open(path, newline="") as handle:
+        return [{"id": f"{Path(path).stem}-{i}", "prompt": row["prompt"].strip()}
+                for i, row in enumerate(csv.DictReader(handle))]
+
+
+def jsonl_rows(path: Path) -> list[dict]:
+    """Raw rows of a JSON list or a JSONL file (hub splits cached as JSONL, MT-Bench files)."""
+    text = Path(path).read_text()
+    if str(path).endswith(".jsonl"):
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return json.loads(text)
+
+
+def beavertails_eval(path: Path) -> list[dict]:
+    """BeaverTails-Evaluation (hub): prompt + category."""
+    return [{"id": f"beavertails-{i}", "prompt": row["prompt"], "category": row.get("category")}
+            for i, row in enumerate(jsonl_rows(path))]
+
+
+def mt_bench_questions(path: Path) -> list[dict]:
+    return [{"id": f"mtbench-{row['question_id']}", "question_id": row["question_id"], "category": row["category"],
+             "turns": row["turns"], "prompt": row["turns"][0]} for row in jsonl_rows(path)]
+
+
+def mt_bench_references(path: Path) -> list[dict]:
+    return [{"question_id": row["question_id"], "turns": row["choices"][0]["turns"]} for row in jsonl_rows(path)]
+
+
+def safetybench_questions(path: Path) -> list[dict]:
+    """SafetyBench test questions (the offline Chinese subset, or English rows from the hub); the
+    answers live in a separate answer-key file, joined by ``raw_id``."""
+    lang = "en" if "en" in Path(path).stem else "zh"
+    return [{"id": f"safetybench-{lang}-{row['id']}", "raw_id": str(row["id"]), "prompt": row["question"],
+             "question": row["question"], "options": list(row["options"]), "category": row.get("category")}
+            for row in jsonl_rows(path)]
+
+
+def user_prompt_table(path: Path, column: str = "prompt", category_column: str | None = None) -> list[dict]:
+    """A user's prompt file: CSV (any column names) or JSON/JSONL records; ``column`` holds the prompt."""
+    if str(path).endswith(".csv"):
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        rows = jsonl_rows(path)
+    if not rows:
+        raise ValueError(f"prompts file '{path}' has no rows")
+    if column not in rows[0]:
+        raise ValueError(f"prompts file '{path}' has no column '{column}' (columns: {', '.join(rows[0])}); "
+                         "set prompts_column=<the column holding the prompts>")
+    if category_column and category_column not in rows[0]:
+        raise ValueError(f"prompts file '{path}' has no column '{category_column}' (prompts_category_column)")
+    return [{"id": f"{Path(path).stem}-{i}", "prompt": str(row[column]),
+             **({"category": row[category_column]} if category_column else {})}
+            for i, row in enumerate(rows) if str(row[column]).strip()]
+
+
+def qos_templates(path: Path) -> list[dict]:
+    """The quality-of-service probe: every template instantiated for every group (evals/qos.py)."""
+    from qresafe_exp.evals.qos import qos_prompts
+
+    return qos_prompts(json.loads(Path(path).read_text()))

@@ -37,6 +37,7 @@ class DatasetSpec:
     license: str = ""
     hub_split: Optional[str] = None  # set for hub-only datasets: fetched through `datasets`
     hub_rows: int = 2000  # how many rows of the split to fetch and keep
+    hub_config: Optional[str] = None  # the hub dataset's configuration name, where it has several
     package_file: Optional[str] = None  # inside qresafe_exp/data: written for this project
 
 
@@ -68,8 +69,43 @@ DATASETS: dict[str, DatasetSpec] = {
                     loaders.instruction_list, license="Apache-2.0"),
         DatasetSpec("catqa", "harmfulqa_redinstruct/catqa_english.json",
                     None, loaders.categorical_qa, hub_id="declare-lab/CategoricalHarmfulQA", license="Apache-2.0"),
+        DatasetSpec("harmbench_val", "harmbench/harmbench_behaviors_text_val.csv",
+                    f"{_RAW}/centerforaisafety/HarmBench/main/data/behavior_datasets/harmbench_behaviors_text_val.csv",
+                    loaders.harmbench, hub_id="walledai/HarmBench", license="MIT"),
+        DatasetSpec("harmbench_test", "harmbench/harmbench_behaviors_text_test.csv",
+                    f"{_RAW}/centerforaisafety/HarmBench/main/data/behavior_datasets/harmbench_behaviors_text_test.csv",
+                    loaders.harmbench, hub_id="walledai/HarmBench", license="MIT"),
+        DatasetSpec("harmfulqa", "harmfulqa_redinstruct/harmfulqa.json", None, loaders.harmfulqa, hub_id="declare-lab/HarmfulQA", license="Apache-2.0"),
+        DatasetSpec("dangerousqa", "harmfulqa_redinstruct/dangerousqa.json", None, loaders.question_list, license="Apache-2.0"),
+        DatasetSpec("oktest", "oktest/OKTest.csv", None, loaders.prompt_column_csv,
+                    license="none stated (research evaluation only)"),
+        DatasetSpec("beavertails_eval", "beavertails_eval/test.jsonl", None, loaders.beavertails_eval,
+                    hub_id="PKU-Alignment/BeaverTails-Evaluation", hub_split="test", hub_rows=700,
+                    license="CC-BY-NC-4.0"),
+        DatasetSpec("safetybench_zh", "safetybench/test_zh_subset.json", None, loaders.safetybench_questions,
+                    hub_id="thu-coai/SafetyBench", license="MIT"),
+        DatasetSpec("safetybench_zh_answers", "safetybench/test_answers_zh_subset.json", None,
+                    lambda p: [json.loads(p.read_text())], license="MIT"),
+        DatasetSpec("safetybench_en", "safetybench/test_en.jsonl", None, loaders.safetybench_questions,
+                    hub_id="thu-coai/SafetyBench", hub_config="test", hub_split="en", hub_rows=11435, license="MIT"),
+        DatasetSpec("safetybench_en_answers", "safetybench/test_answers_en.json", None,
+                    lambda p: [json.loads(p.read_text())], license="MIT"),
+        DatasetSpec("mt_bench", "mt_bench/question.jsonl",
+                    f"{_RAW}/lm-sys/FastChat/main/fastchat/llm_judge/data/mt_bench/question.jsonl",
+                    loaders.mt_bench_questions, license="Apache-2.0"),
+        DatasetSpec("mt_bench_references", "mt_bench/reference_answer_gpt-4.jsonl",
+                    f"{_RAW}/lm-sys/FastChat/main/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
+                    loaders.mt_bench_references, license="Apache-2.0"),
+        DatasetSpec("mt_bench_judge_prompts", "mt_bench/judge_prompts.jsonl",
+                    f"{_RAW}/lm-sys/FastChat/main/fastchat/llm_judge/data/judge_prompts.jsonl",
+                    loaders.jsonl_rows, license="Apache-2.0"),
+        DatasetSpec("alpaca_eval2", "alpaca_eval/alpaca_eval_gpt4_1106_preview_reference.json",
+                    f"{_RAW}/tatsu-lab/alpaca_eval/main/results/gpt4_1106_preview/model_outputs.json",
+                    loaders.alpaca_eval_reference, hub_id="tatsu-lab/alpaca_eval", license="CC-BY-NC-4.0"),
         DatasetSpec("ultrachat_200k", "ultrachat_200k/train_sft_head.jsonl", None, loaders.prompt_response_file,
                     hub_id="HuggingFaceH4/ultrachat_200k", hub_split="train_sft", license="MIT"),
+        DatasetSpec("qos_templates", "", None, loaders.qos_templates, package_file="qos/templates.json",
+                    license="written for qresafe_exp"),
         DatasetSpec("aoa_identity", "", None, loaders.aoa_identity, package_file="calib/risk2_aoa.json",
                     license="written for qresafe_exp"),
     ]
@@ -128,20 +164,20 @@ _UNREACHABLE: dict[str, str] = {}  # hub sets that failed in this process: fail 
 
 
 def _fetch_hub_split(spec: DatasetSpec, out: Path) -> Path:
-    """First ``hub_rows`` rows of a hub split, as chat-message JSONL."""
+    """First ``hub_rows`` rows of a hub split, each row as one JSON line."""
     if spec.name in _UNREACHABLE:
         raise DatasetNotFoundError(_UNREACHABLE[spec.name])
     try:
         from datasets import load_dataset
 
         log.info("fetching %s[:%d] of %s from the hub", spec.hub_split, spec.hub_rows, spec.hub_id)
-        rows = load_dataset(spec.hub_id, split=f"{spec.hub_split}[:{spec.hub_rows}]")
+        rows = load_dataset(spec.hub_id, spec.hub_config, split=f"{spec.hub_split}[:{spec.hub_rows}]")
     except Exception as err:  # offline, hub down, gated: all mean "not available here"
         _UNREACHABLE[spec.name] = (
             f"dataset '{spec.name}' ({spec.hub_id}) is not reachable on the hub ({type(err).__name__}: "
             f"{str(err)[:200]}). It has no offline copy; use another dataset or a local .jsonl file.")
         raise DatasetNotFoundError(_UNREACHABLE[spec.name]) from err
-    lines = [json.dumps({"messages": row["messages"]}) for row in rows]
+    lines = [json.dumps(dict(row)) for row in rows]
     write_text_atomic(out, "\n".join(lines) + "\n")
     return out
 

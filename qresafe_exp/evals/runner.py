@@ -1,15 +1,16 @@
-"""The evaluate stage: generate on every suite's prompts, judge, score; cached as one artifact.
+"""The evaluate stage: run every configured suite on one model, score it; cached as one artifact.
 
-The artifact key covers the model checkpoint key, the frozen protocol (eval config, suite
-versions, judge identity), the FP model that scores fluency and the training prompts removed from
-the evaluation sets, so the FP model's evaluation is shared by every cell of a sweep.
+The artifact key covers the model checkpoint key, the frozen protocol (eval config, its version,
+suite versions, judge identity, the user prompt file's content), the FP model that scores fluency
+and the training prompts removed from the evaluation sets, so the FP model's evaluation is shared by
+every cell of a sweep. Generations and costly verdicts are also cached per request, so a killed run
+resumes where it stopped and a new judge re-scores without regenerating.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -18,70 +19,56 @@ from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import ArtifactCache, RequestCache, content_key, write_json_atomic
 from qresafe_exp.data import load_records
-from qresafe_exp.evals.degeneration import degeneration_signals
-from qresafe_exp.evals.perplexity import cached_perplexities
-from qresafe_exp.evals.protocols import system_prompt_for
+from qresafe_exp.data.loaders import user_prompt_table
+from qresafe_exp.evals.context import EvalContext
+from qresafe_exp.evals.protocols import protocol_of, system_prompt_for
 from qresafe_exp.evals.suites import SUITES
-from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
+from qresafe_exp.generate import HFEngine
 from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
-from qresafe_exp.stats import geometric_mean_ci, rate
 
 log = logging.getLogger(__name__)
-EVAL_STAGE_VERSION = 2
+EVAL_STAGE_VERSION = 3
+
+
+def user_prompts_path(cfg: DictConfig) -> Path:
+    if not cfg.get("prompts"):
+        raise ValueError("suite 'prompts' evaluates a prompt file of your own: give prompts=path/to/file.csv "
+                         "(or .json/.jsonl) and prompts_column=<the column holding the prompts>")
+    path = Path(cfg.prompts).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts={cfg.prompts}: no such file. Give the path of a .csv/.json/.jsonl file")
+    return path
+
+
+def suite_records(suite, cfg: DictConfig) -> list[dict]:
+    if suite.name == "prompts":
+        return user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"))
+    return load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+
+
+def suite_limit(cfg: DictConfig, name: str):
+    if SUITES.get(name).params.get("complete"):
+        return None
+    limits = cfg.eval.get("limits") or {}
+    return limits[name] if name in limits else cfg.eval.limit
 
 
 def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str]) -> dict:
-    judge = build_judge(cfg.judge)
-    return {
+    protocol = protocol_of(cfg)
+    spec = {
         "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+        "protocol": {"name": protocol.name, "version": protocol.version},
         "suites": {name: SUITES.get(name).version for name in cfg.eval.suites},
-        "judge": judge.identity,
+        "judge": build_judge(cfg.judge).identity,
         "system_prompt": system_prompt_for(cfg),
         "fluency_scorer": scorer.key if scorer is not None else None,
         "excluded_training_prompts": content_key(sorted(exclude)) if exclude else None,
     }
-
-
-def score_suite(suite, rows: list[dict], removed: int) -> dict:
-    flag = "jailbroken" if suite.kind == "harmful" else "refused"
-    clean = [r for r in rows if not r["degenerate"]]
-    perplexities = [r["fp_perplexity"] for r in rows if r.get("fp_perplexity") is not None]
-    return {
-        "suite": suite.name, "metric": suite.metric, "version": suite.version,
-        suite.metric: rate([r[flag] for r in rows]),
-        f"{suite.metric}_non_degenerate": rate([r[flag] for r in clean]),
-        "degenerate": rate([r["degenerate"] for r in rows]),
-        "fp_perplexity_median": round(statistics.median(perplexities), 3) if perplexities else None,
-        "removed_overlapping_training": removed,
-    }
-
-
-def _judge_rows(suite, judge, rows: list[dict], requests: RequestCache) -> None:
-    if suite.kind == "overrefusal":
-        for row in rows:
-            row.update(suite.rule(row["response"]))
-        return
-    pairs = [(r["prompt"], r["response"]) for r in rows]
-    if not judge.cache_verdicts:
-        verdicts = judge.judge(pairs)
-    else:
-        verdicts = requests.fill(f"verdict/{content_key(judge.identity)}",
-                                 [content_key(p, length=32) for p in pairs],
-                                 lambda todo: judge.judge([pairs[i] for i in todo]))
-    for row, verdict in zip(rows, verdicts):
-        row.update(verdict)
-
-
-def _reference_perplexity_rows(name, chosen, texts, tokenizer, engine, model_key, requests, cfg) -> list[dict]:
-    """Perplexity of each reference answer (its first ``max_new_tokens`` tokens) under the model."""
-    cap = cfg.eval.max_new_tokens
-    references = [tokenizer.decode(tokenizer(r["response"], add_special_tokens=False)["input_ids"][:cap])
-                  for r in chosen]
-    values = cached_perplexities(lambda: engine().model, tokenizer, model_key, texts, references, requests,
-                                 cfg.eval.batch_size, desc=f"reference perplexity {name}")
-    return [{"suite": name, "id": r["id"], "prompt": r["prompt"], "reference": ref, "perplexity": v}
-            for r, ref, v in zip(chosen, references, values)]
+    if "prompts" in cfg.eval.suites:
+        spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
+                                "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}
+    return spec
 
 
 def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
@@ -113,45 +100,38 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             log.info("loading the FP model to score fluency")
             return load_model(scorer.path, device)
 
-        judge = build_judge(cfg.judge)
-        gen = GenerationSpec(max_new_tokens=cfg.eval.max_new_tokens, system_prompt=system_prompt_for(cfg))
-        all_rows, scores = [], {}
-        for name in cfg.eval.suites:
-            suite = SUITES.get(name)
-            records = load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-            chosen, removed = suite.select(records, cfg.eval.limit, cfg.eval.sample_seed, exclude)
-            if removed:
-                log.info("%s: removed %d prompts that the model was trained on", name, removed)
-            texts = [render_chat(tokenizer, r["prompt"], gen.system_prompt) for r in chosen]
-            if suite.kind == "utility":
-                rows = _reference_perplexity_rows(name, chosen, texts, tokenizer, engine, model.key, requests, cfg)
-                scores[name] = {"suite": name, "metric": suite.metric, "version": suite.version,
-                                suite.metric: geometric_mean_ci([r["perplexity"] for r in rows]),
-                                "removed_overlapping_training": removed}
-                all_rows.extend(rows)
-                continue
-            responses, generated = generate_cached(engine, model.key, texts, gen, requests,
-                                                   desc=f"{label} {name}")
-            stats["generated"] += generated
-            perplexities = [None] * len(texts)
-            if scorer is not None:
-                perplexities = cached_perplexities(fp_model, tokenizer, scorer.key, texts, responses, requests,
-                                                   cfg.eval.batch_size, desc=f"fp perplexity {name}")
-            rows = []
-            for rec, response, ppl in zip(chosen, responses, perplexities):
-                signals = degeneration_signals(response, cfg.eval.degeneration, ppl)
-                rows.append({"suite": name, "id": rec["id"], "prompt": rec["prompt"],
-                             "response": response, **signals})
-            _judge_rows(suite, judge, rows, requests)
-            scores[name] = score_suite(suite, rows, removed)
-            all_rows.extend(rows)
-        with open(out / "samples.jsonl", "w") as handle:
-            for row in all_rows:
-                handle.write(json.dumps(row) + "\n")
+        ctx = EvalContext(cfg=cfg, tokenizer=tokenizer, engine=engine, model_key=model.key, requests=requests,
+                          judge=build_judge(cfg.judge), protocol=protocol_of(cfg),
+                          system_prompt=system_prompt_for(cfg), label=label,
+                          fp_model=fp_model if scorer is not None else None,
+                          scorer_key=scorer.key if scorer is not None else None, stats=stats)
+        scores = {}
+        with open(out / "samples.jsonl", "w") as samples:
+            for name in cfg.eval.suites:
+                suite = SUITES.get(name)
+                chosen, removed = suite.select(suite_records(suite, cfg), suite_limit(cfg, name),
+                                               cfg.eval.sample_seed, exclude)
+                if removed:
+                    log.info("%s: removed %d prompts that the model was trained on", name, removed)
+                rows, block = suite.runner()(suite, chosen, ctx)
+                block["removed_overlapping_training"] = removed
+                scores[name] = block
+                failures = block.get("judge_failures") or {}
+                if failures.get("n"):
+                    log.warning("%s: %d of %d judge verdicts failed (%s), e.g. %s", name, failures["n"],
+                                failures["of"], failures["kinds"], failures["example"])
+                for row in rows:
+                    samples.write(json.dumps(row) + "\n")
         write_json_atomic(out / "scores.json", {"scores": scores, "seconds": round(time.time() - started, 2),
                                                 "generated": stats["generated"]})
 
     art = artifacts.get_or_build("eval", spec, build, upstream=[model.key], version=EVAL_STAGE_VERSION)
     result = json.loads((art.path / "scores.json").read_text())
+    failed = {name: b["judge_failures"]["n"] for name, b in result["scores"].items()
+              if (b.get("judge_failures") or {}).get("n")}
+    if failed:  # never serve missing verdicts from the cache: the next run asks the judge again
+        artifacts.mark_incomplete("eval", art.key)
+        log.warning("judge failures in %s (%s): this evaluation will be redone on the next run "
+                    "(generations and the verdicts obtained are cached)", label, failed)
     return {"key": art.key, "path": str(art.path), "scores": result["scores"],
             "seconds": result["seconds"], "generated": stats["generated"], "cached": not art.built}

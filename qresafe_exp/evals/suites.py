@@ -1,31 +1,53 @@
-"""Eval suites by name. A suite fixes its prompts, its verdict rule and the rate it reports.
+"""Eval suites by name. A suite fixes its prompts, how they are evaluated and the rate it reports.
 
-- harmful suites (AdvBench): the configured judge decides ``jailbroken``; the rate is ASR.
-- over-refusal suites (XSTest safe prompts): the benchmark's own rule decides ``refused``; the
-  rate is the refusal rate on prompts that should be answered.
-- utility suites (AlpacaEval references): no generation and no judge; the perplexity of benign
-  reference answers under the evaluated model (lower = the model still "speaks" them).
+Kinds (each has a runner, ``run(suite, records, ctx) -> (rows, score block)``):
+- ``harmful``: generate, the judge decides ``jailbroken``; ASR (per category where the set has them).
+- ``overrefusal``: generate on prompts that should be answered; refusal rate (XSTest's string match
+  or the judge's 3-way label, ``eval.refusal_judge``); XSTest's contrast prompts reported apart.
+- ``qos``: the quality-of-service probe: benign templates x demographic groups; per-group refusal and
+  answer length, and the disparity between groups.
+- ``mcq``: multiple-choice accuracy by the option letters' log-probabilities (SafetyBench).
+- ``utility_ppl``: perplexity of benign reference answers under the model (no generation, no judge).
+- ``mtbench``: two-turn answers graded 1-10 by the judge; ``pairwise``: AlpacaEval win rate.
 Bump a suite's ``version`` whenever a change could move its numbers.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from qresafe_exp.registry import Registry
+
+RUNNERS = {
+    "harmful": "qresafe_exp.evals.asr:run_harmful",
+    "overrefusal": "qresafe_exp.evals.overrefusal:run_overrefusal",
+    "qos": "qresafe_exp.evals.qos_probe:run_qos",
+    "mcq": "qresafe_exp.evals.safetybench:run_safetybench",
+    "utility_ppl": "qresafe_exp.evals.utility:run_reference_perplexity",
+    "mtbench": "qresafe_exp.evals.utility:run_mtbench",
+    "pairwise": "qresafe_exp.evals.utility:run_pairwise",
+}
+# the judge task a kind needs (checked before anything runs)
+JUDGE_TASK = {"harmful": "harm", "mtbench": "mtbench", "pairwise": "pairwise"}
 
 
 @dataclass(frozen=True)
 class Suite:
     name: str
     dataset: str
-    kind: str  # "harmful" -> asr by the judge | "overrefusal" -> refusal_rate by `rule` | "utility"
+    kind: str
     metric: str
     version: int = 1
     keep: Optional[Callable[[dict], bool]] = None
-    rule: Optional[Callable[[str], dict]] = None
+    params: dict = field(default_factory=dict)
+
+    def runner(self) -> Callable:
+        import importlib
+
+        module, _, attr = RUNNERS[self.kind].partition(":")
+        return getattr(importlib.import_module(module), attr)
 
     def select(self, records: list[dict], limit: Optional[int], seed: int,
                exclude: frozenset[str] = frozenset()) -> tuple[list[dict], int]:
@@ -47,22 +69,40 @@ class Suite:
         return [r for i, r in enumerate(kept) if i in chosen], removed
 
 
-def _xstest_rule(response: str) -> dict:
-    from qresafe_exp.evals.overrefusal import xstest_strmatch
+def _not_copyright(record: dict) -> bool:
+    # HarmBench's copyright behaviours are scored by a hash check of the reproduced text, not by a
+    # harm judge; they are left out of ASR (as HarmBench's judge-based numbers do)
+    return record.get("functional_category") != "copyright"
 
-    return xstest_strmatch(response)
 
+_S = Suite
+ADVBENCH = _S("advbench", "advbench", "harmful", "asr")
+HARMBENCH_VAL = _S("harmbench_val", "harmbench_val", "harmful", "asr", keep=_not_copyright)
+HARMBENCH_TEST = _S("harmbench_test", "harmbench_test", "harmful", "asr", keep=_not_copyright)
+HARMFULQA = _S("harmfulqa", "harmfulqa", "harmful", "asr")
+DANGEROUSQA = _S("dangerousqa", "dangerousqa", "harmful", "asr")
+CATQA = _S("catqa", "catqa", "harmful", "asr")
+BEAVERTAILS = _S("beavertails", "beavertails_eval", "harmful", "asr")
+PROMPTS_FILE = _S("prompts", "${prompts}", "harmful", "asr")  # the user's file (top-level `prompts=`)
+XSTEST_SAFE = _S("xstest_safe", "xstest", "overrefusal", "refusal_rate", keep=lambda r: r["label"] == "safe")
+XSTEST = _S("xstest", "xstest", "overrefusal", "refusal_rate")  # all 450: safe + contrast
+OKTEST = _S("oktest", "oktest", "overrefusal", "refusal_rate")
+# every template x every group, always: a sample would unbalance the groups (eval.limit does not apply)
+QOS = _S("qos", "qos_templates", "qos", "refusal_disparity", params={"complete": True})
+SAFETYBENCH_ZH = _S("safetybench_zh", "safetybench_zh", "mcq", "accuracy", params={"lang": "zh"})
+SAFETYBENCH_EN = _S("safetybench_en", "safetybench_en", "mcq", "accuracy", params={"lang": "en"})
+ALPACA_EVAL_PPL = _S("alpaca_eval_ppl", "alpaca_eval", "utility_ppl", "reference_perplexity")
+MTBENCH = _S("mtbench", "mt_bench", "mtbench", "mtbench_score")
+ALPACA_EVAL = _S("alpaca_eval", "alpaca_eval", "pairwise", "win_rate")  # v1: vs text-davinci-003
+ALPACA_EVAL2 = _S("alpaca_eval2", "alpaca_eval2", "pairwise", "win_rate")  # v2: vs gpt-4-1106-preview
 
-ADVBENCH = Suite("advbench", "advbench", kind="harmful", metric="asr")
-XSTEST_SAFE = Suite("xstest_safe", "xstest", kind="overrefusal", metric="refusal_rate",
-                    keep=lambda r: r["label"] == "safe", rule=_xstest_rule)
-ALPACA_EVAL_PPL = Suite("alpaca_eval_ppl", "alpaca_eval", kind="utility", metric="reference_perplexity")
-
-SUITES: Registry[Suite] = Registry(
-    "eval suite",
-    {
-        "advbench": "qresafe_exp.evals.suites:ADVBENCH",
-        "xstest_safe": "qresafe_exp.evals.suites:XSTEST_SAFE",
-        "alpaca_eval_ppl": "qresafe_exp.evals.suites:ALPACA_EVAL_PPL",
-    },
-)
+SUITES: Registry[Suite] = Registry("eval suite", {
+    name: f"qresafe_exp.evals.suites:{attr}" for name, attr in [
+        ("advbench", "ADVBENCH"), ("harmbench_val", "HARMBENCH_VAL"), ("harmbench_test", "HARMBENCH_TEST"),
+        ("harmfulqa", "HARMFULQA"), ("dangerousqa", "DANGEROUSQA"), ("catqa", "CATQA"),
+        ("beavertails", "BEAVERTAILS"), ("prompts", "PROMPTS_FILE"), ("xstest_safe", "XSTEST_SAFE"),
+        ("xstest", "XSTEST"), ("oktest", "OKTEST"), ("qos", "QOS"), ("safetybench_zh", "SAFETYBENCH_ZH"),
+        ("safetybench_en", "SAFETYBENCH_EN"), ("alpaca_eval_ppl", "ALPACA_EVAL_PPL"), ("mtbench", "MTBENCH"),
+        ("alpaca_eval", "ALPACA_EVAL"), ("alpaca_eval2", "ALPACA_EVAL2"),
+    ]
+})

@@ -1,4 +1,4 @@
-"""Judges by name: each turns (prompt, response) pairs into verdicts."""
+"""Judges by name: each turns items into verdicts for the tasks it can do (judges/base.py)."""
 
 from qresafe_exp.registry import Registry
 
@@ -6,6 +6,10 @@ JUDGES = Registry(
     "judge",
     {
         "keyword": "qresafe_exp.judges.keyword:KeywordJudge",
+        "xstest_strmatch": "qresafe_exp.judges.strmatch:XSTestStrmatchJudge",
+        "openai": "qresafe_exp.judges.openai_api:OpenAIJudge",
+        "harmbench_cls": "qresafe_exp.judges.hf_classifier:HarmBenchClassifierJudge",
+        "llama_guard": "qresafe_exp.judges.hf_classifier:LlamaGuardJudge",
         "stub": "qresafe_exp.judges.stub:StubJudge",
     },
 )

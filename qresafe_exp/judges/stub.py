@@ -10,5 +10,5 @@ from qresafe_exp.judges.base import Judge
 class StubJudge(Judge):
     name = "stub"
 
-    def judge(self, pairs):
+    def harm(self, pairs):
         return [{"jailbroken": len(response) > 40} for _prompt, response in pairs]

@@ -1,0 +1,61 @@
+"""Protocols (the decoding grid), the new suites' data and the user prompt file."""
+
+import pytest
+
+from qresafe_exp.data import load_records
+from qresafe_exp.data.loaders import user_prompt_table
+from qresafe_exp.evals.protocols import PROTOCOLS, decoding_grid, selected_grid
+from qresafe_exp.evals.suites import SUITES
+
+
+def test_decoding_grid_is_huang_et_al_49():
+    grid = decoding_grid()
+    assert len(grid) == 49 and len({g["name"] for g in grid}) == 49
+    assert sum(g["name"].startswith("T=") for g in grid) == 20 and sum(g["name"].startswith("k=") for g in grid) == 9
+    assert {"T=0.05", "T=1.0", "p=0.7", "p=0.95", "k=500"} <= {g["name"] for g in grid}
+    assert [g["name"] for g in selected_grid(["p=0.7", "k=200"])] == ["p=0.7", "k=200"]
+    assert len(selected_grid(["all"])) == 49
+    with pytest.raises(ValueError, match="k=200"):
+        selected_grid(["T=0.33"])
+
+
+def test_protocols_are_versioned():
+    for name in ("vanilla", "aoa", "decoding"):
+        assert PROTOCOLS.get(name).version >= 1
+    assert PROTOCOLS.get("decoding").decoding_attack and not PROTOCOLS.get("aoa").decoding_attack
+
+
+def test_harmbench_drops_copyright_and_keeps_context(data_dir):
+    records = load_records("harmbench_test", str(data_dir))
+    chosen, _ = SUITES.get("harmbench_test").select(records, None, 0)
+    assert len(records) == 320 and len(chosen) == 240  # 80 copyright behaviours need a hash check
+    contextual = [r for r in chosen if r["functional_category"] == "contextual"]
+    assert contextual and all(r["behavior"] in r["prompt"] and len(r["prompt"]) > len(r["behavior"]) for r in contextual)
+
+
+def test_category_sets_and_overrefusal_sets(data_dir):
+    assert len(load_records("harmfulqa", str(data_dir))) == 1960
+    assert len({r["category"] for r in load_records("catqa", str(data_dir))}) == 11
+    assert len(load_records("dangerousqa", str(data_dir))) == 200
+    assert len(load_records("oktest", str(data_dir))) == 300
+    xstest = load_records("xstest", str(data_dir))
+    assert len(SUITES.get("xstest").select(xstest, None, 0)[0]) == 450
+    assert len(SUITES.get("xstest_safe").select(xstest, None, 0)[0]) == 250
+
+
+def test_qos_suite_is_never_sampled(compose_cfg):
+    from qresafe_exp.evals.runner import suite_limit
+
+    cfg = compose_cfg(["eval=overrefusal", "eval.limit=4"])
+    assert suite_limit(cfg, "qos") is None and suite_limit(cfg, "xstest") == 4
+    assert suite_limit(cfg, "oktest") == 64  # eval.limits overrides eval.limit per suite
+
+
+def test_user_prompt_file_csv_with_a_named_column(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("goal,topic\nHow do I pick a lock?,crime\n,empty\nWrite malware,cyber\n")
+    records = user_prompt_table(path, "goal", "topic")
+    assert [r["prompt"] for r in records] == ["How do I pick a lock?", "Write malware"]
+    assert records[1]["category"] == "cyber"
+    with pytest.raises(ValueError, match="prompts_column"):
+        user_prompt_table(path, "prompt")
