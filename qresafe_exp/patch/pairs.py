@@ -48,9 +48,10 @@ def preference_pairs(fp: ModelRef, quantized: ModelRef, prompts: list[str], requ
 
 
 def drop_unsafe_chosen(pairs: list[dict], harmful: set[str], judge_cfg) -> tuple[list[dict], int]:
-    """Drop pairs on harmful prompts whose preferred (FP) answer the judge scores as jailbroken."""
+    """Drop pairs on harmful prompts whose preferred (FP) answer the judge scores as jailbroken, or
+    could not score (a failed verdict is no evidence that the answer is safe)."""
     from qresafe_exp.judges import build_judge
 
     verdicts = build_judge(judge_cfg).judge([(p["prompt"], p["chosen"]) for p in pairs])
-    kept = [p for p, v in zip(pairs, verdicts) if not (p["prompt"] in harmful and v["jailbroken"])]
+    kept = [p for p, v in zip(pairs, verdicts) if not (p["prompt"] in harmful and v["jailbroken"] is not False)]
     return kept, len(pairs) - len(kept)

@@ -73,5 +73,7 @@ def test_clear_errors_before_anything_runs(tmp_path):
     assert result.returncode != 0 and "prompts=path/to/file.csv" in result.stderr
     result = run_cli("debug=smoke", "eval.suites=[prompts]", f"prompts={tmp_path}/nope.csv", out)
     assert result.returncode != 0 and "no such file" in result.stderr
+    result = run_cli("debug=smoke", "eval.suites=[beavertails]", out)  # hub-only, and the hub is off here
+    assert result.returncode != 0 and "not reachable on the hub" in result.stderr
     result = run_cli("debug=smoke", "eval=decoding", "eval.decoding.configs=['T=3']", out)
     assert result.returncode != 0 and "unknown configuration" in result.stderr
