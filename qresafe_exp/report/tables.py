@@ -104,15 +104,18 @@ def table4(rows: list[dict]) -> Table | None:
 
 
 def table5(rows: list[dict]) -> Table | None:
+    """Only bases (quant, bits, calib) patched with two or more qresafe settings form an ablation."""
     cells = [r for r in _ok(rows) if r["patch"] == "qresafe" and r.get(ASR) is not None]
-    if len(cells) < 2:
+    base = lambda r: (r["quant"], r["bits"], r["calib"] or "")
+    ablated = {b for b in {base(r) for r in cells} if len({r["patch_tag"] for r in cells if base(r) == b}) > 1}
+    if not ablated:
         return None
-    body = [[r["patch_tag"], r["quant"], r["bits"], _ci(r, ASR), _delta(r, ASR), r.get("advbench.asr.unmerged"),
+    body = [[r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR), r.get("advbench.asr.unmerged"),
              r.get("alpaca_eval_ppl.reference_perplexity"), _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]]
-            for r in sorted(cells, key=lambda r: r["patch_tag"])]
+            for r in sorted((r for r in cells if base(r) in ablated), key=lambda r: (base(r), r["patch_tag"]))]
     return Table("table5", "Table 5: tau ablation (merged ASR, unmerged ASR, utility, cost)",
-                 ["patch", "method", "bits", "ASR merged", "vs FP", "ASR unmerged", "ref. ppl", "patch time",
-                  "peak RSS (MB)"], body)
+                 ["method", "bits", "risk / calib", "patch", "ASR merged", "vs FP", "ASR unmerged", "ref. ppl",
+                  "patch time", "peak RSS (MB)"], body)
 
 
 def table6(rows: list[dict]) -> Table | None:
