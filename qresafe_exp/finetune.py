@@ -77,8 +77,9 @@ def _mean(values: list[float]) -> float:
 
 
 def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *, epochs: int, batch_size: int,
-          lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05) -> dict:
-    """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts."""
+          lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05, ascent: bool = False) -> dict:
+    """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts (the response
+    NLL). ``ascent``: gradient ascent on that NLL (unlearning the responses)."""
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in params if p.requires_grad]
@@ -91,7 +92,8 @@ def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *,
     with tqdm(total=steps, desc=desc, unit="step") as bar:
         for epoch in range(epochs):
             for batch in batches(items, batch_size, pad_id, rng):
-                losses.append(optimizer_step(response_loss(causal_lm, batch), params, optimizer, schedule))
+                sign = -1.0 if ascent else 1.0
+                losses.append(sign * optimizer_step(sign * response_loss(causal_lm, batch), params, optimizer, schedule))
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 bar.update()
     causal_lm.eval()

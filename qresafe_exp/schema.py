@@ -198,6 +198,37 @@ class AwqSafetyPatchConfig(PatchConfig):
 
 
 @dataclass
+class PatchTrainStep:
+    lr: float = 2e-5
+    epochs: int = 1
+
+
+@dataclass
+class SafePatchingConfig(PatchConfig):
+    # D_h: harmful prompt-response pairs, built like a calibration set (default: Risk-III's pairs)
+    data: Any = MISSING
+    se: PatchTrainStep = field(default_factory=lambda: PatchTrainStep(lr=1e-5))  # gradient ascent (unlearning)
+    osm: PatchTrainStep = field(default_factory=lambda: PatchTrainStep(lr=2e-5))  # ordinary fine-tuning
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    batch_size: int = 8
+    max_length: int = 256
+    max_response_tokens: int = 128
+    snip_batch_size: int = 4
+    # controllable patching (patch/controllable.py)
+    a: float = 0.05  # top fraction of P_SE's entries by SNIP
+    b: float = 0.05  # top fraction of P_OSM's entries by SNIP
+    keep_p: float = 0.3  # random retention rate (1 = no random drop)
+    alpha: float = 1.0  # scale of the safety patch
+    beta: float = 0.5  # scale of the over-safety patch
+    cp_mode: str = "random_plus_diffset"  # random_plus_diffset | diffset_only
+    rescale: bool = True  # DARE: randomly retained entries x 1/keep_p
+    mask_scope: str = "per_matrix"
+    mask_seed: int = 0
+
+
+@dataclass
 class ActivationCalibConfig:
     # What PTQ methods (gptq, awq) read for activation statistics. The paper treats these methods as
     # dataset-free, so this set stays the same across risk levels (change it here, not per risk).
@@ -386,6 +417,7 @@ def register_configs() -> None:
         ("patch", "none", PatchConfig),
         ("patch", "trained", TrainedPatchConfig),
         ("patch", "awq_safety", AwqSafetyPatchConfig),
+        ("patch", "safepatching", SafePatchingConfig),
         ("calib", "calib", CalibConfig),
         ("eval", "eval", EvalConfig),
         ("judge", "keyword", KeywordJudgeConfig),

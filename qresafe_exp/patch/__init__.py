@@ -1,5 +1,6 @@
 """Safety patches by name: none, qresafe (masked-LoRA DPO) with its baselines dpo and sft (the same
-trainer, no mask), qresafe_qa (trained through the re-quantizer), and qresafe_awq (the paper's AWQ variant: safety-critical weights kept 16-bit)."""
+trainer, no mask), qresafe_qa (trained through the re-quantizer), qresafe_awq (the paper's AWQ variant: safety-critical weights kept 16-bit), and safepatching
+(SafePatching: a gradient-ascent safety patch and a fine-tuned over-safety patch, merged under control)."""
 
 from qresafe_exp.registry import Registry
 
@@ -10,4 +11,5 @@ PATCHES = Registry("patch", {
     "dpo": "qresafe_exp.patch.trained:DpoPatch",
     "sft": "qresafe_exp.patch.trained:SftPatch",
     "qresafe_awq": "qresafe_exp.patch.awq_safety:AwqSafetyPatch",
+    "safepatching": "qresafe_exp.patch.safepatching:SafePatching",
 })

@@ -28,6 +28,20 @@ from qresafe_exp.quant.fake_quant import SIDECAR, fake_quantize
 REQUANTIZE_VERSION = 2  # 2: bnb tensors from the functional quantizers
 
 
+def check_mergeable(patch_name: str, quant_cfg) -> None:
+    """Refuse, before any work, cells whose format a patch delta cannot be merged back into."""
+    from qresafe_exp.quant.base import UnsupportedCombinationError
+
+    if quant_cfg.name == "aqlm":
+        raise UnsupportedCombinationError(
+            f"patch={patch_name} on quant=aqlm: re-quantizing a patch into AQLM codebooks is not implemented; "
+            f"patch a bnb / qlora / llm_qat / rtn / gptq / awq cell")
+    if quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
+        raise UnsupportedCombinationError(
+            f"patch={patch_name} on quant=qlora quant.merge=adapter: the cell is a bnb base plus a 16-bit "
+            f"adapter, which has no single quantized format to merge into; use quant.merge=requantize")
+
+
 def link_checkpoint(src: Path, out: Path, skip=lambda name: False) -> None:
     """Hard-link (copy where links fail) every file of ``src`` into ``out``: a read-only view, no space."""
     out.mkdir(parents=True, exist_ok=True)

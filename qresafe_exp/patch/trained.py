@@ -28,10 +28,10 @@ from qresafe_exp.patch.grids import requantizers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
-from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, link_checkpoint, write_merged
+from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, link_checkpoint, write_merged
 from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
-from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
+from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.quant.fake_quant import attach_activation_quant
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,7 @@ class TrainedPatch(Patch):
             raise ValueError(f"patch.mask_map={cfg.mask_map} is unknown. Allowed: delta, rowcol")
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
-        if quant_cfg.name == "aqlm":
-            raise UnsupportedCombinationError(
-                f"patch={cfg.name} on quant=aqlm: re-quantizing a patch into AQLM codebooks is not implemented; "
-                f"patch a bnb / qlora / llm_qat / rtn / gptq / awq cell")
-        if quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
-            raise UnsupportedCombinationError(
-                f"patch={cfg.name} on quant=qlora quant.merge=adapter: the cell is a bnb base plus a 16-bit "
-                f"adapter, which has no single quantized format to merge into; use quant.merge=requantize")
+        check_mergeable(cfg.name, quant_cfg)
 
     @classmethod
     def check_data(cls, cell_cfg: DictConfig) -> None:
