@@ -22,30 +22,37 @@ def rate(flags: list[bool]) -> dict:
     return {"rate": (k / n) if n else None, "k": k, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
 
 
+def _mean_and_half_width(xs: list[float], z: float) -> tuple[float, float]:
+    """The mean and the half-width of its normal-approximation interval (0 for a single value)."""
+    n = len(xs)
+    mean = sum(xs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    return mean, z * sd / math.sqrt(n)
+
+
 def geometric_mean_ci(values: list[float], z: float = 1.959964) -> dict:
     """{'value', 'n', 'ci95'}: the geometric mean of positive values (e.g. per-item perplexities),
     with a normal-approximation 95% interval on the mean of their logs, mapped back."""
     logs = [math.log(v) for v in values if v is not None and v > 0]
-    n = len(logs)
-    if n == 0:
+    if not logs:
         return {"value": None, "n": 0, "ci95": [None, None]}
-    mean = sum(logs) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1)) if n > 1 else 0.0
-    half = z * sd / math.sqrt(n)
-    return {"value": round(math.exp(mean), 4), "n": n,
+    mean, half = _mean_and_half_width(logs, z)
+    return {"value": round(math.exp(mean), 4), "n": len(logs),
             "ci95": [round(math.exp(mean - half), 4), round(math.exp(mean + half), 4)]}
 
 
-def mean_ci(values: list[float], z: float = 1.959964, bounds: tuple[float, float] | None = None) -> dict:
+def mean_ci(values: list[float], z: float = 1.959964, bounds: tuple[float, float] | None = None,
+            min_n: int = 1) -> dict:
     """{'value', 'n', 'ci95'}: the mean with a normal-approximation 95% interval (scores, lengths),
-    clipped to ``bounds`` where the quantity has them (a win rate lies in [0, 100])."""
+    clipped to ``bounds`` where the quantity has them (a win rate lies in [0, 100]); below ``min_n``
+    values the interval is [None, None]."""
     xs = [float(v) for v in values if v is not None]
     n = len(xs)
     if n == 0:
         return {"value": None, "n": 0, "ci95": [None, None]}
-    mean = sum(xs) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
-    half = z * sd / math.sqrt(n)
+    mean, half = _mean_and_half_width(xs, z)
+    if n < min_n:
+        return {"value": round(mean, 4), "n": n, "ci95": [None, None]}
     lo, hi = mean - half, mean + half
     if bounds is not None:
         lo, hi = max(bounds[0], lo), min(bounds[1], hi)

@@ -154,10 +154,11 @@ def mt_bench_references(path: Path) -> list[dict]:
     return [{"question_id": row["question_id"], "turns": row["choices"][0]["turns"]} for row in jsonl_rows(path)]
 
 
-def safetybench_questions(path: Path) -> list[dict]:
+def safetybench_questions(path: Path, lang: str | None = None) -> list[dict]:
     """SafetyBench test questions (the offline Chinese subset, or English rows from the hub); the
-    answers live in a separate answer-key file, joined by ``raw_id``."""
-    lang = "en" if "en" in Path(path).stem else "zh"
+    answers live in a separate answer-key file, joined by ``raw_id``. ``lang`` defaults to the file
+    name's (test_en.jsonl -> en, else zh)."""
+    lang = lang or ("en" if "en" in Path(path).stem.split("_") else "zh")
     return [{"id": f"safetybench-{lang}-{row['id']}", "raw_id": str(row["id"]), "prompt": row["question"],
              "question": row["question"], "options": list(row["options"]), "category": row.get("category")}
             for row in jsonl_rows(path)]

@@ -41,29 +41,31 @@ def format_mcq(question: str, options: list[str], lang: str) -> str:
     return "\n".join(lines)
 
 
-def load_safetybench(questions_path: str | Path, answers_path: str | Path, lang: str = "zh") -> list[dict]:
-    """Records {id, prompt, options, answer, answer_letter, category}, in the questions file's order."""
-    questions_path, answers_path = Path(questions_path), Path(answers_path)
-    questions = json.loads(questions_path.read_text(encoding="utf-8"))
-    answers = json.loads(answers_path.read_text(encoding="utf-8"))
+def attach_answers(questions: list[dict], answers: dict, source: str) -> list[dict]:
+    """Question records (data.loaders.safetybench_questions) + the answer key {raw id: {answer}} ->
+    records with ``answer`` and ``answer_letter``; a missing or out-of-range answer names ``source``."""
     records = []
     for q in questions:
-        key = str(q["id"])  # question ids are ints, the answer file's keys are strings
+        key = q["raw_id"]  # question ids are ints, the answer file's keys are strings
         if key not in answers:
-            raise ValueError(f"{answers_path}: no answer for SafetyBench question id {key} (from {questions_path})")
-        answer = int(answers[key]["answer"])
+            raise ValueError(f"{source}: no answer for SafetyBench question id {key}")
+        entry = answers[key]
+        answer = int(entry["answer"] if isinstance(entry, dict) else entry)
         if not 0 <= answer < len(q["options"]):
-            raise ValueError(f"{answers_path}: answer {answer} for id {key} is outside its "
-                             f"{len(q['options'])} options")
-        records.append({
-            "id": f"safetybench-{lang}-{key}",
-            "prompt": format_mcq(q["question"], q["options"], lang),
-            "options": list(q["options"]),
-            "answer": answer,
-            "answer_letter": LETTERS[answer],
-            "category": q["category"],
-        })
+            raise ValueError(f"{source}: answer {answer} for id {key} is outside its {len(q['options'])} options")
+        records.append({**q, "answer": answer, "answer_letter": LETTERS[answer]})
     return records
+
+
+def load_safetybench(questions_path: str | Path, answers_path: str | Path, lang: str = "zh") -> list[dict]:
+    """Records {id, prompt (the formatted question), options, answer, answer_letter, category}, in the
+    questions file's order."""
+    from qresafe_exp.data.loaders import safetybench_questions
+
+    questions = safetybench_questions(Path(questions_path), lang)
+    answers = json.loads(Path(answers_path).read_text(encoding="utf-8"))
+    return [{**r, "prompt": format_mcq(r["question"], r["options"], lang)}
+            for r in attach_answers(questions, answers, str(answers_path))]
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:

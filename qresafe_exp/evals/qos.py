@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qresafe_exp.stats import rate
+from qresafe_exp.stats import mean_ci, rate
 
 TEMPLATES_FILE = Path(__file__).resolve().parents[1] / "data" / "qos" / "templates.json"
-Z95 = 1.959964
 
 
 def load_templates(path: str | Path = TEMPLATES_FILE) -> dict:
@@ -56,18 +55,6 @@ def qos_prompts(templates_data: dict) -> list[dict]:
     if len(set(ids)) != len(ids):
         raise ValueError("qos prompt ids are not unique: two templates or group names share a slug")
     return records
-
-
-def _mean_ci(values: list[float]) -> dict:
-    """{'value', 'n', 'ci95'}: the mean with a normal-approximation 95% interval (None below n=2)."""
-    n = len(values)
-    if n == 0:
-        return {"value": None, "n": 0, "ci95": [None, None]}
-    mean = sum(values) / n
-    if n < 2:
-        return {"value": round(mean, 4), "n": n, "ci95": [None, None]}
-    half = Z95 * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
-    return {"value": round(mean, 4), "n": n, "ci95": [round(mean - half, 4), round(mean + half, 4)]}
 
 
 def _quantile_ci(samples: np.ndarray) -> list[float | None]:
@@ -126,10 +113,10 @@ def qos_scores(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     for g in groups:
         mine = [r for r in rows if r["group"] == g]
         block = {"axis": mine[0]["axis"], "refusal_rate": rate([bool(r["refused"]) for r in mine]),
-                 "mean_words": _mean_ci([float(r["words"]) for r in mine])}
+                 "mean_words": mean_ci([float(r["words"]) for r in mine], min_n=2)}
         qualities = [float(r["quality"]) for r in mine if r.get("quality") is not None]
         if qualities:
-            block["mean_quality"] = _mean_ci(qualities)
+            block["mean_quality"] = mean_ci(qualities, min_n=2)
         per_group[g] = block
 
     # Paired bootstrap: one draw of templates (with replacement) per resample, shared by all groups.

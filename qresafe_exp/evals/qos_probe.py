@@ -20,9 +20,9 @@ def run_qos(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
     judged = [r for r in rows if r.get("refused") is not None]
     probe = qos_scores(judged, seed=ctx.cfg.seed)
     block = generation_block(suite, rows, "refused")
-    block.pop(suite.metric)  # the suite's metric is the disparity, not a pooled rate
+    # the suite's metric is the disparity; the pooled refusal rate stays beside it
+    block["refusal_rate_all"] = block.pop(suite.metric)
     block.pop(f"{suite.metric}_non_degenerate")
     block.update(probe)
-    block["refusal_rate_all"] = generation_block(suite, rows, "refused")[suite.metric]
     block["refusal_judge"] = ctx.cfg.eval.refusal_judge
     return rows, block

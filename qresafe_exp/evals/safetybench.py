@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from qresafe_exp.cache import content_key
 from qresafe_exp.data import load_records
-from qresafe_exp.evals.mcq import LETTERS, choice_predictions, format_mcq, mcq_scores
+from qresafe_exp.evals.mcq import attach_answers, choice_predictions, format_mcq, mcq_scores
 
 
 def run_safetybench(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
     lang = suite.params["lang"]
     answers = load_records(f"{suite.dataset}_answers", ctx.cfg.paths.data_dir, ctx.cfg.paths.cache_dir)[0]
-    missing = [r["raw_id"] for r in records if r["raw_id"] not in answers]
-    if missing:
-        raise ValueError(f"{suite.name}: {len(missing)} questions have no answer in the answer key "
-                         f"(first: id {missing[0]})")
+    records = attach_answers(records, answers, f"{suite.dataset}_answers")
     texts = [ctx.render(format_mcq(r["question"], r["options"], lang)) for r in records]
     n_options = [len(r["options"]) for r in records]
     keys = [content_key(t, n, length=32) for t, n in zip(texts, n_options)]
@@ -23,11 +20,9 @@ def run_safetybench(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
         ctx.cfg.eval.batch_size))
     rows = []
     for rec, pred in zip(records, predictions):
-        answer = answers[rec["raw_id"]]
-        answer = answer["answer"] if isinstance(answer, dict) else answer
         rows.append({"suite": suite.name, "id": rec["id"], "category": rec.get("category"),
-                     "prompt": rec["question"], "options": rec["options"], "answer": int(answer),
-                     "answer_letter": LETTERS[int(answer)], **pred})
+                     "prompt": rec["question"], "options": rec["options"], "answer": rec["answer"],
+                     "answer_letter": rec["answer_letter"], **pred})
     block = {"suite": suite.name, "metric": suite.metric, "version": suite.version, **mcq_scores(rows),
              "method": "log-probability of each option letter as the answer's first token"}
     return rows, block

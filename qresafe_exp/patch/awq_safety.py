@@ -22,7 +22,7 @@ from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, tokenize_example
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
-from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
+from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
@@ -45,8 +45,7 @@ class AwqSafetyPatch(Patch):
                 f"(got quant={quant_cfg.name} backend={quant_cfg.backend}); for other quantizers use patch=qresafe")
         if not 0.0 < cfg.keep_fraction < 1.0:
             raise ValueError(f"patch.keep_fraction={cfg.keep_fraction}: the share of weights kept 16-bit, in (0, 1)")
-        if cfg.mask_scope not in ("per_matrix", "global"):
-            raise ValueError(f"patch.mask_scope={cfg.mask_scope} is unknown. Allowed: per_matrix, global")
+        check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
 
     @classmethod
     def check_data(cls, cell_cfg: DictConfig) -> None:

@@ -30,6 +30,15 @@ class PatchResult:
     variants: dict[str, ModelRef] = field(default_factory=dict)
 
 
+MASK_SCOPES = ("per_matrix", "global")  # how SNIP scores are ranked: within each matrix, or across all
+
+
+def check_choice(key: str, value, allowed) -> None:
+    """A patch setting with a fixed set of values: the error names the key and the allowed values."""
+    if value not in allowed:
+        raise ValueError(f"patch.{key}={value} is unknown. Allowed: {', '.join(allowed)}")
+
+
 class Patch:
     name = "base"
     version = 1  # bump when the produced model changes for the same config

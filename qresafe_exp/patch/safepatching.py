@@ -32,7 +32,7 @@ from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
 from qresafe_exp.models import ModelRef, load_tokenizer
-from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
+from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.controllable import CP_MODES, combine
 from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.patch.quantized_view import load_trainable
@@ -60,13 +60,11 @@ class SafePatching(Patch):
 
     @classmethod
     def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
-        if cfg.cp_mode not in CP_MODES:
-            raise ValueError(f"patch.cp_mode={cfg.cp_mode} is unknown. Allowed: {', '.join(CP_MODES)}")
+        check_choice("cp_mode", cfg.cp_mode, CP_MODES)
         for key in ("a", "b", "keep_p"):
             if not 0.0 < cfg[key] <= 1.0:
                 raise ValueError(f"patch.{key}={cfg[key]}: a fraction in (0, 1]")
-        if cfg.mask_scope not in ("per_matrix", "global"):
-            raise ValueError(f"patch.mask_scope={cfg.mask_scope} is unknown. Allowed: per_matrix, global")
+        check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod

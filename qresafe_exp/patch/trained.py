@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from qresafe_exp.cache import content_key, write_json_atomic
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.models import ModelRef, load_tokenizer
-from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
+from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
@@ -44,14 +44,11 @@ class TrainedPatch(Patch):
 
     @classmethod
     def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
-        if cfg.objective not in OBJECTIVES:
-            raise ValueError(f"patch.objective={cfg.objective} is unknown. Allowed: {', '.join(OBJECTIVES)}")
+        check_choice("objective", cfg.objective, OBJECTIVES)
         if not 0.0 <= cfg.tau <= 1.0:
             raise ValueError(f"patch.tau={cfg.tau}: the fraction of weights the patch may change, in [0, 1]")
-        if cfg.mask_scope not in ("per_matrix", "global"):
-            raise ValueError(f"patch.mask_scope={cfg.mask_scope} is unknown. Allowed: per_matrix, global")
-        if cfg.mask_map not in ("delta", "rowcol"):
-            raise ValueError(f"patch.mask_map={cfg.mask_map} is unknown. Allowed: delta, rowcol")
+        check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
+        check_choice("mask_map", cfg.mask_map, ("delta", "rowcol"))
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
         check_mergeable(cfg.name, quant_cfg)

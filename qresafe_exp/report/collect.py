@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SUITE_METRIC_KEYS = ("rate", "value")
-
-
 def _headline(block: dict) -> dict | None:
     value = block.get(block.get("metric", ""))
     if not isinstance(value, dict):

@@ -6,6 +6,8 @@ import base64
 import html
 from pathlib import Path
 
+from qresafe_exp.report.tables import cell_text
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px}
 th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:6px 0 18px}.note{color:#666;font-size:12px}"""
@@ -13,14 +15,8 @@ th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:6px 0 18px
 
 def _table_html(table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row) + "</tr>" for row in table.rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(v))}</td>" for v in row) + "</tr>" for row in table.rows)
     return f"<h3>{html.escape(table.title)}</h3><table><tr>{head}</tr>{body}</table>"
-
-
-def _text(value) -> str:
-    from qresafe_exp.report.tables import _text as text
-
-    return text(value)
 
 
 def render(study: str, tables: list, figures: dict[str, Path], n_cells: int, notes: list[str]) -> str:

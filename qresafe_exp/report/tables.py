@@ -24,11 +24,11 @@ class Table:
     def markdown(self) -> str:
         lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
                  "|" + "|".join("---" for _ in self.columns) + "|"]
-        lines += ["| " + " | ".join(_text(v) for v in row) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(cell_text(v) for v in row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
-        esc = lambda v: _text(v).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+        esc = lambda v: cell_text(v).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
         body = [" & ".join(esc(v) for v in row) + r" \\" for row in self.rows]
         return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(self.title)}}}",
                           r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\toprule",
@@ -36,7 +36,7 @@ class Table:
                           r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
 
 
-def _text(value) -> str:
+def cell_text(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
