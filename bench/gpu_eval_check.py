@@ -29,7 +29,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from qresafe_exp.evals.mcq import choice_predictions, format_mcq  # noqa: E402
-from qresafe_exp.generate import GenerationSpec, HFEngine, render_chat  # noqa: E402
+from qresafe_exp.engines.hf import HFEngine  # noqa: E402
+from qresafe_exp.generate import GenerationSpec, render_chat  # noqa: E402
 
 SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                      num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True, rope_theta=100000.0)

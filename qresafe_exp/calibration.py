@@ -117,13 +117,14 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
             "degeneration": OmegaConf.to_container(cfg.eval.degeneration, resolve=True)}
 
     def build(out: Path) -> None:
-        from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
+        from qresafe_exp.engines import EngineFactory
+        from qresafe_exp.generate import GenerationSpec, generate_cached, render_chat
         from qresafe_exp.models import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(responder.path)
         texts = [render_chat(tokenizer, r["prompt"], None) for r in records]
         responses, _ = generate_cached(
-            lambda: HFEngine(load_model(responder.path, device), tokenizer, cfg.eval.batch_size), responder.key,
+            EngineFactory(cfg.engine, responder.path, device, tokenizer, load_model, seed=cfg.seed), responder.key,
             texts, GenerationSpec(max_new_tokens=calib.response_max_new_tokens), requests,
             desc=f"calib {calib.name}: {responder.name} answers")
         verdicts = judge.judge([(r["prompt"], resp) for r, resp in zip(records, responses)])

@@ -1,8 +1,8 @@
-"""Batched greedy generation with the HF engine, cached per request.
+"""Generation requests, chat rendering and the request cache in front of the engines.
 
-Prompts are rendered with the model's own chat template, sorted by token length and generated in
-batches with left padding (so similar lengths share a batch and little compute goes to padding).
-Each finished batch is written to the request cache at once: a killed run resumes from there.
+Prompts are rendered with the model's own chat template; an engine (qresafe_exp.engines) generates
+only the responses the request cache lacks, and each finished batch is written to the cache at
+once: a killed run resumes from there.
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Optional
-
-import torch
-from tqdm.auto import tqdm
 
 from qresafe_exp.cache import RequestCache, content_key
 
@@ -53,46 +50,20 @@ def render_chat(tokenizer, user_prompt: str, system_prompt: Optional[str], histo
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-class HFEngine:
-    def __init__(self, model, tokenizer, batch_size: int = 16):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-
-    @torch.inference_mode()
-    def generate(self, texts: list[str], spec: GenerationSpec, on_batch=None, desc: str = "generate") -> list[str]:
-        """Generate for already-rendered ``texts``; ``on_batch(indices, outputs)`` after each batch."""
-        tok = self.tokenizer
-        lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        outputs: list[Optional[str]] = [None] * len(texts)
-        device = self.model.device
-        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch"):
-            idx = order[start : start + self.batch_size]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                      add_special_tokens=False).to(device)
-            if spec.do_sample:  # a seed per batch: the same batch of prompts samples the same answers
-                torch.manual_seed(spec.seed + start)
-            out = self.model.generate(
-                **enc, max_new_tokens=spec.max_new_tokens, **spec.sampling_kwargs(),
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-            )
-            decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True,
-                                       clean_up_tokenization_spaces=False)
-            for i, text in zip(idx, decoded):
-                outputs[i] = text.strip()
-            if on_batch is not None:
-                on_batch(idx, [outputs[i] for i in idx])
-        return outputs  # type: ignore[return-value]
-
-
 def generate_cached(engine_factory, model_key: str, texts: list[str], spec: GenerationSpec,
                     cache: RequestCache, desc: str = "generate") -> tuple[list[str], int]:
     """Responses for ``texts``, generating only the ones missing from ``cache``.
 
-    ``engine_factory()`` is called only if something is missing, so a warm run never loads a model.
+    ``engine_factory()`` is called only if something is missing, so a warm run never loads a model;
+    its ``cache_tag(spec)`` (when it has one) keeps outputs of different engines apart.
     Returns (responses, number generated now).
     """
     ns = f"generation/{model_key}"
-    keys = [content_key(text, spec.as_dict(), length=32) for text in texts]
+    request = spec.as_dict()
+    tag = engine_factory.cache_tag(spec) if hasattr(engine_factory, "cache_tag") else None
+    if tag is not None:
+        request["engine"] = tag
+    keys = [content_key(text, request, length=32) for text in texts]
     found = cache.get_many(ns, keys)
     missing = [i for i, k in enumerate(keys) if k not in found]
     log.info("%s: %d/%d responses cached, %d to generate", desc, len(texts) - len(missing), len(texts), len(missing))

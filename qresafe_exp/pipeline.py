@@ -15,6 +15,7 @@ from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
+from qresafe_exp.engines import check_engine
 from qresafe_exp.evals.runner import evaluate, user_prompts_path
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import build_judge
@@ -25,6 +26,7 @@ from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.provenance import provenance
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
+from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
 from qresafe_exp.stats import rate
@@ -78,7 +80,7 @@ def validate(cfg: DictConfig) -> None:
             check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:
             raise ValueError(f"eval.protocol={cfg.eval.protocol} is unknown. Allowed: {', '.join(PROTOCOLS)}")
-        resolve_device(cfg.device)
+        check_engine(cfg.engine, resolve_device(cfg.device))
         if cfg.logger.name not in ("wandb", "none"):
             raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
     except (KeyError, ValueError, DatasetNotFoundError, RuntimeError, FileNotFoundError) as err:
@@ -273,27 +275,35 @@ def run_cell(cfg: DictConfig) -> dict:
     requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
     cell = cfg.cell
     log.info("cell %s (study %s) on %s", cell, cfg.study, device)
+    monitor = StageMonitor(device)
     try:
-        fp = materialize(cfg.model, artifacts, cfg.paths)
-        # An aligned model's training prompts never count as evaluation prompts.
-        exclude = frozenset(training_prompts(fp.path))
-        reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp",
-                             scorer=fp, exclude=exclude)
+        with monitor.stage("model"):
+            fp = materialize(cfg.model, artifacts, cfg.paths)
+            # An aligned model's training prompts never count as evaluation prompts.
+            exclude = frozenset(training_prompts(fp.path))
+        with monitor.stage("reference_eval"):
+            reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp",
+                                 scorer=fp, exclude=exclude)
         is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
         if not is_reference:
             ensure_reference_cell(cfg, reference, fp, time.time() - started)
-        quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
-        patched = patch(fp, quantized, cfg, artifacts, requests, device)
+        with monitor.stage("quantize"):
+            quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
+        with monitor.stage("patch"):
+            patched = patch(fp, quantized, cfg, artifacts, requests, device)
         patch_info = patched.info
-        result = reference if patched.model.key == fp.key else evaluate(
-            patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
+        with monitor.stage("eval"):
+            result = reference if patched.model.key == fp.key else evaluate(
+                patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
         if patched.variants:
-            patch_info["variants"] = evaluate_variants(patched.variants, result, cfg, artifacts, requests, device,
-                                                       scorer=fp, exclude=exclude)
+            with monitor.stage("variant_eval"):
+                patch_info["variants"] = evaluate_variants(patched.variants, result, cfg, artifacts, requests,
+                                                           device, scorer=fp, exclude=exclude)
         keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "patch": patch_info.get("artifact"),
                 "eval": result["key"], "reference_eval": reference["key"]}
         metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
                                 patch_info, time.time() - started, keys)
+        metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
         out = write_cell(cfg, cell, metrics, result["path"])
     finally:
         requests.close()

@@ -346,6 +346,21 @@ class HFClassifierJudgeConfig(JudgeConfig):
 
 
 @dataclass
+class EngineConfig:
+    """How responses are generated. Not part of any cache key for greedy `hf` output (a speed setting);
+    a sampled `compact` decode and every `vllm` generation carry the engine in their request keys."""
+    name: str = MISSING  # hf | vllm
+    batch_size: int = 32  # prompts per batch (hf); sorted by length, so a batch holds similar lengths
+    decode: str = "compact"  # hf: compact (own loop, finished rows dropped) | generate (model.generate)
+    cache_implementation: Optional[str] = None  # hf + decode=generate: e.g. static (GPU)
+    compile: bool = False  # hf + decode=generate: torch.compile the forward (GPU)
+    gpu_memory_utilization: float = 0.6  # vllm: the share of GPU memory vLLM takes (the rest for scoring)
+    max_model_len: Optional[int] = None  # vllm: None = the model's own
+    tensor_parallel_size: int = 1  # vllm
+    enforce_eager: bool = False  # vllm: skip CUDA graphs (faster start, slower decode)
+
+
+@dataclass
 class LoggerConfig:
     name: str = MISSING  # wandb | none
     project: str = "qresafe_exp"
@@ -370,6 +385,7 @@ class RootConfig:
     calib: CalibConfig = MISSING
     eval: EvalConfig = MISSING
     judge: Any = MISSING
+    engine: EngineConfig = MISSING
     logger: LoggerConfig = MISSING
     paths: PathsConfig = MISSING
     study: str = "default"
@@ -406,6 +422,7 @@ def register_configs() -> None:
     for group, kind, node in [
         ("model", "model", ModelConfig),
         ("align", "align", AlignConfig),
+        ("engine", "engine", EngineConfig),
         ("quant", "none", QuantConfig),
         ("quant", "rtn", RtnQuantConfig),
         ("quant", "gptq", GptqQuantConfig),

@@ -22,7 +22,7 @@ from qresafe_exp.generate import GenerationSpec, generate_cached, render_chat
 class EvalContext:
     cfg: DictConfig
     tokenizer: object
-    engine: Callable  # () -> HFEngine, loads the model on first call
+    engine: Callable  # an EngineFactory: () -> the engine, built (model loaded) on first call
     model_key: str
     requests: RequestCache
     judge: object

@@ -23,7 +23,7 @@ from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.evals.context import EvalContext
 from qresafe_exp.evals.protocols import protocol_of, system_prompt_for
 from qresafe_exp.evals.suites import SUITES
-from qresafe_exp.generate import HFEngine
+from qresafe_exp.engines import EngineFactory
 from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 
@@ -65,6 +65,8 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
         "fluency_scorer": scorer.key if scorer is not None else None,
         "excluded_training_prompts": content_key(sorted(exclude)) if exclude else None,
     }
+    if cfg.engine.name != "hf":  # transformers' greedy output keeps the keys it always had
+        spec["engine"] = cfg.engine.name
     if "prompts" in cfg.eval.suites:
         spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
                                 "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}
@@ -88,10 +90,11 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
         started = time.time()
         tokenizer = load_tokenizer(model.path)
 
-        @lru_cache(maxsize=1)
-        def engine():
-            log.info("loading %s for generation on %s", label, device)
-            return HFEngine(load_model(model.path, device), tokenizer, cfg.eval.batch_size)
+        def load_for_generation(path, dev):
+            log.info("loading %s for generation on %s", label, dev)
+            return load_model(path, dev)
+
+        engine = EngineFactory(cfg.engine, model.path, device, tokenizer, load_for_generation, seed=cfg.seed)
 
         @lru_cache(maxsize=1)
         def fp_model():

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Optional
 
 from qresafe_exp.cache import RequestCache
-from qresafe_exp.generate import GenerationSpec, HFEngine, generate_cached, render_chat
+from qresafe_exp.engines.hf import HFEngine
+from qresafe_exp.generate import GenerationSpec, generate_cached, render_chat
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 
 

@@ -92,13 +92,3 @@ def test_quantized_checkpoint_reloads_packed_in_transformers_and_generates(cold_
     generated = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert generated.shape[1] > enc["input_ids"].shape[1]
 
-
-def test_submitit_local_launcher_runs_a_sweep(tmp_path):
-    out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "launcher=submitit_local", "quant=rtn,gptq", "bits=4",
-                   f"paths.output_dir={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for cell in ("tiny-random-llama.rtn-w4g64.none", "tiny-random-llama.gptq-w4g64-alpaca.none",
-                 "tiny-random-llama.fp.none"):
-        assert load_metrics(out, cell)["scores"]["advbench"]["asr"]["n"] == 4
-    assert list((out / "studies" / "smoke" / ".submitit").rglob("*_result.pkl"))

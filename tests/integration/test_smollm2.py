@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from qresafe_exp.generate import GenerationSpec, HFEngine, render_chat
+from qresafe_exp.engines.hf import HFEngine
+from qresafe_exp.generate import GenerationSpec, render_chat
 from qresafe_exp.models import load_model, load_tokenizer, materialize
 from qresafe_exp.pipeline import run_cell
 

@@ -1,0 +1,66 @@
+"""Generation engines behind one interface: ``generate(texts, spec, on_batch, desc) -> responses``
+plus ``.model`` (the transformers model, for suites that score log-probabilities).
+
+``EngineFactory`` is what the pipeline holds: it knows the request-cache tag of an engine before
+building it, so a warm run never loads a model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+ENGINES = ("hf", "vllm")
+
+
+def check_engine(engine_cfg, device) -> None:
+    """Fail before any model loads: an unknown engine or decode mode, vLLM absent or without a GPU."""
+    if engine_cfg.name not in ENGINES:
+        raise ValueError(f"engine={engine_cfg.name} is unknown. Allowed: {', '.join(ENGINES)}")
+    if engine_cfg.name == "hf":
+        from qresafe_exp.engines.hf import check_decode
+
+        check_decode(engine_cfg.decode, engine_cfg.cache_implementation, engine_cfg.compile)
+        return
+    from qresafe_exp.engines.vllm import INSTALL_HINT, vllm_available
+
+    if device.type != "cuda":
+        raise ValueError(f"engine=vllm needs a CUDA device (this run is on {device}); use engine=hf")
+    if not vllm_available():
+        raise ValueError(INSTALL_HINT)
+
+
+class EngineFactory:
+    """``factory()`` builds the engine once (lazily); ``cache_tag(spec)`` names its outputs in the cache.
+
+    Greedy transformers output keeps the untagged keys it always had (batching is a speed setting);
+    sampled output of the compact loop draws from its own generator, so it is tagged; vLLM's output
+    is tagged whatever the decoding (another kernel stack, other numerics).
+    """
+
+    def __init__(self, engine_cfg, path: str, device, tokenizer, load_model: Callable, seed: int = 0):
+        self.cfg, self.path, self.device, self.tokenizer = engine_cfg, path, device, tokenizer
+        self._load_model, self.seed = load_model, seed
+        self._engine = None
+
+    def cache_tag(self, spec) -> Optional[str]:
+        if self.cfg.name == "vllm":
+            return "vllm"
+        if spec.do_sample and self.cfg.decode == "compact":
+            return "hf-compact"
+        return None
+
+    def __call__(self):
+        if self._engine is None:
+            if self.cfg.name == "vllm":
+                from qresafe_exp.engines.vllm import VLLMEngine
+
+                self._engine = VLLMEngine(self.path, self.tokenizer, self.cfg, seed=self.seed,
+                                          scoring_model=lambda: self._load_model(self.path, self.device))
+            else:
+                from qresafe_exp.engines.hf import HFEngine
+
+                self._engine = HFEngine(self._load_model(self.path, self.device), self.tokenizer,
+                                        batch_size=self.cfg.batch_size, decode=self.cfg.decode,
+                                        cache_implementation=self.cfg.cache_implementation,
+                                        compile=self.cfg.compile)
+        return self._engine

@@ -1,0 +1,90 @@
+"""vLLM's offline API as a generation engine (GPU machines; optional extra `vllm`).
+
+Prompts go in as the same token ids the transformers engine uses (rendered chat text, no extra
+special tokens), so the two engines see identical inputs and their greedy outputs can be compared.
+Checkpoints are the directories the quantizers write: vLLM reads their quantization config itself
+(compressed-tensors for rtn / gptq / awq, bitsandbytes). What vLLM cannot apply is refused up front.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# sidecars the transformers loader applies on top of the weights (qresafe_exp.models.load_model)
+SIDECARS = {"patch_delta.safetensors": "a 16-bit safety-patch delta",
+            "kept_weights.safetensors": "16-bit kept safety weights",
+            "fake_quant.json": "fake-quantized activations / KV cache (llm_qat)"}
+INSTALL_HINT = ("engine=vllm: vLLM is not installed in this environment. On a CUDA machine run `make setup-vllm` "
+                "and use .venv-vllm/bin/python (vLLM's compressed-tensors pin clashes with llmcompressor's, so it "
+                "lives in its own environment; see docs/scale.md), or use engine=hf (the default)")
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_servable(path: str) -> None:
+    """Refuse a checkpoint vLLM would load without the parts transformers adds (a silent wrong model)."""
+    found = [f"{name} ({what})" for name, what in SIDECARS.items() if (Path(path) / name).exists()]
+    if found:
+        raise ValueError(f"engine=vllm cannot serve {path}: it carries {', '.join(found)}, which only the "
+                         "transformers loader applies. Run this cell with engine=hf")
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, path: str, tokenizer, engine_cfg, seed: int = 0, scoring_model=None):
+        check_servable(path)
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ImportError(INSTALL_HINT) from err
+        self.path, self.tokenizer = path, tokenizer
+        self._scoring_model = scoring_model
+        self._model = None
+        self.llm = LLM(model=path, tokenizer=path, seed=seed,
+                       gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
+                       max_model_len=engine_cfg.max_model_len,
+                       tensor_parallel_size=engine_cfg.tensor_parallel_size,
+                       enforce_eager=engine_cfg.enforce_eager)
+        self.stats = {"prompt_tokens": 0, "new_tokens": 0}
+
+    @property
+    def model(self):
+        """The transformers model, for suites that score log-probabilities (loaded on first use)."""
+        if self._model is None:
+            log.info("loading the transformers model beside vLLM for log-probability scoring")
+            self._model = self._scoring_model()
+        return self._model
+
+    def generate(self, texts: list[str], spec, on_batch=None, desc: str = "generate") -> list[str]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        params = []
+        for i in range(len(texts)):
+            kwargs = {"max_tokens": spec.max_new_tokens, "skip_special_tokens": True}
+            if spec.do_sample:  # a seed per request: reproducible whatever the batch composition
+                kwargs.update(temperature=spec.temperature, top_p=spec.top_p, seed=spec.seed + i)
+                if spec.top_k:
+                    kwargs["top_k"] = spec.top_k
+            else:
+                kwargs["temperature"] = 0.0
+            params.append(SamplingParams(**kwargs))
+        log.info("%s: %d prompts through vLLM", desc, len(texts))
+        results = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in ids], params, use_tqdm=True)
+        outputs = [r.outputs[0].text.strip() for r in results]
+        self.stats["prompt_tokens"] += sum(len(t) for t in ids)
+        self.stats["new_tokens"] += sum(len(r.outputs[0].token_ids) for r in results)
+        if on_batch is not None:
+            on_batch(list(range(len(texts))), outputs)
+        return outputs

@@ -1,0 +1,67 @@
+"""Wall time and peak memory of each pipeline stage, for metrics.json and the benchmarks.
+
+Peak resident memory is sampled from /proc by a background thread while the stage runs (the
+process-wide high-water mark only ever grows, so it cannot tell stages apart); on CUDA the stage's
+peak allocated memory comes from torch's own counter, reset at the stage's start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from typing import Iterator
+
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+MB = 1024 * 1024
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: the high-water mark is the best there is
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class StageMonitor:
+    def __init__(self, device: torch.device | None = None, interval_s: float = 0.02):
+        self.device, self.interval_s = device, interval_s
+        self.stages: dict[str, dict] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start_rss, peak = rss_bytes(), [0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_bytes())
+                stop.wait(self.interval_s)
+
+        sampler = threading.Thread(target=sample, name=f"rss-{name}", daemon=True)
+        cuda = self.device is not None and self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        started = time.perf_counter()
+        sampler.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            sampler.join()
+            record = {"seconds": round(time.perf_counter() - started, 2),
+                      "rss_start_mb": round(start_rss / MB, 1),
+                      "peak_rss_mb": round(max(peak[0], rss_bytes()) / MB, 1)}
+            if cuda:
+                record["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(self.device) / MB, 1)
+            if name in self.stages:  # a stage run twice (e.g. several variants) keeps its worst case
+                old = self.stages[name]
+                record = {k: (round(old[k] + v, 2) if k == "seconds" else max(old.get(k, v), v))
+                          for k, v in record.items()}
+            self.stages[name] = record
