@@ -11,6 +11,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from qresafe_exp.cache import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -63,5 +65,5 @@ class SummaryCallback(Callback):
             text += "\nno results (failed or not run): " + ", ".join(missing)
         study_dir = next(iter(cells.values())).parent.parent if cells else None
         if study_dir is not None:
-            (study_dir / "summary.md").write_text(text + "\n")
+            write_text_atomic(study_dir / "summary.md", text + "\n")
         print(f"\n{text}\n", flush=True)

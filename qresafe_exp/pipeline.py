@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic
+from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
@@ -213,9 +212,8 @@ def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str) -> Pat
     """metrics.json + samples.jsonl (the source of truth), then mirror to the tracker."""
     out = cell_dir(cfg, cell)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".samples.jsonl.tmp"
-    shutil.copyfile(Path(eval_path) / "samples.jsonl", tmp)
-    tmp.replace(out / "samples.jsonl")
+    # a copy of the eval artifact's samples (metrics.json names that artifact): atomic, fsynced
+    write_text_atomic(out / "samples.jsonl", (Path(eval_path) / "samples.jsonl").read_text())
     tracker = build_tracker(cfg.logger)
     try:
         config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))

@@ -13,10 +13,14 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+from qresafe_exp.patch.sidecars import KEPT_WEIGHTS, PATCH_DELTA
+from qresafe_exp.quant.fake_quant import SIDECAR as FAKE_QUANT
+from qresafe_exp.quant.qlora import ADAPTER_DIR
+
 # sidecars the transformers loader applies on top of the weights (qresafe_exp.models.load_model)
-SIDECARS = {"patch_delta.safetensors": "a 16-bit safety-patch delta",
-            "kept_weights.safetensors": "16-bit kept safety weights",
-            "fake_quant.json": "fake-quantized activations / KV cache (llm_qat)"}
+SIDECARS = {PATCH_DELTA: "a 16-bit safety-patch delta", KEPT_WEIGHTS: "16-bit kept safety weights",
+            FAKE_QUANT: "fake-quantized activations / KV cache (llm_qat)",
+            ADAPTER_DIR: "an unmerged QLoRA adapter"}
 INSTALL_HINT = ("engine=vllm: vLLM is not installed in this environment. On a CUDA machine run `make setup-vllm` "
                 "and use .venv-vllm/bin/python (vLLM's compressed-tensors pin clashes with llmcompressor's, so it "
                 "lives in its own environment; see docs/scale.md), or use engine=hf (the default)")
