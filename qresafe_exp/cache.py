@@ -219,7 +219,7 @@ class ArtifactCache:
     """``verify``: how a cache hit is checked against its manifest. ``stat`` (default): every file's
     presence and size, and the sha256 of any file whose mtime changed since it was published (any
     write through the file system); ``hash``: the sha256 of every file (also catches bit rot that
-    keeps the mtime; ~0.7 s per 500 MB here). Default: $QRESAFE_CACHE_VERIFY, else ``stat``."""
+    keeps the mtime; ~0.4 s per 500 MB here). Default: $QRESAFE_CACHE_VERIFY, else ``stat``."""
 
     def __init__(self, root: str | os.PathLike, verify: Optional[str] = None):
         self.root = Path(root)
