@@ -86,7 +86,7 @@ sweep:  ## the spine sweep on smollm2-135m: quant=gptq,awq bits=4,8 (reduced eva
 	$(BIN)/python -m qresafe_exp -m quant=gptq,awq bits=4,8
 
 BENCH_PROMPTS ?= 64
-bench:  ## generation throughput vs a per-prompt loop, a study cold vs warm, peak memory per stage (tables + JSON in bench/results/; ~25 min here)
+bench:  ## generation throughput vs a per-prompt loop, a study cold vs warm, peak memory per stage (tables + JSON in bench/results/; ~10 min here)
 	$(BIN)/python bench/generation_throughput.py --prompts $(BENCH_PROMPTS) --max-new-tokens 128
 	$(BIN)/python bench/sweep_cache.py
 
