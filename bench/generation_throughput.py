@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from qresafe_exp.devices import compute_dtype, resolve_device  # noqa: E402
 from qresafe_exp.engines.hf import HFEngine  # noqa: E402
 from qresafe_exp.generate import GenerationSpec, render_chat  # noqa: E402
+from random_models import save_random_smollm2  # noqa: E402  (bench/, this script's directory)
 
 MODES = {"loop": None, "generate": dict(decode="generate"), "compact": dict(decode="compact"),
          "static": dict(decode="generate", cache_implementation="static"),
@@ -72,29 +73,6 @@ def resolve_model(name: str) -> str:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={name}"])
     return materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths).path
-
-
-SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                     num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True,
-                     rope_theta=100000.0)
-
-
-def random_smollm2(tokenizer_dir: str) -> str:
-    """A random model of SmolLM2-135M's shape with its tokenizer, for a machine without the weights
-    (a lent GPU): the same compute per token, not the same text."""
-    import tempfile
-
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                         **SMOLLM2_SHAPE))
-    out = tempfile.mkdtemp(prefix="random-smollm2-")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def advbench_prompts(n: int) -> list[str]:
@@ -174,7 +152,9 @@ def main() -> None:
     device = resolve_device(opts.device)
     dtype = compute_dtype(device)
     if opts.random_smollm2:
-        opts.model_dir = random_smollm2(opts.random_smollm2)
+        import tempfile
+
+        opts.model_dir = str(save_random_smollm2(opts.random_smollm2, tempfile.mkdtemp(prefix="random-smollm2-")))
         opts.model = "random SmolLM2-135M shape"
     path = opts.model_dir or resolve_model(opts.model)
     tok = load_tokenizer(path)

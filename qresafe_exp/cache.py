@@ -84,9 +84,12 @@ def is_disk_full(err: BaseException) -> bool:
     return False
 
 
-def _disk_full_words(err: BaseException) -> str:
+def _disk_full_code(err: BaseException) -> int:
     quota = isinstance(err, OSError) and err.errno == errno.EDQUOT or "quota" in str(err).lower()
-    return "disk quota exceeded (EDQUOT)" if quota else "no space left on device (ENOSPC)"
+    return errno.EDQUOT if quota else errno.ENOSPC
+
+
+DISK_FULL_WORDS = {errno.EDQUOT: "disk quota exceeded (EDQUOT)", errno.ENOSPC: "no space left on device (ENOSPC)"}
 
 
 def canonical_json(obj: Any) -> str:
@@ -301,12 +304,13 @@ class ArtifactCache:
             except BaseException as err:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if is_disk_full(err) and not isinstance(err, DiskFullError):
+                    code = _disk_full_code(err)
                     raise DiskFullError(
-                        f"{_disk_full_words(err)} while building the {stage} artifact {key} in {tmp} "
+                        f"{DISK_FULL_WORDS[code]} while building the {stage} artifact {key} in {tmp} "
                         f"({type(err).__name__}: {err}). The half-written build was removed; artifacts and "
                         f"results already published are intact. Free space on that file system (or point "
                         f"paths.cache_dir at a larger one) and rerun: finished stages are served from the cache.",
-                        tmp, errno.EDQUOT if "EDQUOT" in _disk_full_words(err) else errno.ENOSPC) from err
+                        tmp, code) from err
                 raise
             log.info("[cache] published %s/%s in %.1fs", stage, key, time.time() - started)
             return Artifact(stage, key, final, built=True)

@@ -28,13 +28,19 @@ def _first_value(override) -> str:
     return override.get_value_element_as_str()
 
 
+def _parse_overrides(argv: list[str]) -> list:
+    """Hydra's parse of the command line's overrides (raises on a syntax error: Hydra reports those)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+
+
 def check_override_keys(argv: list[str], config_dir: Path = CONF_DIR) -> None:
     """Raise UnknownKeyError for ``a.b=c`` where ``a`` has no key ``b`` (group choices honoured)."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+        parsed = _parse_overrides(argv)
     except Exception:  # a syntax error: Hydra's own message is the right one
         return
     groups = {p.name for p in config_dir.iterdir() if p.is_dir()}
@@ -119,10 +125,9 @@ def check_writable_dirs(argv: list[str], config_dir: Path = CONF_DIR) -> None:
     if any(a in INFO_FLAGS or a.split("=", 1)[0] in INFO_FLAGS for a in argv):
         return
     from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+        parsed = _parse_overrides(argv)
         overrides = [override.input_line if not override.is_sweep_override() else
                      f"{'++' if override.is_force_add() else '+' if override.is_add() else ''}"
                      f"{override.key_or_group}={_first_value(override)}"

@@ -60,8 +60,4 @@ class StageMonitor:
                       "peak_rss_mb": round(max(peak[0], rss_bytes()) / MB, 1)}
             if cuda:
                 record["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(self.device) / MB, 1)
-            if name in self.stages:  # a stage run twice (e.g. several variants) keeps its worst case
-                old = self.stages[name]
-                record = {k: (round(old[k] + v, 2) if k == "seconds" else max(old.get(k, v), v))
-                          for k, v in record.items()}
             self.stages[name] = record

@@ -139,6 +139,11 @@ def jsonl_rows(path: Path) -> list[dict]:
     return json.loads(text)
 
 
+def json_document(path: Path) -> list[dict]:
+    """A whole JSON object as one row (e.g. SafetyBench's id -> answer map)."""
+    return [json.loads(path.read_text())]
+
+
 def beavertails_eval(path: Path) -> list[dict]:
     """BeaverTails-Evaluation (hub): prompt + category."""
     return [{"id": f"beavertails-{i}", "prompt": row["prompt"], "category": row.get("category")}

@@ -39,7 +39,7 @@ class HFEngine:
         check_decode(decode, cache_implementation, compile)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.decode, self.cache_implementation, self.compile = decode, cache_implementation, compile
-        self.stats = {"prompt_tokens": 0, "new_tokens": 0, "forward_rows": 0}
+        self.stats = {"forward_rows": 0}  # rows through the model: what dropping finished sequences saves
 
     @torch.inference_mode()
     def generate(self, texts: list[str], spec, on_batch=None, desc: str = "generate") -> list[str]:
@@ -60,8 +60,6 @@ class HFEngine:
                 token_lists = self._compact_decode(enc, spec, generator)
             else:
                 token_lists = self._hf_generate(enc, spec, generator)
-            self.stats["prompt_tokens"] += int(enc["attention_mask"].sum())
-            self.stats["new_tokens"] += sum(len(t) for t in token_lists)
             decoded = tok.batch_decode(token_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             for i, text in zip(idx, decoded):
                 outputs[i] = text.strip()

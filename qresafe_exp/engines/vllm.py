@@ -59,7 +59,6 @@ class VLLMEngine:
                        max_model_len=engine_cfg.max_model_len,
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
                        enforce_eager=engine_cfg.enforce_eager)
-        self.stats = {"prompt_tokens": 0, "new_tokens": 0}
 
     @property
     def model(self):
@@ -87,8 +86,6 @@ class VLLMEngine:
         log.info("%s: %d prompts through vLLM", desc, len(texts))
         results = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in ids], params, use_tqdm=True)
         outputs = [r.outputs[0].text.strip() for r in results]
-        self.stats["prompt_tokens"] += sum(len(t) for t in ids)
-        self.stats["new_tokens"] += sum(len(r.outputs[0].token_ids) for r in results)
         if on_batch is not None:
             on_batch(list(range(len(texts))), outputs)
         return outputs
