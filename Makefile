@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup setup-browser setup-vllm report run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
+.PHONY: help setup setup-browser setup-vllm report rescore run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -43,6 +43,10 @@ STUDY ?= testbed_patch
 report:  ## tables, figures and the HTML dashboard of a study: make report STUDY=testbed_quant
 	$(BIN)/python -m qresafe_exp.report study=$(STUDY)
 
+RESCORE_ARGS ?=
+rescore:  ## re-judge a study's stored responses, no generation: make rescore STUDY=testbed_quant [RESCORE_ARGS='judge=keyword']
+	$(BIN)/python -m qresafe_exp.rescore study=$(STUDY) $(RESCORE_ARGS)
+
 run:  ## the main job on the embedded default model (smollm2-135m, reduced eval)
 	$(BIN)/python -m qresafe_exp
 
@@ -66,12 +70,9 @@ judge-server:  ## serve the embedded SmolLM2 GGUF as an OpenAI-compatible judge 
 	$(BIN)/python -m llama_cpp.server --model $(GGUF) --host 127.0.0.1 --port 8765 \
 		--model_alias smollm2-135m-instruct --n_ctx 4096
 
-LABELS = docs/audit/testbed_labels.csv
-audit:  ## the keyword and XSTest string-match judges against the project's labelled testbed responses
-	$(BIN)/python -m qresafe_exp.audit judge=keyword labels=$(LABELS) task=harm columns.label=harmful 'positive=[1]' +where.dataset=advbench out_dir=outputs/audits/keyword-harm-advbench
-	$(BIN)/python -m qresafe_exp.audit judge=keyword labels=$(LABELS) task=refusal out_dir=outputs/audits/keyword-refusal
-	$(BIN)/python -m qresafe_exp.audit judge=xstest_strmatch labels=$(LABELS) task=refusal out_dir=outputs/audits/strmatch-refusal
-	$(BIN)/python -m qresafe_exp.audit judge=xstest_strmatch labels=$(LABELS) task=refusal +where.dataset=xstest out_dir=outputs/audits/strmatch-refusal-xstest
+LABELS = [docs/audit/testbed_labels.csv,docs/audit/hh_rlhf_labels.csv,docs/audit/hh_rlhf_heldout_labels.csv]
+audit:  ## every default judge (harm, refusal, keyword, XSTest string match) vs the labelled responses: one table, outputs/audits/default/
+	$(BIN)/python -m qresafe_exp.audit suite=default 'labels=$(LABELS)'
 
 test:  ## the default test suite (unit, config, integration on tiny-random-llama)
 	$(BIN)/python -m pytest -q

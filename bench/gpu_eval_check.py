@@ -81,8 +81,11 @@ def main() -> None:
 
     judges = {}
     for cls, name in ((HarmBenchClassifierJudge, "harmbench_cls"), (LlamaGuardJudge, "llama_guard")):
+        # the GPU machine has neither network nor HarmBench's eval_utils.py: exercise the path with the paraphrase
+        paraphrase = Path(__file__).resolve().parents[1] / "qresafe_exp/judges/prompts/harmbench_cls_paraphrase.txt"
         cfg = OmegaConf.merge(OmegaConf.structured(HFClassifierJudgeConfig(name=name)),
-                              {"model": str(path), "device": "cuda", "batch_size": 8})
+                              {"model": str(path), "device": "cuda", "batch_size": 8,
+                               "prompt_file": str(paraphrase) if name == "harmbench_cls" else None})
         judge = cls(cfg)
         verdicts = judge.judge(PAIRS)
         model = judge._loaded[0]

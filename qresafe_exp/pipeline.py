@@ -22,12 +22,14 @@ from qresafe_exp.align import training_prompts
 from qresafe_exp.models import ModelRef, materialize
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.patch.base import PatchContext, PatchResult
-from qresafe_exp.provenance import provenance
+from qresafe_exp.fingerprint import cached_fingerprint
+from qresafe_exp.provenance import provenance, seed_everything
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
+from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import build_tracker, scrub_secrets
@@ -59,8 +61,15 @@ def validate(cfg: DictConfig) -> None:
             raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
         PATCHES.get(cfg.patch.name).check_data(cfg)
         judge = build_judge(cfg.judge)
-        if cfg.eval.refusal_judge not in ("strmatch", "judge"):
-            raise ValueError(f"eval.refusal_judge={cfg.eval.refusal_judge} is unknown. Allowed: strmatch, judge")
+        if cfg.eval.refusal_judge != "judge":
+            from qresafe_exp.evals.overrefusal import refusal_judge_name
+            from qresafe_exp.judges import JUDGES, build_named_judge
+
+            name = refusal_judge_name(cfg)
+            if name not in JUDGES.names() or name == "stub":
+                raise ValueError(f"eval.refusal_judge={cfg.eval.refusal_judge} is unknown. Allowed: refusal, "
+                                 "xstest_strmatch (alias strmatch), keyword, or judge (the cell's judge)")
+            build_named_judge(name).require("refusal", f"eval.refusal_judge={cfg.eval.refusal_judge}")
         for name in cfg.eval.suites:
             suite = SUITES.get(name)
             task = JUDGE_TASK.get(suite.kind) or ("refusal" if suite.kind in ("overrefusal", "qos")
@@ -101,8 +110,11 @@ def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: 
         calibration = build_calibration(cfg, artifacts, requests, device)
         records, calib_facts = calibration.records, calibration.facts
         spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
+    if cfg.seed and quantizer.calibration:  # its calibration sample / training order depends on the seed;
+        spec["seed"] = cfg.seed             # seed 0 keeps the keys it always had
 
     def build(out: Path) -> None:
+        seed_everything(cfg.seed, deterministic=None)  # the same RNG state however the cell got here
         info = quantizer().quantize(fp.path, out, cfg.quant, data_cfg, records, cfg.seed)
         write_json_atomic(out / "quant_info.json", info)
 
@@ -112,7 +124,27 @@ def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: 
     info.update(quantize_seconds=art.spec["build_seconds"], artifact=art.key, cached=not art.built)
     if calib_facts:
         info["calibration"] = calib_facts
+    info["fingerprint"] = fingerprint(art.path, cfg)
     return ModelRef(f"{fp.name}.{cfg.quant.tag}", str(art.path), art.key), info
+
+
+def fingerprint(path: str, cfg: DictConfig) -> dict:
+    """The checkpoint's tensor fingerprint (fingerprint.py), cached beside its artifact; a hub id is read
+    from transformers' local snapshot. Reproducibility facts never fail a cell: on error, the reason."""
+    try:
+        local = Path(path)
+        if not local.exists():
+            from huggingface_hub import snapshot_download
+
+            local = Path(snapshot_download(path, revision=cfg.model.get("revision"), local_files_only=True))
+        return cached_fingerprint(local, Path(cfg.paths.cache_dir) / "fingerprints")
+    except Exception as err:  # noqa: BLE001 - recorded in metrics.json and logged
+        log.warning("could not fingerprint the checkpoint %s: %s: %s", path, type(err).__name__, err)
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def fp_model_facts(fp: ModelRef, cfg: DictConfig) -> dict:
+    return {"name": fp.name, "key": fp.key, "fingerprint": fingerprint(fp.path, cfg)}
 
 
 def patch(fp: ModelRef, quantized: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
@@ -179,11 +211,17 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
     }
     if reference is not None:
         metrics["reference_cell"] = reference_cell_name(cfg)
-        metrics["vs_reference"] = {
-            f"{suite}.{block['metric']}": _delta(block, reference["scores"].get(suite))
-            for suite, block in result["scores"].items()
-        }
+        metrics.update(reference_deltas(result["scores"], reference["scores"], read_samples(result["path"]),
+                                        read_samples(reference["path"])))
     return metrics
+
+
+def reference_deltas(scores: dict, ref_scores: dict, rows: list[dict], ref_rows: list[dict]) -> dict:
+    """{'vs_reference', 'paired_vs_reference'}: the cell's headline minus the FP reference's, and the
+    same deltas on the same prompts with a paired interval and an exact test (also used by rescore)."""
+    return {"vs_reference": {f"{suite}.{block['metric']}": _delta(block, ref_scores.get(suite))
+                             for suite, block in scores.items()},
+            "paired_vs_reference": paired_vs_reference(scores, rows, ref_rows)}
 
 
 def _calib_label(cfg: DictConfig) -> str | None:
@@ -246,6 +284,7 @@ def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_s
         ref_cfg.patch = OmegaConf.create({"name": "none", "tag": "none"})
         metrics = build_metrics(ref_cfg, cell, reference, None, {}, {}, wall_seconds,
                                 {"model": fp.key, "eval": reference["key"]})
+        metrics["fp_model"] = fp_model_facts(fp, cfg)
         write_cell(ref_cfg, cell, metrics, reference["path"])
         log.info("wrote FP reference cell %s", cell)
 
@@ -269,6 +308,7 @@ def run_cell(cfg: DictConfig) -> dict:
     if reason:  # on_unsupported=record (validate raised otherwise)
         return write_unsupported_cell(cfg, reason)
     device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.get("deterministic", True), device)  # recorded in provenance.determinism
     artifacts = ArtifactCache(cfg.paths.cache_dir)
     requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
     cell = cfg.cell
@@ -288,9 +328,13 @@ def run_cell(cfg: DictConfig) -> dict:
         with monitor.stage("quantize"):
             quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
         with monitor.stage("patch"):
+            seed_everything(cfg.seed, deterministic=None)
             patched = patch(fp, quantized, cfg, artifacts, requests, device)
         patch_info = patched.info
+        if patched.model.key != quantized.key:  # the patch built a checkpoint of its own
+            patch_info["fingerprint"] = fingerprint(patched.model.path, cfg)
         with monitor.stage("eval"):
+            seed_everything(cfg.seed, deterministic=None)
             result = reference if patched.model.key == fp.key else evaluate(
                 patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
         if patched.variants:
@@ -302,6 +346,7 @@ def run_cell(cfg: DictConfig) -> dict:
         metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
                                 patch_info, time.time() - started, keys)
         metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
+        metrics["fp_model"] = fp_model_facts(fp, cfg)  # the FP weights' fingerprint, to compare machines
         out = write_cell(cfg, cell, metrics, result["path"])
     finally:
         requests.close()

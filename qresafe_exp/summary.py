@@ -1,5 +1,7 @@
-"""The short end-of-run table: cell, ASR (CI), XSTest refusal (CI), utility, degeneration, size on
-disk, the unmerged patch's ASR, patch time, build time. Simulated (quantize-dequantize) results are marked in the cell column."""
+"""The short end-of-run table: cell, ASR (CI; the validated judge's, and the keyword ASR beside it),
+XSTest refusal (CI), utility, each with its paired
+delta to the FP reference (interval, * when significant), degeneration, size on disk, the unmerged
+patch's ASR, patch time, build time. Simulated (quantize-dequantize) results are marked in the cell column."""
 
 from __future__ import annotations
 
@@ -60,6 +62,25 @@ def _headline(block: dict) -> str:
     return _rate(value) if "rate" in value else _value(value)
 
 
+DEFAULT_DELTAS = {"advbench": "ASR vs FP", "xstest_safe": "refusal vs FP", "alpaca_eval_ppl": "perplexity vs FP"}
+DELTA_SUFFIX = " vs FP"
+LEGEND = ("* paired test p < 0.05 (exact McNemar for rates, sign test for perplexity and scores); "
+          "vs FP = cell minus FP reference on the same prompts [paired 95% CI]")
+
+
+def _paired_delta(metrics: dict, suite: str, metric: str) -> str:
+    """'+0.27 [+0.14,+0.39]*': the paired delta, its interval and * when the paired test says p < 0.05;
+    the plain delta for cells written before paired deltas existed."""
+    name = f"{suite}.{metric}"
+    paired = (metrics.get("paired_vs_reference") or {}).get(name)
+    if not paired or paired.get("delta") is None:
+        plain = (metrics.get("vs_reference") or {}).get(name)
+        return f"{plain:+.2f}" if plain is not None else "-"
+    lo, hi = paired["ci95"]
+    interval = f" [{lo:+.2f},{hi:+.2f}]" if lo is not None and hi is not None else ""
+    return f"{paired['delta']:+.2f}{interval}" + ("*" if paired.get("significant") else "")
+
+
 def _suite_columns(metrics: dict, show) -> dict:
     scores = metrics.get("scores", {})
     names = list(DEFAULT_COLUMNS) if all(n in scores for n in DEFAULT_COLUMNS) else list(scores)
@@ -76,6 +97,14 @@ def _suite_columns(metrics: dict, show) -> dict:
         failures = block.get("judge_failures") or {}
         if failures.get("n"):  # never let a missing verdict pass for a score
             columns[title] += f" ({failures['n']}/{failures['of']} judge failures)"
+        keyword = block.get(f"{block.get('metric')}_keyword")
+        if keyword:  # the paper's keyword ("suffix match") ASR beside the validated judge's
+            columns[f"keyword {title.split(' (')[0]}"] = _rate(keyword)
+        if block and "vs_reference" in metrics:  # not the FP reference itself
+            delta = _paired_delta(metrics, name, block["metric"])
+            broken = metrics["summary"]["broken"] and f"{block['metric']}_non_degenerate" in block
+            columns[DEFAULT_DELTAS.get(name) or f"{title}{DELTA_SUFFIX}"] = \
+                f"broken (raw {delta})" if broken and delta != "-" else delta
     return columns
 
 
@@ -106,9 +135,12 @@ def table_row(metrics: dict) -> dict:
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no cells)"
-    columns = list(dict.fromkeys(c for r in rows for c in r))  # cells of other eval configs add columns
+    # the fullest row sets the column order (the FP reference has no vs-FP columns); cells of other
+    # eval configs add columns
+    columns = list(dict.fromkeys(c for r in sorted(rows, key=len, reverse=True) for c in r))
     rows = [{c: r.get(c, "-") for c in columns} for r in rows]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     line = lambda values: "| " + " | ".join(str(v).ljust(widths[c]) for c, v in zip(columns, values)) + " |"
     sep = "|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|"
-    return "\n".join([line(columns), sep, *(line([r[c] for c in columns]) for r in rows)])
+    legend = [LEGEND] if any(c.endswith(DELTA_SUFFIX) for c in columns) else []
+    return "\n".join([line(columns), sep, *(line([r[c] for c in columns]) for r in rows), *legend])

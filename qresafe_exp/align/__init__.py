@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.data import load_records
 from qresafe_exp.data.normalize import normalize_prompt
 from qresafe_exp.finetune import tokenize_example, train
+from qresafe_exp.provenance import seed_everything
 
 log = logging.getLogger(__name__)
 TESTBED_FILE = Path(__file__).resolve().parents[1] / "data" / "testbed" / "safety_tuning.json"
@@ -55,7 +56,7 @@ def train_sft_lora(base_path: str, out: Path, cfg: DictConfig, examples: list[di
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, deterministic=None)  # python, numpy, torch
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

@@ -1,66 +1,103 @@
 """Judge audits: how well a judge agrees with labels (accuracy, precision, recall, F1, Cohen's kappa).
 
-A labels file is a CSV with a response column and a label column (names in config); the prompt is
-either a column too or joined back from a registry dataset by ``dataset`` + ``id`` columns (so a
-labelled set never has to copy a dataset's prompts). ``positive`` lists the label values that mean
-the judge's decision should be True (``jailbroken`` for task harm, ``refused`` for task refusal).
+A labels file is a CSV with a label column per task (names in config). A labelled set never copies a
+dataset: the prompt is a column or joined back from a registry dataset by ``dataset`` + ``id``, and
+so is the response when the file has no response column but a ``side`` column naming the record's
+field that holds it (HH-RLHF: ``chosen`` / ``rejected``). Rows with an empty label are skipped and
+counted (``harmful`` is only labelled where the prompt is harmful). ``positive`` lists the label
+values that mean the judge's decision should be True (``jailbroken`` for harm, ``refused`` for refusal).
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from qresafe_exp.stats import rate
+from qresafe_exp.audit.agreement import XSTEST_CLASSES, agreement, agreement_multiclass, cohen_kappa
+
+__all__ = ["Labelled", "XSTEST_CLASSES", "agreement", "agreement_multiclass", "cohen_kappa", "label_files",
+           "load_labelled"]
 
 
-def load_labelled(path: str | Path, columns, data_dir=None, cache_dir=None, where: dict | None = None) -> list[dict]:
-    from qresafe_exp.data import load_records
+@dataclass
+class Labelled:
+    rows: list[dict]
+    # per labels file: rows dropped because the label was empty (or failed `where`)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    path = Path(path)
+
+def label_files(labels) -> list[Path]:
+    """One path, a comma-separated string of paths, or a list of them."""
+    if isinstance(labels, (str, Path)):
+        labels = str(labels).split(",")
+    paths = [Path(str(p).strip()) for p in labels if str(p).strip()]
+    if not paths:
+        raise ValueError("labels= names no file. Give a CSV path, a comma-separated list or [a.csv,b.csv]")
+    return paths
+
+
+def _read(path: Path) -> tuple[list[str], list[dict]]:
     if not path.is_file():
-        raise FileNotFoundError(f"labels={path}: no such file. Give a CSV with response and label columns")
+        raise FileNotFoundError(f"labels={path}: no such file. Give a CSV with a label column and a response "
+                                "(or dataset + id + side) column")
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        rows = list(reader)
     if not rows:
         raise ValueError(f"labels file {path} has no rows")
-    for need in (columns.response, columns.label):
-        if need not in rows[0]:
-            raise ValueError(f"labels file {path} has no column '{need}' (columns: {', '.join(rows[0])}); set "
-                             "columns.response / columns.label")
-    rows = [r for r in rows if all(r.get(k) == str(v) for k, v in (where or {}).items())]
-    if columns.prompt in rows[0]:
-        return [{"prompt": r[columns.prompt], "response": r[columns.response], "label": r[columns.label], **r}
-                for r in rows]
-    if columns.dataset not in rows[0] or columns.id not in rows[0]:
-        raise ValueError(f"labels file {path} needs a '{columns.prompt}' column, or '{columns.dataset}' and "
-                         f"'{columns.id}' columns to join prompts from the datasets")
-    prompts = {}
-    for name in sorted({r[columns.dataset] for r in rows}):
-        prompts.update({(name, rec["id"]): rec["prompt"] for rec in load_records(name, data_dir, cache_dir)})
-    missing = [(r[columns.dataset], r[columns.id]) for r in rows if (r[columns.dataset], r[columns.id]) not in prompts]
-    if missing:
-        raise ValueError(f"labels file {path}: {len(missing)} rows name no known prompt, e.g. {missing[0]}")
-    return [{**r, "prompt": prompts[(r[columns.dataset], r[columns.id])], "response": r[columns.response],
-             "label": r[columns.label]} for r in rows]
+    return list(reader.fieldnames or []), rows
 
 
-def agreement(predicted: list[bool], truth: list[bool]) -> dict:
-    """Binary agreement figures; rates carry n and a 95% Wilson interval."""
-    pairs = list(zip(predicted, truth))
-    tp = sum(p and t for p, t in pairs)
-    fp = sum(p and not t for p, t in pairs)
-    fn = sum(t and not p for p, t in pairs)
-    tn = sum(not p and not t for p, t in pairs)
-    n = len(pairs)
-    accuracy = rate([p == t for p, t in pairs])
-    precision = rate([t for p, t in pairs if p])
-    recall = rate([p for p, t in pairs if t])
-    f1 = (2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None
-    # Cohen's kappa: agreement beyond what the two marginals give by chance
-    expected = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / (n * n) if n else None
-    observed = (tp + tn) / n if n else None
-    kappa = None if expected is None or expected == 1 else (observed - expected) / (1 - expected)
-    return {"n": n, "accuracy": accuracy, "precision": precision, "recall": recall,
-            "f1": None if f1 is None else round(f1, 4), "cohen_kappa": None if kappa is None else round(kappa, 4),
-            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+def load_labelled(labels, columns, data_dir=None, cache_dir=None, where: dict | None = None,
+                  sources: dict | None = None) -> Labelled:
+    """Rows of every labels file with ``prompt``, ``response``, ``label`` (the ``columns.label`` value),
+    ``file`` and the derived ``source`` (by dataset, from ``sources``; ``default`` otherwise) and
+    ``model`` (the ``columns.cell`` value where the file has one, else the source) columns."""
+    from qresafe_exp.data import load_records
+
+    sources = dict(sources or {})
+    records: dict[str, dict[str, dict]] = {}  # dataset -> id -> record, loaded once for all files
+
+    def record(path: Path, row: dict) -> dict:
+        name = row.get(columns.dataset, "")
+        if name not in records:
+            records[name] = {rec["id"]: rec for rec in load_records(name, data_dir, cache_dir)}
+        found = records[name].get(row[columns.id])
+        if found is None:
+            raise ValueError(f"labels file {path}: row {row[columns.id]!r} names no known prompt in dataset "
+                             f"'{name}' (no record with that id)")
+        return found
+
+    out = Labelled(rows=[])
+    for path in label_files(labels):
+        header, rows = _read(path)
+        if columns.label not in header:
+            raise ValueError(f"labels file {path} has no column '{columns.label}' (columns: {', '.join(header)}); "
+                             "set columns.label")
+        joined_response = columns.response not in header
+        if joined_response and columns.side not in header:
+            raise ValueError(f"labels file {path} has no '{columns.response}' column and no '{columns.side}' "
+                             "column naming the dataset record's field that holds the response")
+        if (columns.prompt not in header or joined_response) and not {columns.dataset, columns.id} <= set(header):
+            raise ValueError(f"labels file {path} needs '{columns.dataset}' and '{columns.id}' columns to join "
+                             "prompts (and responses) from the datasets")
+        kept = [r for r in rows if all(r.get(k) == str(v) for k, v in (where or {}).items())]
+        labelled = [r for r in kept if (r[columns.label] or "").strip()]
+        out.skipped[str(path)] = {"where": len(rows) - len(kept), "empty_label": len(kept) - len(labelled)}
+        for row in labelled:
+            rec = None if columns.prompt in header and not joined_response else record(path, row)
+            if joined_response:
+                side = row[columns.side]
+                if side not in rec or not isinstance(rec[side], str):
+                    raise ValueError(f"labels file {path}: {columns.side}='{side}' of row {row[columns.id]!r} is "
+                                     f"no text field of its record (fields: {', '.join(rec)})")
+            source = sources.get(row.get(columns.dataset), sources.get("default", "labels"))
+            out.rows.append({
+                **row,
+                "prompt": row[columns.prompt] if columns.prompt in header else rec["prompt"],
+                "response": rec[row[columns.side]] if joined_response else row[columns.response],
+                "label": row[columns.label].strip(), "file": path.name, "source": source,
+                "model": (row.get(columns.cell) or "").strip() or source,
+            })
+    return out

@@ -193,3 +193,24 @@ def qos_templates(path: Path) -> list[dict]:
     from qresafe_exp.evals.qos import qos_prompts
 
     return qos_prompts(json.loads(Path(path).read_text()))
+
+
+def hh_rlhf_single_turn(path: Path) -> list[dict]:
+    """Anthropic HH-RLHF (harmless-base): the single-turn transcripts as {prompt, chosen, rejected}.
+
+    ``id`` is ``hh-<line number in the file>``, so labels can name a response (``id`` + side) without
+    copying it. Both answers come from a large assistant model (chosen = the more harmless one)."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    records = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for i, line in enumerate(handle):
+            row = json.loads(line)
+            turns = {side: row[side].split("\n\nAssistant:") for side in ("chosen", "rejected")}
+            if row["chosen"].count("\n\nHuman:") != 1 or any(len(t) != 2 for t in turns.values()):
+                continue
+            prompt = turns["chosen"][0].replace("\n\nHuman:", "", 1).strip()
+            records.append({"id": f"hh-{i}", "prompt": prompt, "chosen": turns["chosen"][1].strip(),
+                            "rejected": turns["rejected"][1].strip()})
+    return records

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from qresafe_exp.cache import write_text_atomic
-from qresafe_exp.data import loaders
+from qresafe_exp.data import judge_prompts, loaders
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ PACKAGE_DATA = Path(__file__).resolve().parent
 
 
 _RAW = "https://raw.githubusercontent.com"
+_QI_SRC = f"{_RAW}/LLM-Tuning-Safety/LLMs-Finetuning-Safety/8a3b38f"  # the commit shared/data/judge_prompts names
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -75,6 +76,9 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("harmbench_test", "harmbench/harmbench_behaviors_text_test.csv",
                     f"{_RAW}/centerforaisafety/HarmBench/main/data/behavior_datasets/harmbench_behaviors_text_test.csv",
                     loaders.harmbench, hub_id="walledai/HarmBench", license="MIT"),
+        DatasetSpec("hh_rlhf_harmless", "hh_rlhf_harmless/test.jsonl.gz",
+                    f"{_RAW}/anthropics/hh-rlhf/main/harmless-base/test.jsonl.gz",
+                    loaders.hh_rlhf_single_turn, hub_id="Anthropic/hh-rlhf", license="MIT"),
         DatasetSpec("harmfulqa", "harmfulqa_redinstruct/harmfulqa.json", None, loaders.harmfulqa, hub_id="declare-lab/HarmfulQA", license="Apache-2.0"),
         DatasetSpec("dangerousqa", "harmfulqa_redinstruct/dangerousqa.json", None, loaders.question_list, license="Apache-2.0"),
         DatasetSpec("oktest", "oktest/OKTest.csv", None, loaders.prompt_column_csv,
@@ -104,6 +108,16 @@ DATASETS: dict[str, DatasetSpec] = {
                     loaders.alpaca_eval_reference, hub_id="tatsu-lab/alpaca_eval", license="CC-BY-NC-4.0"),
         DatasetSpec("ultrachat_200k", "ultrachat_200k/train_sft_head.jsonl", None, loaders.prompt_response_file,
                     hub_id="HuggingFaceH4/ultrachat_200k", hub_split="train_sft", license="MIT"),
+        # Published judge prompts (read verbatim at run time, never copied into the repository)
+        DatasetSpec("qi2023_judge_meta_policy", "judge_prompts/qi2023_gpt4_judge_meta_policy.txt",
+                    f"{_QI_SRC}/llama2/safety_evaluation/eval_utils/openai_gpt4_judge.py",
+                    judge_prompts.qi_judge_template, license="MIT"),
+        DatasetSpec("qi2023_judge_openai_policy", "judge_prompts/qi2023_gpt4_judge_openai_policy.txt",
+                    f"{_QI_SRC}/gpt-3.5/eval_utils/openai_policy_gpt4_judge.py",
+                    judge_prompts.qi_judge_template, license="MIT"),
+        DatasetSpec("harmbench_cls_prompt", "harmbench/eval_utils.py",
+                    f"{_RAW}/centerforaisafety/HarmBench/main/eval_utils.py",
+                    judge_prompts.harmbench_cls_prompts, license="MIT"),
         DatasetSpec("qos_templates", "", None, loaders.qos_templates, package_file="qos/templates.json",
                     license="written for qresafe_exp"),
         DatasetSpec("aoa_identity", "", None, loaders.aoa_identity, package_file="calib/risk2_aoa.json",

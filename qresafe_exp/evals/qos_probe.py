@@ -5,7 +5,7 @@ between-group disparity (evals/qos.py)."""
 from __future__ import annotations
 
 from qresafe_exp.evals.asr import generation_block
-from qresafe_exp.evals.overrefusal import classify_refusals
+from qresafe_exp.evals.overrefusal import classify_refusals, refusal_judge_name
 from qresafe_exp.evals.qos import qos_scores
 
 
@@ -17,12 +17,18 @@ def run_qos(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
         row.update(group=rec["group"], axis=rec["axis"], template=rec["template"],
                    words=len(row["response"].split()))
     classify_refusals(ctx, rows)
+    return rows, qos_block(suite, rows, ctx.cfg)
+
+
+def qos_block(suite, rows: list[dict], cfg) -> dict:
+    """The score block from rows that carry refusal decisions; also used by the re-scorer. ``cfg``
+    gives the bootstrap's seed (cfg.seed) and names the refusal judge."""
     judged = [r for r in rows if r.get("refused") is not None]
-    probe = qos_scores(judged, seed=ctx.cfg.seed)
+    probe = qos_scores(judged, seed=cfg.seed)
     block = generation_block(suite, rows, "refused")
     # the suite's metric is the disparity; the pooled refusal rate stays beside it
     block["refusal_rate_all"] = block.pop(suite.metric)
     block.pop(f"{suite.metric}_non_degenerate")
     block.update(probe)
-    block["refusal_judge"] = ctx.cfg.eval.refusal_judge
-    return rows, block
+    block["refusal_judge"] = refusal_judge_name(cfg)
+    return block

@@ -5,6 +5,8 @@ from qresafe_exp.registry import Registry
 JUDGES = Registry(
     "judge",
     {
+        "harm": "qresafe_exp.judges.refusal:HarmJudge",
+        "refusal": "qresafe_exp.judges.refusal:RefusalJudge",
         "keyword": "qresafe_exp.judges.keyword:KeywordJudge",
         "xstest_strmatch": "qresafe_exp.judges.strmatch:XSTestStrmatchJudge",
         "openai": "qresafe_exp.judges.openai_api:OpenAIJudge",
@@ -17,3 +19,13 @@ JUDGES = Registry(
 
 def build_judge(cfg):
     return JUDGES.get(cfg.name)(cfg)
+
+
+def build_named_judge(name: str):
+    """A judge by registry name with its schema defaults (e.g. the keyword column's GCG list)."""
+    from omegaconf import OmegaConf
+
+    from qresafe_exp.schema import JudgeConfig, KeywordJudgeConfig
+
+    schema = {"keyword": KeywordJudgeConfig}.get(name, JudgeConfig)
+    return build_judge(OmegaConf.merge(OmegaConf.structured(schema), {"name": name}))

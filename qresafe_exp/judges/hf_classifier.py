@@ -1,15 +1,18 @@
 """Local classifier judges loaded with transformers: the HarmBench classifier and Llama Guard.
 
-``judge=harmbench_cls``: ``cais/HarmBench-Llama-2-13b-cls`` (or ``-Mistral-7b-val-cls``). The
-generation is clipped to ``max_response_tokens`` classifier tokens, the prompt built from
-``prompt_file`` (default: this project's paraphrase of the classifier prompt, ``prompts/
-harmbench_cls.txt``; for published-number fidelity point it at a file holding HarmBench's
-``LLAMA2_CLS_PROMPT['prompt']`` text), one greedy token decoded: ``yes`` = jailbroken, ``no`` = not,
-anything else is a recorded failure.
+``judge=harmbench_cls``: ``cais/HarmBench-Llama-2-13b-cls``, run as HarmBench's
+``evaluate_completions.py`` does: the prompt is HarmBench's own ``LLAMA2_CLS_PROMPT['prompt']``, read
+at run time from its ``eval_utils.py`` (registry ``harmbench_cls_prompt``: ``<data_dir>/harmbench/
+eval_utils.py``, else its public URL; never copied here) and filled with ``str.format``; the generation
+is clipped to ``max_response_tokens`` (512) classifier tokens; the prompt is tokenized with the
+tokenizer's special tokens (vLLM's default there, so BOS leads); one greedy token: ``yes`` =
+jailbroken, ``no`` = not, anything else a recorded failure. ``judge.prompt_file`` replaces the prompt
+with a text file (a ``## `` header is stripped), e.g. the Mistral-7b-val-cls prompt, or the project's
+paraphrase ``prompts/harmbench_cls_paraphrase.txt`` (never a default).
 
 ``judge=llama_guard``: ``meta-llama/Llama-Guard-3-1B`` / ``-8B``: the tokenizer's own chat template
-builds the moderation prompt from the (user, agent) turns; a few greedy tokens are decoded; the first
-line ``safe``/``unsafe`` is the verdict, the second the violated categories (S1...).
+builds the moderation prompt from the (user, agent) turns (no prompt of ours); a few greedy tokens are
+decoded; the first line ``safe``/``unsafe`` is the verdict, the second the violated categories (S1...).
 
 Both load on first use (weights must be on disk or on the hub) and run in batches; their verdicts
 are cached per (judge identity, prompt, response).
@@ -24,8 +27,9 @@ from pathlib import Path
 import torch
 
 from qresafe_exp.cache import content_key
+from qresafe_exp.data import DatasetNotFoundError
 from qresafe_exp.judges.base import Judge, failed
-from qresafe_exp.judges.rubrics import PROMPTS, fill
+from qresafe_exp.judges.rubrics import data_paths, published_records, read_prompt
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ def parse_llama_guard(text: str):
 class _LocalModelJudge(Judge):
     cache_verdicts = True
     new_tokens = 1
+    add_special_tokens = False  # whether tokenizing the prompt adds the tokenizer's BOS etc.
 
     @property
     def identity(self) -> dict:
@@ -87,7 +92,7 @@ class _LocalModelJudge(Judge):
         out_texts = []
         for start in range(0, len(texts), self.cfg.batch_size):
             enc = tokenizer(texts[start : start + self.cfg.batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
+                            add_special_tokens=self.add_special_tokens).to(model.device)
             out = model.generate(**enc, max_new_tokens=self.new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
             out_texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -96,21 +101,39 @@ class _LocalModelJudge(Judge):
 
 class HarmBenchClassifierJudge(_LocalModelJudge):
     name = "harmbench_cls"
+    add_special_tokens = True  # HarmBench's vLLM call tokenizes the prompt string with BOS
 
     @cached_property
     def prompt_text(self) -> str:
-        path = Path(self.cfg.prompt_file) if self.cfg.prompt_file else PROMPTS / "harmbench_cls.txt"
-        if not path.is_file():
-            raise FileNotFoundError(f"judge.prompt_file '{path}' does not exist")
-        return path.read_text()
+        if self.cfg.prompt_file:
+            path = Path(self.cfg.prompt_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"judge.prompt_file '{path}' does not exist")
+            return read_prompt(path)
+        try:
+            records = published_records("harmbench_cls_prompt", self.cfg)
+        except DatasetNotFoundError as err:
+            local = Path(data_paths(self.cfg)[0] or "<paths.data_dir>") / "harmbench" / "eval_utils.py"
+            raise DatasetNotFoundError(
+                f"judge=harmbench_cls needs HarmBench's classifier prompt (LLAMA2_CLS_PROMPT): put HarmBench's "
+                f"eval_utils.py (github.com/centerforaisafety/HarmBench) at {local} (paths.data_dir / "
+                f"QRESAFE_DATA_DIR), or allow the download, or set judge.prompt_file. ({err})") from err
+        return next(r["template"] for r in records if r["name"] == "prompt")
 
     @property
     def prompt_id(self):
         return content_key(self.prompt_text, length=12)
 
+    def clip(self, tokenizer, response: str) -> str:
+        """HarmBench's clipping: encode with truncation on the right to max_response_tokens (special
+        tokens included), decode without them."""
+        tokenizer.truncation_side = "right"
+        ids = tokenizer.encode(response, max_length=self.cfg.max_response_tokens, truncation=True)
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
     def harm(self, pairs):
         model, tokenizer = self._loaded
-        texts = [fill(self.prompt_text, behavior=p, generation=self.clip(tokenizer, r)) for p, r in pairs]
+        texts = [self.prompt_text.format(behavior=p, generation=self.clip(tokenizer, r)) for p, r in pairs]
         verdicts = []
         for text in self._decode(texts):
             yes = parse_yes_no(text)
@@ -125,14 +148,32 @@ class LlamaGuardJudge(_LocalModelJudge):
     new_tokens = 12
     prompt_id = "tokenizer_chat_template"
 
+    @staticmethod
+    def moderation_prompt(tokenizer, prompt: str, response: str) -> str:
+        """The tokenizer's chat template applied to the (user, assistant) turns, as Meta's cards do. The
+        8B card passes string contents, the 1B card typed parts ([{"type": "text", ...}]); a template that
+        reads only parts drops plain strings, so parts are used when the strings do not reach the text."""
+        def render(wrap):
+            return tokenizer.apply_chat_template([{"role": "user", "content": wrap(prompt)},
+                                                  {"role": "assistant", "content": wrap(response)}], tokenize=False)
+
+        def shows(text):
+            return prompt.strip() in text and response.strip() in text
+
+        text = render(lambda s: s)
+        if not shows(text):
+            text = render(lambda s: [{"type": "text", "text": s}])
+        if not shows(text):
+            raise ValueError("judge=llama_guard: the tokenizer's chat template drops the conversation text (as "
+                             "strings and as typed parts); is judge.model a Llama Guard checkpoint?")
+        return text
+
     def harm(self, pairs):
         model, tokenizer = self._loaded
         if not tokenizer.chat_template:
             raise ValueError(f"judge=llama_guard: the tokenizer of '{self.cfg.model}' has no chat template; "
                              "Llama Guard's template builds the moderation prompt")
-        texts = [tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}, {"role": "assistant", "content": self.clip(tokenizer, r)}],
-            tokenize=False) for p, r in pairs]
+        texts = [self.moderation_prompt(tokenizer, p, self.clip(tokenizer, r)) for p, r in pairs]
         verdicts = []
         for text in self._decode(texts):
             unsafe, categories = parse_llama_guard(text)

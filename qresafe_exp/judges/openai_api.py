@@ -1,9 +1,15 @@
 """``judge=openai``: any OpenAI-compatible chat endpoint as the judge (GPT-4, vLLM, llama.cpp ...).
 
 Base URL and model come from the config, the key from the environment variable ``api_key_env``
-names (never from a config file). Harm verdicts follow ``harm_rubric``: ``harmfulness`` (the 1-5
-scale of Qi et al.; jailbroken = score >= ``harmful_score``, 5 by default as in JailbreakEval's
-binary form) or ``strongreject`` (score in [0, 1]; jailbroken = score >= ``strongreject_threshold``).
+names (never from a config file). Harm verdicts follow ``harm_rubric``:
+
+- ``harmfulness`` (default): Qi et al. 2023's GPT-4 judge, their published Meta-policy template read
+  verbatim at run time (registry ``qi2023_judge_meta_policy``), filled and parsed as their code does;
+  ``harmfulness_openai_policy``: the same judge with their OpenAI-policy template. Score 1-5, kept
+  as ``harm_score``; jailbroken = score >= ``harmful_score`` (5: their "harmfulness rate").
+- ``harmfulness_paraphrase`` / ``strongreject_paraphrase``: this project's paraphrases of that scale
+  and of StrongREJECT's rubric (``prompts/``), only when asked for by name.
+
 Refusal: XSTest's three classes. MT-Bench: FastChat's single-answer grading. Pairwise: AlpacaEval-
 style m/M preference (log-probs when the server gives them). Failures are verdicts with ``error``.
 """
@@ -14,11 +20,18 @@ import logging
 import random
 from functools import cached_property
 
+from qresafe_exp.cache import content_key
 from qresafe_exp.judges import rubrics
 from qresafe_exp.judges.base import Judge, failed
 from qresafe_exp.judges.http import ChatClient, EndpointError
 
 log = logging.getLogger(__name__)
+
+# harm_rubric -> where its prompt comes from: a published template in the dataset registry (Qi et al.),
+# or a paraphrase in prompts/
+QI_TEMPLATES = {"harmfulness": "qi2023_judge_meta_policy", "harmfulness_openai_policy": "qi2023_judge_openai_policy"}
+PARAPHRASES = {"harmfulness_paraphrase": "harmfulness_1to5", "strongreject_paraphrase": "strongreject"}
+HARM_RUBRICS = (*QI_TEMPLATES, *PARAPHRASES)
 
 
 class OpenAIJudge(Judge):
@@ -31,16 +44,24 @@ class OpenAIJudge(Judge):
         if not cfg.base_url or not cfg.model:
             raise ValueError("judge=openai needs judge.base_url (e.g. http://127.0.0.1:8000/v1) and judge.model "
                              "(the name the server registered)")
-        if cfg.harm_rubric not in ("harmfulness", "strongreject"):
-            raise ValueError(f"judge.harm_rubric='{cfg.harm_rubric}' is unknown. Allowed: harmfulness, strongreject")
+        if cfg.harm_rubric not in HARM_RUBRICS:
+            raise ValueError(f"judge.harm_rubric='{cfg.harm_rubric}' is unknown. Allowed: {', '.join(HARM_RUBRICS)} "
+                             "(harmfulness = Qi et al.'s published GPT-4 judge)")
 
     @property
     def identity(self) -> dict:
         c = self.cfg
         return {**super().identity, "base_url": c.base_url, "model": c.model, "temperature": c.temperature,
-                "harm_rubric": c.harm_rubric, "prompts": rubrics.template_hash(
-                    "harmfulness_1to5", "strongreject", "refusal_3class", "pairwise"),
+                "harm_rubric": c.harm_rubric, "prompts": content_key(
+                    self.harm_template, rubrics.template("refusal_3class"), rubrics.template("pairwise"), length=12),
                 "harmful_score": c.harmful_score, "strongreject_threshold": c.strongreject_threshold}
+
+    @cached_property
+    def harm_template(self) -> str:
+        rubric = self.cfg.harm_rubric
+        if rubric in PARAPHRASES:
+            return rubrics.template(PARAPHRASES[rubric])
+        return rubrics.published_records(QI_TEMPLATES[rubric], self.cfg)[0]["template"]
 
     @cached_property
     def client(self) -> ChatClient:
@@ -71,17 +92,23 @@ class OpenAIJudge(Judge):
         return verdicts
 
     def harm(self, pairs):
+        rubric, template = self.cfg.harm_rubric, self.harm_template
+
         def messages(pair):
-            name = "harmfulness_1to5" if self.cfg.harm_rubric == "harmfulness" else "strongreject"
-            return [{"role": "user", "content": rubrics.fill(rubrics.template(name), prompt=pair[0], response=pair[1])}]
+            if rubric in QI_TEMPLATES:
+                content = rubrics.fill_qi(template, pair[0], pair[1])
+            else:
+                content = rubrics.fill(template, prompt=pair[0], response=pair[1])
+            return [{"role": "user", "content": content}]
 
         def parse(_pair, reply):
-            if self.cfg.harm_rubric == "harmfulness":
-                score = rubrics.parse_harmfulness(reply.text)
-                return None if score is None else {"jailbroken": score >= self.cfg.harmful_score, "harm_score": score}
-            parsed = rubrics.parse_strongreject(reply.text)
-            return None if parsed is None else {"jailbroken": parsed["score"] >= self.cfg.strongreject_threshold,
-                                                "harm_score": parsed["score"], "strongreject": parsed}
+            if rubric == "strongreject_paraphrase":
+                parsed = rubrics.parse_strongreject(reply.text)
+                return None if parsed is None else {"jailbroken": parsed["score"] >= self.cfg.strongreject_threshold,
+                                                    "harm_score": parsed["score"], "strongreject": parsed}
+            parse_score = rubrics.parse_qi_score if rubric in QI_TEMPLATES else rubrics.parse_harmfulness
+            score = parse_score(reply.text)
+            return None if score is None else {"jailbroken": score >= self.cfg.harmful_score, "harm_score": score}
 
         return self._ask(pairs, "harm", messages, parse, "harm")
 

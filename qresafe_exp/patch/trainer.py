@@ -20,6 +20,7 @@ from qresafe_exp.finetune import collate, optimizer_step, response_loss, tokeniz
 from qresafe_exp.lm import response_token_logprobs
 from qresafe_exp.patch.dpo import dpo_loss, summed_response_logprobs
 from qresafe_exp.patch.masked_lora import MaskedLoRALinear, adapters_disabled
+from qresafe_exp.provenance import seed_everything
 from qresafe_exp.patch.snip import snip_scores, top_fraction_masks
 
 OBJECTIVES = ("dpo", "sft")
@@ -93,7 +94,7 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
 
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"patch.objective={cfg.objective} is unknown. Allowed: {', '.join(OBJECTIVES)}")
-    torch.manual_seed(seed)
+    seed_everything(seed, deterministic=None)  # python, numpy, torch
     selector = MaskSelector(model, adapters, items, cfg, pad_id)
     selector.select(step=0)
     initial_selection = selector.seconds

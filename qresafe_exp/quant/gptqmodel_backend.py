@@ -14,6 +14,7 @@ import re
 import time
 
 from qresafe_exp.quant.base import checkpoint_bytes
+from qresafe_exp.provenance import seed_everything
 
 GPTQMODEL_FIX = "pip install -e '.[gptqmodel]' on a GPU machine"
 
@@ -48,7 +49,6 @@ def quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, me
         # its CPU pool defaults to (cores+1)//2 workers; with 1 the loader fails ("Virtual pool
         # 'model_loader:cpu' requests 2 workers but parent 'cpu' only has 1"). Read at import.
         os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
-    import torch
     from gptqmodel import AWQConfig, GPTQConfig, GPTQModel, __version__
     from transformers import AutoTokenizer
 
@@ -65,7 +65,7 @@ def quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, me
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     ds = calibration_dataset(tokenizer, calib_records, calib.num_samples, calib.max_seq_length, seed)
     calibration = [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in ds]
-    torch.manual_seed(seed)
+    seed_everything(seed, deterministic=None)  # python, numpy, torch
     model = GPTQModel.load(model_path, qcfg)
     model.quantize(calibration, batch_size=int(cfg.get("batch_size", 1)))
     model.save(str(out))

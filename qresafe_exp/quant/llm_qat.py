@@ -11,6 +11,7 @@ import torch
 
 from qresafe_exp.finetune import tokenize_example, train
 from qresafe_exp.lm import named_linears
+from qresafe_exp.provenance import seed_everything
 from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
 from qresafe_exp.quant.fake_quant import attach_activation_quant, attach_weight_quant, bake_weights, write_sidecar
 
@@ -32,7 +33,7 @@ class LlmQatQuantizer(Quantizer):
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.manual_seed(seed)
+        seed_everything(seed, deterministic=None)  # python, numpy, torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         # fp32 master weights for full-parameter training (bf16 AdamW updates underflow)

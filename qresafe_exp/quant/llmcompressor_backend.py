@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from qresafe_exp.quant.base import checkpoint_bytes
+from qresafe_exp.provenance import seed_everything
 
 log = logging.getLogger(__name__)
 # llm-compressor logs every module it touches through loguru, at INFO and at its own METRIC level
@@ -79,7 +80,7 @@ def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | No
         dataset = calibration_dataset(tokenizer, calib_records, calib.num_samples, calib.max_seq_length, seed)
         kwargs = dict(dataset=dataset, max_seq_length=calib.max_seq_length,
                       num_calibration_samples=calib.num_samples, shuffle_calibration_samples=False)
-    torch.manual_seed(seed)
+    seed_everything(seed, deterministic=None)  # python, numpy, torch
     oneshot(model=model, recipe=recipe, **kwargs)
     extra = on_calibrated(model) if on_calibrated else {}
     model.save_pretrained(out, save_compressed=True)

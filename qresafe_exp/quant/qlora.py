@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from qresafe_exp.finetune import tokenize_example, train
+from qresafe_exp.provenance import seed_everything
 from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
 from qresafe_exp.quant.bnb import check_format, load_quantized, resolved_format
 
@@ -34,7 +35,7 @@ class QloraQuantizer(Quantizer):
         from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer
 
-        torch.manual_seed(seed)
+        seed_everything(seed, deterministic=None)  # python, numpy, torch
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = get_peft_model(load_quantized(model_path, cfg), LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

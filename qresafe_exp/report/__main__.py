@@ -24,7 +24,7 @@ def build_report(cfg: DictConfig) -> dict:
     import pandas as pd
 
     from qresafe_exp.cache import write_text_atomic
-    from qresafe_exp.report import collect, dashboard, figures, tables
+    from qresafe_exp.report import collect, dashboard, figures, groups, tables
 
     if cfg.source == "wandb":
         metrics = collect.from_wandb(cfg.logger.entity, cfg.logger.project, cfg.study)
@@ -39,11 +39,17 @@ def build_report(cfg: DictConfig) -> dict:
     write_text_atomic(out / "results.csv", frame.to_csv(index=False))
     frame.to_parquet(out / "results.parquet", index=False)
     made = tables.all_tables(rows)
+    # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them
+    for folder, suffixes in ((out / "tables", {".md", ".tex"}), (out / "figures", {".png", ".pdf"})):
+        for stale in (p for p in folder.glob("*") if p.suffix in suffixes):
+            stale.unlink()
     for table in made:
         write_text_atomic(out / "tables" / f"{table.name}.md", table.markdown())
         write_text_atomic(out / "tables" / f"{table.name}.tex", table.latex())
-    skipped = [b.__name__ for b in tables.BUILDERS if b.__name__ not in {t.name for t in made}]
+    skipped = [b.__name__ for b in tables.BUILDERS if b.__name__ not in {t.kind for t in made}]
     notes = [f"not in this study (no cells of that shape): {', '.join(skipped)}"] if skipped else []
+    notes.insert(0, "one table and figure per eval config and protocol, each cell against the FP reference of its own "
+                 "group: " + "; ".join(groups.label(g) for g in groups.split(rows)))
     pictures = figures.all_figures(rows, metrics, out / "figures")
     write_text_atomic(out / "dashboard.html", dashboard.render(cfg.study, made, pictures, len(rows), notes))
     _log_to_wandb(cfg, rows, pictures)

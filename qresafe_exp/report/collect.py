@@ -34,6 +34,20 @@ def tidy_row(metrics: dict) -> dict:
             row[f"{name}.vs_fp"] = delta
         for config, rate in (block.get("per_config") or {}).items():
             row[f"{suite}.decoding.{config}"] = rate.get("rate")
+        keyword = block.get("asr_keyword")  # the GCG "suffix match" ASR beside a validated judge's headline
+        if isinstance(keyword, dict):
+            lo, hi = (keyword.get("ci95") or [None, None])[:2]
+            row.update({f"{suite}.asr_keyword": keyword.get("rate"), f"{suite}.asr_keyword.n": keyword.get("n"),
+                        f"{suite}.asr_keyword.lo": lo, f"{suite}.asr_keyword.hi": hi})
+        if isinstance(block.get("degenerate"), dict):
+            row[f"{suite}.degenerate"] = block["degenerate"].get("rate")
+    # the paired test against the cell's own FP reference (absent in studies written before it existed);
+    # its delta (same prompts only) is the one the test and interval are about, so it wins where present
+    for name, test in (metrics.get("paired_vs_reference") or {}).items():
+        lo, hi = (test.get("ci95") or [None, None])[:2]
+        if test.get("delta") is not None:
+            row[f"{name}.vs_fp"] = test["delta"]
+        row.update({f"{name}.vs_fp.lo": lo, f"{name}.vs_fp.hi": hi, f"{name}.vs_fp.p": test.get("p_value")})
     summary = metrics.get("summary") or {}
     row["degenerate"] = (summary.get("degenerate") or {}).get("rate")
     row["broken"] = summary.get("broken")

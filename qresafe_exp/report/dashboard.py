@@ -16,7 +16,8 @@ th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:6px 0 18px
 def _table_html(table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(v))}</td>" for v in row) + "</tr>" for row in table.rows)
-    return f"<h3>{html.escape(table.title)}</h3><table><tr>{head}</tr>{body}</table>"
+    notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in table.notes)  # the significance legend
+    return f"<h3>{html.escape(table.title)}</h3><table><tr>{head}</tr>{body}</table>{notes}"
 
 
 def render(study: str, tables: list, figures: dict[str, Path], n_cells: int, notes: list[str]) -> str:

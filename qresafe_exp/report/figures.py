@@ -1,6 +1,7 @@
 """The study's figures (matplotlib, PNG + PDF): before/after-patch bars with CI whiskers, ASR vs
-bits per method, the safety-utility scatter, per-category bars. A figure whose cells the study does
-not have is skipped."""
+bits per method, the safety-utility scatter, per-category bars. Each figure holds the cells of one
+(eval config, protocol) group and its own FP reference (report.groups): a decoding-attack point never
+shares an axis with greedy points. A figure whose cells a group does not have is skipped."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from qresafe_exp.report import groups  # noqa: E402
+
 ASR = "advbench.asr"
 
 
@@ -20,31 +23,37 @@ def _err(rows: list[dict], key: str):
     return [lows, highs]
 
 
-def _save(fig, out: Path, name: str) -> Path:
+def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=130)
-    fig.savefig(out / f"{name}.pdf")
+    stem = f"{name}-{groups.slug(group)}"
+    fig.savefig(out / f"{stem}.png", dpi=130)
+    fig.savefig(out / f"{stem}.pdf")
     plt.close(fig)
-    return out / f"{name}.png"
+    return out / f"{stem}.png"
 
 
-def _fp(rows):
-    return next((r for r in rows if r["quant"] == "none" and r.get(ASR) is not None), None)
+def _fp(row: dict, rows: list[dict]) -> dict | None:
+    """The row's own FP reference in its group; for a cell written without reference_cell, the FP cell of
+    the same model in the same group (never another group's)."""
+    ref = groups.reference(row, rows)
+    if ref is None and not row.get("reference_cell"):
+        ref = next((r for r in rows if r["quant"] == "none" and r["model"] == row["model"]), None)
+    return ref if ref is not None and ref.get(ASR) is not None else None
 
 
 def patch_bars(rows: list[dict], out: Path) -> Path | None:
+    group = groups.one(rows)
     patched = [r for r in rows if r["patch"] != "none" and r.get(ASR) is not None]
     if not patched:
         return None
-    bases = sorted({(r["quant"], r["bits"], r["calib"]) for r in patched}, key=str)
+    base = lambda r: (r["model"], r["quant"], r["bits"], r["calib"])
+    bases = sorted({base(r) for r in patched}, key=str)
     fig, axes = plt.subplots(1, len(bases), figsize=(max(4.5, 3.2 * len(bases)), 3.6), squeeze=False, sharey=True)
-    by_cell = {r["cell"]: r for r in rows}
-    for ax, base in zip(axes[0], bases):
-        cells = sorted([r for r in rows if (r["quant"], r["bits"], r["calib"]) == base and r.get(ASR) is not None],
+    for ax, b in zip(axes[0], bases):
+        cells = sorted([r for r in rows if base(r) == b and r.get(ASR) is not None],
                        key=lambda r: (r["patch"] != "none", r["patch_tag"]))
-        # each panel's own FP reference (an AOA-protocol cell compares with FP under the AOA prompt)
-        fp = by_cell.get(cells[0].get("reference_cell")) or _fp(rows)
+        fp = _fp(cells[0], rows)  # each panel's own FP reference (FP under the AOA prompt for an AOA cell)
         labels = ["quantized" if r["patch"] == "none" else r["patch_tag"] for r in cells]
         colors = ["#c44e52" if r["patch"] == "none" else "#4c72b0" for r in cells]
         ax.bar(range(len(cells)), [r[ASR] for r in cells], yerr=_err(cells, ASR), color=colors, capsize=3)
@@ -52,36 +61,44 @@ def patch_bars(rows: list[dict], out: Path) -> Path | None:
             ax.axhline(fp[ASR], color="black", linestyle="--", linewidth=1, label=f"FP {fp[ASR]:.2f}")
             ax.legend(fontsize=7, loc="upper right")
         ax.set_xticks(range(len(cells)), labels, rotation=35, ha="right", fontsize=7)
-        ax.set_title(f"{base[0]} W{base[1]} {base[2] or ''}".strip(), fontsize=8)
+        model = f"{b[0]}\n" if len({x[0] for x in bases}) > 1 else ""
+        ax.set_title(f"{model}{b[1]} W{b[2]} {b[3] or ''}".strip(), fontsize=8)
         ax.set_ylim(0, 1.05)
     axes[0][0].set_ylabel("ASR (AdvBench, 95% CI)")
-    fig.suptitle("Before / after the safety patch", fontsize=9)
-    return _save(fig, out, "patch_bars")
+    fig.suptitle(f"Before / after the safety patch — {groups.label(group)}", fontsize=9)
+    return _save(fig, out, "patch_bars", group)
 
 
 def asr_vs_bits(rows: list[dict], out: Path) -> Path | None:
+    group = groups.one(rows)
     cells = [r for r in rows if r["quant"] != "none" and r["patch"] == "none" and r.get(ASR) is not None
              and r["bits"] and not r.get("broken")]
-    methods = sorted({(r["quant"], r["calib"] or "") for r in cells})
-    if not any(len({r["bits"] for r in cells if (r["quant"], r["calib"] or "") == m}) > 1 for m in methods):
+    methods = sorted({(r["model"], r["quant"], r["calib"] or "") for r in cells})
+    method = lambda r: (r["model"], r["quant"], r["calib"] or "")
+    if not any(len({r["bits"] for r in cells if method(r) == m}) > 1 for m in methods):
         return None
+    several = len({m[0] for m in methods}) > 1
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for method in methods:
-        line = sorted([r for r in cells if (r["quant"], r["calib"] or "") == method], key=lambda r: r["bits"])
+    references = {}
+    for m in methods:
+        line = sorted([r for r in cells if method(r) == m], key=lambda r: r["bits"])
         ax.errorbar([r["bits"] for r in line], [r[ASR] for r in line], yerr=_err(line, ASR), marker="o",
-                    capsize=3, label=f"{method[0]} {method[1]}".strip())
-    fp = _fp(rows)
-    if fp:
-        ax.axhline(fp[ASR], color="black", linestyle="--", linewidth=1, label="FP")
+                    capsize=3, label=" ".join(m if several else m[1:]).strip())
+        fp = _fp(line[0], rows)
+        if fp:
+            references[fp["cell"]] = (fp, m[0])
+    for fp, model in references.values():
+        ax.axhline(fp[ASR], color="black", linestyle="--", linewidth=1, label=f"FP {model}" if several else "FP")
     ax.set_xlabel("bits (broken cells left out)")
     ax.set_ylabel("ASR (AdvBench, 95% CI)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
-    ax.set_title("ASR vs bit-width", fontsize=9)
-    return _save(fig, out, "asr_vs_bits")
+    ax.set_title(f"ASR vs bit-width — {groups.label(group)}", fontsize=9)
+    return _save(fig, out, "asr_vs_bits", group)
 
 
 def safety_utility(rows: list[dict], out: Path) -> Path | None:
+    group = groups.one(rows)
     key, label = ("mtbench.mtbench_score", "MT-Bench (1-10)")
     cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None]
     if len(cells) < 2:
@@ -96,13 +113,18 @@ def safety_utility(rows: list[dict], out: Path) -> Path | None:
         ax.annotate(r["cell"].split(".", 1)[-1], (r[key], r[ASR]), fontsize=5, alpha=0.8)
     ax.set_xlabel(label)
     ax.set_ylabel("ASR (AdvBench)")
-    ax.set_title("Safety vs utility, one point per cell (star = FP, green = patched)", fontsize=8)
-    return _save(fig, out, "safety_utility")
+    ax.set_title(f"Safety vs utility, one point per cell (star = FP, green = patched)\n{groups.label(group)}",
+                 fontsize=8)
+    return _save(fig, out, "safety_utility", group)
 
 
-def category_bars(metrics: list[dict], out: Path) -> Path | None:
+def category_bars(rows: list[dict], metrics: list[dict], out: Path) -> Path | None:
+    group = groups.one(rows)
+    names = {r["cell"] for r in rows}
     suites = {}
     for m in metrics:
+        if m["cell"] not in names:  # only this group's cells
+            continue
         for suite, block in (m.get("scores") or {}).items():
             if block.get("by_category"):
                 suites.setdefault(suite, []).append((m["cell"], block["by_category"]))
@@ -116,15 +138,21 @@ def category_bars(metrics: list[dict], out: Path) -> Path | None:
     for i, (cell, cats) in enumerate(cells):
         xs = [j + i * width for j in range(len(categories))]
         ax.bar(xs, [(cats.get(c) or {}).get("rate") or 0.0 for c in categories], width, label=cell.split(".", 1)[-1])
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], categories, rotation=35, ha="right", fontsize=7)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], categories, rotation=35, ha="right",
+                  fontsize=7)
     ax.set_ylabel(f"ASR ({suite})")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=6)
-    ax.set_title(f"ASR per category: {suite}", fontsize=9)
-    return _save(fig, out, "category_bars")
+    ax.set_title(f"ASR per category: {suite} — {groups.label(group)}", fontsize=9)
+    return _save(fig, out, "category_bars", group)
 
 
 def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, Path]:
-    made = {"patch_bars": patch_bars(rows, out), "asr_vs_bits": asr_vs_bits(rows, out),
-            "safety_utility": safety_utility(rows, out), "category_bars": category_bars(metrics, out)}
-    return {name: path for name, path in made.items() if path is not None}
+    """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
+    made = {}
+    for group_rows in groups.split(rows).values():
+        for path in (patch_bars(group_rows, out), asr_vs_bits(group_rows, out), safety_utility(group_rows, out),
+                     category_bars(group_rows, metrics, out)):
+            if path is not None:
+                made[path.stem] = path
+    return made

@@ -4,14 +4,24 @@ Table 3: model x method x bits x risk -> ASR, MT-Bench, AlpacaEval (win rate, el
 perplexity). Table 4: the decoding attack's single configurations. Table 5: the tau ablation with
 cost. Table 6: patch methods with cost. Table 7: ASR by bit-width. A table whose cells the study does
 not have is left out (the report says which).
+
+Every table holds the cells of one (eval config, protocol) group (report.groups) and is emitted once per
+group that has such cells, titled with the group: a cell's "vs FP" is its delta to its own reference_cell,
+the FP model under the same eval and protocol, never to another group's FP. A delta carries "*" when the
+paired test against that reference (metrics.json `paired_vs_reference`) gives p < 0.05; a legend under
+the table says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from qresafe_exp.report import groups
 
 ASR = "advbench.asr"
+KEYWORD = "advbench.asr_keyword"  # GCG keyword ("suffix match") ASR, beside a validated judge's headline ASR
 TABLE4_CONFIGS = ("T=0.95", "T=0.7", "k=500", "k=200", "p=0.95", "p=0.7")
+ALPHA = 0.05
 
 
 @dataclass
@@ -20,20 +30,29 @@ class Table:
     title: str
     columns: list[str]
     rows: list[list]
+    notes: list[str] = field(default_factory=list)  # legend lines printed under the table
+
+    @property
+    def kind(self) -> str:  # the builder: "table7" of "table7-reduced-vanilla"
+        return self.name.split("-", 1)[0]
 
     def markdown(self) -> str:
         lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
                  "|" + "|".join("---" for _ in self.columns) + "|"]
         lines += ["| " + " | ".join(cell_text(v) for v in row) + " |" for row in self.rows]
+        # a leading "*" would make the legend a Markdown list item
+        lines += ["", *(("\\" + n if n.startswith("*") else n) for n in self.notes)] if self.notes else []
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
-        esc = lambda v: cell_text(v).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+        esc = lambda v: (cell_text(v).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+                         .replace("<", "$<$").replace(">", "$>$"))
         body = [" & ".join(esc(v) for v in row) + r" \\" for row in self.rows]
+        notes = [rf"\par\smallskip{{\footnotesize {esc(n)}}}" for n in self.notes]
         return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(self.title)}}}",
                           r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\toprule",
                           " & ".join(esc(c) for c in self.columns) + r" \\", r"\midrule", *body,
-                          r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+                          r"\bottomrule", r"\end{tabular}", *notes, r"\end{table}"]) + "\n"
 
 
 def cell_text(value) -> str:
@@ -42,6 +61,12 @@ def cell_text(value) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def _table(kind: str, group: groups.Key, what: str, columns: list[str], body: list[list], shown: list[dict]) -> Table:
+    number = kind.removeprefix("table")
+    return Table(f"{kind}-{groups.slug(group)}", f"Table {number} — {groups.label(group)}: {what}", columns, body,
+                 _legend(shown, ASR))
 
 
 def _ci(row: dict, key: str) -> str:
@@ -57,9 +82,29 @@ def _asr(row: dict) -> str:
     return f"broken (raw {row[ASR]:.2f})" if row.get("broken") else _ci(row, ASR)
 
 
+def _significant(row: dict, key: str) -> bool:
+    p = row.get(f"{key}.vs_fp.p")
+    return p is not None and p < ALPHA
+
+
 def _delta(row: dict, key: str):
     value = row.get(f"{key}.vs_fp")
-    return None if value is None else f"{value:+.2f}"
+    return None if value is None else f"{value:+.2f}" + ("*" if _significant(row, key) else "")
+
+
+def _legend(rows: list[dict], key: str) -> list[str]:
+    """One line under a table whose deltas carry a paired test; none for studies written before it."""
+    deltas = [r for r in rows if r.get(f"{key}.vs_fp") is not None]
+    tested = [r for r in deltas if r.get(f"{key}.vs_fp.p") is not None]
+    if not tested:
+        return []
+    plain = len(deltas) - len(tested)
+    return ["* paired test vs FP, p < 0.05" + (f"; {plain} of {len(deltas)} deltas have no paired test recorded "
+                                                "and are shown plain" if plain else "")]
+
+
+def _keyword_column(cells: list[dict]) -> bool:
+    return any(r.get(KEYWORD) is not None for r in cells)
 
 
 def _utility(row: dict) -> tuple:
@@ -74,82 +119,102 @@ def _ok(rows):
 
 
 def table3(rows: list[dict]) -> Table | None:
+    group = groups.one(rows)
     cells = [r for r in _ok(rows) if r.get(ASR) is not None]
     if not cells:
         return None
+    keyword = _keyword_column(cells)
     body = []
-    for r in sorted(cells, key=lambda r: (r["model"], r["eval"] or "", r["quant"] != "none", r["quant"], r["bits"] or 0,
+    for r in sorted(cells, key=lambda r: (r["model"], r["quant"] != "none", r["quant"], r["bits"] or 0,
                                           r["calib"] or "", r["patch"] != "none", r["patch_tag"] or "")):
         mtbench, alpaca = _utility(r)
-        body.append([r["model"], r["quant"], r["bits"] or "16", r["calib"] or "-", r["patch_tag"],
-                     f"{r['eval']}/{r['protocol']}", _asr(r), _delta(r, ASR), mtbench, alpaca])
-    return Table("table3", "Table 3: ASR (95% CI) and utility per model x method x bits x risk",
-                 ["model", "method", "bits", "risk / calib", "patch", "eval / protocol", "ASR", "vs FP", "MT-Bench",
-                  "AlpacaEval"], body)
+        body.append([r["model"], r["quant"], r["bits"] or "16", r["calib"] or "-", r["patch_tag"], _asr(r),
+                     _delta(r, ASR), *([r.get(KEYWORD)] if keyword else []), r.get("advbench.degenerate"),
+                     mtbench, alpaca])
+    return _table("table3", group, "ASR (95% CI) and utility per model x method x bits x risk",
+                  ["model", "method", "bits", "risk / calib", "patch", "ASR", "vs FP",
+                   *(["ASR (keyword)"] if keyword else []), "degenerate", "MT-Bench", "AlpacaEval"], body, cells)
 
 
 def table4(rows: list[dict]) -> Table | None:
+    group = groups.one(rows)
     cells = [r for r in _ok(rows) if r.get("advbench.decoding.p=0.7") is not None]
     if not cells:
         return None
-    fp = next((r for r in cells if r["quant"] == "none"), None)
+    keyword = _keyword_column(cells)
     body = []
-    for r in sorted(cells, key=lambda r: (r["quant"] != "none", r["quant"], r["bits"] or 0)):
+    for r in sorted(cells, key=lambda r: (r["model"], r["quant"] != "none", r["quant"], r["bits"] or 0)):
         vals = [r.get(f"advbench.decoding.{c}") for c in TABLE4_CONFIGS]
-        worst = r.get(ASR)
-        delta = None if fp is None or r is fp else f"{worst - fp[ASR]:+.2f}"
-        body.append([r["model"], r["quant"], r["bits"] or "16", *vals, _ci(r, ASR), delta])
-    return Table("table4", "Table 4: ASR under single decoding configurations and the 49-config worst case",
-                 ["model", "method", "bits", *TABLE4_CONFIGS, "worst case (49)", "vs FP"], body)
+        body.append([r["model"], r["quant"], r["bits"] or "16", *vals, _ci(r, ASR), _delta(r, ASR),
+                     *([r.get(KEYWORD)] if keyword else [])])
+    return _table("table4", group, "ASR under single decoding configurations and the 49-config worst case",
+                  ["model", "method", "bits", *TABLE4_CONFIGS, "worst case (49)", "vs FP",
+                   *(["ASR (keyword)"] if keyword else [])], body, cells)
+
+
+def _base(r: dict) -> tuple:
+    return (r["model"], r["quant"], r["bits"] or 0, r["calib"] or "")
 
 
 def table5(rows: list[dict]) -> Table | None:
-    """Only bases (quant, bits, calib) patched with two or more qresafe settings form an ablation."""
+    """Only bases (model, quant, bits, calib) patched with two or more qresafe settings form an ablation."""
+    group = groups.one(rows)
     cells = [r for r in _ok(rows) if r["patch"] == "qresafe" and r.get(ASR) is not None]
-    base = lambda r: (r["quant"], r["bits"], r["calib"] or "")
-    ablated = {b for b in {base(r) for r in cells} if len({r["patch_tag"] for r in cells if base(r) == b}) > 1}
+    ablated = {b for b in {_base(r) for r in cells} if len({r["patch_tag"] for r in cells if _base(r) == b}) > 1}
     if not ablated:
         return None
-    body = [[r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR), r.get("advbench.asr.unmerged"),
+    shown = sorted((r for r in cells if _base(r) in ablated), key=lambda r: (_base(r), r["patch_tag"]))
+    keyword = _keyword_column(shown)
+    body = [[r["model"], r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR),
+             *([r.get(KEYWORD)] if keyword else []), r.get("advbench.asr.unmerged"),
              r.get("alpaca_eval_ppl.reference_perplexity"), _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]]
-            for r in sorted((r for r in cells if base(r) in ablated), key=lambda r: (base(r), r["patch_tag"]))]
-    return Table("table5", "Table 5: tau ablation (merged ASR, unmerged ASR, utility, cost)",
-                 ["method", "bits", "risk / calib", "patch", "ASR merged", "vs FP", "ASR unmerged", "ref. ppl",
-                  "patch time", "peak RSS (MB)"], body)
+            for r in shown]
+    return _table("table5", group, "tau ablation (merged ASR, unmerged ASR, utility, cost)",
+                  ["model", "method", "bits", "risk / calib", "patch", "ASR merged", "vs FP",
+                   *(["ASR (keyword)"] if keyword else []), "ASR unmerged", "ref. ppl", "patch time",
+                   "peak RSS (MB)"], body, shown)
 
 
 def table6(rows: list[dict]) -> Table | None:
-    cells = [r for r in _ok(rows) if r["patch"] != "none" and r.get(ASR) is not None]
-    if not cells:
+    group = groups.one(rows)
+    patched = [r for r in _ok(rows) if r["patch"] != "none" and r.get(ASR) is not None]
+    if not patched:
         return None
-    bases = {(r["quant"], r["bits"], r["calib"]) for r in cells}
-    body = []
-    for r in sorted(_ok(rows), key=lambda r: (r["quant"], r["bits"] or 0, r["calib"] or "", r["patch"] != "none",
-                                              r["patch_tag"] or "")):
-        if (r["quant"], r["bits"], r["calib"]) not in bases or r.get(ASR) is None:
-            continue
-        body.append([r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR),
-                     r.get("xstest_safe.refusal_rate"), r.get("alpaca_eval_ppl.reference_perplexity"),
-                     _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]])
-    return Table("table6", "Table 6: patch methods on the same quantized cells (ASR, over-refusal, utility, cost)",
-                 ["method", "bits", "risk / calib", "patch", "ASR", "vs FP", "XSTest refusal", "ref. ppl",
-                  "patch time", "peak RSS (MB)"], body)
+    bases = {_base(r) for r in patched}
+    shown = sorted((r for r in _ok(rows) if _base(r) in bases and r.get(ASR) is not None),
+                   key=lambda r: (_base(r), r["patch"] != "none", r["patch_tag"] or ""))
+    keyword = _keyword_column(shown)
+    body = [[r["model"], r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR),
+             *([r.get(KEYWORD)] if keyword else []), r.get("xstest_safe.refusal_rate"),
+             r.get("alpaca_eval_ppl.reference_perplexity"), _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]]
+            for r in shown]
+    return _table("table6", group, "patch methods on the same quantized cells (ASR, over-refusal, utility, cost)",
+                  ["model", "method", "bits", "risk / calib", "patch", "ASR", "vs FP",
+                   *(["ASR (keyword)"] if keyword else []), "XSTest refusal", "ref. ppl", "patch time",
+                   "peak RSS (MB)"], body, shown)
 
 
 def table7(rows: list[dict]) -> Table | None:
+    group = groups.one(rows)
     cells = [r for r in _ok(rows) if r["quant"] != "none" and r["patch"] == "none" and r.get(ASR) is not None]
     bits = sorted({r["bits"] for r in cells if r["bits"]}, reverse=True)
     if len(bits) < 2:
         return None
-    fp = next((r for r in _ok(rows) if r["quant"] == "none" and r.get(ASR) is not None), None)
-    methods = sorted({(r["quant"], r["calib"] or "-") for r in cells})
     body = []
-    for quant, calib in methods:
-        by_bits = {r["bits"]: r for r in cells if r["quant"] == quant and (r["calib"] or "-") == calib}
-        body.append([quant, calib, *[_cell_asr(by_bits.get(b)) for b in bits]])
-    header = ["method", "calib", *[f"W{b}" for b in bits]]
-    title = "Table 7: ASR by bit-width" + (f" (FP: {fp[ASR]:.2f})" if fp else "")
-    return Table("table7", title, header, body)
+    for model, quant, calib in sorted({(r["model"], r["quant"], r["calib"] or "-") for r in cells}):
+        line = [r for r in cells if (r["model"], r["quant"], r["calib"] or "-") == (model, quant, calib)]
+        # the FP column is this line's own reference (one per model under this eval and protocol)
+        references = {r.get("reference_cell") for r in line}
+        if len(references) > 1:
+            raise ValueError(f"{model} {quant} {calib}: cells name different FP references "
+                             f"{sorted(map(str, references))} under {groups.label(group)}; one model has one FP "
+                             "reference per eval and protocol")
+        fp = groups.reference(line[0], rows)
+        by_bits = {r["bits"]: r for r in line}
+        body.append([model, quant, calib, fp.get(ASR) if fp else None, *[_cell_asr(by_bits.get(b)) for b in bits]])
+    return _table("table7", group, "ASR by bit-width (delta vs FP in brackets)",
+                  ["model", "method", "calib", "FP", *[f"W{b}" for b in bits]], body,
+                  [r for r in cells if not r.get("broken")])  # a broken cell shows no delta
 
 
 def _cell_asr(row: dict | None) -> str:
@@ -157,8 +222,8 @@ def _cell_asr(row: dict | None) -> str:
         return "-"
     if row.get("broken"):
         return "broken"
-    delta = row.get(f"{ASR}.vs_fp")
-    return f"{row[ASR]:.2f}" + (f" ({delta:+.2f})" if delta is not None else "")
+    delta = _delta(row, ASR)
+    return f"{row[ASR]:.2f}" + (f" ({delta})" if delta is not None else "")
 
 
 def _seconds(value) -> str | None:
@@ -169,4 +234,6 @@ BUILDERS = (table3, table4, table5, table6, table7)
 
 
 def all_tables(rows: list[dict]) -> list[Table]:
-    return [t for t in (build(rows) for build in BUILDERS) if t is not None]
+    """Each builder once per (eval, protocol) group, groups in name order."""
+    return [t for group_rows in groups.split(rows).values() for build in BUILDERS
+            if (t := build(group_rows)) is not None]

@@ -39,6 +39,16 @@ def test_degeneration_and_reference_delta_are_reported(compose_cfg):
     assert summary["degenerate"]["n"] == 6 and summary["degenerate"]["rate"] > 0.5 and summary["broken"]
     assert set(metrics["vs_reference"]) == {"advbench.asr", "xstest_safe.refusal_rate",
                                             "alpaca_eval_ppl.reference_perplexity"}
+    # the same deltas paired on the prompts both evaluations judged, each with its exact test
+    # (and every other score named after the suite's metric, e.g. the keyword ASR beside the judge's)
+    paired = metrics["paired_vs_reference"]
+    assert set(paired) >= set(metrics["vs_reference"])
+    for name, test in paired.items():
+        suite, score = name.split(".")
+        assert test["n_pairs"] == metrics["scores"][suite][score]["n"] == 3
+        assert test["test"] == ("sign_exact" if score == "reference_perplexity" else "mcnemar_exact")
+    for name, delta in metrics["vs_reference"].items():
+        assert paired[name]["delta"] == pytest.approx(delta, abs=1e-3)
     utility = metrics["scores"]["alpaca_eval_ppl"]["reference_perplexity"]
     # a random model is near-uniform over SmolLM2's 49,152-token vocabulary
     assert utility["n"] == 3 and 20_000 < utility["value"] < 100_000

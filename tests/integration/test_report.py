@@ -1,6 +1,21 @@
 """`python -m qresafe_exp.report`: golden tables and tidy rows from a small checked-in study written by
 the project itself (tests/data/report_study: trimmed metrics.json of real testbed cells), the figures,
-and the dashboard rendered in a real headless Chromium (Debian's; skipped, and said, without it)."""
+and the dashboard rendered in a real headless Chromium (Debian's; skipped, and said, without it).
+
+The study has three (eval config, protocol) groups: reduced/vanilla (greedy, n=64; FP + 8 cells),
+decoding/decoding (worst case over 49 sampled configurations, n=16; FP + AWQ W4) and safety/vanilla (FP
+only). Every table and figure holds one group; the golden files were derived by hand from the
+metrics.json numbers first, then compared with the code's output.
+
+Added by hand to the real cells (no samples.jsonl is checked in to recompute them from):
+`paired_vs_reference` in gptq-w4 (advbench 2 vs 0 discordant pairs, p 0.5), qlora none (52 vs 0, and
+xstest 8 vs 1, p 0.039), qresafe-t0.6-qa (26 vs 1) and the decoding AWQ cell (2 vs 1 of 16, p 1.0):
+plausible pairings, not measured ones, consistent with each cell's and its FP's k (so the paired delta
+equals vs_reference), each entry written by qresafe_exp.stats.paired_binary from lists with those
+counts. `asr_keyword` in fp.none, gptq-w4, qlora none, qresafe-t0.6-qa and both decoding cells:
+a copy of `asr`, since these cells were judged by the keyword judge itself. The other cells keep the
+older format, so the tables show plain deltas and "-" beside the new ones.
+"""
 
 import csv
 import shutil
@@ -27,11 +42,38 @@ def report(tmp_path_factory):
     return out / "report", result.stdout
 
 
-@pytest.mark.parametrize("table", ["table3", "table4", "table5", "table6", "table7"])
+# one table per (eval, protocol) group that has such cells: decoding has no Table 5-7 (one AWQ cell, no patch),
+# safety only its FP row, so Table 3
+TABLES = ["table3-decoding-decoding", "table4-decoding-decoding", "table3-reduced-vanilla",
+          "table5-reduced-vanilla", "table6-reduced-vanilla", "table7-reduced-vanilla", "table3-safety-vanilla"]
+FIGURES = ["patch_bars-reduced-vanilla", "asr_vs_bits-reduced-vanilla", "safety_utility-reduced-vanilla",
+           "category_bars-safety-vanilla"]
+
+
+@pytest.mark.parametrize("table", TABLES)
 def test_tables_match_the_golden_files(report, table):
     out, _ = report
     for suffix in (".md", ".tex"):
         assert (out / "tables" / f"{table}{suffix}").read_text() == (GOLDEN / f"{table}{suffix}").read_text()
+
+
+def test_no_table_beyond_the_golden_ones(report):
+    out, _ = report
+    made = sorted(p.name for p in (out / "tables").iterdir())
+    want = sorted(f"{t}{s}" for t in TABLES for s in (".md", ".tex"))
+    assert made == sorted(p.name for p in GOLDEN.glob("table*")) == want
+
+
+def test_a_decoding_cell_never_sits_beside_greedy_cells(report):
+    """The old Table 7 put the decoding AWQ cell (0.81, n=16, delta vs the decoding FP) in a row under the
+    greedy FP's 0.03; Table 3 mixed all three groups."""
+    out, _ = report
+    table7 = (out / "tables" / "table7-reduced-vanilla.md").read_text()
+    assert "awq" not in table7 and "0.81 (+0.06)" not in table7 and "0.84 (+0.81*)" in table7
+    decoding = (out / "tables" / "table3-decoding-decoding.md").read_text()
+    assert "ppl" not in decoding and "gptq" not in decoding and "| awq | 4 |" in decoding
+    reduced = (out / "tables" / "table3-reduced-vanilla.md").read_text()
+    assert "awq" not in reduced and reduced.count("| none | 16 |") == 1  # one FP row: its own group's
 
 
 def test_tidy_rows_match_the_golden_csv(report):
@@ -39,23 +81,69 @@ def test_tidy_rows_match_the_golden_csv(report):
     got = list(csv.DictReader(open(out / "results.csv")))
     want = list(csv.DictReader(open(GOLDEN / "results.csv")))
     assert len(got) == len(want) == 12
-    keys = ["cell", "quant", "bits", "patch_tag", "advbench.asr", "advbench.asr.n", "advbench.asr.lo",
-            "advbench.asr.hi", "advbench.asr.vs_fp", "patch_seconds", "advbench.decoding.p=0.7"]
+    keys = ["cell", "eval", "protocol", "reference_cell", "quant", "bits", "patch_tag", "advbench.asr",
+            "advbench.asr.n", "advbench.asr.lo", "advbench.asr.hi", "advbench.asr.vs_fp", "advbench.asr.vs_fp.lo",
+            "advbench.asr.vs_fp.hi", "advbench.asr.vs_fp.p", "advbench.asr_keyword", "advbench.degenerate",
+            "xstest_safe.refusal_rate.vs_fp.p", "patch_seconds", "advbench.decoding.p=0.7"]
     assert [[r[k] for k in keys] for r in got] == [[r[k] for k in keys] for r in want]
+    qlora = next(r for r in got if r["cell"].endswith("risk3-n10e5.none"))
+    assert (qlora["advbench.asr.vs_fp.p"], qlora["xstest_safe.refusal_rate.vs_fp.p"]) == ("4.441e-16", "0.03906")
     import pandas as pd
 
     assert len(pd.read_parquet(out / "results.parquet")) == 12
 
 
+def test_tidy_row_reads_the_keyword_asr_and_the_paired_test_apart_from_the_headline():
+    from qresafe_exp.report.collect import tidy_row
+
+    rate = lambda k, n: {"k": k, "n": n, "rate": k / n, "ci95": [0.1, 0.9]}
+    row = tidy_row({"cell": "m.gptq-w4.none", "reference_cell": "m.fp.none",
+                    "protocol": {"eval": "reduced", "protocol": "vanilla"},
+                    "scores": {"advbench": {"metric": "asr", "asr": rate(10, 64), "asr_keyword": rate(30, 64),
+                                            "degenerate": rate(2, 64)}},
+                    "vs_reference": {"advbench.asr": 0.125},
+                    "paired_vs_reference": {"advbench.asr": {
+                        "delta": 0.125, "ci95": [0.02, 0.23], "n_pairs": 64, "cell_only": 9, "reference_only": 1,
+                        "p_value": 0.0215, "test": "mcnemar_exact", "significant": True}}})
+    assert (row["advbench.asr"], row["advbench.asr_keyword"], row["advbench.degenerate"]) == (10 / 64, 30 / 64, 2 / 64)
+    assert (row["advbench.asr.vs_fp"], row["advbench.asr.vs_fp.lo"], row["advbench.asr.vs_fp.hi"],
+            row["advbench.asr.vs_fp.p"]) == (0.125, 0.02, 0.23, 0.0215)
+    old = tidy_row({"cell": "m.gptq-w4.none", "scores": {"advbench": {"metric": "asr", "asr": rate(10, 64)}},
+                    "vs_reference": {"advbench.asr": 0.125}})
+    assert old["advbench.asr.vs_fp"] == 0.125 and "advbench.asr.vs_fp.p" not in old
+
+
+def test_builders_refuse_rows_of_two_groups(report):
+    """A builder handed a whole study (greedy + decoding rows) raises instead of mixing them, and a cell whose
+    reference lies in another group is an error."""
+    from qresafe_exp.report import collect, figures, groups, tables
+
+    out, _ = report
+    rows = [collect.tidy_row(m) for m in collect.read_study(STUDY.parent, STUDY.name)]
+    for build in tables.BUILDERS:
+        with pytest.raises(ValueError, match="eval/protocol groups"):
+            build(rows)
+    with pytest.raises(ValueError, match="eval/protocol groups"):
+        figures.asr_vs_bits(rows, out / "unused")
+    crossed = [dict(r, reference_cell="smollm2-135m-safe.fp.none") if r["eval"] == "decoding" and r["quant"] != "none"
+               else r for r in rows]
+    with pytest.raises(ValueError, match="names smollm2-135m-safe.fp.none .eval=reduced, protocol=vanilla. as its FP"):
+        groups.split(crossed)
+
+
 def test_figures_and_self_contained_dashboard(report):
     out, stdout = report
-    for name in ("patch_bars", "asr_vs_bits", "safety_utility", "category_bars"):
+    want = sorted(f"{n}{s}" for n in FIGURES for s in (".pdf", ".png"))
+    assert sorted(p.name for p in (out / "figures").iterdir()) == want
+    for name in FIGURES:
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
     page = (out / "dashboard.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "Table 7: ASR by bit-width" in page
+    assert page.count("data:image/png;base64,") == 4
+    assert "Table 7 — eval=reduced, protocol=vanilla: ASR by bit-width" in page
+    assert page.count("* paired test vs FP, p &lt; 0.05") == 5  # the legend under each table with marks
     assert "src=\"http" not in page  # nothing to fetch: one file
-    assert "tables table3, table4, table5, table6, table7" in stdout
+    assert f"tables {', '.join(TABLES)}, figures {', '.join(FIGURES)}" in stdout
 
 
 def test_missing_study_is_a_clear_error(tmp_path):
