@@ -200,7 +200,8 @@ def test_suite_runs_every_judge_on_every_task_it_can_do(tiny_data, tmp_path):
 
     data, testbed, hh = tiny_data
     requests = RequestCache(tmp_path / "requests.sqlite")
-    cfg = _audit_cfg(tmp_path, data, [testbed, hh], "suite=probe", "+suites.probe=[keyword,xstest_strmatch,not_a_judge]")
+    cfg = _audit_cfg(tmp_path, data, [testbed, hh], "suite=probe", "+suites.probe=[keyword,xstest_strmatch,not_a_judge]",
+                     "group_by=[dataset,model]")
     report, _ = run(cfg, requests)
     assert [(a["judge"]["name"], a["task"]) for a in report["audits"]] == [
         ("keyword", "refusal"), ("keyword", "harm"), ("xstest_strmatch", "refusal"), ("xstest_strmatch", "harm")]
