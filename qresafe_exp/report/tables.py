@@ -164,15 +164,8 @@ def table5(rows: list[dict]) -> Table | None:
     if not ablated:
         return None
     shown = sorted((r for r in cells if _base(r) in ablated), key=lambda r: (_base(r), r["patch_tag"]))
-    keyword = _keyword_column(shown)
-    body = [[r["model"], r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR),
-             *([r.get(KEYWORD)] if keyword else []), r.get("advbench.asr.unmerged"),
-             r.get("alpaca_eval_ppl.reference_perplexity"), _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]]
-            for r in shown]
-    return _table("table5", group, "tau ablation (merged ASR, unmerged ASR, utility, cost)",
-                  ["model", "method", "bits", "risk / calib", "patch", "ASR merged", "vs FP",
-                   *(["ASR (keyword)"] if keyword else []), "ASR unmerged", "ref. ppl", "patch time",
-                   "peak RSS (MB)"], body, shown)
+    return _patch_table("table5", group, "tau ablation (merged ASR, unmerged ASR, utility, cost)", shown,
+                        "ASR merged", ("ASR unmerged", "advbench.asr.unmerged"))
 
 
 def table6(rows: list[dict]) -> Table | None:
@@ -183,14 +176,20 @@ def table6(rows: list[dict]) -> Table | None:
     bases = {_base(r) for r in patched}
     shown = sorted((r for r in _ok(rows) if _base(r) in bases and r.get(ASR) is not None),
                    key=lambda r: (_base(r), r["patch"] != "none", r["patch_tag"] or ""))
+    return _patch_table("table6", group, "patch methods on the same quantized cells (ASR, over-refusal, utility, cost)",
+                        shown, "ASR", ("XSTest refusal", "xstest_safe.refusal_rate"))
+
+
+def _patch_table(name: str, group, title: str, shown: list[dict], asr_header: str, extra: tuple[str, str]) -> Table:
+    """Tables 5 and 6: one row per patched (or base) cell; ``extra`` = (header, tidy column) after the ASRs."""
     keyword = _keyword_column(shown)
     body = [[r["model"], r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR),
-             *([r.get(KEYWORD)] if keyword else []), r.get("xstest_safe.refusal_rate"),
+             *([r.get(KEYWORD)] if keyword else []), r.get(extra[1]),
              r.get("alpaca_eval_ppl.reference_perplexity"), _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]]
             for r in shown]
-    return _table("table6", group, "patch methods on the same quantized cells (ASR, over-refusal, utility, cost)",
-                  ["model", "method", "bits", "risk / calib", "patch", "ASR", "vs FP",
-                   *(["ASR (keyword)"] if keyword else []), "XSTest refusal", "ref. ppl", "patch time",
+    return _table(name, group, title,
+                  ["model", "method", "bits", "risk / calib", "patch", asr_header, "vs FP",
+                   *(["ASR (keyword)"] if keyword else []), extra[0], "ref. ppl", "patch time",
                    "peak RSS (MB)"], body, shown)
 
 
