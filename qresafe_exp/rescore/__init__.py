@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.cache import RequestCache, write_json_atomic, write_text_atomic
 from qresafe_exp.evals.judging import cached_verdicts
 from qresafe_exp.judges import build_judge
+from qresafe_exp.paired import read_samples
 from qresafe_exp.rescore.table import before_after
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,7 @@ def study_cells(study_dir: Path) -> list[Cell]:
         metrics = json.loads((path / "metrics.json").read_text())
         if "scores" not in metrics:
             continue
-        rows = [json.loads(line) for line in (path / "samples.jsonl").read_text().splitlines() if line.strip()]
-        cells.append(Cell(path, metrics, rows))
+        cells.append(Cell(path, metrics, read_samples(path)))
     if not cells:
         raise RescoreError(f"{study_dir}: no cell with metrics.json and samples.jsonl to re-score")
     return sorted(cells, key=lambda c: "reference_cell" in c.metrics)
