@@ -68,13 +68,16 @@ def evaluation_prompts(cfg: DictConfig) -> set[str]:
     return prompts
 
 
-def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device) -> CalibrationSet:
+def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device,
+                      exclude: frozenset[str] = frozenset()) -> CalibrationSet:
+    """The calibration (or patch pair) set of ``cfg.calib``; evaluation prompts and ``exclude`` (normalised
+    prompts a model was trained on) never enter it."""
     calib = cfg.calib
     dataset, fallback_reason = resolve_dataset(calib, cfg.paths)
     if fallback_reason:
         log.warning("calib %s: %s -> using the offline stand-in '%s'", calib.name, fallback_reason, dataset)
     records = load_records(dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-    held_out = evaluation_prompts(cfg)
+    held_out = evaluation_prompts(cfg) | set(exclude)
     kept = [r for r in records if normalize_prompt(r["prompt"]) not in held_out]
     facts = {"dataset": dataset, "configured_dataset": calib.dataset, "fallback_reason": fallback_reason,
              "source_records": len(records), "removed_eval_overlap": len(records) - len(kept),
@@ -87,6 +90,8 @@ def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: Reque
         if not kept:
             raise ValueError(f"calib.dataset={dataset} has no responses; give a pair file or set "
                              "calib.responses=generate (answers of calib.responder)")
+        if calib.get("keep_judge"):
+            kept, facts["kept_by_judge"] = _kept_by_judge(kept, calib)
     else:
         raise ValueError(f"calib.responses={calib.responses} is unknown. Allowed: dataset, generate")
     if len(kept) < calib.num_samples:
@@ -100,6 +105,27 @@ def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: Reque
     facts.update(usable_records=len(kept), num_samples=len(chosen), epochs=calib.epochs,
                  content_key=content_key(chosen))
     return CalibrationSet(chosen, facts)
+
+
+def _kept_by_judge(records: list[dict], calib: DictConfig) -> tuple[list[dict], dict]:
+    """Records whose response the judge calls compliant (and whose ``refused_field`` answer it calls a refusal)."""
+    from qresafe_exp.judges import build_named_judge
+
+    judge = build_named_judge(calib.keep_judge)
+    judge.require("refusal", f"calib.keep_judge={calib.keep_judge}")
+    complied = [not v["refused"] for v in judge.refusal([(r["prompt"], r["response"]) for r in records])]
+    field = calib.get("refused_field")
+    if field:
+        if not any(field in r for r in records):
+            raise ValueError(f"calib.refused_field={field}: {calib.dataset}'s records have no such field (they "
+                             f"have: {', '.join(sorted(records[0]))}); name one of them or set it to null")
+        # an empty answer is not a refusal: such a pair is dropped
+        declined = [v["refused"] and bool(r.get(field)) for r, v in
+                    zip(records, judge.refusal([(r["prompt"], r.get(field) or "") for r in records]))]
+    else:
+        declined = [True] * len(records)
+    kept = [r for r, c, d in zip(records, complied, declined) if c and d]
+    return kept, {"judge": calib.keep_judge, "refused_field": field, "candidates": len(records), "kept": len(kept)}
 
 
 def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: ArtifactCache,

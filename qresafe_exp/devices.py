@@ -1,8 +1,17 @@
-"""Device and dtype choice: by device, not by habit (these CPUs have no bf16 units)."""
+"""Device and dtype choice: by measured capability, not by habit (the project's CPUs differ: some have
+no bf16 units, others run a bf16 matmul 2.6x faster than fp32)."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+from typing import Optional
+
 import torch
+
+# CPU flags of native bf16 matmul (AVX512-BF16 dot products, AMX tiles)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+AUTOCAST_CHOICES = (None, "bf16", "auto")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -19,3 +28,26 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True where the CPU advertises a native bf16 matmul (Linux flags); False where unknown."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def autocast_dtype(setting: Optional[str], device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``setting`` (None/'bf16'/'auto') on ``device``; None = plain fp32."""
+    if setting not in AUTOCAST_CHOICES:
+        raise ValueError(f"autocast={setting!r} is unknown. Allowed: null (fp32), bf16, auto")
+    if setting is None:
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+    return torch.bfloat16 if native else None

@@ -4,6 +4,7 @@ fine-tuning quantizers (qlora, llm_qat)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -77,28 +78,58 @@ def _mean(values: list[float]) -> float:
 
 
 def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *, epochs: int, batch_size: int,
-          lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05, ascent: bool = False) -> dict:
+          lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05, ascent: bool = False,
+          autocast: Optional[torch.dtype] = None, max_steps: Optional[int] = None,
+          stop_above_nll: Optional[float] = None) -> dict:
     """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts (the response
-    NLL). ``ascent``: gradient ascent on that NLL (unlearning the responses)."""
+    NLL). ``ascent``: gradient ascent on that NLL (unlearning the responses). ``autocast``: run the
+    forward pass in that dtype (weights and optimizer state stay fp32). ``max_steps`` caps the optimizer
+    steps (the schedule is laid over the capped count); ``stop_above_nll`` ends training before the
+    first update whose batch NLL already exceeds it (a bound for gradient ascent, which otherwise
+    drives the NLL up without limit)."""
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in params if p.requires_grad]
     steps = epochs * math.ceil(len(items) / batch_size)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(warmup_fraction * steps)), steps)
     rng = random.Random(seed)
-    losses, started = [], time.time()
+    losses, stopped, started = [], None, time.time()
+    sign = -1.0 if ascent else 1.0
     causal_lm.train()
     with tqdm(total=steps, desc=desc, unit="step") as bar:
         for epoch in range(epochs):
             for batch in batches(items, batch_size, pad_id, rng):
-                sign = -1.0 if ascent else 1.0
-                losses.append(sign * optimizer_step(sign * response_loss(causal_lm, batch), params, optimizer, schedule))
+                if len(losses) >= steps:
+                    break
+                with _autocast(causal_lm, autocast):
+                    loss = response_loss(causal_lm, batch)
+                if stop_above_nll is not None and loss.item() > stop_above_nll:
+                    optimizer.zero_grad(set_to_none=True)
+                    stopped = {"step": len(losses), "batch_nll": round(loss.item(), 4), "bound": stop_above_nll}
+                    break
+                losses.append(sign * optimizer_step(sign * loss.float(), params, optimizer, schedule))
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 bar.update()
+            if stopped is not None or len(losses) >= steps:
+                break
     causal_lm.eval()
+    if not losses:
+        raise ValueError(f"{desc}: the first batch's response NLL {stopped['batch_nll']} is already above the "
+                         f"bound {stop_above_nll}; raise the bound above the model's NLL on this data")
     tail = max(1, len(losses) // 10)
-    return {"steps": steps, "epochs": epochs, "examples": len(items),
+    bounded = {} if max_steps is None and stop_above_nll is None else {
+        "steps_run": len(losses), "max_steps": max_steps, "stop_above_nll": stop_above_nll, "stopped_by_nll": stopped}
+    return {"steps": steps, **bounded, "epochs": epochs, "examples": len(items),
             "trainable_params": sum(p.numel() for p in params),
             "loss_first_steps": _mean(losses[:tail]), "loss_last_steps": _mean(losses[-tail:]),
-            "train_seconds": round(time.time() - started, 1)}
+            "train_seconds": round(time.time() - started, 1),
+            **({"autocast": str(autocast).removeprefix("torch.")} if autocast is not None else {})}
+
+
+def _autocast(causal_lm, dtype: Optional[torch.dtype]):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(next(causal_lm.parameters()).device.type, dtype=dtype)

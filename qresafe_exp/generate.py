@@ -40,6 +40,18 @@ class GenerationSpec:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
 
 
+def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """Every id that ends a response: the model's ``generation_config.eos_token_id`` (an int or a list,
+    e.g. Gemma's ``<end_of_turn>`` beside ``<eos>``) and the tokenizer's eos: the transformers and vLLM
+    engines stop on the same set."""
+    ids: list[int] = []
+    for eos in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token in eos if isinstance(eos, (list, tuple)) else [eos]:
+            if token is not None and int(token) not in ids:
+                ids.append(int(token))
+    return ids
+
+
 def render_chat(tokenizer, user_prompt: str, system_prompt: Optional[str], history: tuple = ()) -> str:
     """The chat-template text ending in the assistant's turn; ``history`` = earlier (user, assistant) turns."""
     messages = [m for user, assistant in history

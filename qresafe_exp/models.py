@@ -113,11 +113,42 @@ def _materialize_aligned(cfg: DictConfig, cache: ArtifactCache, paths) -> ModelR
     base = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg.base), cache, paths)
     data_dir = paths.data_dir if paths is not None else None
     cache_dir = paths.cache_dir if paths is not None else None
-    spec = {"source": "aligned", "align": OmegaConf.to_container(cfg.align, resolve=True),
+    spec = {"source": "aligned", "align": align.spec_fields(cfg.align),
             "testbed_data": content_key(align.TESTBED_FILE.read_text())}
     art = cache.get_or_build("align", spec, lambda out: align.align(base.path, out, cfg.align, data_dir, cache_dir),
                              upstream=[base.key], version=align.ALIGN_STAGE_VERSION)
     return ModelRef(cfg.name, str(art.path), art.key)
+
+
+# Checkpoint path -> model.trust_remote_code, recorded by materialize. Loaders are handed a bare path
+# (ModelRef.path) by many callers, so the model config's consent to run the repo's code travels here.
+_REMOTE_CODE: dict[str, bool] = {}
+# formats transformers never reads for a PyTorch model: left out of a pinned snapshot's download
+_NOT_LOADED = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.msgpack", "*.h5",
+               "*.tflite", "*.ot", "coreml/*", "openvino/*"]
+
+
+def trusts_remote_code(path: str) -> bool:
+    return _REMOTE_CODE.get(str(path), False)
+
+
+def _hub_path(cfg: DictConfig) -> str:
+    """A local directory as it is; a hub id with ``revision`` as the local snapshot of that revision, so
+    every loader downstream (quantizers included) reads the pinned files, not ``main``."""
+    local = Path(cfg.path).expanduser()
+    if local.exists():
+        if cfg.revision is not None:
+            raise ValueError(f"model={cfg.name}: model.revision={cfg.revision} applies to hub ids, but "
+                             f"model.path={cfg.path} is a local directory; drop model.revision")
+        return str(local.resolve())
+    if cfg.revision is None:
+        return cfg.path  # transformers resolves `main` itself, as before
+    from huggingface_hub import constants, snapshot_download
+
+    # offline, a pinned revision must already be in the local hub cache (snapshot_download would
+    # otherwise try to list the repo for a commit hash)
+    return snapshot_download(cfg.path, revision=cfg.revision, ignore_patterns=_NOT_LOADED,
+                             local_files_only=constants.HF_HUB_OFFLINE)
 
 
 def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
@@ -128,9 +159,9 @@ def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
     if cfg.source == "aligned":
         return _materialize_aligned(cfg, cache, paths)
     if cfg.source == "hub":
-        local = Path(cfg.path).expanduser()
-        path = str(local.resolve()) if local.exists() else cfg.path
         key = cache.key("model", {"source": "hub", "path": cfg.path, "revision": cfg.revision})
+        path = _hub_path(cfg)
+        _REMOTE_CODE[path] = bool(cfg.trust_remote_code)
         return ModelRef(cfg.name, path, key)
     if cfg.source == "gguf_package":
         gguf = gguf_path(cfg.gguf_package, cfg.gguf_file)
@@ -164,7 +195,7 @@ def is_compressed_tensors(path: str) -> bool:
 def load_tokenizer(path: str, revision: Optional[str] = None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trusts_remote_code(path))
     tokenizer.padding_side = "left"  # decoder-only batched generation
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -187,7 +218,7 @@ def load_model(path: str, device: torch.device, *, dequantize: bool = True, revi
 
     from qresafe_exp.quant.fake_quant import attach_saved_fake_quant
 
-    kwargs = {"dtype": compute_dtype(device), "revision": revision}
+    kwargs = {"dtype": compute_dtype(device), "revision": revision, "trust_remote_code": trusts_remote_code(path)}
     method = quant_method(path)
     if method == "compressed-tensors":
         from transformers import CompressedTensorsConfig

@@ -20,6 +20,9 @@ class AlignConfig:
     method: str = "sft_lora"
     harmful_dataset: str = "harmful_train"  # prompts answered with a refusal
     num_harmful: Optional[int] = None  # None = all
+    # more harmful prompt sources answered with a refusal, dataset name -> how many (seeded sample);
+    # their prompts are saved with the checkpoint and so removed from every evaluation of it
+    extra_harmful: Dict[str, int] = field(default_factory=dict)
     benign_dataset: str = "alpaca_en_demo"  # instruction/response pairs kept as they are
     num_benign: Optional[int] = 300
     num_borderline: Optional[int] = None  # of the 200 built-in safe-but-scary requests; None = all
@@ -36,6 +39,9 @@ class AlignConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     seed: int = 0
+    # mixed precision for the training matmuls: null (fp32), bf16, or auto (bf16 where the device
+    # computes it natively: a CUDA GPU with bf16, a CPU with avx512_bf16 / AMX)
+    autocast: Optional[str] = None
 
 
 @dataclass
@@ -163,6 +169,8 @@ class TrainedPatchConfig(PatchConfig):
     objective: str = "dpo"  # dpo: FP response preferred over the quantized one | sft: NLL of the FP response
     tau: float = 0.6  # fraction of each weight matrix the patch may change (SNIP top-tau); 1 = all, 0 = none
     mask_scope: str = "per_matrix"  # per_matrix | global ranking of SNIP scores
+    # what ranks the entries (same tau, same count): snip (the paper) | random (seeded, fixed) | magnitude (|W|)
+    mask_score: str = "snip"
     mask_every: int = 1000  # K: re-select the mask from the current weights every K optimizer steps
     mask_map: str = "delta"  # delta: W0 + s(M * BA) (Eq. 2) | rowcol: mask LoRA rows/columns (MapMask (b))
     lora_r: int = 128
@@ -191,6 +199,8 @@ class AwqSafetyPatchConfig(PatchConfig):
     # Q-resafe's AWQ variant (spec 4.6): no training; SNIP-selected weights stay 16-bit, the rest AWQ.
     keep_fraction: float = 0.01  # of each matrix's entries (scope per_matrix) or of all (global)
     mask_scope: str = "per_matrix"
+    # what picks the kept entries: snip (the paper) | random (seeded) | magnitude (|W| of the weights AWQ rounds)
+    keep_score: str = "snip"
     snip_batch_size: int = 4
     max_length: int = 512
     max_response_tokens: int = 128
@@ -201,6 +211,11 @@ class AwqSafetyPatchConfig(PatchConfig):
 class PatchTrainStep:
     lr: float = 2e-5
     epochs: int = 1
+    # bounds (None = unbounded, as first built): a cap on optimizer steps, and a stop once a batch's
+    # response NLL on D_h exceeds the backbone's by max_nll_rise nats/token (unbounded gradient ascent
+    # took that NLL from 1.4 to 16.8 in 16 steps, and the model's language with it)
+    max_steps: Optional[int] = None
+    max_nll_rise: Optional[float] = None
 
 
 @dataclass
@@ -248,6 +263,10 @@ class CalibConfig:
     responder: Optional[Dict[str, Any]] = None  # a model config (responses=generate)
     response_max_new_tokens: int = 128
     keep: str = "complied"  # responses=generate: complied (judge says it complied, not degenerate) | all
+    # responses=dataset: keep the records whose response this refusal-capable judge (e.g. refusal) calls
+    # compliant and, with refused_field, whose answer in that field it calls a refusal (None = keep all)
+    keep_judge: Optional[str] = None
+    refused_field: Optional[str] = None
     num_samples: int = 32
     epochs: int = 1  # fine-tuning passes over the set
     max_seq_length: int = 256
@@ -321,6 +340,8 @@ class OpenAIJudgeConfig(JudgeConfig):
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4-0613"  # the name the server registered
     api_key_env: Optional[str] = "OPENAI_API_KEY"  # the key is read from this variable, never from a file
+    # the key goes only to https or loopback base_urls; true also sends it over plain http elsewhere
+    allow_insecure_key: bool = False
     harm_rubric: str = "harmfulness"  # harmfulness (Qi et al. 1-5, verbatim) | harmfulness_openai_policy | *_paraphrase
     harmful_score: int = 5  # harmfulness: jailbroken when score >= this
     strongreject_threshold: float = 0.5  # strongreject_paraphrase: jailbroken when score >= this
@@ -420,6 +441,9 @@ def register_configs() -> None:
     # a quantization-aware patch gets its own cell name (-qa), e.g. qresafe-t0.6-qa, sft-qa
     OmegaConf.register_new_resolver("qresafe.qa", lambda aware: "-qa" if str(aware).lower() == "true" else "",
                                     replace=True)
+    # SafePatching without DARE's 1/p rescale gets its own cell name; the default keeps the names it had
+    OmegaConf.register_new_resolver("qresafe.norescale", lambda rescale: "" if str(rescale).lower() == "true"
+                                    else "-norescale", replace=True)
     # a seed sweep (seed=0,1,2) gets one cell per seed: .seed1, .seed2; seed 0 keeps the names it always had
     OmegaConf.register_new_resolver("qresafe.seed_suffix", lambda seed: f".seed{seed}" if int(seed) else "",
                                     replace=True)

@@ -15,16 +15,34 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-_SECRET = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization)", re.IGNORECASE)
+# Secret keys are matched by whole words of the key (split at _ - . and camelCase), not by substring:
+# max_new_tokens, num_tokens and tokenizer are ordinary fields, hf_token and WANDB_API_KEY are not.
+_SECRET_WORDS = frozenset({"token", "secret", "secrets", "password", "passwd", "passphrase", "auth",
+                           "authorization", "apikey", "credential", "credentials", "cookie", "bearer"})
+_SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")})
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]+@")  # scheme://user:pass@host
+
+
+def _is_secret_key(key: Any) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)).lower()) if w]
+    for i, word in enumerate(words):
+        after = words[i + 1] if i + 1 < len(words) else None
+        if word in _SECRET_WORDS and not (word == "token" and after in ("id", "ids")):  # eos_token_id: a vocab id
+            return True
+        if (word, after) in _SECRET_PAIRS:
+            return True
+    return False
 
 
 def scrub_secrets(obj: Any) -> Any:
-    """A copy of ``obj`` with the values of secret-looking keys replaced."""
+    """A copy of ``obj`` with the values of secret keys replaced and credentials cut out of URLs."""
     if isinstance(obj, dict):
-        return {k: ("***" if _SECRET.search(str(k)) and v not in (None, "") else scrub_secrets(v))
+        return {k: ("***" if _is_secret_key(k) and v not in (None, "") else scrub_secrets(v))
                 for k, v in obj.items()}
     if isinstance(obj, list):
         return [scrub_secrets(v) for v in obj]
+    if isinstance(obj, str):
+        return _URL_USERINFO.sub(r"\1***@", obj)
     return obj
 
 
@@ -33,6 +51,16 @@ def _flatten(prefix: str, obj: Any, out: dict) -> dict:
         for k, v in obj.items():
             _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
     elif isinstance(obj, (int, float, bool)) or obj is None:
+        out[prefix] = obj
+    return out
+
+
+def _histories(prefix: str, obj: Any, out: dict) -> dict:
+    """{path: rows} of every per-step history in ``obj``: a list of dicts that each have a "step"."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _histories(f"{prefix}/{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, list) and obj and all(isinstance(r, dict) and "step" in r for r in obj):
         out[prefix] = obj
     return out
 
@@ -70,6 +98,13 @@ class WandbTracker(Tracker):
         self.run_path = str(Path(self.run.dir).parent)
 
     def log_metrics(self, metrics):
+        # per-step histories (e.g. patch/train/history, which _flatten skips as lists) become charts over
+        # their own step axis, so they never clash with the run's step; logged before the summary
+        for path, rows in _histories("", metrics, {}).items():
+            self.run.define_metric(f"{path}/step")
+            self.run.define_metric(f"{path}/*", step_metric=f"{path}/step")
+            for row in rows:
+                self.run.log({f"{path}/{k}": v for k, v in row.items() if isinstance(v, (int, float, bool))})
         flat = _flatten("", metrics, {})
         self.run.log(flat)
         self.run.summary.update(flat)

@@ -1,7 +1,8 @@
 """The align stage: safety-tune an FP model into the CPU testbed (``model=smollm2-135m-safe``).
 
 Recipe (LoRA SFT, merged into the weights):
-- harmful training prompts -> a short refusal, drawn (seeded) from refusals written for this
+- harmful training prompts (one dataset, plus ``extra_harmful`` sources for a testbed whose refusal
+  holds beyond one benchmark's phrasing) -> a short refusal, drawn (seeded) from refusals written for this
   project (``data/testbed/safety_tuning.json``), so the model learns to refuse, not one sentence;
 - benign instruction/response pairs -> their answers (keeps the model helpful);
 - safe requests that merely sound dangerous -> helpful answers (keeps over-refusal low; written for
@@ -42,6 +43,8 @@ def build_examples(cfg: DictConfig, data_dir: str | None, cache_dir: str | None)
     testbed = json.loads(TESTBED_FILE.read_text())
     refusals = testbed["refusals"]
     harmful = _take(load_records(cfg.harmful_dataset, data_dir, cache_dir), cfg.num_harmful, rng)
+    for name, count in (cfg.get("extra_harmful") or {}).items():
+        harmful += _take(load_records(name, data_dir, cache_dir), count, rng)
     benign = _take(load_records(cfg.benign_dataset, data_dir, cache_dir), cfg.num_benign, rng)
     borderline = _take(testbed["borderline_benign"], cfg.num_borderline, rng)
     examples = [{"prompt": r["prompt"], "response": rng.choice(refusals), "kind": "refusal"} for r in harmful]
@@ -56,7 +59,10 @@ def train_sft_lora(base_path: str, out: Path, cfg: DictConfig, examples: list[di
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from qresafe_exp.devices import autocast_dtype
+
     seed_everything(cfg.seed, deterministic=None)  # python, numpy, torch
+    autocast = autocast_dtype(cfg.get("autocast"), torch.device("cpu"))
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -65,12 +71,13 @@ def train_sft_lora(base_path: str, out: Path, cfg: DictConfig, examples: list[di
     items = [tokenize_example(tokenizer, ex, cfg.max_length, cfg.max_response_tokens) for ex in examples]
     facts = train(model.get_base_model(), model.parameters(), items, epochs=cfg.epochs, batch_size=cfg.batch_size,
                   lr=cfg.lr, pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id, seed=cfg.seed,
-                  desc="align (LoRA SFT)")
+                  desc="align (LoRA SFT)", autocast=autocast)
     merged = model.merge_and_unload()
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
     counts = {kind: sum(ex["kind"] == kind for ex in examples) for kind in ("refusal", "benign", "borderline")}
-    return {"method": "sft_lora", **facts, "examples": counts}
+    sources = {cfg.harmful_dataset: cfg.num_harmful, **(cfg.get("extra_harmful") or {})}
+    return {"method": "sft_lora", **facts, "examples": counts, "harmful_sources": sources}
 
 
 def align(base_path: str, out: Path, cfg: DictConfig, data_dir: str | None, cache_dir: str | None) -> None:
@@ -82,6 +89,17 @@ def align(base_path: str, out: Path, cfg: DictConfig, data_dir: str | None, cach
     (out / TRAIN_PROMPTS_FILE).write_text(json.dumps(prompts))
     (out / "align_info.json").write_text(json.dumps({**info, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))
     log.info("aligned: %s", info)
+
+
+# fields added after v1 testbeds were built: left out of the cache key at their defaults, so that
+# those checkpoints keep their keys
+_LATER_FIELDS = {"extra_harmful": {}, "autocast": None}
+
+
+def spec_fields(cfg: DictConfig) -> dict:
+    """The align config as it enters the artifact's cache key."""
+    fields = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in fields.items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
 
 def training_prompts(model_path: str) -> set[str]:

@@ -214,3 +214,10 @@ def hh_rlhf_single_turn(path: Path) -> list[dict]:
             records.append({"id": f"hh-{i}", "prompt": prompt, "chosen": turns["chosen"][1].strip(),
                             "rejected": turns["rejected"][1].strip()})
     return records
+
+
+def hh_rlhf_rejected(path: Path) -> list[dict]:
+    """The single-turn HH-RLHF harmless pairs with the rejected (less harmless) answer as ``response``:
+    a source of real harmful compliance by a large model (filter it, see calib ``keep_judge``: about
+    40 % of rejected answers are refusals too)."""
+    return [{**r, "response": r["rejected"]} for r in hh_rlhf_single_turn(path)]

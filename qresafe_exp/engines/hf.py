@@ -19,6 +19,8 @@ from transformers import DynamicCache
 from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
+from qresafe_exp.generate import stop_token_ids
+
 log = logging.getLogger(__name__)
 DECODE_MODES = ("compact", "generate")
 
@@ -68,8 +70,8 @@ class HFEngine:
         return outputs  # type: ignore[return-value]
 
     def _stop_ids(self) -> torch.Tensor:
-        eos = self.tokenizer.eos_token_id
-        return torch.tensor(eos if isinstance(eos, list) else [eos], device=self.model.device)
+        ids = stop_token_ids(self.tokenizer, getattr(self.model, "generation_config", None))
+        return torch.tensor(ids, dtype=torch.long, device=self.model.device)
 
     def _compact_decode(self, enc, spec, generator) -> list[list[int]]:
         model, stop_ids = self.model, self._stop_ids()
@@ -112,11 +114,11 @@ class HFEngine:
             from transformers import CompileConfig
 
             extra["compile_config"] = CompileConfig(fullgraph=False)
-        tok = self.tokenizer
+        stop = self._stop_ids().tolist()
         out = self.model.generate(**enc, max_new_tokens=spec.max_new_tokens, **spec.sampling_kwargs(),
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra)
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop or None, **extra)
         new = out[:, enc["input_ids"].shape[1] :]
-        stop = set(self._stop_ids().tolist())
+        stop = set(stop)
         lists = []
         for row in new.tolist():
             cut = next((j for j, t in enumerate(row) if t in stop), len(row))

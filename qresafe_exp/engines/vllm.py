@@ -13,6 +13,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+from qresafe_exp.generate import stop_token_ids
+from qresafe_exp.models import trusts_remote_code
 from qresafe_exp.patch.sidecars import KEPT_WEIGHTS, PATCH_DELTA
 from qresafe_exp.quant.fake_quant import SIDECAR as FAKE_QUANT
 from qresafe_exp.quant.qlora import ADAPTER_DIR
@@ -42,6 +44,30 @@ def check_servable(path: str) -> None:
                          "transformers loader applies. Run this cell with engine=hf")
 
 
+def stop_ids_of(path: str, tokenizer) -> list[int]:
+    """The ids that end a response for the checkpoint at ``path``: its generation_config.json's
+    eos_token_id (int or list) and the tokenizer's eos, the same set the transformers engine stops on."""
+    from transformers import GenerationConfig
+
+    try:
+        generation_config = GenerationConfig.from_pretrained(path)
+    except OSError:  # no generation_config.json: the tokenizer's eos alone
+        generation_config = None
+    return stop_token_ids(tokenizer, generation_config)
+
+
+def request_kwargs(spec, index: int, stop_ids: list[int]) -> dict:
+    """SamplingParams of prompt ``index``; the stop ids are explicit, not left to vLLM's own reading."""
+    kwargs = {"max_tokens": spec.max_new_tokens, "skip_special_tokens": True, "stop_token_ids": list(stop_ids)}
+    if spec.do_sample:  # a seed per request: reproducible whatever the batch composition
+        kwargs.update(temperature=spec.temperature, top_p=spec.top_p, seed=spec.seed + index)
+        if spec.top_k:
+            kwargs["top_k"] = spec.top_k
+    else:
+        kwargs["temperature"] = 0.0
+    return kwargs
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -52,9 +78,10 @@ class VLLMEngine:
         except ImportError as err:
             raise ImportError(INSTALL_HINT) from err
         self.path, self.tokenizer = path, tokenizer
+        self.stop_ids = stop_ids_of(path, tokenizer)
         self._scoring_model = scoring_model
         self._model = None
-        self.llm = LLM(model=path, tokenizer=path, seed=seed,
+        self.llm = LLM(model=path, tokenizer=path, seed=seed, trust_remote_code=trusts_remote_code(path),
                        gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
                        max_model_len=engine_cfg.max_model_len,
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
@@ -73,16 +100,7 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        params = []
-        for i in range(len(texts)):
-            kwargs = {"max_tokens": spec.max_new_tokens, "skip_special_tokens": True}
-            if spec.do_sample:  # a seed per request: reproducible whatever the batch composition
-                kwargs.update(temperature=spec.temperature, top_p=spec.top_p, seed=spec.seed + i)
-                if spec.top_k:
-                    kwargs["top_k"] = spec.top_k
-            else:
-                kwargs["temperature"] = 0.0
-            params.append(SamplingParams(**kwargs))
+        params = [SamplingParams(**request_kwargs(spec, i, self.stop_ids)) for i in range(len(texts))]
         log.info("%s: %d prompts through vLLM", desc, len(texts))
         results = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in ids], params, use_tqdm=True)
         outputs = [r.outputs[0].text.strip() for r in results]

@@ -4,11 +4,13 @@ Why our own loop around httpx and not an SDK's built-in retries: every failed at
 recorded with its reason, a rate limit must hold across worker threads, and an endpoint that is
 plainly down must stop being called (after ``max_consecutive_failures``) instead of costing
 ``retries x timeout`` per remaining item. The API key is read from the environment variable the
-config names and only ever goes into the Authorization header.
+config names and only ever goes into the Authorization header, and only to an https or loopback
+base URL unless the config says otherwise (``allow_insecure_key``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -76,10 +78,34 @@ def api_key_from_env(var: Optional[str]) -> Optional[str]:
     return os.environ.get(var) if var else None
 
 
+def key_transport_is_safe(base_url: str) -> bool:
+    """Whether a bearer key may travel to ``base_url``: over https, or to this machine (loopback)."""
+    url = httpx.URL(base_url)
+    if url.scheme == "https":
+        return True
+    host = url.host.lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback  # 127.0.0.0/8, ::1
+    except ValueError:
+        return False
+
+
+def check_key_destination(base_url: str, api_key_env: Optional[str], allow_insecure_key: bool = False) -> None:
+    """Refuse, before any request, to send the key named by ``api_key_env`` in clear to another host."""
+    if allow_insecure_key or not api_key_from_env(api_key_env) or key_transport_is_safe(base_url):
+        return
+    raise ValueError(f"judge.base_url={base_url} is neither https nor a loopback host, so the key in "
+                     f"${api_key_env} would travel in clear: use https, set judge.api_key_env=null (no key), "
+                     "or judge.allow_insecure_key=true")
+
+
 class ChatClient:
     def __init__(self, base_url: str, model: str, *, api_key_env: Optional[str] = None, timeout_s: float = 60,
                  max_retries: int = 3, backoff_s: float = 1.0, requests_per_minute: float = 0,
-                 concurrency: int = 4, max_consecutive_failures: int = 20):
+                 concurrency: int = 4, max_consecutive_failures: int = 20, allow_insecure_key: bool = False):
+        check_key_destination(base_url, api_key_env, allow_insecure_key)
         self.base_url, self.model = base_url.rstrip("/"), model
         self.max_retries, self.backoff_s, self.concurrency = max_retries, backoff_s, max(1, concurrency)
         key = api_key_from_env(api_key_env)

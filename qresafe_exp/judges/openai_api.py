@@ -23,7 +23,7 @@ from functools import cached_property
 from qresafe_exp.cache import content_key
 from qresafe_exp.judges import rubrics
 from qresafe_exp.judges.base import Judge, failed
-from qresafe_exp.judges.http import ChatClient, EndpointError
+from qresafe_exp.judges.http import ChatClient, EndpointError, check_key_destination
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class OpenAIJudge(Judge):
         if cfg.harm_rubric not in HARM_RUBRICS:
             raise ValueError(f"judge.harm_rubric='{cfg.harm_rubric}' is unknown. Allowed: {', '.join(HARM_RUBRICS)} "
                              "(harmfulness = Qi et al.'s published GPT-4 judge)")
+        check_key_destination(cfg.base_url, cfg.api_key_env, cfg.allow_insecure_key)
 
     @property
     def identity(self) -> dict:
@@ -68,7 +69,8 @@ class OpenAIJudge(Judge):
         c = self.cfg
         return ChatClient(c.base_url, c.model, api_key_env=c.api_key_env, timeout_s=c.timeout_s,
                           max_retries=c.max_retries, backoff_s=c.backoff_s, requests_per_minute=c.requests_per_minute,
-                          concurrency=c.concurrency, max_consecutive_failures=c.max_consecutive_failures)
+                          concurrency=c.concurrency, max_consecutive_failures=c.max_consecutive_failures,
+                          allow_insecure_key=c.allow_insecure_key)
 
     def _ask(self, jobs: list, task: str, messages_of, parse, desc: str, max_tokens=None, top_logprobs=0):
         def call(job):

@@ -7,6 +7,11 @@ from the calibrated model just before compression (the smoothed fp weights, whic
 approximates). SNIP |w * dL/dw| is invariant to that per-channel rescaling, so scores from the FP
 model rank the smoothed entries the same way. The kept entries ride beside the compressed-tensors
 checkpoint as ``kept_weights.safetensors`` (int32 index + fp16 value each), applied at load.
+
+``keep_score`` random / magnitude are controls that keep as many entries chosen otherwise: a seeded
+random set, or the largest |w| of the smoothed weights AWQ rounds (magnitude, unlike SNIP, changes
+under the smoothing, and the rounded weights are the ones whose outliers matter). Both are picked on
+the calibrated model and need no FP responses.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from qresafe_exp.cache import content_key, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, tokenize_example
+from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.cost import CostMeter
@@ -28,9 +34,31 @@ from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
 from qresafe_exp.patch.sidecars import save_kept_weights
-from qresafe_exp.patch.snip import snip_scores, top_fraction_masks
+from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
+
+
+# settings added after patches were cached: left out of the key at their default, so those stay valid
+LATER_SETTINGS = {"keep_score": "snip"}
+
+
+def spec_settings(cfg: DictConfig) -> dict:
+    """The patch config as it enters the cache key."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in settings.items()
+            if k not in ("name", "tag") and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+
+
+def control_masks(linears: dict, cfg: DictConfig, seed: int) -> dict:
+    """{name: bool mask} of the keep_fraction entries a control keeps: random (seeded) or largest |w|."""
+    if cfg.keep_score == "random":
+        scores = random_scores({name: m.weight.shape for name, m in linears.items()}, seed)
+    elif cfg.keep_score == "magnitude":
+        scores = magnitude_scores((name, m.weight) for name, m in linears.items())
+    else:
+        raise ValueError(f"patch.keep_score={cfg.keep_score} is no control. Allowed: random, magnitude")
+    return {name: m.cpu() for name, m in top_fraction_masks(scores, cfg.keep_fraction, cfg.mask_scope).items()}
 
 
 class AwqSafetyPatch(Patch):
@@ -46,6 +74,7 @@ class AwqSafetyPatch(Patch):
         if not 0.0 < cfg.keep_fraction < 1.0:
             raise ValueError(f"patch.keep_fraction={cfg.keep_fraction}: the share of weights kept 16-bit, in (0, 1)")
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
+        check_choice("keep_score", cfg.keep_score, MASK_SCORES)
 
     @classmethod
     def check_data(cls, cell_cfg: DictConfig) -> None:
@@ -56,17 +85,21 @@ class AwqSafetyPatch(Patch):
         quantizer = QUANTIZERS.get(cell.quant.name)
         prompts, prompt_facts = patch_prompts(cell, frozenset(training_prompts(ctx.fp.path)))
         system_prompt = system_prompt_for(cell)
-        settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("name", "tag")}
-        spec = {"patch": settings, "quant": quantizer.spec(cell.quant, cell.calib), "system_prompt": system_prompt,
-                "prompts": content_key(prompts), "seed": cell.seed}
+        spec = {"patch": spec_settings(cfg), "quant": quantizer.spec(cell.quant, cell.calib),
+                "system_prompt": system_prompt, "prompts": content_key(prompts), "seed": cell.seed}
 
         def build(out: Path) -> None:
             with CostMeter() as cost:
-                masks, snip_facts = self._safety_masks(ctx, prompts, system_prompt)
+                if cfg.keep_score == "snip":
+                    masks, snip_facts = self._safety_masks(ctx, prompts, system_prompt)
+                else:  # a control: picked in keep(), on the weights about to be rounded
+                    masks, snip_facts = {}, None
                 records = load_records(cell.calib.activation.dataset, cell.paths.data_dir, cell.paths.cache_dir)
                 kept: dict = {}
 
                 def keep(model) -> dict:  # runs on the calibrated, not yet compressed model
+                    if not masks:
+                        masks.update(control_masks(named_linears(model), cfg, cell.seed))
                     modules = dict(model.named_modules())
                     for name, mask in masks.items():
                         index = mask.flatten().nonzero().squeeze(1)
@@ -77,7 +110,8 @@ class AwqSafetyPatch(Patch):
                                             cell.seed, on_calibrated=keep)
                 sidecar_bytes = save_kept_weights(kept, out)
             entries = sum(m.numel() for m in masks.values())
-            facts = {"method": cfg.name, "keep_fraction": cfg.keep_fraction, "prompts": prompt_facts, "snip": snip_facts,
+            facts = {"method": cfg.name, "keep_fraction": cfg.keep_fraction, "keep_score": cfg.keep_score,
+                     "prompts": prompt_facts, **({"snip": snip_facts} if snip_facts else {}),
                      "kept_entries": sum(int(m.sum()) for m in masks.values()), "weight_entries": entries,
                      "trainable_params": 0, "updatable_entries": 0,
                      "sizes": {"merged_checkpoint_bytes": checkpoint_bytes(out), "kept_weights_bytes": sidecar_bytes,

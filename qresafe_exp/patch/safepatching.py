@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file, save_file
 
+from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import content_key, write_json_atomic
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
@@ -44,6 +45,17 @@ log = logging.getLogger(__name__)
 TRAIN_KEYS = ("data", "se", "osm", "target_modules", "batch_size", "max_length", "max_response_tokens",
               "snip_batch_size")  # what the trained patches depend on; the rest only changes the merge
 CP_KEYS = ("a", "b", "keep_p", "alpha", "beta", "cp_mode", "rescale", "mask_scope", "mask_seed")
+
+
+# bounds added after the first patches were built: out of the key while unset, so those keep their keys
+_LATER_STEP_FIELDS = ("max_steps", "max_nll_rise")
+
+
+def train_spec(settings: dict) -> dict:
+    spec = {k: settings[k] for k in TRAIN_KEYS}
+    for role in ("se", "osm"):
+        spec[role] = {k: v for k, v in spec[role].items() if not (k in _LATER_STEP_FIELDS and v is None)}
+    return spec
 
 
 def pairs_cfg(cell: DictConfig) -> DictConfig:
@@ -74,9 +86,11 @@ class SafePatching(Patch):
     def apply(self, ctx: PatchContext) -> PatchResult:
         cfg = ctx.cfg.patch
         system_prompt = system_prompt_for(ctx.cfg)
-        pairs = build_calibration(pairs_cfg(ctx.cfg), ctx.artifacts, ctx.requests, ctx.device)
+        # D_h never holds a prompt the backbone was safety-tuned on (it refuses those from memory)
+        aligned_on = frozenset(training_prompts(ctx.fp.path))
+        pairs = build_calibration(pairs_cfg(ctx.cfg), ctx.artifacts, ctx.requests, ctx.device, exclude=aligned_on)
         settings = OmegaConf.to_container(cfg, resolve=True)
-        spec = {"train": {k: settings[k] for k in TRAIN_KEYS}, "pairs": pairs.facts["content_key"],
+        spec = {"train": train_spec(settings), "pairs": pairs.facts["content_key"],
                 "system_prompt": system_prompt, "seed": ctx.cfg.seed}
 
         def build_patches(out: Path) -> None:
@@ -128,6 +142,11 @@ def mean_response_nll(model, items: list[dict], pad_id: int, batch_size: int = 8
     return round(total / count, 4)
 
 
+def _nll_bound(nll_backbone: float, settings) -> float | None:
+    rise = settings.get("max_nll_rise")
+    return None if rise is None else round(nll_backbone + rise, 4)
+
+
 def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_prompt, device, seed: int,
                    out: Path) -> dict:
     """Train theta_GA and theta_GD from the backbone at ``path``; save P_SE, P_OSM and both SNIP maps."""
@@ -146,7 +165,8 @@ def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_promp
             m.weight.requires_grad_(True)
         run = train(model, [m.weight for m in linears.values()], items, epochs=settings.epochs,
                     batch_size=cfg.batch_size, lr=settings.lr, pad_id=tokenizer.pad_token_id, seed=seed,
-                    desc=f"safepatching {role} ({'gradient ascent' if ascent else 'fine-tuning'})", ascent=ascent)
+                    desc=f"safepatching {role} ({'gradient ascent' if ascent else 'fine-tuning'})", ascent=ascent,
+                    max_steps=settings.get("max_steps"), stop_above_nll=_nll_bound(facts["nll_backbone"], settings))
         for m in linears.values():
             m.weight.requires_grad_(False)
         run["nll_after"] = mean_response_nll(model, items, tokenizer.pad_token_id)

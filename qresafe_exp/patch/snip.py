@@ -4,6 +4,10 @@ score(w) = |w * dL/dw|, L the NLL of the preferred response (response tokens onl
 the calibration examples. Q-resafe uses it to pick the safety-critical entries its LoRA patch may
 touch; SafePatching uses the same scorer. Embeddings and lm_head are never scored. Run it on the
 dequantized weights (compressed-tensors checkpoints load dequantized, see models.load_model).
+
+``random_scores`` / ``magnitude_scores`` are controls that test whether SNIP's choice matters: a
+seeded uniform random score or the weight magnitude |w|, ranked by the same top-tau rule (so the
+same number of entries).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qresafe_exp.lm import named_linears, response_token_logprobs
+
+MASK_SCORES = ("snip", "random", "magnitude")  # what ranks the entries a mask keeps
 
 
 def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str] = ("lm_head",),
@@ -58,6 +64,17 @@ def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str]
     if not examples:
         raise ValueError("SNIP needs at least one calibration example")
     return {name: (total / examples).cpu() for name, total in totals.items()}
+
+
+def random_scores(shapes: dict[str, tuple], seed: int) -> dict[str, torch.Tensor]:
+    """{name: uniform [0, 1) scores} drawn from ``seed`` in the order given (same seed, same scores)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.rand(tuple(shape), generator=generator) for name, shape in shapes.items()}
+
+
+def magnitude_scores(weights: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{name: |w|} fp32 on CPU; ``weights`` may be a generator, so only one matrix is built at a time."""
+    return {name: w.detach().abs().float().cpu() for name, w in weights}
 
 
 def top_fraction_masks(scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix") -> dict[str, torch.Tensor]:

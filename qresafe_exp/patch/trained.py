@@ -2,7 +2,8 @@
 re-quantized into its original format (qresafe-spec 4 and 5).
 
 The three differ only in config: qresafe = DPO under a SNIP top-tau mask (tau 0.6), dpo = the same
-without a mask (tau 1), sft = NLL of the FP responses without a mask. Cache stage ``patch_train``
+without a mask (tau 1), sft = NLL of the FP responses without a mask; patch.mask_score=random|magnitude
+are controls of the mask's choice (qresafe_random_mask, qresafe_magnitude_mask). Cache stage ``patch_train``
 holds the pairs, the 16-bit delta and the training facts (its key leaves out the patch's name, so
 `patch=dpo` and `patch=qresafe patch.tau=1.0` share one); stage ``patch`` holds the merged,
 re-quantized checkpoint and the unmerged form (the quantized checkpoint + the delta).
@@ -30,12 +31,22 @@ from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, link_checkpoint, write_merged
 from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
+from qresafe_exp.patch.snip import MASK_SCORES
 from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
 from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.quant.fake_quant import attach_activation_quant
 
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
+# settings added after patches were cached: left out of the key at their default, so those stay valid
+LATER_SETTINGS = {"mask_score": "snip"}
+
+
+def spec_settings(cfg: DictConfig) -> dict:
+    """The patch config as it enters the ``patch_train`` cache key."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in settings.items()
+            if k not in NOT_IN_KEY and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
 
 class TrainedPatch(Patch):
@@ -48,6 +59,7 @@ class TrainedPatch(Patch):
         if not 0.0 <= cfg.tau <= 1.0:
             raise ValueError(f"patch.tau={cfg.tau}: the fraction of weights the patch may change, in [0, 1]")
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
+        check_choice("mask_score", cfg.mask_score, MASK_SCORES)
         check_choice("mask_map", cfg.mask_map, ("delta", "rowcol"))
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
@@ -64,8 +76,8 @@ class TrainedPatch(Patch):
                                                "note": "tau=0 lets no weight change; nothing was trained"})
         system_prompt = system_prompt_for(ctx.cfg)
         prompts, prompt_facts = patch_prompts(ctx.cfg, frozenset(training_prompts(ctx.fp.path)))
-        settings = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_IN_KEY}
-        spec = {"patch": settings, "system_prompt": system_prompt, "prompts": content_key(prompts), "seed": ctx.cfg.seed}
+        spec = {"patch": spec_settings(cfg), "system_prompt": system_prompt, "prompts": content_key(prompts),
+                "seed": ctx.cfg.seed}
 
         # Two artifacts, so that a failure while merging never costs the training again.
         def build_delta(out: Path) -> None:

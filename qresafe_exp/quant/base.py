@@ -98,6 +98,9 @@ class Quantizer:
             if cls.calibration == "finetune":
                 data.pop("activation", None)
                 data.pop("eval_protocol", None)  # how the result is evaluated, not how it is built
+                for later in ("keep_judge", "refused_field"):  # added later: out of the key while unset
+                    if data.get(later) is None:
+                        data.pop(later, None)
             spec["calib"] = data
         return spec
 

@@ -147,12 +147,44 @@ def category_bars(rows: list[dict], metrics: list[dict], out: Path) -> Path | No
     return _save(fig, out, "category_bars", group)
 
 
+def claim_panels(rows: list[dict], out: Path) -> Path | None:
+    """Before / after on every claim suite: FP, the unpatched base and each patch, with 95% CIs."""
+    from qresafe_exp.report.tables import claim_metrics
+
+    group = groups.one(rows)
+    ok = [r for r in rows if r["status"] == "ok" and not r.get("broken")]
+    patched = [r for r in ok if r["patch"] != "none"]
+    metrics = claim_metrics(ok)
+    if not patched or len(metrics) < 2:
+        return None
+    base = lambda r: (r["model"], r["quant"], r["bits"], r["calib"])
+    bases = {base(r) for r in patched}
+    cells = sorted((r for r in ok if base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
+                   key=lambda r: (r["quant"] != "none", str(base(r)), r["patch"] != "none", r["patch_tag"] or ""))
+    labels = [("FP" if r["quant"] == "none" else f"{r['quant']} W{r['bits']}") if r["patch"] == "none"
+              else r["patch_tag"] for r in cells]
+    colors = ["#4c4c4c" if r["quant"] == "none" and r["patch"] == "none" else
+              "#c44e52" if r["patch"] == "none" else "#4c72b0" for r in cells]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1, 3.8), squeeze=False)
+    for ax, (key, header) in zip(axes[0], metrics):
+        have = [i for i, r in enumerate(cells) if r.get(key) is not None]
+        shown = [cells[i] for i in have]
+        ax.bar(range(len(shown)), [r[key] for r in shown], yerr=_err(shown, key), capsize=2,
+               color=[colors[i] for i in have])
+        ax.set_xticks(range(len(shown)), [labels[i] for i in have], rotation=60, ha="right", fontsize=6)
+        ax.set_title(header, fontsize=8)
+        if "perplexity" not in key:
+            ax.set_ylim(0, 1.05)
+    fig.suptitle(f"Before / after on every claim suite (95% CI) — {groups.label(group)}", fontsize=9)
+    return _save(fig, out, "claim_panels", group)
+
+
 def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, Path]:
     """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
     made = {}
     for group_rows in groups.split(rows).values():
         for path in (patch_bars(group_rows, out), asr_vs_bits(group_rows, out), safety_utility(group_rows, out),
-                     category_bars(group_rows, metrics, out)):
+                     category_bars(group_rows, metrics, out), claim_panels(group_rows, out)):
             if path is not None:
                 made[path.stem] = path
     return made

@@ -229,7 +229,46 @@ def _seconds(value) -> str | None:
     return None if value is None else f"{value:.0f}s"
 
 
-BUILDERS = (table3, table4, table5, table6, table7)
+# the suites a claim is judged on, in reading order: harmful suites (lower = safer), over-refusal
+# (lower = more helpful), utility (reference-answer perplexity, lower = better)
+CLAIM_METRICS = (("advbench.asr", "AdvBench ASR"), ("harmbench_test.asr", "HarmBench ASR"),
+                 ("harmfulqa.asr", "HarmfulQA ASR"), ("catqa.asr", "CatQA ASR"),
+                 ("xstest.refusal_rate", "XSTest-safe refusal"), ("xstest_safe.refusal_rate", "XSTest-safe refusal"),
+                 ("oktest.refusal_rate", "OKTest refusal"), ("alpaca_eval_ppl.reference_perplexity", "ref. ppl"))
+
+
+def claim_metrics(rows: list[dict]) -> list[tuple[str, str]]:
+    return [(key, header) for key, header in CLAIM_METRICS if any(r.get(key) is not None for r in rows)]
+
+
+def _with_delta(row: dict, key: str) -> str:
+    delta = _delta(row, key)
+    return _ci(row, key) + (f" ({delta})" if delta is not None else "")
+
+
+def claims(rows: list[dict]) -> Table | None:
+    """Every patched cell beside its unpatched base and FP on every claim suite, each rate with its CI and
+    its paired delta vs FP: a patch's claim holds suite by suite, not on AdvBench alone."""
+    group = groups.one(rows)
+    ok = [r for r in _ok(rows) if not r.get("broken")]
+    metrics = claim_metrics(ok)
+    patched = [r for r in ok if r["patch"] != "none"]
+    if not patched or len(metrics) < 2:
+        return None
+    bases = {_base(r) for r in patched}
+    shown = sorted((r for r in ok if _base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
+                   key=lambda r: (r["quant"] != "none", _base(r), r["patch"] != "none", r["patch_tag"] or ""))
+    many_models = len({r["model"] for r in shown}) > 1
+    body = [[*([r["model"]] if many_models else []), r["quant"] if r["quant"] != "none" else "FP", r["bits"],
+             r["calib"], r["patch_tag"], *[_with_delta(r, key) for key, _ in metrics]] for r in shown]
+    legend = _legend(shown, metrics[0][0]) or next((_legend(shown, k) for k, _ in metrics if _legend(shown, k)), [])
+    return Table(f"claims-{groups.slug(group)}", f"Claims — {groups.label(group)}: every suite, 95% CI, "
+                 "paired delta vs FP in brackets", [*(["model"] if many_models else []), "method", "bits",
+                                                     "risk / calib", "patch",
+                                                     *[h for _, h in metrics]], body, legend)
+
+
+BUILDERS = (table3, table4, table5, table6, table7, claims)
 
 
 def all_tables(rows: list[dict]) -> list[Table]:

@@ -45,9 +45,10 @@ def report(tmp_path_factory):
 # one table per (eval, protocol) group that has such cells: decoding has no Table 5-7 (one AWQ cell, no patch),
 # safety only its FP row, so Table 3
 TABLES = ["table3-decoding-decoding", "table4-decoding-decoding", "table3-reduced-vanilla",
-          "table5-reduced-vanilla", "table6-reduced-vanilla", "table7-reduced-vanilla", "table3-safety-vanilla"]
+          "table5-reduced-vanilla", "table6-reduced-vanilla", "table7-reduced-vanilla", "table3-safety-vanilla",
+          "claims-reduced-vanilla"]
 FIGURES = ["patch_bars-reduced-vanilla", "asr_vs_bits-reduced-vanilla", "safety_utility-reduced-vanilla",
-           "category_bars-safety-vanilla"]
+           "category_bars-safety-vanilla", "claim_panels-reduced-vanilla"]
 
 
 @pytest.mark.parametrize("table", TABLES)

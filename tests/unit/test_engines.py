@@ -57,7 +57,8 @@ def test_finished_sequences_leave_the_batch():
 
     torch.manual_seed(0)  # a small vocabulary and a wide init: greedy paths that vary by prompt
     model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5)).eval()
+                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5,
+                                         eos_token_id=None)).eval()  # the stand-in alone says where to stop
     ids = torch.randint(1, 40, (6, 9))
     mask = torch.ones_like(ids)
     mask[1:3, :3] = 0  # two left-padded rows
