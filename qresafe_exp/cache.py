@@ -96,6 +96,12 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def without_later_defaults(settings: dict, later: dict) -> dict:
+    """``settings`` minus the keys in ``later`` (settings added after artifacts were built, with the
+    value they implicitly had) while they hold that value: the artifacts built before keep their keys."""
+    return {k: v for k, v in settings.items() if not (k in later and v == later[k])}
+
+
 def content_key(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:length]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from qresafe_exp.cache import without_later_defaults
 from qresafe_exp.data import load_records
 from qresafe_exp.data.normalize import normalize_prompt
 from qresafe_exp.finetune import tokenize_example, train
@@ -98,8 +99,7 @@ _LATER_FIELDS = {"extra_harmful": {}, "autocast": None}
 
 def spec_fields(cfg: DictConfig) -> dict:
     """The align config as it enters the artifact's cache key."""
-    fields = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in fields.items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+    return without_later_defaults(OmegaConf.to_container(cfg, resolve=True), _LATER_FIELDS)
 
 
 def training_prompts(model_path: str) -> set[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from qresafe_exp.cache import content_key, write_json_atomic
+from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, tokenize_example
@@ -46,8 +46,7 @@ LATER_SETTINGS = {"keep_score": "snip"}
 def spec_settings(cfg: DictConfig) -> dict:
     """The patch config as it enters the cache key."""
     settings = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in settings.items()
-            if k not in ("name", "tag") and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+    return without_later_defaults({k: v for k, v in settings.items() if k not in ("name", "tag")}, LATER_SETTINGS)
 
 
 def control_masks(linears: dict, cfg: DictConfig, seed: int) -> dict:

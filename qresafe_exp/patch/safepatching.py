@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file, save_file
 
 from qresafe_exp.align import training_prompts
-from qresafe_exp.cache import content_key, write_json_atomic
+from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
@@ -48,13 +48,13 @@ CP_KEYS = ("a", "b", "keep_p", "alpha", "beta", "cp_mode", "rescale", "mask_scop
 
 
 # bounds added after the first patches were built: out of the key while unset, so those keep their keys
-_LATER_STEP_FIELDS = ("max_steps", "max_nll_rise")
+_LATER_STEP_FIELDS = {"max_steps": None, "max_nll_rise": None}
 
 
 def train_spec(settings: dict) -> dict:
     spec = {k: settings[k] for k in TRAIN_KEYS}
     for role in ("se", "osm"):
-        spec[role] = {k: v for k, v in spec[role].items() if not (k in _LATER_STEP_FIELDS and v is None)}
+        spec[role] = without_later_defaults(spec[role], _LATER_STEP_FIELDS)
     return spec
 
 

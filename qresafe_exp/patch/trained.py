@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
-from qresafe_exp.cache import content_key, write_json_atomic
+from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
@@ -45,8 +45,7 @@ LATER_SETTINGS = {"mask_score": "snip"}
 def spec_settings(cfg: DictConfig) -> dict:
     """The patch config as it enters the ``patch_train`` cache key."""
     settings = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in settings.items()
-            if k not in NOT_IN_KEY and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+    return without_later_defaults({k: v for k, v in settings.items() if k not in NOT_IN_KEY}, LATER_SETTINGS)
 
 
 class TrainedPatch(Patch):

@@ -7,6 +7,8 @@ from typing import ClassVar, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from qresafe_exp.cache import without_later_defaults
+
 
 class UnsupportedCombinationError(ValueError):
     """A cell that this quantizer cannot run here (bits, format, backend, hardware)."""
@@ -98,9 +100,7 @@ class Quantizer:
             if cls.calibration == "finetune":
                 data.pop("activation", None)
                 data.pop("eval_protocol", None)  # how the result is evaluated, not how it is built
-                for later in ("keep_judge", "refused_field"):  # added later: out of the key while unset
-                    if data.get(later) is None:
-                        data.pop(later, None)
+                data = without_later_defaults(data, {"keep_judge": None, "refused_field": None})
             spec["calib"] = data
         return spec
 
