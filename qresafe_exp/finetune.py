@@ -104,7 +104,7 @@ def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *,
             for batch in batches(items, batch_size, pad_id, rng):
                 if len(losses) >= steps:
                     break
-                with _autocast(causal_lm, autocast):
+                with autocast_context(causal_lm, autocast):
                     loss = response_loss(causal_lm, batch)
                 if stop_above_nll is not None and loss.item() > stop_above_nll:
                     optimizer.zero_grad(set_to_none=True)
@@ -129,7 +129,8 @@ def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *,
             **({"autocast": str(autocast).removeprefix("torch.")} if autocast is not None else {})}
 
 
-def _autocast(causal_lm, dtype: Optional[torch.dtype]):
+def autocast_context(causal_lm, dtype: Optional[torch.dtype]):
+    """Forward passes in ``dtype`` on the model's device (None: no autocast, the weights' own dtype)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(next(causal_lm.parameters()).device.type, dtype=dtype)

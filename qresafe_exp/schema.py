@@ -191,6 +191,10 @@ class TrainedPatchConfig(PatchConfig):
     # merged checkpoint will hold, so the patch survives re-quantization (off = the spec's plain LoRA).
     quant_aware: bool = False
     eval_adapter: bool = True  # also evaluate the unmerged 16-bit patch on the quantized base
+    # cost (bench/patch_memory.py): bf16 forward passes (null = fp32; auto = bf16 where the device has
+    # native bf16 matmul), and activation checkpointing (recompute each layer in the backward pass)
+    autocast: Optional[str] = None
+    gradient_checkpointing: bool = False
     data: PatchDataConfig = field(default_factory=PatchDataConfig)
 
 

@@ -36,7 +36,8 @@ MASK_SCOPES = ("per_matrix", "global")  # how SNIP scores are ranked: within eac
 def check_choice(key: str, value, allowed) -> None:
     """A patch setting with a fixed set of values: the error names the key and the allowed values."""
     if value not in allowed:
-        raise ValueError(f"patch.{key}={value} is unknown. Allowed: {', '.join(allowed)}")
+        names = ", ".join("null" if a is None else str(a) for a in allowed)
+        raise ValueError(f"patch.{key}={value} is unknown. Allowed: {names}")
 
 
 class Patch:

@@ -9,6 +9,11 @@ When the mask is re-selected (every K steps), the delta learnt so far is folded 
 accumulator and LoRA restarts from B = 0 under the new mask, so earlier updates persist and the base
 W0 (the DPO reference) never changes. ``mask_map="rowcol"`` is the spec's MapMask option (b): a LoRA
 row of B / column of A is free when its row / column of M has any selected entry (a superset of M).
+
+Cost: the masked product is never kept for the backward pass. A full mask (tau = 1: the DPO / SFT
+baselines) runs as plain low-rank LoRA; otherwise ``_MaskedLinear`` builds W0 + s (M ⊙ B A) by row
+blocks in the forward pass and again in the backward pass, so a step costs about what a plain LoRA
+step does and holds one block of the weight beyond it (bench/patch_memory.py measures both).
 """
 
 from __future__ import annotations
@@ -20,6 +25,70 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _rows_per_block(in_features: int, entries: int = 1 << 22) -> int:
+    """Rows of an out x in weight that fit ``entries`` (16 MB of fp32): the transient a block costs."""
+    return max(1, entries // max(1, in_features))
+
+
+class _MaskedLinear(torch.autograd.Function):
+    """y = x W^T with W = [W0 +] s (M ⊙ B A) [+ F], computed by row blocks of W in both passes.
+
+    Autograd would keep the dense masked product of every layer for the backward pass (an out x in
+    tensor per layer: the model's size again, per step); here only x, A and B are kept and each block
+    of W is rebuilt when needed, so the extra memory is one block. The gradients are Eq. 2's exactly:
+    dL/d(BA) = s M ⊙ (g^T x), dB = that A^T, dA = B^T that; dW0 = g^T x when W0 requires a gradient (SNIP).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, lora_A, lora_B, mask, folded, scale, rows):
+        flat = x.reshape(-1, x.shape[-1])
+        out_features = mask.shape[0]
+        parts = []
+        for start in range(0, out_features, rows):
+            block = _block(weight, lora_A, lora_B, mask, folded, scale, start, start + rows)
+            parts.append(flat @ block.to(flat.dtype).T)
+        ctx.save_for_backward(x, weight, lora_A, lora_B, mask, folded)
+        ctx.scale, ctx.rows = scale, rows
+        return torch.cat(parts, dim=-1).reshape(*x.shape[:-1], out_features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, lora_A, lora_B, mask, folded = ctx.saved_tensors
+        need_x, need_w, need_a, need_b = ctx.needs_input_grad[:4]
+        flat = x.reshape(-1, x.shape[-1])
+        grad = grad.reshape(-1, grad.shape[-1])
+        dx = torch.zeros_like(flat) if need_x else None
+        dw = torch.empty_like(weight) if need_w else None
+        da = torch.zeros_like(lora_A) if need_a else None
+        db = torch.empty_like(lora_B) if need_b else None
+        acc = torch.promote_types(lora_A.dtype, torch.float32)
+        for start in range(0, mask.shape[0], ctx.rows):
+            stop = start + ctx.rows
+            g = grad[:, start:stop]
+            if need_x:
+                dx += g @ _block(weight, lora_A, lora_B, mask, folded, ctx.scale, start, stop).to(g.dtype)
+            if need_w or need_a or need_b:
+                dense = (g.T @ flat.to(g.dtype)).to(acc)  # dL/dW for these rows (bf16 matmul under autocast)
+                if need_w:
+                    dw[start:stop] = dense.to(dw.dtype)
+                masked = dense.mul_(mask[start:stop]).mul_(ctx.scale)  # dL/d(BA)
+                if need_b:
+                    db[start:stop] = masked @ lora_A.T
+                if need_a:
+                    da += lora_B[start:stop].T @ masked
+        dx = dx.reshape(x.shape) if need_x else None
+        return dx, dw, da, db, None, None, None, None
+
+
+def _block(weight, lora_A, lora_B, mask, folded, scale, start, stop):
+    block = (lora_B[start:stop] @ lora_A).mul_(mask[start:stop]).mul_(scale)
+    if folded is not None:
+        block += folded[start:stop]
+    if weight is not None:
+        block += weight[start:stop]
+    return block
 
 
 class MaskedLoRALinear(nn.Module):
@@ -37,6 +106,7 @@ class MaskedLoRALinear(nn.Module):
         self.scale = alpha / r
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.register_buffer("mask", torch.ones(out_features, in_features, dtype=torch.bool, device=device))
+        self.full_mask = True
         if mask_map not in ("delta", "rowcol"):
             raise ValueError(f"mask_map={mask_map} is unknown. Allowed: delta, rowcol")
         self.mask_map = mask_map
@@ -52,6 +122,7 @@ class MaskedLoRALinear(nn.Module):
         if mask.shape != self.mask.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.mask.shape)}")
         self.mask.copy_(mask.to(torch.bool))
+        self.full_mask = bool(self.mask.all())  # M ⊙ B A = B A: plain LoRA, no dense product at all
 
     def lora_delta(self) -> torch.Tensor:
         if self.mask_map == "rowcol":
@@ -82,13 +153,23 @@ class MaskedLoRALinear(nn.Module):
             weight = self.effective_weight()
             quantized = weight + (self.requantizer(weight.detach()) - weight).detach()  # STE
             return F.linear(x, quantized.to(x.dtype), self.base.bias)
-        if self.mask_map == "rowcol" and self.folded is None:  # low rank: no dense out x in product needed
-            rows = self.mask.any(dim=1).to(x.dtype)
-            cols = self.mask.any(dim=0).to(x.dtype)
-            low = F.linear(self.dropout(x) * cols, self.lora_A.to(x.dtype))
-            return self.base(x) + self.scale * F.linear(low, self.lora_B.to(x.dtype)) * rows
-        # Eq. 2 literally: the masked product is dense (one out x in tensor per layer per forward)
-        return self.base(x) + F.linear(self.dropout(x), self.delta().to(x.dtype))
+        if self.folded is None and (self.mask_map == "rowcol" or self.full_mask):  # low rank, no dense product
+            rows = self.mask.any(dim=1).to(x.dtype) if not self.full_mask else None
+            cols = self.mask.any(dim=0).to(x.dtype) if not self.full_mask else None
+            low = F.linear(self.dropout(x) if cols is None else self.dropout(x) * cols, self.lora_A.to(x.dtype))
+            update = self.scale * F.linear(low, self.lora_B.to(x.dtype))
+            return self.base(x) + (update if rows is None else update * rows)
+        if self.mask_map == "rowcol":  # after a re-selection: the current low-rank product as a dense mask
+            return self.base(x) + F.linear(self.dropout(x), self.delta().to(x.dtype))
+        rows = _rows_per_block(self.base.in_features)
+        if isinstance(self.dropout, nn.Identity) or not self.training:
+            # Eq. 2 with W0 inside the blocks: one matmul with the effective weight, as a plain layer
+            y = _MaskedLinear.apply(x, self.base.weight, self.lora_A, self.lora_B, self.mask, self.folded,
+                                    self.scale, rows)
+            return y if self.base.bias is None else y + self.base.bias.to(y.dtype)
+        # LoRA dropout applies to the delta's input only, so W0 x stays its own product
+        return self.base(x) + _MaskedLinear.apply(self.dropout(x), None, self.lora_A, self.lora_B, self.mask,
+                                                  self.folded, self.scale, rows)
 
     def merged_linear(self) -> nn.Linear:
         """A plain Linear holding W0 + delta (the input to re-quantization)."""

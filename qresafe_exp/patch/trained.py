@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
+from qresafe_exp.devices import AUTOCAST_CHOICES
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.models import ModelRef, load_tokenizer
@@ -39,7 +40,7 @@ from qresafe_exp.quant.fake_quant import attach_activation_quant
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
 # settings added after patches were cached: left out of the key at their default, so those stay valid
-LATER_SETTINGS = {"mask_score": "snip"}
+LATER_SETTINGS = {"mask_score": "snip", "autocast": None, "gradient_checkpointing": False}
 
 
 def spec_settings(cfg: DictConfig) -> dict:
@@ -60,6 +61,7 @@ class TrainedPatch(Patch):
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
         check_choice("mask_score", cfg.mask_score, MASK_SCORES)
         check_choice("mask_map", cfg.mask_map, ("delta", "rowcol"))
+        check_choice("autocast", cfg.autocast, AUTOCAST_CHOICES)
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
         check_mergeable(cfg.name, quant_cfg)

@@ -18,7 +18,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from qresafe_exp.finetune import collate, optimizer_step, response_loss, tokenize_example
+from qresafe_exp.devices import autocast_dtype
+from qresafe_exp.finetune import autocast_context, collate, optimizer_step, response_loss, tokenize_example
 from qresafe_exp.lm import response_token_logprobs
 from qresafe_exp.patch.dpo import dpo_loss, summed_response_logprobs
 from qresafe_exp.patch.masked_lora import MaskedLoRALinear, adapters_disabled
@@ -53,8 +54,8 @@ class MaskSelector:
     """
 
     def __init__(self, model, adapters: dict[str, MaskedLoRALinear], items: list[dict], cfg, pad_id: int,
-                 seed: int = 0):
-        self.model, self.adapters, self.cfg, self.seed = model, adapters, cfg, seed
+                 seed: int = 0, autocast: torch.dtype | None = None):
+        self.model, self.adapters, self.cfg, self.seed, self.autocast = model, adapters, cfg, seed, autocast
         chosen = [it["chosen"] for it in items]
         self.batches = [collate(chosen[i : i + cfg.snip_batch_size], pad_id)
                         for i in range(0, len(chosen), cfg.snip_batch_size)]
@@ -76,8 +77,9 @@ class MaskSelector:
         kind = self.cfg.mask_score
         if kind == "snip":
             bases = {name: a.base for name, a in self.adapters.items()}
-            return snip_scores(self.model, self.batches, linears=bases, desc=f"SNIP mask (step {step})",
-                               weight_of=lambda name: self.adapters[name].effective_weight())
+            with autocast_context(self.model, self.autocast):
+                return snip_scores(self.model, self.batches, linears=bases, desc=f"SNIP mask (step {step})",
+                                   weight_of=lambda name: self.adapters[name].effective_weight())
         if kind == "random":
             return random_scores({name: a.mask.shape for name, a in self.adapters.items()}, self.seed)
         if kind == "magnitude":
@@ -96,10 +98,12 @@ class MaskSelector:
         return total
 
 
-def reference_logprobs(model, adapters, items: list[dict], batch_size: int, pad_id: int) -> torch.Tensor:
-    """(n, 2) summed log-probs of chosen / rejected under the unpatched model (adapters off)."""
+def reference_logprobs(model, adapters, items: list[dict], batch_size: int, pad_id: int,
+                       autocast: torch.dtype | None = None) -> torch.Tensor:
+    """(n, 2) summed log-probs of chosen / rejected under the unpatched model (adapters off), in the
+    policy's compute dtype (``autocast``), so that policy and reference agree before the first update."""
     out = []
-    with adapters_disabled(adapters), torch.no_grad():
+    with adapters_disabled(adapters), torch.no_grad(), autocast_context(model, autocast):
         for i in tqdm(range(0, len(items), batch_size), desc="DPO reference (unpatched)", unit="batch"):
             chunk = items[i : i + batch_size]
             batch = collate([it["chosen"] for it in chunk] + [it["rejected"] for it in chunk], pad_id)
@@ -116,10 +120,15 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"patch.objective={cfg.objective} is unknown. Allowed: {', '.join(OBJECTIVES)}")
     seed_everything(seed, deterministic=None)  # python, numpy, torch
-    selector = MaskSelector(model, adapters, items, cfg, pad_id, seed)
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(getattr(cfg, "autocast", None), device)
+    selector = MaskSelector(model, adapters, items, cfg, pad_id, seed, autocast=dtype)
     selector.select(step=0)
     initial_selection = selector.seconds
-    ref = reference_logprobs(model, adapters, items, cfg.batch_size, pad_id) if cfg.objective == "dpo" else None
+    ref = reference_logprobs(model, adapters, items, cfg.batch_size, pad_id, dtype) if cfg.objective == "dpo" else None
+    if getattr(cfg, "gradient_checkpointing", False):
+        # each layer's activations are recomputed in the backward pass instead of kept: memory for time
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
     steps = cfg.epochs * math.ceil(len(items) / cfg.batch_size)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -132,7 +141,8 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
             order = list(range(len(items)))
             rng.shuffle(order)
             for start in range(0, len(order), cfg.batch_size):
-                reselected = bool(step and step % cfg.mask_every == 0)
+                # tau = 1 has no mask to re-select: the baselines train one LoRA throughout
+                reselected = bool(step and step % cfg.mask_every == 0 and cfg.tau < 1.0)
                 if reselected:
                     for adapter in adapters.values():
                         adapter.fold_and_reset()
@@ -145,7 +155,8 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
                 dpo_facts = None
                 if cfg.objective == "dpo":
                     batch = collate([items[i]["chosen"] for i in idx] + [items[i]["rejected"] for i in idx], pad_id)
-                    policy = _summed_logprobs(model, batch).view(2, len(idx))
+                    with autocast_context(model, dtype):
+                        policy = _summed_logprobs(model, batch).view(2, len(idx)).float()
                     reference = ref[idx].T.to(policy.device)
                     loss, dpo_facts = dpo_loss(policy[0], policy[1], reference[0], reference[1], cfg.beta)
                     # token-weighted NLL of the chosen responses (the SFT loss of the same batch); the
@@ -155,13 +166,16 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
                     accuracies.append(dpo_facts["reward_accuracy"])
                     margins.append(dpo_facts["margin"])
                 else:
-                    loss = response_loss(model, collate([items[i]["chosen"] for i in idx], pad_id))
+                    with autocast_context(model, dtype):
+                        loss = response_loss(model, collate([items[i]["chosen"] for i in idx], pad_id)).float()
                 losses.append(optimizer_step(loss, params, optimizer, schedule))
                 history.append(_history_row(step, epoch, losses[-1], lr, dpo_facts, reselected))
                 step += 1
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-8:]) / len(losses[-8:]):.4f}")
                 bar.update()
     model.eval()
+    if getattr(cfg, "gradient_checkpointing", False):
+        model.gradient_checkpointing_disable()
     tail = max(1, len(losses) // 5)
     facts = {"objective": cfg.objective, "mask_score": cfg.mask_score, "steps": steps, "epochs": cfg.epochs,
              "pairs": len(items), "loss_first_steps": _mean(losses[:tail]), "loss_last_steps": _mean(losses[-tail:]),
@@ -170,7 +184,8 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
              "trainable_params": sum(p.numel() for p in params),
              "updatable_entries": selector.allowed_entries(),  # under the last mask
              "weight_entries": sum(a.mask.numel() for a in adapters.values()),
-             "train_seconds": round(time.time() - started - (selector.seconds - initial_selection), 1)}
+             "train_seconds": round(time.time() - started - (selector.seconds - initial_selection), 1),
+             **({"autocast": str(dtype).removeprefix("torch.")} if dtype is not None else {})}
     if accuracies:
         facts["reward_accuracy_last_steps"] = _mean(accuracies[-tail:])
         facts["dpo_margin_last_steps"] = _significant(sum(margins[-tail:]) / len(margins[-tail:]))

@@ -101,3 +101,97 @@ def test_fold_and_reset_keeps_the_update_and_restarts_lora():
     assert torch.allclose(layer(x), before, atol=1e-5)  # the learnt delta persists in the accumulator
     layer.enabled = False
     assert torch.allclose(layer(x), layer.base(x))  # the reference is still the untouched base
+
+
+def _dense_reference(layer, x):
+    """Eq. 2 as written: W0 x + (s M ⊙ B A + folded) x, autograd keeping the dense product."""
+    return layer.base(x) + torch.nn.functional.linear(layer.dropout(x), layer.delta().to(x.dtype))
+
+
+def _layer_with_history(seed=0, out_features=10, in_features=12, dropout=0.0):
+    """A float64 adapter with a random mask, a non-zero B and an earlier mask's folded delta."""
+    from qresafe_exp.patch.masked_lora import MaskedLoRALinear
+
+    torch.manual_seed(seed)
+    layer = MaskedLoRALinear(nn.Linear(in_features, out_features), r=4, alpha=8, dropout=dropout).double()
+    layer.set_mask(torch.rand(out_features, in_features) < 0.3)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    layer.fold_and_reset()
+    layer.set_mask(torch.rand(out_features, in_features) < 0.5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    return layer
+
+
+def _grads(layer, x, forward):
+    x = x.clone().requires_grad_(True)
+    y = forward(layer, x)
+    (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+    grads = [x.grad, layer.lora_A.grad, layer.lora_B.grad]
+    layer.zero_grad(set_to_none=True)
+    return y.detach(), grads
+
+
+def test_blocked_masked_lora_has_the_dense_forms_output_and_gradients():
+    layer = _layer_with_history()
+    x = torch.randn(3, 5, 12, dtype=torch.float64)
+    dense_y, dense_grads = _grads(layer, x, _dense_reference)
+    y, grads = _grads(layer, x, lambda m, v: m(v))
+    assert torch.allclose(y, dense_y, atol=1e-6, rtol=0)
+    for got, want in zip(grads, dense_grads):
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_blocked_form_equals_dense_with_several_row_blocks_and_a_weight_gradient():
+    """Blocks of 3 rows (10 rows: four blocks, the last one short); W0's gradient is SNIP's input."""
+    from qresafe_exp.patch.masked_lora import _MaskedLinear
+
+    layer = _layer_with_history(seed=1)
+    weight = layer.base.weight.detach().clone().requires_grad_(True)
+    x = torch.randn(7, 12, dtype=torch.float64, requires_grad=True)
+    dense = x @ (weight + layer.delta()).T
+    dense.pow(2).sum().backward()
+    want = [x.grad.clone(), weight.grad.clone(), layer.lora_A.grad.clone(), layer.lora_B.grad.clone()]
+    for t in (x, weight, layer.lora_A, layer.lora_B):
+        t.grad = None
+    blocked = _MaskedLinear.apply(x, weight, layer.lora_A, layer.lora_B, layer.mask, layer.folded, layer.scale, 3)
+    blocked.pow(2).sum().backward()
+    assert torch.allclose(blocked, dense, atol=1e-6, rtol=0)
+    for got, expected in zip([x.grad, weight.grad, layer.lora_A.grad, layer.lora_B.grad], want):
+        assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_dropout_applies_to_the_delta_input_only_as_in_the_dense_form():
+    layer = _layer_with_history(seed=2, dropout=0.5).train()
+    x = torch.randn(4, 12, dtype=torch.float64)
+
+    def seeded(forward):
+        def run(m, v):
+            torch.manual_seed(7)  # the same dropout draw in both forms
+            return forward(m, v)
+        return run
+
+    dense_y, dense_grads = _grads(layer, x, seeded(_dense_reference))
+    y, grads = _grads(layer, x, seeded(lambda m, v: m(v)))
+    assert torch.allclose(y, dense_y, atol=1e-6, rtol=0)
+    for got, want in zip(grads, dense_grads):
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_a_full_mask_trains_as_plain_low_rank_lora():
+    from qresafe_exp.patch.masked_lora import MaskedLoRALinear
+
+    torch.manual_seed(3)
+    layer = MaskedLoRALinear(nn.Linear(12, 10), r=4, alpha=8).double()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    assert layer.full_mask and layer.folded is None
+    x = torch.randn(6, 12, dtype=torch.float64)
+    dense_y, dense_grads = _grads(layer, x, _dense_reference)
+    y, grads = _grads(layer, x, lambda m, v: m(v))
+    assert torch.allclose(y, dense_y, atol=1e-6, rtol=0)
+    for got, want in zip(grads, dense_grads):
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
+    layer.set_mask(torch.rand(10, 12) < 0.5)
+    assert not layer.full_mask
