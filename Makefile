@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export QRESAFE_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help setup setup-browser setup-vllm report rescore run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench wandb-sync clean-outputs
+.PHONY: help setup setup-browser setup-vllm report rescore run align testbed testbed-risk testbed-evals judge-server audit test test-full smoke sweep bench bench-patch wandb-sync clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -90,6 +90,9 @@ BENCH_PROMPTS ?= 64
 bench:  ## generation throughput vs a per-prompt loop, a study cold vs warm, peak memory per stage (tables + JSON in bench/results/; ~10 min here)
 	$(BIN)/python bench/generation_throughput.py --prompts $(BENCH_PROMPTS) --max-new-tokens 128
 	$(BIN)/python bench/sweep_cache.py
+
+bench-patch:  ## the patch step's memory and time vs a plain peft LoRA-DPO step (+ a Llama-2-7B-shaped layer; ~15 min here)
+	$(BIN)/python bench/patch_memory.py --steps 2 --block7b
 
 wandb-sync:  ## upload the offline W&B runs under outputs/studies/ (needs WANDB_API_KEY or `wandb login`)
 	find outputs/studies -type d -name 'offline-run-*' -print0 | xargs -0 -r $(BIN)/wandb sync

@@ -10,6 +10,8 @@ Same model, prompts and max_new_tokens for every mode, in one run, greedy:
   compact         the engine's default (engine.decode=compact): batched, finished rows leave the batch
   static          model.generate with a static KV cache (GPU)
   static-compile  the same with torch.compile (GPU)
+  compact-bf16    compact with the model in bf16 (engine.dtype=bf16; what engine.dtype=auto picks on a
+                  CPU with native bf16): identical-to-loop is its greedy agreement with fp32
 Reports seconds, new tokens/s, the ratio to the loop, the share of responses identical to the loop's,
 and the useful model FLOP/s (2 x linear params x tokens + attention + the LM head on new tokens,
 counted once per real token: padding and finished rows are waste) as a fraction of this device's
@@ -40,7 +42,8 @@ from random_models import save_random_smollm2  # noqa: E402  (bench/, this scrip
 
 MODES = {"loop": None, "generate": dict(decode="generate"), "compact": dict(decode="compact"),
          "static": dict(decode="generate", cache_implementation="static"),
-         "static-compile": dict(decode="generate", cache_implementation="static", compile=True)}
+         "static-compile": dict(decode="generate", cache_implementation="static", compile=True),
+         "compact-bf16": dict(decode="compact")}
 
 
 def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -163,8 +166,13 @@ def main() -> None:
     prompt_lens = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     spec = GenerationSpec(max_new_tokens=opts.max_new_tokens)
     peak = matmul_peak_gflops(device, dtype)
+    peaks = {dtype: peak}
+    if any(m.endswith("-bf16") for m in modes):
+        peaks[torch.bfloat16] = matmul_peak_gflops(device, torch.bfloat16)
     print(f"{opts.model_dir or opts.model} on {device} ({dtype}), {torch.get_num_threads()} threads; "
-          f"{len(texts)} prompts, {spec.max_new_tokens} new tokens; matmul peak {peak:.1f} GFLOP/s", flush=True)
+          f"{len(texts)} prompts, {spec.max_new_tokens} new tokens; matmul peak {peak:.1f} GFLOP/s"
+          + (f", bf16 {peaks[torch.bfloat16]:.1f}" if torch.bfloat16 in peaks and dtype != torch.bfloat16 else ""),
+          flush=True)
 
     rows, baseline, work = [], None, None
     for mode in modes:
@@ -173,18 +181,26 @@ def main() -> None:
         if mode == "loop":
             outputs, new_lens = per_prompt_loop(model, tok, texts, spec)
         else:
-            engine = HFEngine(model, tok, batch_size=opts.batch_size, **MODES[mode])
+            run_dtype = torch.bfloat16 if mode.endswith("-bf16") else dtype
+            if run_dtype != dtype:
+                sync(device)
+                converted = load_model(path, device, dtype=run_dtype)
+                started = time.perf_counter()  # loading is not generation
+            engine = HFEngine(converted if run_dtype != dtype else model, tok, batch_size=opts.batch_size,
+                              **MODES[mode])
             outputs = engine.generate(texts, spec, desc=mode)
         sync(device)
         seconds = time.perf_counter() - started
         if mode == "loop":
             baseline, work = outputs, useful_gflop(model, prompt_lens, new_lens)
             new_tokens = sum(new_lens)
+        mode_peak = peaks[torch.bfloat16 if mode.endswith("-bf16") else dtype]
         row = {"mode": mode, "batch_size": 1 if mode == "loop" else opts.batch_size, "seconds": round(seconds, 2),
                "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1),
                "speedup_vs_loop": round(rows[0]["seconds"] / seconds, 2) if rows else 1.0,
                "identical_to_loop": sum(a == b for a, b in zip(outputs, baseline)),
-               "useful_gflops": round(work / seconds, 2), "fraction_of_matmul_peak": round(work / seconds / peak, 4)}
+               "useful_gflops": round(work / seconds, 2),
+               "fraction_of_matmul_peak": round(work / seconds / mode_peak, 4)}  # of its own dtype's peak
         rows.append(row)
         print(f"  {mode:15s} {row['seconds']:8.1f} s  {row['tokens_per_s']:7.1f} tok/s  x{row['speedup_vs_loop']:.2f}"
               f"  identical {row['identical_to_loop']}/{len(texts)}  {100 * row['fraction_of_matmul_peak']:.1f} % of peak",
@@ -194,7 +210,9 @@ def main() -> None:
               "dtype": str(dtype), "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "torch": torch.__version__, "prompts": len(texts), "max_new_tokens": spec.max_new_tokens,
               "prompt_tokens": sum(prompt_lens), "useful_gflop": round(work, 1),
-              "matmul_peak_gflops": round(peak, 1), "rows": rows, "commit": git_commit(),
+              "matmul_peak_gflops": round(peak, 1),
+              **({"matmul_peak_gflops_bf16": round(peaks[torch.bfloat16], 1)} if torch.bfloat16 in peaks else {}),
+              "rows": rows, "commit": git_commit(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)

@@ -186,6 +186,7 @@ def run_block7b(mode: str, tokens: int, rank: int) -> dict:
             use_dense_masked_forward()
         masks = {n: torch.rand(m.weight.shape) < 0.6 for n, m in linears.items()} if mode.startswith("qresafe") else None
         adapters = attach_masked_lora(layer, linears, rank, 2 * rank, masks=masks)
+        del masks  # the adapters hold their own copies
         params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
         with torch.no_grad():
             for p in params[1::2]:

@@ -141,6 +141,11 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
     spec = {"responder": responder.key, "prompts": content_key(sorted(r["prompt"] for r in records)),
             "max_new_tokens": calib.response_max_new_tokens, "keep": calib.keep, "judge": judge.identity,
             "degeneration": OmegaConf.to_container(cfg.eval.degeneration, resolve=True)}
+    from qresafe_exp.engines import generation_dtype
+
+    dtype = generation_dtype(cfg.engine, device)
+    if dtype is not None:  # answers generated in another dtype than the device's default
+        spec["engine_dtype"] = str(dtype).removeprefix("torch.")
 
     def build(out: Path) -> None:
         from qresafe_exp.engines import EngineFactory

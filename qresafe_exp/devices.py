@@ -12,6 +12,8 @@ import torch
 # CPU flags of native bf16 matmul (AVX512-BF16 dot products, AMX tiles)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 AUTOCAST_CHOICES = (None, "bf16", "auto")
+# engine.dtype: null = the device's default (compute_dtype), auto = bf16 where the device has native bf16
+ENGINE_DTYPES = (None, "auto", "fp32", "bf16")
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -51,3 +53,17 @@ def autocast_dtype(setting: Optional[str], device: torch.device) -> Optional[tor
         return torch.bfloat16
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
     return torch.bfloat16 if native else None
+
+
+def engine_dtype(setting: Optional[str], device: torch.device) -> torch.dtype:
+    """The dtype generation runs in for ``engine.dtype`` on ``device``."""
+    if setting not in ENGINE_DTYPES:
+        raise ValueError(f"engine.dtype={setting!r} is unknown. Allowed: null (the device's default: fp32 on "
+                         f"CPU, bf16 on CUDA), auto (bf16 where the device has native bf16), fp32, bf16")
+    if setting == "fp32":
+        return torch.float32
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "auto" and autocast_dtype("auto", device) is not None:
+        return torch.bfloat16
+    return compute_dtype(device)

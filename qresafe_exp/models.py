@@ -203,7 +203,7 @@ def load_tokenizer(path: str, revision: Optional[str] = None):
 
 
 def load_model(path: str, device: torch.device, *, dequantize: bool = True, revision: Optional[str] = None,
-               fake_quant: bool = True):
+               fake_quant: bool = True, dtype: Optional[torch.dtype] = None):
     """Load a checkpoint for generation on ``device``.
 
     Compressed-tensors checkpoints (our rtn/gptq/awq output) are loaded with ``dequantize=True`` by
@@ -218,7 +218,7 @@ def load_model(path: str, device: torch.device, *, dequantize: bool = True, revi
 
     from qresafe_exp.quant.fake_quant import attach_saved_fake_quant
 
-    kwargs = {"dtype": compute_dtype(device), "revision": revision, "trust_remote_code": trusts_remote_code(path)}
+    kwargs = {"dtype": dtype or compute_dtype(device), "revision": revision, "trust_remote_code": trusts_remote_code(path)}
     method = quant_method(path)
     if method == "compressed-tensors":
         from transformers import CompressedTensorsConfig

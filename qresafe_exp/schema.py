@@ -378,6 +378,9 @@ class EngineConfig:
     name: str = MISSING  # hf | vllm
     batch_size: int = 32  # prompts per batch (hf); sorted by length, so a batch holds similar lengths
     decode: str = "compact"  # hf: compact (own loop, finished rows dropped) | generate (model.generate)
+    # hf: null = the device's default (fp32 on CPU, bf16 on CUDA) | auto (bf16 where the CPU has native bf16
+    # matmul) | fp32 | bf16. Greedy output in another dtype than the default is kept apart in the caches.
+    dtype: Optional[str] = None
     cache_implementation: Optional[str] = None  # hf + decode=generate: e.g. static (GPU)
     compile: bool = False  # hf + decode=generate: torch.compile the forward (GPU)
     gpu_memory_utilization: float = 0.6  # vllm: the share of GPU memory vLLM takes (the rest for scoring)

@@ -17,7 +17,10 @@ def check_engine(engine_cfg, device) -> None:
     if engine_cfg.name not in ENGINES:
         raise ValueError(f"engine={engine_cfg.name} is unknown. Allowed: {', '.join(ENGINES)}")
     if engine_cfg.name == "hf":
+        from qresafe_exp.devices import engine_dtype
         from qresafe_exp.engines.hf import check_decode
+
+        engine_dtype(engine_cfg.get("dtype"), device)
 
         check_decode(engine_cfg.decode, engine_cfg.cache_implementation, engine_cfg.compile)
         return
@@ -34,20 +37,23 @@ class EngineFactory:
 
     Greedy transformers output keeps the untagged keys it always had (batching is a speed setting);
     sampled output of the compact loop draws from its own generator, so it is tagged; vLLM's output
-    is tagged whatever the decoding (another kernel stack, other numerics).
+    is tagged whatever the decoding (another kernel stack, other numerics); so is output computed in
+    another dtype than the device's default (``engine.dtype``).
     """
 
     def __init__(self, engine_cfg, path: str, device, tokenizer, load_model: Callable, seed: int = 0):
         self.cfg, self.path, self.device, self.tokenizer = engine_cfg, path, device, tokenizer
         self._load_model, self.seed = load_model, seed
         self._engine = None
+        self.dtype = generation_dtype(engine_cfg, device)
 
     def cache_tag(self, spec) -> Optional[str]:
         if self.cfg.name == "vllm":
             return "vllm"
-        if spec.do_sample and self.cfg.decode == "compact":
-            return "hf-compact"
-        return None
+        tag = "hf-compact" if spec.do_sample and self.cfg.decode == "compact" else None
+        if self.dtype is not None:
+            tag = f"{tag or 'hf'}-{str(self.dtype).removeprefix('torch.')}"
+        return tag
 
     def __call__(self):
         if self._engine is None:
@@ -59,8 +65,21 @@ class EngineFactory:
             else:
                 from qresafe_exp.engines.hf import HFEngine
 
-                self._engine = HFEngine(self._load_model(self.path, self.device), self.tokenizer,
+                model = (self._load_model(self.path, self.device) if self.dtype is None
+                         else self._load_model(self.path, self.device, dtype=self.dtype))
+                self._engine = HFEngine(model, self.tokenizer,
                                         batch_size=self.cfg.batch_size, decode=self.cfg.decode,
                                         cache_implementation=self.cfg.cache_implementation,
                                         compile=self.cfg.compile)
         return self._engine
+
+
+def generation_dtype(engine_cfg, device):
+    """The hf engine's dtype when ``engine.dtype`` makes it differ from the device's default, else None
+    (None keeps the request keys every earlier run wrote)."""
+    if engine_cfg.name != "hf" or engine_cfg.get("dtype") is None:
+        return None
+    from qresafe_exp.devices import compute_dtype, engine_dtype
+
+    dtype = engine_dtype(engine_cfg.dtype, device)
+    return None if dtype == compute_dtype(device) else dtype

@@ -23,7 +23,8 @@ from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.evals.context import EvalContext
 from qresafe_exp.evals.protocols import protocol_of, system_prompt_for
 from qresafe_exp.evals.suites import SUITES
-from qresafe_exp.engines import EngineFactory
+from qresafe_exp.devices import resolve_device
+from qresafe_exp.engines import EngineFactory, generation_dtype
 from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 
@@ -67,6 +68,9 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
     }
     if cfg.engine.name != "hf":  # transformers' greedy output keeps the keys it always had
         spec["engine"] = cfg.engine.name
+    dtype = generation_dtype(cfg.engine, resolve_device(cfg.device))
+    if dtype is not None:  # scores of a model run in another dtype (log-prob suites included)
+        spec["engine_dtype"] = str(dtype).removeprefix("torch.")
     if "prompts" in cfg.eval.suites:
         spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
                                 "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}
@@ -90,9 +94,9 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
         started = time.time()
         tokenizer = load_tokenizer(model.path)
 
-        def load_for_generation(path, dev):
-            log.info("loading %s for generation on %s", label, dev)
-            return load_model(path, dev)
+        def load_for_generation(path, dev, dtype=None):
+            log.info("loading %s for generation on %s%s", label, dev, f" in {dtype}" if dtype else "")
+            return load_model(path, dev, dtype=dtype)
 
         engine = EngineFactory(cfg.engine, model.path, device, tokenizer, load_for_generation, seed=cfg.seed)
 

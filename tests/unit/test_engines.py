@@ -126,3 +126,45 @@ def test_vllm_refuses_checkpoints_with_sidecars(tmp_path):
     (tmp_path / "patch_delta.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="patch delta.*engine=hf"):
         check_servable(str(tmp_path))
+
+
+def test_engine_dtype_by_capability_and_its_own_cache_keys(monkeypatch):
+    """engine.dtype: null keeps the device default (and the old request keys); auto picks bf16 only where
+    the CPU has native bf16; output in another dtype is tagged apart in the request cache."""
+    from omegaconf import OmegaConf
+
+    from qresafe_exp import devices
+    from qresafe_exp.devices import engine_dtype
+    from qresafe_exp.engines import generation_dtype
+
+    cpu = torch.device("cpu")
+    assert engine_dtype(None, cpu) == engine_dtype("fp32", cpu) == torch.float32
+    assert engine_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert engine_dtype("auto", cpu) == torch.float32
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert engine_dtype("auto", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match=r"engine.dtype='fp8' is unknown. Allowed: null"):
+        engine_dtype("fp8", cpu)
+
+    def factory(dtype, decode="compact"):
+        cfg = OmegaConf.create({"name": "hf", "decode": decode, "batch_size": 4, "dtype": dtype,
+                                "cache_implementation": None, "compile": False})
+        return EngineFactory(cfg, "unused", cpu, None, load_model)
+
+    greedy, sampled = GenerationSpec(max_new_tokens=4), GenerationSpec(max_new_tokens=4, do_sample=True)
+    assert factory(None).cache_tag(greedy) is None and factory("fp32").cache_tag(greedy) is None
+    assert factory("bf16").cache_tag(greedy) == "hf-bfloat16"
+    assert factory("bf16").cache_tag(sampled) == "hf-compact-bfloat16"
+    assert generation_dtype(OmegaConf.create({"name": "vllm", "dtype": "bf16"}), cpu) is None
+
+
+def test_a_bf16_engine_loads_and_generates_in_bf16(compose_cfg):
+    cfg = compose_cfg(["debug=smoke", "engine.dtype=bf16"])
+    ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
+    tok = load_tokenizer(ref.path)
+    factory = EngineFactory(cfg.engine, ref.path, torch.device("cpu"), tok, load_model)
+    engine = factory()
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    out = engine.generate([render_chat(tok, p, None) for p in PROMPTS[:3]], GenerationSpec(max_new_tokens=6))
+    assert len(out) == 3 and all(isinstance(o, str) for o in out)
