@@ -355,6 +355,10 @@ class OpenAIJudgeConfig(JudgeConfig):
     timeout_s: float = 60.0
     max_retries: int = 3
     backoff_s: float = 1.0  # first retry after ~this, doubling (with jitter)
+    max_retry_after_s: float = 60.0  # a 429/503's Retry-After is waited instead, up to this many seconds
+    # the reply-length field: auto = max_completion_tokens for o1/o3/o4-style and gpt-5+ names (they reject
+    # max_tokens), max_tokens otherwise | max_tokens | max_completion_tokens
+    token_limit_param: str = "auto"
     requests_per_minute: float = 0.0  # 0 = no client-side limit
     concurrency: int = 4
     max_consecutive_failures: int = 20  # then the endpoint counts as down: the rest fail fast, recorded

@@ -23,11 +23,11 @@ def free_port() -> int:
 
 
 class ScriptedEndpoint:
-    """POST /v1/chat/completions answered by ``script(n, body) -> (status, text, delay)``; counts requests
-    and records each request's Authorization header."""
+    """POST /v1/chat/completions answered by ``script(n, body) -> (status, text, delay[, headers])``; counts
+    requests and records each request's Authorization header and JSON body."""
 
     def __init__(self, script):
-        self.script, self.count, self.auth = script, 0, []
+        self.script, self.count, self.auth, self.bodies = script, 0, [], []
         self.lock = threading.Lock()
         outer = self
 
@@ -41,13 +41,16 @@ class ScriptedEndpoint:
                     outer.count += 1
                     n = outer.count
                     outer.auth.append(self.headers.get("Authorization"))
-                status, text, delay = outer.script(n, body)
+                    outer.bodies.append(body)
+                status, text, delay, *extra = outer.script(n, body)
                 time.sleep(delay)
                 payload = text.encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):

@@ -23,7 +23,7 @@ from functools import cached_property
 from qresafe_exp.cache import content_key
 from qresafe_exp.judges import rubrics
 from qresafe_exp.judges.base import Judge, failed
-from qresafe_exp.judges.http import ChatClient, EndpointError, check_key_destination
+from qresafe_exp.judges.http import ChatClient, EndpointError, check_key_destination, token_limit_param
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class OpenAIJudge(Judge):
             raise ValueError(f"judge.harm_rubric='{cfg.harm_rubric}' is unknown. Allowed: {', '.join(HARM_RUBRICS)} "
                              "(harmfulness = Qi et al.'s published GPT-4 judge)")
         check_key_destination(cfg.base_url, cfg.api_key_env, cfg.allow_insecure_key)
+        token_limit_param(cfg.model, cfg.token_limit_param)  # an unknown setting fails here, before any request
 
     @property
     def identity(self) -> dict:
@@ -70,7 +71,8 @@ class OpenAIJudge(Judge):
         return ChatClient(c.base_url, c.model, api_key_env=c.api_key_env, timeout_s=c.timeout_s,
                           max_retries=c.max_retries, backoff_s=c.backoff_s, requests_per_minute=c.requests_per_minute,
                           concurrency=c.concurrency, max_consecutive_failures=c.max_consecutive_failures,
-                          allow_insecure_key=c.allow_insecure_key)
+                          allow_insecure_key=c.allow_insecure_key, max_retry_after_s=c.max_retry_after_s,
+                          token_limit=c.token_limit_param)
 
     def _ask(self, jobs: list, task: str, messages_of, parse, desc: str, max_tokens=None, top_logprobs=0):
         def call(job):
@@ -78,12 +80,14 @@ class OpenAIJudge(Judge):
                 reply = self.client.complete(messages_of(job), temperature=self.cfg.temperature,
                                              max_tokens=max_tokens or self.cfg.max_tokens, top_logprobs=top_logprobs)
             except EndpointError as err:
-                return failed(str(err), task, error_kind=err.kind)
+                return failed(str(err), task, error_kind=err.kind, attempts=err.attempts,
+                              **({"retry_after_waits_s": err.waits_s} if err.waits_s else {}))
+            waited = {"retry_after_waits_s": reply.waits_s} if reply.waits_s else {}
             verdict = parse(job, reply)
             if verdict is None:
                 return failed(f"unparseable reply: {reply.text[:160]!r}", task, error_kind="unparseable",
-                              judge_reply=reply.text[:2000])
-            return {**verdict, "judge_reply": reply.text[:2000], "attempts": reply.attempts}
+                              judge_reply=reply.text[:2000], attempts=reply.attempts, **waited)
+            return {**verdict, "judge_reply": reply.text[:2000], "attempts": reply.attempts, **waited}
 
         verdicts = self.client.map(jobs, call, desc=f"judge {desc}")
         bad = [v for v in verdicts if v.get("error")]

@@ -44,6 +44,9 @@ def test_scores_parse_and_the_key_goes_only_in_the_header(endpoint, monkeypatch)
     assert [v["jailbroken"] for v in verdicts] == [False, True] and [v["harm_score"] for v in verdicts] == [1, 5]
     assert server.auth == ["Bearer sk-test-123"] * 2
     assert "sk-test-123" not in str(judge.identity) and "sk-test-123" not in str(judge.cfg)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-ambient-456")  # the client library's own fallback is not used
+    judge_for(server.base_url, api_key_env=None).judge(PAIRS[:1])
+    assert server.auth[-1] is None
 
 
 def test_garbage_and_server_errors_are_retried_then_recorded(endpoint):

@@ -181,7 +181,7 @@ def test_the_key_is_not_sent_in_clear_to_another_host(url, monkeypatch):
                                  "http://127.3.2.1/v1", "http://[::1]:8000/v1"])
 def test_the_key_goes_to_https_and_loopback(url, monkeypatch):
     monkeypatch.setenv("QRESAFE_TEST_KEY", "sk-test-123")
-    assert _openai_judge(url).client.http.headers["Authorization"] == "Bearer sk-test-123"
+    assert _openai_judge(url).client.sdk.auth_headers == {"Authorization": "Bearer sk-test-123"}
 
 
 def test_the_openai_config_example_for_a_local_server_sends_no_key():
