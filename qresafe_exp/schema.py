@@ -1,6 +1,6 @@
 """Typed config schemas, registered in Hydra's ConfigStore.
 
-Each YAML in ``conf/<group>/`` extends one of these (``defaults: [/schema/<group>/<kind>@_here_]``),
+Each YAML in ``qresafe_exp/conf/<group>/`` extends one of these (``defaults: [/schema/<group>/<kind>@_here_]``),
 so a misspelt key or a wrong type fails at compose time, naming the key, before any model loads.
 Polymorphic groups (quant, patch, judge) are typed by their own node; the root keeps them as ``Any``.
 """

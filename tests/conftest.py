@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from qresafe_exp.conf import CONF_DIR as CONF
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 
 os.environ.setdefault("QRESAFE_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
 os.environ["HF_HUB_OFFLINE"] = "1"

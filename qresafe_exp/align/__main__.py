@@ -13,12 +13,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from qresafe_exp.conf import CONFIG_PATH
 from qresafe_exp.schema import register_configs
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="align")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="align")
 def main(cfg: DictConfig) -> None:
     from qresafe_exp.cache import ArtifactCache
     from qresafe_exp.models import materialize

@@ -1,4 +1,4 @@
-"""Judge audits against labelled responses (conf/audit.yaml).
+"""Judge audits against labelled responses (qresafe_exp/conf/audit.yaml).
 
     python -m qresafe_exp.audit suite=default          # every default judge x every task it can do (make audit)
     python -m qresafe_exp.audit judge=NAME [task=harm|refusal] [labels=a.csv,b.csv] [+where.dataset=advbench]
@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from qresafe_exp.conf import CONFIG_PATH
 from qresafe_exp.schema import register_configs
 
 register_configs()
@@ -25,7 +26,7 @@ OmegaConf.register_new_resolver("qresafe.audit_name", lambda suite, judge, task:
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="audit")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="audit")
 def main(cfg: DictConfig) -> None:
     from qresafe_exp.audit.run import run, write_report
     from qresafe_exp.cache import RequestCache

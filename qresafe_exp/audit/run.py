@@ -11,16 +11,17 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from qresafe_exp.audit import XSTEST_CLASSES, Labelled, agreement, agreement_multiclass, label_files, load_labelled
+from qresafe_exp.conf import CONF_DIR
 
 log = logging.getLogger(__name__)
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def task_spec(cfg, task: str, overrides: bool = True) -> tuple[str, list[str]]:
     """(label column, positive values) for ``task``: the task's entry under ``tasks``, or (one-judge
     mode, ``overrides``) ``columns.label`` / ``positive`` where set."""
     if task not in cfg.tasks:
-        raise ValueError(f"task={task} has no entry under `tasks` in conf/audit.yaml (have: {', '.join(cfg.tasks)})")
+        raise ValueError(f"task={task} has no entry under `tasks` in qresafe_exp/conf/audit.yaml "
+                         f"(have: {', '.join(cfg.tasks)})")
     spec = cfg.tasks[task]
     label = (overrides and cfg.columns.label) or spec.label
     positive = cfg.positive if overrides and cfg.positive is not None else spec.positive
@@ -77,7 +78,7 @@ def audit_task(judge, task: str, labelled: Labelled, label_column: str, positive
 
 
 def judge_config(name: str):
-    """The composed conf/judge/<name>.yaml (inside the audit app, or standalone in tests and scripts)."""
+    """The composed qresafe_exp/conf/judge/<name>.yaml (inside the audit app, or standalone in tests and scripts)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -86,7 +87,7 @@ def judge_config(name: str):
     register_configs()
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="audit", overrides=[f"judge={name}"]).judge
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="audit", overrides=[f"judge={name}"]).judge
 
 
@@ -95,7 +96,7 @@ def suite_judges(cfg) -> tuple[list[str], bool]:
     if cfg.get("judges"):
         return list(cfg.judges), True
     if cfg.suite not in cfg.suites:
-        raise ValueError(f"suite={cfg.suite} is not defined under `suites` in conf/audit.yaml "
+        raise ValueError(f"suite={cfg.suite} is not defined under `suites` in qresafe_exp/conf/audit.yaml "
                          f"(have: {', '.join(cfg.suites)})")
     return list(cfg.suites[cfg.suite]), False
 
@@ -115,7 +116,7 @@ def run_suite(cfg, requests) -> tuple[dict, list[dict]]:
         else:
             try:
                 built.append(build_judge(judge_config(name)))
-            except Exception as exc:  # a missing conf/judge/<name>.yaml, a judge that cannot start
+            except Exception as exc:  # a missing qresafe_exp/conf/judge/<name>.yaml, a judge that cannot start
                 reason = f"could not be built: {type(exc).__name__}: {exc}"
         if reason:
             if explicit:

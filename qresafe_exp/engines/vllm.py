@@ -1,4 +1,4 @@
-"""vLLM's offline API as a generation engine (GPU machines; optional extra `vllm`).
+"""vLLM's offline API as a generation engine (GPU machines; its own environment, `make setup-vllm`).
 
 Prompts go in as the same token ids the transformers engine uses (rendered chat text, no extra
 special tokens), so the two engines see identical inputs and their greedy outputs can be compared.

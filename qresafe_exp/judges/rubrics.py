@@ -48,7 +48,7 @@ def fill(text: str, **values: str) -> str:
 
 def data_paths(cfg) -> tuple[Optional[str], str]:
     """(data_dir, cache_dir) for a judge's published prompts: the run's ``paths`` when the judge config
-    sits inside a composed run config, else what ``conf/paths/default.yaml`` would give (a judge built on
+    sits inside a composed run config, else what ``qresafe_exp/conf/paths/default.yaml`` would give (a judge built on
     its own: tests, scripts)."""
     root = cfg._get_root() if hasattr(cfg, "_get_root") else None
     if root is not None and "paths" in root:

@@ -1,4 +1,4 @@
-"""Quantizers by name. Adding one = a module here, a line below, and conf/quant/<name>.yaml."""
+"""Quantizers by name. Adding one = a module here, a line below, and qresafe_exp/conf/quant/<name>.yaml."""
 
 from qresafe_exp.registry import Registry
 

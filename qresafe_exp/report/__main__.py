@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from qresafe_exp.conf import CONFIG_PATH
 from qresafe_exp.schema import register_configs
 
 register_configs()
@@ -70,7 +71,7 @@ def _log_to_wandb(cfg: DictConfig, rows: list[dict], pictures: dict) -> None:
         tracker.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="report")
 def main(cfg: DictConfig) -> None:
     result = build_report(cfg)
     print(f"\nreport for study {cfg.study}: {result['cells']} cells, tables {', '.join(result['tables']) or '-'}, "

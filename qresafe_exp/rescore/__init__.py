@@ -1,4 +1,4 @@
-"""Re-score a study without regenerating (conf/rescore.yaml, ``python -m qresafe_exp.rescore``).
+"""Re-score a study without regenerating (qresafe_exp/conf/rescore.yaml, ``python -m qresafe_exp.rescore``).
 
 Every cell's stored responses (``samples.jsonl``) are judged again by the configured judges, each
 suite's score block is rebuilt by the function the evaluation itself uses (asr.harmful_block,

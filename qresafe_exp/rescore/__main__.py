@@ -13,12 +13,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from qresafe_exp.conf import CONFIG_PATH
 from qresafe_exp.schema import register_configs
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="rescore")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="rescore")
 def main(cfg: DictConfig) -> None:
     from qresafe_exp.rescore import rescore_study
 

@@ -18,7 +18,7 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_options():
     for group in GROUPS:
-        assert options(group), f"conf/{group}/ is empty"
+        assert options(group), f"qresafe_exp/conf/{group}/ is empty"
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

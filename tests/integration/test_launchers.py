@@ -1,6 +1,6 @@
 """Launchers as config, and sweeps whose cells run in parallel workers over one artifact cache.
 
-The config tests compose conf/launcher/{slurm,ray}.yaml (no cluster). The sweep tests run the same
+The config tests compose qresafe_exp/conf/launcher/{slurm,ray}.yaml (no cluster). The sweep tests run the same
 2x2 tiny sweep (quant=rtn,gptq x bits=4,8 on tiny-random-llama, + the FP reference cell) through
 submitit_local, joblib (n_jobs=2) and Ray (a head started by the test in a loopback-only network
 namespace), each with a fresh cache, and check that the workers shared that cache safely: every
@@ -46,7 +46,7 @@ def compose_with_hydra(overrides: list[str]):
     from qresafe_exp.schema import register_configs
 
     register_configs()
-    # ~local: a developer's git-ignored conf/local/default.yaml must not change what is asserted
+    # ~local: a developer's git-ignored qresafe_exp/conf/local/default.yaml must not change what is asserted
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[*overrides, "~local"], return_hydra_config=True)
 

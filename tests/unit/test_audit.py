@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from qresafe_exp.audit import XSTEST_CLASSES, agreement, agreement_multiclass, cohen_kappa, load_labelled
+from qresafe_exp.conf import CONF_DIR as CONF
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = {"prompt": "prompt", "response": "response", "label": "refusal", "side": "side", "dataset": "dataset",
@@ -188,7 +189,7 @@ def _audit_cfg(tmp_path, data, labels, *overrides):
 
     register_configs()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("audit", overrides=[f"labels=[{','.join(map(str, labels))}]", f"paths.data_dir={data}",
                                            f"paths.output_dir={tmp_path / 'outputs'}", "bootstrap.resamples=200",
                                            *overrides])
@@ -218,7 +219,7 @@ def test_suite_runs_every_judge_on_every_task_it_can_do(tiny_data, tmp_path):
 
 
 def test_default_suite_lists_the_project_judges():
-    cfg = OmegaConf.load(ROOT / "conf" / "audit.yaml")
+    cfg = OmegaConf.load(CONF / "audit.yaml")
     assert list(cfg.suites.default) == ["harm", "refusal", "keyword", "xstest_strmatch"]
 
 

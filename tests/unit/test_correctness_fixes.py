@@ -11,12 +11,12 @@ import torch
 from omegaconf import OmegaConf
 
 from qresafe_exp.cache import ArtifactCache
+from qresafe_exp.conf import CONF_DIR as CONF
 from qresafe_exp.engines.hf import HFEngine
 from qresafe_exp.generate import GenerationSpec, render_chat
 from qresafe_exp.models import load_model, load_tokenizer, materialize, trusts_remote_code
 from qresafe_exp.schema import ModelConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["Hi", "Write a poem about the sea.", "What is 2+2?", "List three colours.", "Name a dog.",
            "Why is the sky blue?"]
 
@@ -185,7 +185,7 @@ def test_the_key_goes_to_https_and_loopback(url, monkeypatch):
 
 
 def test_the_openai_config_example_for_a_local_server_sends_no_key():
-    text = (ROOT / "conf" / "judge" / "openai.yaml").read_text().replace("\\\n#", "")
+    text = (CONF / "judge" / "openai.yaml").read_text().replace("\\\n#", "")
     local = [line for line in text.splitlines() if "judge.base_url=http://" in line]
     assert local and all("judge.api_key_env=null" in line for line in local)
 
