@@ -187,6 +187,9 @@ class TrainedPatchConfig(PatchConfig):
     max_length: int = 512
     max_response_tokens: int = 128
     snip_batch_size: int = 4
+    # SNIP scores from this many of the pairs' preferred responses (a seeded sample; null = all): each
+    # re-selection is a forward + backward over them, ~1 s per response on a 2-core CPU at 135M
+    snip_samples: Optional[int] = None
     # Train through the merge's re-quantizer (straight-through estimator): the loss sees the weights the
     # merged checkpoint will hold, so the patch survives re-quantization (off = the spec's plain LoRA).
     quant_aware: bool = False

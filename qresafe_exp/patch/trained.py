@@ -40,7 +40,7 @@ from qresafe_exp.quant.fake_quant import attach_activation_quant
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
 # settings added after patches were cached: left out of the key at their default, so those stay valid
-LATER_SETTINGS = {"mask_score": "snip", "autocast": None, "gradient_checkpointing": False}
+LATER_SETTINGS = {"mask_score": "snip", "autocast": None, "gradient_checkpointing": False, "snip_samples": None}
 
 
 def spec_settings(cfg: DictConfig) -> dict:
@@ -62,6 +62,8 @@ class TrainedPatch(Patch):
         check_choice("mask_score", cfg.mask_score, MASK_SCORES)
         check_choice("mask_map", cfg.mask_map, ("delta", "rowcol"))
         check_choice("autocast", cfg.autocast, AUTOCAST_CHOICES)
+        if cfg.get("snip_samples") is not None and cfg.snip_samples < 1:
+            raise ValueError(f"patch.snip_samples={cfg.snip_samples}: at least 1 response (null = all pairs)")
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
         check_mergeable(cfg.name, quant_cfg)

@@ -57,6 +57,9 @@ class MaskSelector:
                  seed: int = 0, autocast: torch.dtype | None = None):
         self.model, self.adapters, self.cfg, self.seed, self.autocast = model, adapters, cfg, seed, autocast
         chosen = [it["chosen"] for it in items]
+        samples = getattr(cfg, "snip_samples", None)
+        if samples is not None and samples < len(chosen):  # a seeded sample, the same at every re-selection
+            chosen = [chosen[i] for i in sorted(random.Random(seed).sample(range(len(chosen)), samples))]
         self.batches = [collate(chosen[i : i + cfg.snip_batch_size], pad_id)
                         for i in range(0, len(chosen), cfg.snip_batch_size)]
         self.selections, self.seconds = 0, 0.0
