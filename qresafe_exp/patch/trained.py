@@ -21,21 +21,21 @@ from safetensors.torch import load_file
 from qresafe_exp.devices import AUTOCAST_CHOICES
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.evals.protocols import system_prompt_for
+from qresafe_exp.formats.fake_quant import attach_activation_quant
+from qresafe_exp.formats.rewrite import link_checkpoint
+from qresafe_exp.formats.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
-from qresafe_exp.patch.grids import requantizers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
-from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, link_checkpoint, write_merged
-from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
+from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, requantizers, write_merged
 from qresafe_exp.patch.snip import MASK_SCORES
 from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
 from qresafe_exp.quant.base import checkpoint_bytes
-from qresafe_exp.quant.fake_quant import attach_activation_quant
 
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
