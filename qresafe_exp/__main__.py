@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from qresafe_exp.schema import register_configs
+from qresafe_exp.schema import RUN_STAMP_ENV, new_run_stamp, register_configs
 
 register_configs()
 
@@ -51,6 +52,7 @@ def main() -> None:
         check_writable_dirs(sys.argv[1:])  # before Hydra writes its run dir there
     except NotWritableError as err:
         _fail(str(err), 1)
+    os.environ[RUN_STAMP_ENV] = new_run_stamp()  # this run's name for its Hydra records, in every worker too
     hydra_app()
 
 

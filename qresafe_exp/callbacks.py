@@ -1,17 +1,19 @@
-"""Hydra callbacks for sweeps: fail fast on any bad cell before the first job runs, and print
-one table of every cell at the end."""
+"""Hydra callbacks for sweeps: keep each run's multirun.yaml, fail fast on any bad cell before the
+first job runs, and print one table of every cell at the end."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import write_text_atomic
+from qresafe_exp.schema import run_stamp
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,28 @@ def sweep_job_configs(config: DictConfig) -> list[DictConfig]:
     return [compose(config_name=config.hydra.job.config_name, overrides=list(job)) for job in jobs]
 
 
+def keep_run_record(config: DictConfig) -> Path:
+    """Save this run's multirun config as <sweep dir>/.hydra/<run stamp>/multirun.yaml, beside the cells'
+    .hydra/<run stamp>/ records; Hydra's own <sweep dir>/multirun.yaml is the latest run's only. One
+    written before this layout (no copy under .hydra/) is kept there under its modification time."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    records = sweep_dir / ".hydra"
+    latest = sweep_dir / "multirun.yaml"
+    if latest.is_file():
+        text = latest.read_text()
+        if not any(p.read_text() == text for p in records.glob("*/multirun.yaml")):
+            stamp = datetime.fromtimestamp(latest.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S_%f")
+            write_text_atomic(records / stamp / "multirun.yaml", text)
+    path = records / run_stamp() / "multirun.yaml"
+    write_text_atomic(path, OmegaConf.to_yaml(config))  # the config the sweeper saves next
+    return path
+
+
 class PreflightCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from qresafe_exp.pipeline import ConfigError, validate
+
+        keep_run_record(config)
 
         jobs = sweep_job_configs(config)
         try:
