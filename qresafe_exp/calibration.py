@@ -136,7 +136,9 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
     from qresafe_exp.schema import KeywordJudgeConfig, ModelConfig
 
     calib = cfg.calib  # check_calibration ran first: responses=generate comes with a responder
-    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), calib.responder), artifacts, cfg.paths)
+    # resolved in the cell first: a responder may name the cell's own model (${model.name}, as debug=smoke does)
+    responder_cfg = OmegaConf.to_container(calib.responder, resolve=True)
+    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), responder_cfg), artifacts, cfg.paths)
     judge = build_judge(OmegaConf.structured(KeywordJudgeConfig(name="keyword")))
     spec = {"responder": responder.key, "prompts": content_key(sorted(r["prompt"] for r in records)),
             "max_new_tokens": calib.response_max_new_tokens, "keep": calib.keep, "judge": judge.identity,

@@ -10,7 +10,7 @@ import torch
 from qresafe_exp.models import load_model, quant_method
 from qresafe_exp.pipeline import run_cell
 
-FAST = ["debug=smoke", "eval.limit=2", "eval.max_new_tokens=4"]
+FAST = ["debug=smoke", "model=tiny-random-llama", "eval.limit=2", "eval.max_new_tokens=4"]
 
 
 def _checkpoint(cfg, metrics) -> str:
