@@ -43,10 +43,12 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     from qresafe_exp.cli import NotWritableError, UnknownKeyError, check_override_keys, check_writable_dirs
+    from qresafe_exp.preflight import ConfigError, check_command_line
 
     try:
         check_override_keys(sys.argv[1:])
-    except UnknownKeyError as err:
+        check_command_line(sys.argv[1:])  # Hydra's own compose errors, in one line
+    except (UnknownKeyError, ConfigError) as err:
         _fail(str(err), 2)
     try:
         check_writable_dirs(sys.argv[1:])  # before Hydra writes its run dir there

@@ -9,8 +9,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from qresafe_exp.cache import write_text_atomic
 from qresafe_exp.schema import run_stamp
@@ -76,6 +78,11 @@ class PreflightCallback(Callback):
         sweeper = sweeper_name(config)
         try:
             jobs = sweep_job_configs(config)
+        except (HydraException, OmegaConfBaseException) as err:  # e.g. bits=4,abc: the cell does not compose
+            from qresafe_exp.preflight import compose_error_line
+
+            print(f"Error in sweep, no cell was run: {compose_error_line(err)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from err
         except UnlistableSweep as why:
             # run_cell validates its own config first, so a bad cell still stops before its model loads
             log.warning("preflight: the %s's cells cannot be listed before it runs (%s); each cell is "

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
+from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
@@ -77,6 +78,10 @@ class SafePatching(Patch):
             if not 0.0 < cfg[key] <= 1.0:
                 raise ValueError(f"patch.{key}={cfg[key]}: a fraction in (0, 1]")
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
+        for step in ("se", "osm"):
+            check_positive(f"patch.{step}.lr", cfg[step].lr)
+            check_count(f"patch.{step}.epochs", cfg[step].epochs, 1, "passes over the pairs")
+        check_count("patch.batch_size", cfg.batch_size, 1, "pairs per step")
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod

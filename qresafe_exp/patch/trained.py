@@ -34,6 +34,7 @@ from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, li
 from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.patch.snip import MASK_SCORES
 from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
+from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.quant.fake_quant import attach_activation_quant
 
@@ -72,6 +73,15 @@ class TrainedPatch(Patch):
         check_choice("autocast", cfg.autocast, AUTOCAST_CHOICES)
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
+        for key in ("lr", "beta", "lora_alpha"):
+            check_positive(f"patch.{key}", cfg[key])
+        for key, what in (("lora_r", "LoRA rank"), ("max_length", "tokens per pair"),
+                          ("max_response_tokens", "response tokens per pair"),
+                          ("data.num_harmful", "harmful patch prompts"), ("data.max_new_tokens", "tokens per answer")):
+            check_count(f"patch.{key}", OmegaConf.select(cfg, key), 1, what)
+        check_count("patch.data.num_benign", cfg.data.num_benign, 0, "benign patch prompts")
+        if not 0.0 <= cfg.warmup_fraction < 1.0:
+            raise ValueError(f"patch.warmup_fraction={cfg.warmup_fraction}: the share of steps warming up, in [0, 1)")
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod
