@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from qresafe_exp.cache import write_text_atomic
-from qresafe_exp.schema import run_stamp
+from qresafe_exp.schema import STAMP_FORMAT, run_stamp
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ class UnlistableSweep(Exception):
 
 def sweeper_name(config: DictConfig) -> str:
     return str(config.hydra.sweeper.get("_target_") or BASIC_SWEEPER).rsplit(".", 1)[-1]
+
+
+def is_basic_sweep(config: DictConfig) -> bool:
+    return sweeper_name(config) == BASIC_SWEEPER.rsplit(".", 1)[-1]
 
 
 def sweep_job_configs(config: DictConfig) -> list[DictConfig]:
@@ -63,7 +67,7 @@ def keep_run_record(config: DictConfig) -> Path:
     if latest.is_file():
         text = latest.read_text()
         if not any(p.read_text() == text for p in records.glob("*/multirun.yaml")):
-            stamp = datetime.fromtimestamp(latest.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S_%f")
+            stamp = datetime.fromtimestamp(latest.stat().st_mtime).strftime(STAMP_FORMAT)
             write_text_atomic(records / stamp / "multirun.yaml", text)
     path = records / run_stamp() / "multirun.yaml"
     write_text_atomic(path, OmegaConf.to_yaml(config))  # the config the sweeper saves next
@@ -96,7 +100,7 @@ class PreflightCallback(Callback):
             # the sweep before its first job, so exit here (SystemExit is not caught).
             print(f"Error in sweep, no cell was run: {err}", file=sys.stderr, flush=True)
             raise SystemExit(2) from err
-        if sweeper == BASIC_SWEEPER.rsplit(".", 1)[-1]:
+        if is_basic_sweep(config):
             log.info("preflight: %d cells valid", len(jobs))
         else:
             log.info("preflight: %d cells valid: every combination of the %s's choices in "
@@ -110,7 +114,7 @@ class SummaryCallback(Callback):
         from qresafe_exp.summary import format_table, table_row
 
         cells: dict[str, Path] = {}
-        if sweeper_name(config) == BASIC_SWEEPER.rsplit(".", 1)[-1]:
+        if is_basic_sweep(config):
             for job in sweep_job_configs(config):
                 for name in (reference_cell_name(job), job.cell):
                     cells.setdefault(name, cell_dir(job, name) / "metrics.json")

@@ -21,7 +21,7 @@ from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import JUDGES, build_judge
 from qresafe_exp.align import training_prompts
 from qresafe_exp.models import ModelRef, materialize
-from qresafe_exp.preflight import ConfigError, check_inputs  # noqa: F401 (ConfigError: importable from here)
+from qresafe_exp.preflight import ConfigError, check_inputs
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.fingerprint import cached_fingerprint

@@ -440,10 +440,11 @@ def bnb_format(fmt: str, bits) -> str:
 # One name per run (its start time), shared by every cell of a sweep: `python -m qresafe_exp` sets it
 # before Hydra starts, so launcher workers inherit it; where unset, each process makes its own.
 RUN_STAMP_ENV = "QRESAFE_RUN_STAMP"
+STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # sorts by time; microseconds keep reruns apart
 
 
 def new_run_stamp() -> str:
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")  # sorts by time; microseconds keep reruns apart
+    return datetime.now().strftime(STAMP_FORMAT)
 
 
 def run_stamp() -> str:

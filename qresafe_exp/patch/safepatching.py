@@ -29,7 +29,6 @@ from safetensors.torch import load_file, save_file
 
 from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
-from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
@@ -40,6 +39,7 @@ from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, write_merged
 from qresafe_exp.patch.snip import snip_scores
+from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
 
 log = logging.getLogger(__name__)
