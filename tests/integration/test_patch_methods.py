@@ -43,7 +43,7 @@ def talkative_dir(tmp_path_factory, shared_cache):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["debug=smoke", f"paths.cache_dir={shared_cache}"])
+        cfg = compose("config", overrides=["debug=smoke", "model=tiny-random-llama", f"paths.cache_dir={shared_cache}"])
     GlobalHydra.instance().clear()
     fp = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     model = load_model(fp.path, torch.device("cpu"))

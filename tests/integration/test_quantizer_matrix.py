@@ -11,7 +11,7 @@ from qresafe_exp.formats import format_of
 from qresafe_exp.models import load_model
 from qresafe_exp.pipeline import run_cell
 
-FAST = ["debug=smoke", "eval.limit=2", "eval.max_new_tokens=4"]
+FAST = ["debug=smoke", "model=tiny-random-llama", "eval.limit=2", "eval.max_new_tokens=4"]
 
 
 def _checkpoint(cfg, metrics) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-SWEEP = ["-m", "debug=smoke", "quant=gptq,awq", "bits=4,8"]
+SWEEP = ["-m", "debug=smoke", "model=tiny-random-llama", "quant=gptq,awq", "bits=4,8"]
 CELLS = ["tiny-random-llama.fp.none", "tiny-random-llama.gptq-w4g64-alpaca.none",
          "tiny-random-llama.gptq-w8g64-alpaca.none", "tiny-random-llama.awq-w4g64-alpaca.none",
          "tiny-random-llama.awq-w8g64-alpaca.none"]
