@@ -82,7 +82,7 @@ test:  ## the default test suite (unit, config, integration on tiny-random-llama
 test-full:  ## also the slow tests on the real SmolLM2 model
 	$(BIN)/python -m pytest -q -m "not gpu"
 
-smoke:  ## the 2x2 gptq/awq x 4/8 sweep on tiny-random-llama (real pipeline, 4 prompts, W&B off)
+smoke:  ## the 2x2 gptq/awq x 4/8 sweep on tiny-talkative (real pipeline, 4 prompts, W&B off)
 	$(BIN)/python -m qresafe_exp -m debug=smoke quant=gptq,awq bits=4,8
 
 sweep:  ## the spine sweep on smollm2-135m: quant=gptq,awq bits=4,8 (reduced eval)

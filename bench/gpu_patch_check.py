@@ -29,14 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qresafe_exp.finetune import collate, tokenize_example  # noqa: E402
+from qresafe_exp.formats.fake_quant import write_sidecar  # noqa: E402
 from qresafe_exp.lm import named_linears  # noqa: E402
 from qresafe_exp.models import load_model  # noqa: E402
-from qresafe_exp.patch.grids import requantizers  # noqa: E402
 from qresafe_exp.patch.masked_lora import attach_masked_lora  # noqa: E402
 from qresafe_exp.patch.quantized_view import load_trainable  # noqa: E402
-from qresafe_exp.patch.requantize import write_merged  # noqa: E402
+from qresafe_exp.patch.requantize import requantizers, write_merged  # noqa: E402
 from qresafe_exp.patch.trainer import _summed_logprobs, reference_logprobs, train_patch  # noqa: E402
-from qresafe_exp.quant.fake_quant import bake_weights, attach_weight_quant, write_sidecar  # noqa: E402
+from qresafe_exp.quant.fake_quant import bake_weights, attach_weight_quant  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,

@@ -3,7 +3,7 @@ go, and the peak memory of every pipeline stage in the cold run.
 
     python bench/sweep_cache.py                                   # make bench's sweep (smollm2-135m)
     python bench/sweep_cache.py -- quant=gptq,awq bits=4,8        # the spine sweep (~18 min cold here)
-    python bench/sweep_cache.py -- debug=smoke quant=gptq,awq bits=4,8   # on tiny-random-llama
+    python bench/sweep_cache.py -- debug=smoke quant=gptq,awq bits=4,8   # on tiny-talkative
 
 Prints wall times, their ratio and a stage x cell table of peak resident memory (and CUDA peak where
 there is a GPU), read from each cell's metrics.json (`resources`, recorded by the pipeline per stage);

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from qresafe_exp.conf import CONFIG_PATH
-from qresafe_exp.schema import register_configs
+from qresafe_exp.schema import RUN_STAMP_ENV, new_run_stamp, register_configs
 
 register_configs()
 
@@ -43,15 +44,18 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     from qresafe_exp.cli import NotWritableError, UnknownKeyError, check_override_keys, check_writable_dirs
+    from qresafe_exp.preflight import ConfigError, check_command_line
 
     try:
         check_override_keys(sys.argv[1:])
-    except UnknownKeyError as err:
+        check_command_line(sys.argv[1:])  # Hydra's own compose errors, in one line
+    except (UnknownKeyError, ConfigError) as err:
         _fail(str(err), 2)
     try:
         check_writable_dirs(sys.argv[1:])  # before Hydra writes its run dir there
     except NotWritableError as err:
         _fail(str(err), 1)
+    os.environ[RUN_STAMP_ENV] = new_run_stamp()  # this run's name for its Hydra records, in every worker too
     hydra_app()
 
 

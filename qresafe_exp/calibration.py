@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.cache import ArtifactCache, RequestCache, content_key
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.normalize import normalize_prompt
-from qresafe_exp.data.registry import resolve_file
+from qresafe_exp.data.registry import is_file_name, resolve_file
 from qresafe_exp.evals.degeneration import degeneration_signals
 from qresafe_exp.evals.suites import SUITES
 
@@ -43,7 +43,7 @@ def resolve_dataset(calib: DictConfig, paths) -> tuple[str, str | None]:
         resolve_file(calib.dataset, paths.data_dir, paths.cache_dir)
         return calib.dataset, None
     except DatasetNotFoundError as err:
-        if not calib.offline_dataset:
+        if not calib.offline_dataset or is_file_name(calib.dataset):  # a file of one's own has no stand-in
             raise
         return calib.offline_dataset, str(err)
 
@@ -61,9 +61,11 @@ def check_calibration(cfg: DictConfig) -> None:
 
 
 def evaluation_prompts(cfg: DictConfig) -> set[str]:
+    from qresafe_exp.evals.runner import suite_records  # the `prompts` suite reads the user's file
+
     prompts: set[str] = set()
     for name in cfg.eval.suites:
-        records = load_records(SUITES.get(name).dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+        records = suite_records(SUITES.get(name), cfg)
         prompts.update(normalize_prompt(r["prompt"]) for r in records)
     return prompts
 
@@ -136,7 +138,9 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
     from qresafe_exp.schema import KeywordJudgeConfig, ModelConfig
 
     calib = cfg.calib  # check_calibration ran first: responses=generate comes with a responder
-    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), calib.responder), artifacts, cfg.paths)
+    # resolved in the cell first: a responder may name the cell's own model (${model.name}, as debug=smoke does)
+    responder_cfg = OmegaConf.to_container(calib.responder, resolve=True)
+    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), responder_cfg), artifacts, cfg.paths)
     judge = build_judge(OmegaConf.structured(KeywordJudgeConfig(name="keyword")))
     spec = {"responder": responder.key, "prompts": content_key(sorted(r["prompt"] for r in records)),
             "max_new_tokens": calib.response_max_new_tokens, "keep": calib.keep, "judge": judge.identity,

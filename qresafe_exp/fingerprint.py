@@ -4,7 +4,7 @@ builds) can tell whether they hold the same weights without shipping them.
 What is hashed, per *part* of the checkpoint directory:
 - the model weights (``model*.safetensors`` shards, ``pytorch_model*.bin``, or the files a
   ``*.index.json`` names), merged into one part ``model``: sharding and file names do not matter;
-- every other tensor file (the sidecars of patch/sidecars.py, a qlora adapter, any ``.pt``) is its own
+- every other tensor file (the sidecars of formats/sidecars.py, a qlora adapter, any ``.pt``) is its own
   part, named by its path, so a sidecar can never be mistaken for a base weight;
 - ``fake_quant.json`` (llm_qat's activation / KV quantizers, which change what the model computes) as
   canonical JSON: key order does not matter;
@@ -15,7 +15,7 @@ is independent of file layout, shard count, file order and JSON key order; token
 
 ``cached_fingerprint`` stores the result beside the artifact directory (``<stage>/.<key>.fingerprint.json``,
 next to the artifact's lock file), not inside it: patches hard-link every file of the quantized
-artifact into theirs (patch/requantize.link_checkpoint), so a file inside would travel into the patched
+artifact into theirs (formats/rewrite.link_checkpoint), so a file inside would travel into the patched
 artifact's manifest and rewriting it there would make the cache flag that artifact as corrupt.
 """
 

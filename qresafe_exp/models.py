@@ -5,13 +5,15 @@ Three sources (``model.source``):
   dequantized once by transformers' GGUF loader and cached as fp32 safetensors;
 - ``hub``: a hub id or a local directory, used in place (transformers caches hub downloads);
 - ``random``: a config with random weights (tests), with the tokenizer of a GGUF package.
+
+What a checkpoint directory holds, and how each part of it loads, is the format layer's
+(qresafe_exp/formats/); ``load_model`` puts the pieces together.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import ArtifactCache, content_key
-from qresafe_exp.devices import compute_dtype
+from qresafe_exp.formats import format_of
+from qresafe_exp.formats.base import remember_remote_code, trusts_remote_code
+from qresafe_exp.formats.sidecars import apply_kept_weights, attach_adapter, attach_patch_delta
 
 log = logging.getLogger(__name__)
 MODEL_STAGE_VERSION = 1
@@ -120,16 +124,9 @@ def _materialize_aligned(cfg: DictConfig, cache: ArtifactCache, paths) -> ModelR
     return ModelRef(cfg.name, str(art.path), art.key)
 
 
-# Checkpoint path -> model.trust_remote_code, recorded by materialize. Loaders are handed a bare path
-# (ModelRef.path) by many callers, so the model config's consent to run the repo's code travels here.
-_REMOTE_CODE: dict[str, bool] = {}
 # formats transformers never reads for a PyTorch model: left out of a pinned snapshot's download
 _NOT_LOADED = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.msgpack", "*.h5",
                "*.tflite", "*.ot", "coreml/*", "openvino/*"]
-
-
-def trusts_remote_code(path: str) -> bool:
-    return _REMOTE_CODE.get(str(path), False)
 
 
 def _hub_path(cfg: DictConfig) -> str:
@@ -161,7 +158,7 @@ def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
     if cfg.source == "hub":
         key = cache.key("model", {"source": "hub", "path": cfg.path, "revision": cfg.revision})
         path = _hub_path(cfg)
-        _REMOTE_CODE[path] = bool(cfg.trust_remote_code)
+        remember_remote_code(path, cfg.trust_remote_code)  # loaders get a bare path; the consent travels with it
         return ModelRef(cfg.name, path, key)
     if cfg.source == "gguf_package":
         gguf = gguf_path(cfg.gguf_package, cfg.gguf_file)
@@ -178,18 +175,6 @@ def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
                                  version=MODEL_STAGE_VERSION)
         return ModelRef(cfg.name, str(art.path), art.key)
     raise ValueError(f"model.source='{cfg.source}' is unknown. Allowed: aligned, gguf_package, hub, random")
-
-
-def quant_method(path: str) -> Optional[str]:
-    """The checkpoint's quantization_config.quant_method (None for plain checkpoints)."""
-    config = Path(path) / "config.json"
-    if not config.exists():
-        return None
-    return (json.loads(config.read_text()).get("quantization_config") or {}).get("quant_method")
-
-
-def is_compressed_tensors(path: str) -> bool:
-    return quant_method(path) == "compressed-tensors"
 
 
 def load_tokenizer(path: str, revision: Optional[str] = None):
@@ -214,34 +199,11 @@ def load_model(path: str, device: torch.device, *, dequantize: bool = True, revi
     16-bit safety weights (``kept_weights.safetensors``), and the llm_qat activation / KV quantizers
     (``fake_quant.json``; ``fake_quant=False`` leaves them off, for a trainer that re-attaches them).
     """
-    from transformers import AutoModelForCausalLM
-
-    from qresafe_exp.quant.fake_quant import attach_saved_fake_quant
-
-    kwargs = {"dtype": dtype or compute_dtype(device), "revision": revision, "trust_remote_code": trusts_remote_code(path)}
-    method = quant_method(path)
-    if method == "compressed-tensors":
-        from transformers import CompressedTensorsConfig
-
-        kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=dequantize)
-    if method == "bitsandbytes":  # bnb modules are placed at load time and cannot be moved after
-        from qresafe_exp.quant.bnb import silence_bnb_warnings
-
-        silence_bnb_warnings()
-        model = AutoModelForCausalLM.from_pretrained(path, device_map=str(device), **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
-    from qresafe_exp.patch.sidecars import apply_kept_weights, attach_patch_delta
-
+    fmt = format_of(path)
+    model = fmt.load(device, dequantize=dequantize, dtype=dtype, revision=revision)
     apply_kept_weights(model, path)  # qresafe_awq: safety-critical entries in 16 bit
     attach_patch_delta(model, path)  # an unmerged patch rides on the quantized base
     if fake_quant:
-        attach_saved_fake_quant(model, path)  # llm_qat checkpoints: activation / KV quantizers
-    from qresafe_exp.quant.qlora import ADAPTER_DIR
-
-    adapter = Path(path) / ADAPTER_DIR  # qlora merge=adapter: the adapter rides on the bnb base
-    if adapter.is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
+        fmt.apply_sidecars(model)  # llm_qat checkpoints: activation / KV quantizers
+    model = attach_adapter(model, path)  # qlora merge=adapter: the adapter rides on the bnb base
     return model.eval()

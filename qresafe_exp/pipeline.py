@@ -12,20 +12,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
 from qresafe_exp.data import DatasetNotFoundError, load_records
+from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
 from qresafe_exp.evals.runner import evaluate, user_prompts_path
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
-from qresafe_exp.judges import build_judge
+from qresafe_exp.judges import JUDGES, build_judge
 from qresafe_exp.align import training_prompts
 from qresafe_exp.models import ModelRef, materialize
+from qresafe_exp.preflight import ConfigError, check_inputs
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.fingerprint import cached_fingerprint
 from qresafe_exp.provenance import provenance, seed_everything
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
+from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
@@ -35,10 +38,6 @@ from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import build_tracker, scrub_secrets
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; raised before any model is loaded."""
 
 
 # ---------------------------------------------------------------- validation (no model loads)
@@ -52,8 +51,29 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     return None
 
 
+def _cell_label(cfg: DictConfig) -> str:
+    try:
+        return cfg.cell
+    except Exception:  # noqa: BLE001 - e.g. model.name unset: the message names that key itself
+        return "?"
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """Registry names in the config (quant.name, patch.name, judge.name, eval.suites): the key and the choices."""
+    checks = [(key, registry, OmegaConf.select(cfg, key)) for key, registry in
+              (("quant.name", QUANTIZERS), ("patch.name", PATCHES), ("judge.name", JUDGES))]
+    checks += [("eval.suites", SUITES, name) for name in cfg.eval.suites]
+    for key, registry, name in checks:
+        try:
+            registry.check(name)
+        except UnknownNameError as err:
+            raise ValueError(f"{key}={name}: {err}") from None
+
+
 def validate(cfg: DictConfig) -> None:
     try:
+        check_inputs(cfg)
+        _check_names(cfg)
         if cfg.on_unsupported not in ("error", "record"):
             raise ValueError(f"on_unsupported={cfg.on_unsupported} is unknown. Allowed: error, record")
         reason = unsupported_reason(cfg)
@@ -76,8 +96,8 @@ def validate(cfg: DictConfig) -> None:
                                                   and cfg.eval.refusal_judge == "judge" else None)
             if task:
                 judge.require(task, f"suite '{name}'")
-            if name == "prompts":
-                user_prompts_path(cfg)
+            if name == "prompts":  # read in full now: a bad file stops the cell before any model loads
+                user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"))
             else:
                 resolve_file(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
         selected_grid(cfg.eval.decoding.configs)
@@ -92,7 +112,7 @@ def validate(cfg: DictConfig) -> None:
         if cfg.logger.name not in ("wandb", "none"):
             raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
     except (KeyError, ValueError, DatasetNotFoundError, RuntimeError, FileNotFoundError) as err:
-        raise ConfigError(f"[{cfg.cell}] {err}") from err
+        raise ConfigError(f"[{_cell_label(cfg)}] {err}") from err
 
 
 # ---------------------------------------------------------------- stages

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -446,6 +447,20 @@ def bnb_format(fmt: str, bits) -> str:
     return {8: "int8", 4: "nf4"}.get(int(bits), f"w{bits}") if bits is not None else "nf4"
 
 
+# One name per run (its start time), shared by every cell of a sweep: `python -m qresafe_exp` sets it
+# before Hydra starts, so launcher workers inherit it; where unset, each process makes its own.
+RUN_STAMP_ENV = "QRESAFE_RUN_STAMP"
+STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S_%f"  # sorts by time; microseconds keep reruns apart
+
+
+def new_run_stamp() -> str:
+    return datetime.now().strftime(STAMP_FORMAT)
+
+
+def run_stamp() -> str:
+    return os.environ.setdefault(RUN_STAMP_ENV, new_run_stamp())
+
+
 def register_configs() -> None:
     # The launch directory without Hydra's runtime singleton, which is unset where sweep
     # callbacks compose job configs (and in tests).
@@ -461,6 +476,8 @@ def register_configs() -> None:
     # a seed sweep (seed=0,1,2) gets one cell per seed: .seed1, .seed2; seed 0 keeps the names it always had
     OmegaConf.register_new_resolver("qresafe.seed_suffix", lambda seed: f".seed{seed}" if int(seed) else "",
                                     replace=True)
+    # hydra.output_subdir: each run's Hydra records of a cell in .hydra/<run stamp>/, never overwritten
+    OmegaConf.register_new_resolver("qresafe.run_stamp", run_stamp, replace=True)
     cs.store(name="base_config", node=RootConfig)
     for group, kind, node in [
         ("model", "model", ModelConfig),

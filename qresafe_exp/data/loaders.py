@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -64,11 +65,8 @@ def alpaca_eval_reference(path: Path) -> list[dict]:
 def prompt_response_file(path: Path) -> list[dict]:
     """A user-supplied pair file (.json list or .jsonl): prompt/response, instruction/output, or a
     chat ``messages`` list whose first user and assistant turns are taken."""
-    text = Path(path).read_text()
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if str(path).endswith(".jsonl") \
-        else json.loads(text)
-    if isinstance(rows, dict):
-        rows = rows.get("records", [])
+    where = f"dataset file {path}"
+    rows = user_json_rows(path, user_text(path, where), where)
     records = []
     for i, row in enumerate(rows):
         if "messages" in row:
@@ -169,23 +167,92 @@ def safetybench_questions(path: Path, lang: str | None = None) -> list[dict]:
             for row in jsonl_rows(path)]
 
 
-def user_prompt_table(path: Path, column: str = "prompt", category_column: str | None = None) -> list[dict]:
-    """A user's prompt file: CSV (any column names) or JSON/JSONL records; ``column`` holds the prompt."""
-    if str(path).endswith(".csv"):
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
-        rows = jsonl_rows(path)
-    if not rows:
-        raise ValueError(f"prompts file '{path}' has no rows")
-    if column not in rows[0]:
-        raise ValueError(f"prompts file '{path}' has no column '{column}' (columns: {', '.join(rows[0])}); "
-                         "set prompts_column=<the column holding the prompts>")
-    if category_column and category_column not in rows[0]:
-        raise ValueError(f"prompts file '{path}' has no column '{category_column}' (prompts_category_column)")
-    return [{"id": f"{Path(path).stem}-{i}", "prompt": str(row[column]),
-             **({"category": row[category_column]} if category_column else {})}
-            for i, row in enumerate(rows) if str(row[column]).strip()]
+def user_text(path: Path, where: str) -> str:
+    """A user-supplied text file's content. Refused in one line that starts with ``where`` (the key and the
+    file, e.g. ``prompts=x.csv``): binary, not UTF-8 (e.g. Latin-1), or empty."""
+    data = Path(path).read_bytes()
+    if b"\x00" in data:
+        raise ValueError(f"{where}: a binary file (it holds NUL bytes), not CSV/JSON text; give a .csv, .json "
+                         "or .jsonl file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save "
+                         "it as UTF-8") from None
+    if not text.strip():
+        raise ValueError(f"{where}: the file is empty; give a header row and one prompt per row (CSV) or "
+                         "one record per prompt (JSON/JSONL)")
+    return text
+
+
+def user_json_rows(path: Path, text: str, where: str) -> list:
+    """The records of a user's .json (a list, or {"records": [...]}) or .jsonl file; a syntax error is
+    refused with its line."""
+    if str(path).endswith(".jsonl"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{where}: line {number} is not valid JSON ({err.msg}, column "
+                                     f"{err.colno}); give one JSON object per line") from None
+        return rows
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno}); "
+                         "give a JSON list of records, or a .jsonl file") from None
+    return rows.get("records", []) if isinstance(rows, dict) else rows
+
+
+def _csv_rows(text: str, where: str) -> list[dict]:
+    """CSV records, strictly: an unterminated quote or a row whose field count differs from the header's
+    (a stray comma or quote) is refused with its line, instead of being read as one long prompt."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+        rows = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{where}: line {reader.line_num} has {len(row)} fields, the header has "
+                                 f"{len(header)}; quote fields that hold commas (\"a, b\")")
+            rows.append(dict(zip(header, row)))
+    except csv.Error as err:
+        raise ValueError(f"{where}: malformed CSV near line {reader.line_num} ({err}; an unterminated "
+                         "quote?); close every quoted field") from None
+    return rows
+
+
+def user_prompt_table(path: Path, column: str = "prompt", category_column: str | None = None,
+                      key: str = "prompts") -> list[dict]:
+    """A user's prompt file: CSV (any column names) or JSON/JSONL records; ``column`` holds the prompt.
+    Read in full at validation (before any model loads); every problem is one line naming the file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".json", ".jsonl"):
+        raise ValueError(f"{key}={path}: unknown format '{suffix}'; give a .csv, .json or .jsonl file")
+    where = f"{key}={path}"
+    text = user_text(path, where)
+    rows = _csv_rows(text, where) if suffix == ".csv" else user_json_rows(path, text, where)
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{where}: no rows; give one prompt per row")
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: record {number} is not an object with a '{column}' field")
+        if column not in row:
+            raise ValueError(f"{where}: no column '{column}' in record {number} (columns: {', '.join(row)}); "
+                             "set prompts_column=<the column holding the prompts>")
+        if category_column and category_column not in row:
+            raise ValueError(f"{where}: no column '{category_column}' in record {number} (columns: "
+                             f"{', '.join(row)}); fix prompts_category_column")
+    table = [{"id": f"{Path(path).stem}-{i}", "prompt": str(row[column]),
+              **({"category": row[category_column]} if category_column else {})}
+             for i, row in enumerate(rows) if row[column] is not None and str(row[column]).strip()]
+    if not table:
+        raise ValueError(f"{where}: every prompt in column '{column}' is empty")
+    return table
 
 
 def qos_templates(path: Path) -> list[dict]:

@@ -9,20 +9,13 @@ Checkpoints are the directories the quantizers write: vLLM reads their quantizat
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+from qresafe_exp.formats import sidecars_in
+from qresafe_exp.formats.base import trusts_remote_code
 from qresafe_exp.generate import stop_token_ids
-from qresafe_exp.models import trusts_remote_code
-from qresafe_exp.patch.sidecars import KEPT_WEIGHTS, PATCH_DELTA
-from qresafe_exp.quant.fake_quant import SIDECAR as FAKE_QUANT
-from qresafe_exp.quant.qlora import ADAPTER_DIR
 
-# sidecars the transformers loader applies on top of the weights (qresafe_exp.models.load_model)
-SIDECARS = {PATCH_DELTA: "a 16-bit safety-patch delta", KEPT_WEIGHTS: "16-bit kept safety weights",
-            FAKE_QUANT: "fake-quantized activations / KV cache (llm_qat)",
-            ADAPTER_DIR: "an unmerged QLoRA adapter"}
 INSTALL_HINT = ("engine=vllm: vLLM is not installed in this environment. On a CUDA machine run `make setup-vllm` "
                 "and use .venv-vllm/bin/python (vLLM's compressed-tensors pin clashes with llmcompressor's, so it "
                 "lives in its own environment; see docs/scale.md), or use engine=hf (the default)")
@@ -38,7 +31,8 @@ def vllm_available() -> bool:
 
 def check_servable(path: str) -> None:
     """Refuse a checkpoint vLLM would load without the parts transformers adds (a silent wrong model)."""
-    found = [f"{name} ({what})" for name, what in SIDECARS.items() if (Path(path) / name).exists()]
+    # sidecars the transformers loader applies on top of the weights (qresafe_exp.models.load_model)
+    found = [f"{name} ({what})" for name, what in sidecars_in(path).items()]
     if found:
         raise ValueError(f"engine=vllm cannot serve {path}: it carries {', '.join(found)}, which only the "
                          "transformers loader applies. Run this cell with engine=hf")

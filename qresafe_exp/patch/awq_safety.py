@@ -26,6 +26,7 @@ from qresafe_exp.cache import content_key, without_later_defaults, write_json_at
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, tokenize_example
+from qresafe_exp.formats.sidecars import save_kept_weights
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
@@ -33,7 +34,6 @@ from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
-from qresafe_exp.patch.sidecars import save_kept_weights
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes

@@ -39,6 +39,7 @@ from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, write_merged
 from qresafe_exp.patch.snip import snip_scores
+from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class SafePatching(Patch):
             if not 0.0 < cfg[key] <= 1.0:
                 raise ValueError(f"patch.{key}={cfg[key]}: a fraction in (0, 1]")
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
+        for step in ("se", "osm"):
+            check_positive(f"patch.{step}.lr", cfg[step].lr)
+            check_count(f"patch.{step}.epochs", cfg[step].epochs, 1, "passes over the pairs")
+        check_count("patch.batch_size", cfg.batch_size, 1, "pairs per step")
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod

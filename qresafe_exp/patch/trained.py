@@ -21,21 +21,22 @@ from safetensors.torch import load_file
 from qresafe_exp.devices import AUTOCAST_CHOICES
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.evals.protocols import system_prompt_for
+from qresafe_exp.formats.fake_quant import attach_activation_quant
+from qresafe_exp.formats.rewrite import link_checkpoint
+from qresafe_exp.formats.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.cost import CostMeter
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
-from qresafe_exp.patch.grids import requantizers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
-from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, link_checkpoint, write_merged
-from qresafe_exp.patch.sidecars import PATCH_DELTA, save_patch_delta
+from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, requantizers, write_merged
 from qresafe_exp.patch.snip import MASK_SCORES
 from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
+from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
-from qresafe_exp.quant.fake_quant import attach_activation_quant
 
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
@@ -47,6 +48,14 @@ def spec_settings(cfg: DictConfig) -> dict:
     """The patch config as it enters the ``patch_train`` cache key."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     return without_later_defaults({k: v for k, v in settings.items() if k not in NOT_IN_KEY}, LATER_SETTINGS)
+
+
+class NothingToLearn(ValueError):
+    """Every patch prompt got the same answer from the quantized and the FP model: no pair to train on."""
+
+    def __init__(self, message: str, facts: dict):
+        super().__init__(message)
+        self.facts = facts
 
 
 class TrainedPatch(Patch):
@@ -66,6 +75,15 @@ class TrainedPatch(Patch):
             raise ValueError(f"patch.snip_samples={cfg.snip_samples}: at least 1 response (null = all pairs)")
         if cfg.mask_every < 1 or cfg.epochs < 1 or cfg.batch_size < 1:
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
+        for key in ("lr", "beta", "lora_alpha"):
+            check_positive(f"patch.{key}", cfg[key])
+        for key, what in (("lora_r", "LoRA rank"), ("max_length", "tokens per pair"),
+                          ("max_response_tokens", "response tokens per pair"),
+                          ("data.num_harmful", "harmful patch prompts"), ("data.max_new_tokens", "tokens per answer")):
+            check_count(f"patch.{key}", OmegaConf.select(cfg, key), 1, what)
+        check_count("patch.data.num_benign", cfg.data.num_benign, 0, "benign patch prompts")
+        if not 0.0 <= cfg.warmup_fraction < 1.0:
+            raise ValueError(f"patch.warmup_fraction={cfg.warmup_fraction}: the share of steps warming up, in [0, 1)")
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod
@@ -75,7 +93,7 @@ class TrainedPatch(Patch):
     def apply(self, ctx: PatchContext) -> PatchResult:
         cfg = ctx.cfg.patch
         if cfg.tau <= 0.0:  # nothing may change: the patched model is the quantized one
-            return PatchResult(ctx.quantized, {"method": cfg.name, "tau": 0.0, "updatable_entries": 0,
+            return PatchResult(ctx.quantized, {"method": cfg.name, "tau": 0.0, "updatable_entries": 0, "trained": False,
                                                "note": "tau=0 lets no weight change; nothing was trained"})
         system_prompt = system_prompt_for(ctx.cfg)
         prompts, prompt_facts = patch_prompts(ctx.cfg, frozenset(training_prompts(ctx.fp.path)))
@@ -90,8 +108,15 @@ class TrainedPatch(Patch):
             facts.update(prompts=prompt_facts, cost=cost.facts())
             write_json_atomic(out / "train_info.json", facts)
 
-        trained = ctx.artifacts.get_or_build("patch_train", spec, build_delta, upstream=[ctx.fp.key, ctx.quantized.key],
-                                             version=self.version)
+        try:
+            trained = ctx.artifacts.get_or_build("patch_train", spec, build_delta,
+                                                 upstream=[ctx.fp.key, ctx.quantized.key], version=self.version)
+        except NothingToLearn as err:
+            # a result, not a failure: the cell is the unpatched quantized model, and a sweep goes on
+            log.warning("cell %s: %s; recorded with the unpatched model's scores", ctx.cfg.cell, err)
+            return PatchResult(ctx.quantized, {"method": cfg.name, "tau": cfg.tau, "trained": False,
+                                               "not_trained_reason": str(err), "pairs": err.facts,
+                                               "prompts": prompt_facts})
 
         def build_merged(out: Path) -> None:
             with CostMeter() as cost:
@@ -105,7 +130,7 @@ class TrainedPatch(Patch):
                                                 upstream=[trained.key, ctx.quantized.key])
         info = json.loads((trained.path / "train_info.json").read_text())
         merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
-        info.update(method=cfg.name, tau=cfg.tau, artifact=merged_art.key, train_artifact=trained.key,
+        info.update(method=cfg.name, tau=cfg.tau, trained=True, artifact=merged_art.key, train_artifact=trained.key,
                     cached=not (trained.built or merged_art.built), merge=merge_info["merge"],
                     cost=_total_cost(info["cost"], merge_info["cost"]),
                     sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged"),
@@ -126,8 +151,9 @@ class TrainedPatch(Patch):
             pairs, pair_facts["unsafe_chosen_dropped"] = drop_unsafe_chosen(pairs, set(harmful), ctx.cfg.judge)
             pair_facts["pairs"] = len(pairs)
         if not pairs:
-            raise ValueError(f"patch={cfg.name}: the quantized model answers every patch prompt exactly as the FP "
-                             f"model does, so there is no preference to learn; use more or other prompts")
+            raise NothingToLearn(f"patch={cfg.name}: the quantized model answers every patch prompt exactly as the "
+                                 f"FP model does (or only unsafe FP answers differ), so there is no preference to "
+                                 f"learn; more or other prompts (patch.data.*) may give some", pair_facts)
         (out / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
         model, linears, fake_quant = load_trainable(ctx.quantized.path, ctx.device, list(cfg.target_modules))
         adapters = attach_masked_lora(model, linears, cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout,

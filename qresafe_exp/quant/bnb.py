@@ -6,11 +6,9 @@ weights and their quantization state, which transformers reloads on CPU or GPU.
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import torch
 
+from qresafe_exp.formats.bitsandbytes import silence_bnb_warnings
 from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
 from qresafe_exp.schema import bnb_format
 
@@ -53,13 +51,6 @@ def load_quantized(model_path: str, cfg):
     return AutoModelForCausalLM.from_pretrained(model_path, quantization_config=bnb_config(cfg),
                                                 dtype=torch.float32 if device == "cpu" else torch.bfloat16,
                                                 device_map=device)
-
-
-def silence_bnb_warnings() -> None:
-    # LLM.int8() on CPU warns once per matmul that it casts inputs to fp16: thousands of lines.
-    warnings.filterwarnings("ignore", message=".*inputs will be cast from.*")
-    # without the optional `kernels` package (fetched from the hub) bnb falls back to its own CPU op
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 class BnbQuantizer(Quantizer):

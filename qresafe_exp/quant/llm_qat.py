@@ -1,4 +1,5 @@
-"""LLM-QAT: quantization-aware full-parameter fine-tuning on the risk level's set (see fake_quant.py).
+"""LLM-QAT: quantization-aware full-parameter fine-tuning on the risk level's set (quant/fake_quant.py,
+formats/fake_quant.py).
 
 Default W4A8KV4 as in the paper's code. The checkpoint holds fp weights that lie on the W-bit grid
 plus the activation / KV quantizers (re-attached at load), so results are labelled simulated: no
@@ -10,10 +11,11 @@ from __future__ import annotations
 import torch
 
 from qresafe_exp.finetune import tokenize_example, train
+from qresafe_exp.formats.fake_quant import attach_activation_quant, write_sidecar
 from qresafe_exp.lm import named_linears
 from qresafe_exp.provenance import seed_everything
 from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
-from qresafe_exp.quant.fake_quant import attach_activation_quant, attach_weight_quant, bake_weights, write_sidecar
+from qresafe_exp.quant.fake_quant import attach_weight_quant, bake_weights
 
 
 class LlmQatQuantizer(Quantizer):

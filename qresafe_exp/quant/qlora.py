@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 
 from qresafe_exp.finetune import tokenize_example, train
+from qresafe_exp.formats.sidecars import ADAPTER_DIR  # models.load_model attaches it when present
 from qresafe_exp.provenance import seed_everything
 from qresafe_exp.quant.base import Quantizer, UnsupportedCombinationError, checkpoint_bytes
 from qresafe_exp.quant.bnb import check_format, load_quantized, resolved_format
-
-ADAPTER_DIR = "qlora_adapter"  # models.load_model attaches it when present
 
 
 class QloraQuantizer(Quantizer):

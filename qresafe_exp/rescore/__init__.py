@@ -164,13 +164,25 @@ def rescore_cell(cell: Cell, judging: Judging) -> None:
         cell.rescored.append(name)
 
 
+def stored_config(cell_path: Path) -> Path | None:
+    """The cell's config as Hydra saved it for the run that wrote its metrics.json: the newest
+    .hydra/<run stamp>/config.yaml not newer than metrics.json (a later run may have failed before
+    writing it), else the newest; .hydra/config.yaml for a cell written before per-run records."""
+    runs = sorted(cell_path.glob(".hydra/*/config.yaml"))
+    metrics = cell_path / "metrics.json"
+    written = metrics.stat().st_mtime if metrics.is_file() else float("inf")
+    before = [p for p in runs if p.stat().st_mtime <= written]
+    legacy = cell_path / ".hydra" / "config.yaml"
+    return (before or runs)[-1] if runs else (legacy if legacy.is_file() else None)
+
+
 def degeneration_cfg(cell: Cell):
-    """The cell's own degeneration settings (its .hydra/config.yaml), else the schema's defaults:
+    """The cell's own degeneration settings (its stored config), else the schema's defaults:
     summarize() needs broken_if_rate_above. (The degeneration flags themselves never change here.)"""
     from qresafe_exp.schema import DegenerationConfig
 
-    stored = cell.path / ".hydra" / "config.yaml"
-    if stored.is_file():
+    stored = stored_config(cell.path)
+    if stored is not None:
         node = OmegaConf.select(OmegaConf.load(stored), "eval.degeneration", default=None)
         if node is not None:
             return OmegaConf.merge(OmegaConf.structured(DegenerationConfig), node)

@@ -91,7 +91,7 @@ def test_cli_bad_bits_fails_fast_without_loading_a_model(tmp_path):
 
 def test_cli_sweep_with_one_bad_cell_fails_before_any_cell_runs(tmp_path):
     out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "quant=rtn,bnb", "bits=3", f"paths.output_dir={out}")
+    proc = run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,bnb", "bits=3", f"paths.output_dir={out}")
     assert proc.returncode != 0
     assert "bnb cannot do bits=3" in proc.stderr
     assert not list(Path(out).glob("studies/*/*/metrics.json"))
@@ -109,7 +109,7 @@ def test_override_key_check_follows_group_choices_and_sweeps():
     from qresafe_exp.cli import UnknownKeyError, check_override_keys
 
     check_override_keys(["-m", "quant=gptq,awq", "bits=4,8", "quant.group_size=32", "+new.key=1"])
-    check_override_keys(["debug=smoke", "eval.limit=2", "model.architecture.hidden_size=32"])
+    check_override_keys(["debug=smoke", "model=tiny-random-llama", "eval.limit=2", "model.architecture.hidden_size=32"])
     check_override_keys(["model=hf", "model.name=mine", "model.path=/x"])  # keys whose default is ??? exist
     with pytest.raises(UnknownKeyError, match="Did you mean 'bits'"):
         check_override_keys(["bitz=4"])

@@ -72,6 +72,6 @@ def test_calibration_file_that_does_not_exist(compose_cfg, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
 def test_cli_aqlm_sweep_cell_fails_before_any_model_loads(tmp_path):
     out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "quant=rtn,aqlm", "bits=2", f"paths.output_dir={out}")
+    proc = run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,aqlm", "bits=2", f"paths.output_dir={out}")
     assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr
     assert not list(out.glob("studies/*/*/metrics.json")) and not (out / "cache" / "model").exists()

@@ -40,7 +40,7 @@ def test_fp_perplexity_matches_a_direct_computation_under_padding(compose_cfg):
     from qresafe_exp.generate import render_chat
     from qresafe_exp.models import materialize
 
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir))
     tok, model = load_tokenizer(ref.path), load_model(ref.path, torch.device("cpu"))
     texts = [render_chat(tok, "Tell me about the sea.", None), render_chat(tok, "Hi", None)]
@@ -58,7 +58,7 @@ def test_fp_perplexity_matches_a_direct_computation_under_padding(compose_cfg):
 
 
 def test_unsupported_bits_are_recorded_when_asked(compose_cfg):
-    cfg = compose_cfg(["debug=smoke", "quant=bnb", "bits=3", "on_unsupported=record"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=bnb", "bits=3", "on_unsupported=record"])
     metrics = run_cell(cfg)
     assert metrics["status"] == "unsupported" and "Allowed bits for bnb: 4, 8" in metrics["reason"]
     written = json.loads((Path(cfg.paths.output_dir) / "studies" / "smoke" / cfg.cell / "metrics.json").read_text())
@@ -67,7 +67,7 @@ def test_unsupported_bits_are_recorded_when_asked(compose_cfg):
 
 def test_sweep_records_unsupported_cells_and_runs_the_rest(tmp_path):
     out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "quant=rtn,bnb", "bits=3", "on_unsupported=record",
+    proc = run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,bnb", "bits=3", "on_unsupported=record",
                    f"paths.output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unsupported" in proc.stdout and "bnb cannot do bits=3" in proc.stdout

@@ -21,7 +21,7 @@ def test_safety_overrefusal_safetybench_and_user_prompts(tmp_path):
     for args in (["eval=safety", "eval.suites=[harmbench_val,catqa,prompts]", f"prompts={prompts}",
                   "prompts_column=goal", "prompts_category_column=topic"],
                  ["eval=overrefusal", "eval.limit=6"], ["eval=safetybench", "eval.limit=8"]):
-        result = run_cli("debug=smoke", "study=suites", f"paths.output_dir={out}", *args)
+        result = run_cli("debug=smoke", "model=tiny-random-llama", "study=suites", f"paths.output_dir={out}", *args)
         assert result.returncode == 0, result.stderr[-3000:]
     cells = {m["cell"].rsplit(".", 1)[-1]: m for m in _metrics(out, "suites")}
     safety = cells["safety"]["scores"]
@@ -37,8 +37,8 @@ def test_safety_overrefusal_safetybench_and_user_prompts(tmp_path):
 
 def test_decoding_attack_takes_the_worst_case_per_prompt(tmp_path):
     out = tmp_path / "out"
-    result = run_cli("debug=smoke", "eval=decoding", "eval.limit=3", "eval.decoding.configs=['T=0.7','p=0.95','k=200']",
-                     "judge=stub", "study=dec", f"paths.output_dir={out}")
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval=decoding", "eval.limit=3",
+                     "eval.decoding.configs=['T=0.7','p=0.95','k=200']", "judge=stub", "study=dec", f"paths.output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     block = _metrics(out, "dec")[0]["scores"]["advbench"]
     assert set(block["per_config"]) == {"T=0.7", "p=0.95", "k=200"} and block["configs"] == 3
@@ -51,7 +51,7 @@ def test_decoding_attack_takes_the_worst_case_per_prompt(tmp_path):
 
 def test_down_judge_endpoint_is_recorded_and_the_rerun_asks_again(tmp_path):
     out = tmp_path / "out"
-    args = ("debug=smoke", "eval.suites=[advbench]", "eval.limit=2", "judge=openai",
+    args = ("debug=smoke", "model=tiny-random-llama", "eval.suites=[advbench]", "eval.limit=2", "judge=openai",
             f"judge.base_url=http://127.0.0.1:{free_port()}/v1", "judge.model=m", "judge.max_retries=0",
             "judge.api_key_env=null", "study=down", f"paths.output_dir={out}")
     result = run_cli(*args)
@@ -67,13 +67,15 @@ def test_down_judge_endpoint_is_recorded_and_the_rerun_asks_again(tmp_path):
 
 def test_clear_errors_before_anything_runs(tmp_path):
     out = f"paths.output_dir={tmp_path}"
-    result = run_cli("debug=smoke", "eval=utility", out)
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval=utility", out)
     assert result.returncode != 0 and "cannot do the 'mtbench' task" in result.stderr
-    result = run_cli("debug=smoke", "eval.suites=[prompts]", out)
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval.suites=[prompts]", out)
     assert result.returncode != 0 and "prompts=path/to/file.csv" in result.stderr
-    result = run_cli("debug=smoke", "eval.suites=[prompts]", f"prompts={tmp_path}/nope.csv", out)
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval.suites=[prompts]", f"prompts={tmp_path}/nope.csv",
+                     out)
     assert result.returncode != 0 and "no such file" in result.stderr
-    result = run_cli("debug=smoke", "eval.suites=[beavertails]", out)  # hub-only, and the hub is off here
+    # hub-only, and the hub is off here
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval.suites=[beavertails]", out)
     assert result.returncode != 0 and "not reachable on the hub" in result.stderr
-    result = run_cli("debug=smoke", "eval=decoding", "eval.decoding.configs=['T=3']", out)
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval=decoding", "eval.decoding.configs=['T=3']", out)
     assert result.returncode != 0 and "unknown configuration" in result.stderr

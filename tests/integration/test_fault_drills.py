@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import ROOT, run_cli
 from tests.judge_servers import ScriptedEndpoint, completion
 
-BASE = ["debug=smoke", "quant=rtn"]
+BASE = ["debug=smoke", "model=tiny-random-llama", "quant=rtn"]
 SEED_ARGS = [*BASE, "bits=4"]
 W4_CELL = "tiny-random-llama.rtn-w4g64.none"
 W8_CELL = "tiny-random-llama.rtn-w8g64.none"
@@ -301,10 +301,11 @@ mount -t tmpfs -o size=4m tmpfs "$MNT" && mkdir "$MNT/out" && mount -o remount,r
 E="$1"
 run() { name=$1; shift; s=$EPOCHREALTIME; "$@" > "$E/$name.out" 2> "$E/$name.err"; echo $? > "$E/$name.rc"
         echo "$s $EPOCHREALTIME" > "$E/$name.seconds"; }
-run single "$PY" -m qresafe_exp debug=smoke quant=rtn bits=4 "paths.output_dir=$MNT/out"
-run sweep "$PY" -m qresafe_exp -m debug=smoke quant=rtn bits=4,8 "paths.output_dir=$MNT/out/new"
-QRESAFE_OUTPUT_DIR="$MNT/out" run env "$PY" -m qresafe_exp debug=smoke
-run cache "$PY" -m qresafe_exp debug=smoke "paths.output_dir=$E/writable" "paths.cache_dir=$MNT/out/cache"
+run single "$PY" -m qresafe_exp debug=smoke model=tiny-random-llama quant=rtn bits=4 "paths.output_dir=$MNT/out"
+run sweep "$PY" -m qresafe_exp -m debug=smoke model=tiny-random-llama quant=rtn bits=4,8 "paths.output_dir=$MNT/out/new"
+QRESAFE_OUTPUT_DIR="$MNT/out" run env "$PY" -m qresafe_exp debug=smoke model=tiny-random-llama
+run cache "$PY" -m qresafe_exp debug=smoke model=tiny-random-llama "paths.output_dir=$E/writable" \
+    "paths.cache_dir=$MNT/out/cache"
 ''', str(tmp_path))
     assert result.returncode == 0, result.stderr
     fix = "point paths.output_dir (or QRESAFE_OUTPUT_DIR) at a writable directory"

@@ -11,7 +11,7 @@ from qresafe_exp.pipeline import run_cell
 
 @pytest.mark.parametrize("bits", [2, 3])
 def test_low_bit_rtn_checkpoint_is_packed_and_reloads(compose_cfg, bits):
-    cfg = compose_cfg(["debug=smoke", "quant=rtn", f"bits={bits}", "eval.limit=2"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=rtn", f"bits={bits}", "eval.limit=2"])
     metrics = run_cell(cfg)
     assert metrics["axes"]["bits"] == bits and metrics["quantization"]["simulated"] is False
     art = f"{cfg.paths.cache_dir}/quantize/{metrics['artifacts']['quantize']}"
@@ -32,7 +32,7 @@ def test_low_bit_rtn_checkpoint_is_packed_and_reloads(compose_cfg, bits):
 
 
 def test_degeneration_and_reference_delta_are_reported(compose_cfg):
-    cfg = compose_cfg(["debug=smoke", "quant=rtn", "bits=8", "eval.limit=3"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=rtn", "bits=8", "eval.limit=3"])
     metrics = run_cell(cfg)
     summary = metrics["summary"]
     # a random-weight model emits gibberish: the guard must say so rather than score it as unsafe

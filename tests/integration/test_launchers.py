@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import CONF, ROOT, run_cli
 
-SWEEP = ("-m", "debug=smoke", "quant=rtn,gptq", "bits=4,8")
+SWEEP = ("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,gptq", "bits=4,8")
 STUDY = "smoke"
 REFERENCE = "tiny-random-llama.fp.none"
 QUANTIZED = ["tiny-random-llama.rtn-w4g64.none", "tiny-random-llama.rtn-w8g64.none",

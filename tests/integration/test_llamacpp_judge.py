@@ -61,7 +61,8 @@ def test_wrong_key_is_a_recorded_http_error(server, monkeypatch):
 
 def test_pipeline_with_the_api_judge_keeps_the_key_out_of_outputs(server, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("debug=smoke", "eval.suites=[advbench,alpaca_eval]", "eval.limit=3", "judge=llamacpp",
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval.suites=[advbench,alpaca_eval]", "eval.limit=3",
+                     "judge=llamacpp",
                      f"judge.base_url={server.base_url}", "judge.api_key_env=QRESAFE_TEST_JUDGE_KEY",
                      "judge.max_tokens=48", f"paths.output_dir={out}", "study=api_judge",
                      env={"QRESAFE_TEST_JUDGE_KEY": KEY})

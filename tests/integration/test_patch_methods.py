@@ -15,12 +15,14 @@ import pytest
 import torch
 
 from qresafe_exp.cache import ArtifactCache, RequestCache
+from qresafe_exp.formats.bitsandbytes import layer_weight
+from qresafe_exp.formats.rewrite import link_checkpoint
+from qresafe_exp.formats.sidecars import attach_patch_delta, save_patch_delta
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer, materialize
 from qresafe_exp.patch.masked_lora import attach_masked_lora
-from qresafe_exp.patch.quantized_view import layer_weight, load_trainable
-from qresafe_exp.patch.requantize import write_merged
-from qresafe_exp.patch.sidecars import attach_patch_delta, save_patch_delta
+from qresafe_exp.patch.quantized_view import load_trainable
+from qresafe_exp.patch.requantize import requantizers, write_merged
 from qresafe_exp.patch.trainer import reference_logprobs, tokenize_pairs, train_patch
 from qresafe_exp.pipeline import ConfigError, run_cell
 
@@ -41,7 +43,7 @@ def talkative_dir(tmp_path_factory, shared_cache):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["debug=smoke", f"paths.cache_dir={shared_cache}"])
+        cfg = compose("config", overrides=["debug=smoke", "model=tiny-random-llama", f"paths.cache_dir={shared_cache}"])
     GlobalHydra.instance().clear()
     fp = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     model = load_model(fp.path, torch.device("cpu"))
@@ -207,8 +209,6 @@ def test_unmerged_delta_sidecar_adds_exactly_the_delta(compose_cfg, talkative_di
     model = load_model(fp.path, torch.device("cpu"))
     name, layer = next(iter(named_linears(model).items()))
     delta = torch.randn_like(layer.weight) * 0.01
-    from qresafe_exp.patch.requantize import link_checkpoint
-
     link_checkpoint(Path(fp.path), tmp_path / "adapter")
     save_patch_delta({name: delta}, tmp_path / "adapter")
     patched = load_model(str(tmp_path / "adapter"), torch.device("cpu"))
@@ -273,7 +273,6 @@ def test_awq_variant_keeps_safety_critical_weights_in_16_bit(compose_cfg, talkat
 
 def test_quant_aware_training_optimizes_exactly_the_merged_model(compose_cfg, talkative_dir, tmp_path):
     from qresafe_exp.finetune import collate
-    from qresafe_exp.patch.grids import requantizers
     from qresafe_exp.patch.trainer import _summed_logprobs
 
     _, quantized = _rtn_checkpoint(compose_cfg, talkative_dir, bits=4)

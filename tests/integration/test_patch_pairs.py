@@ -21,7 +21,7 @@ def _perturbed_copy(fp: ModelRef, out) -> ModelRef:
 
 
 def test_pairs_prefer_fp_drop_identical_and_are_served_from_the_cache(compose_cfg, tmp_path):
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     fp = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     requests = RequestCache(tmp_path / "requests.sqlite")
     device = torch.device("cpu")

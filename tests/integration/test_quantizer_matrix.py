@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from qresafe_exp.models import load_model, quant_method
+from qresafe_exp.formats import format_of
+from qresafe_exp.models import load_model
 from qresafe_exp.pipeline import run_cell
 
-FAST = ["debug=smoke", "eval.limit=2", "eval.max_new_tokens=4"]
+FAST = ["debug=smoke", "model=tiny-random-llama", "eval.limit=2", "eval.max_new_tokens=4"]
 
 
 def _checkpoint(cfg, metrics) -> str:
@@ -44,7 +45,7 @@ def test_bnb_formats_save_reload_and_generate(compose_cfg, bits, fmt, module):
     assert cfg.cell == f"tiny-random-llama.bnb-{expected}.none"
     assert metrics["quantization"]["format"] == f"bitsandbytes/{expected}"
     art = _checkpoint(cfg, metrics)
-    assert quant_method(art) == "bitsandbytes"
+    assert format_of(art).name == "bitsandbytes"
     model = load_model(art, torch.device("cpu"))
     assert type(model.model.layers[0].mlp.down_proj).__name__ == module
     if bits == 4:
@@ -82,7 +83,7 @@ def test_qlora_fine_tunes_on_the_risk_set_and_merges(compose_cfg, bits, merge):
     # Risk-II cells are scored under the AOA system prompt, against the FP model under the same prompt
     assert metrics["protocol"]["protocol"] == "aoa" and metrics["reference_cell"] == "tiny-random-llama.fp.none.aoa"
     art = _checkpoint(cfg, metrics)
-    assert quant_method(art) == "bitsandbytes"
+    assert format_of(art).name == "bitsandbytes"
     assert Path(art, "qlora_adapter").is_dir() == (merge == "adapter")
     model = load_model(art, torch.device("cpu"))
     assert type(model).__name__.startswith("Peft") == (merge == "adapter")

@@ -13,7 +13,7 @@ from tests.conftest import ROOT, run_cli
 
 def test_sweep_killed_mid_run_resumes_and_redoes_only_what_is_missing(tmp_path):
     out = tmp_path / "outputs"
-    args = ["-m", "debug=smoke", "quant=rtn,gptq", "bits=4,8", f"paths.output_dir={out}"]
+    args = ["-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,gptq", "bits=4,8", f"paths.output_dir={out}"]
     proc = subprocess.Popen([sys.executable, "-m", "qresafe_exp", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -39,7 +39,8 @@ def test_sweep_killed_mid_run_resumes_and_redoes_only_what_is_missing(tmp_path):
 def test_wandb_offline_run_files_are_written_without_secrets(tmp_path):
     out = tmp_path / "outputs"
     secret = "sk-test-should-never-be-written-0123456789"
-    proc = run_cli("debug=smoke", "logger=wandb", "quant=rtn", "bits=8", f"paths.output_dir={out}",
+    proc = run_cli("debug=smoke", "model=tiny-random-llama", "logger=wandb", "quant=rtn", "bits=8",
+                   f"paths.output_dir={out}",
                    env={"OPENAI_API_KEY": secret, "WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     cell = out / "studies" / "smoke" / "tiny-random-llama.rtn-w8g64.none"

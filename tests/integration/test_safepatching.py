@@ -17,7 +17,8 @@ PAIRS = ("model@patch.data.responder=tiny-random-llama", "patch.data.keep=all", 
 
 def _run(tmp_path, *extra):
     out = tmp_path / "out"
-    result = run_cli("debug=smoke", "patch=safepatching", *PAIRS, "study=sp", f"paths.output_dir={out}", *extra)
+    result = run_cli("debug=smoke", "model=tiny-random-llama", "patch=safepatching", *PAIRS, "study=sp",
+                     f"paths.output_dir={out}", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(p.read_text()) for p in out.glob("studies/sp/*/metrics.json") if ".safepatching" in p.parent.name][0], out
 

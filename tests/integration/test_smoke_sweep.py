@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-SWEEP = ["-m", "debug=smoke", "quant=gptq,awq", "bits=4,8"]
+SWEEP = ["-m", "debug=smoke", "model=tiny-random-llama", "quant=gptq,awq", "bits=4,8"]
 CELLS = ["tiny-random-llama.fp.none", "tiny-random-llama.gptq-w4g64-alpaca.none",
          "tiny-random-llama.gptq-w8g64-alpaca.none", "tiny-random-llama.awq-w4g64-alpaca.none",
          "tiny-random-llama.awq-w8g64-alpaca.none"]
@@ -78,11 +78,12 @@ def test_warm_rerun_is_served_from_the_cache(cold_sweep):
 def test_quantized_checkpoint_reloads_packed_in_transformers_and_generates(cold_sweep):
     import torch
 
-    from qresafe_exp.models import is_compressed_tensors, load_model, load_tokenizer
+    from qresafe_exp.formats import format_of
+    from qresafe_exp.models import load_model, load_tokenizer
 
     out, _ = cold_sweep
     art = out / "cache" / "quantize" / load_metrics(out, CELLS[1])["artifacts"]["quantize"]
-    assert is_compressed_tensors(str(art))
+    assert format_of(str(art)).name == "compressed-tensors"
     config = json.loads((art / "config.json").read_text())["quantization_config"]
     assert config["config_groups"]["group_0"]["weights"]["num_bits"] == 4
     model = load_model(str(art), torch.device("cpu"), dequantize=False)

@@ -18,7 +18,8 @@ from tests.conftest import run_cli  # noqa: E402
 @pytest.mark.parametrize("quant", ["none", "rtn", "gptq"])
 def test_vllm_serves_the_checkpoint_and_agrees_with_transformers(tmp_path, quant):
     out = tmp_path / "outputs"
-    common = ["debug=smoke", f"quant={quant}", "bits=8", "device=cuda", "eval.limit=8", f"paths.output_dir={out}"]
+    common = ["debug=smoke", "model=tiny-random-llama", f"quant={quant}", "bits=8", "device=cuda", "eval.limit=8",
+              f"paths.output_dir={out}"]
     runs = {}
     for engine in ("hf", "vllm"):
         proc = run_cli(*common, f"engine={engine}", f"study={engine}")

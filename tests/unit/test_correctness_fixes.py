@@ -23,7 +23,7 @@ PROMPTS = ["Hi", "Write a poem about the sea.", "What is 2+2?", "List three colo
 
 @pytest.fixture
 def tiny_ref(compose_cfg):
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     return materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths), cfg
 
 

@@ -20,7 +20,7 @@ PROMPTS = ["Hi", "Write a poem about the sea and the sky at night, in four lines
 
 @pytest.fixture
 def tiny(compose_cfg):
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     tok = load_tokenizer(ref.path)
     return load_model(ref.path, torch.device("cpu")), tok, [render_chat(tok, p, None) for p in PROMPTS]
@@ -96,7 +96,7 @@ def test_sampling_is_seeded_per_batch(tiny):
 
 def test_greedy_request_keys_are_unchanged_and_sampled_compact_keys_are_tagged(tiny, compose_cfg, tmp_path):
     model, tok, texts = tiny
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     factory = EngineFactory(cfg.engine, "unused", torch.device("cpu"), tok, lambda *_: model)
     cache = RequestCache(tmp_path / "r.sqlite")
     greedy = GenerationSpec(max_new_tokens=6)
@@ -112,13 +112,13 @@ def test_greedy_request_keys_are_unchanged_and_sampled_compact_keys_are_tagged(t
 def test_engine_settings_fail_before_any_model_loads(compose_cfg):
     cpu = torch.device("cpu")
     with pytest.raises(ValueError, match="engine=nope is unknown"):
-        check_engine(compose_cfg(["debug=smoke", "engine.name=nope"]).engine, cpu)
+        check_engine(compose_cfg(["debug=smoke", "model=tiny-random-llama", "engine.name=nope"]).engine, cpu)
     with pytest.raises(ValueError, match="engine.decode=fast is unknown"):
-        check_engine(compose_cfg(["debug=smoke", "engine.decode=fast"]).engine, cpu)
+        check_engine(compose_cfg(["debug=smoke", "model=tiny-random-llama", "engine.decode=fast"]).engine, cpu)
     with pytest.raises(ValueError, match="set engine.decode=generate"):
-        check_engine(compose_cfg(["debug=smoke", "engine.compile=true"]).engine, cpu)
+        check_engine(compose_cfg(["debug=smoke", "model=tiny-random-llama", "engine.compile=true"]).engine, cpu)
     with pytest.raises(ValueError, match="engine=vllm needs a CUDA device"):
-        check_engine(compose_cfg(["debug=smoke", "engine=vllm"]).engine, cpu)
+        check_engine(compose_cfg(["debug=smoke", "model=tiny-random-llama", "engine=vllm"]).engine, cpu)
 
 
 def test_vllm_refuses_checkpoints_with_sidecars(tmp_path):

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from qresafe_exp.formats import format_of
+from qresafe_exp.formats.fake_quant import SIDECAR, attach_activation_quant, fake_quantize
 from qresafe_exp.lm import named_linears
-from qresafe_exp.quant.fake_quant import (SIDECAR, attach_activation_quant, attach_saved_fake_quant,
-                                          attach_weight_quant, bake_weights, fake_quantize)
+from qresafe_exp.quant.fake_quant import attach_weight_quant, bake_weights
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
@@ -80,8 +81,10 @@ def test_saved_sidecar_reattaches_the_quantizers(tmp_path):
     torch.manual_seed(0)
     model, x = Block(), torch.randn(5, 8)
     clean = model(x)
-    assert attach_saved_fake_quant(model, str(tmp_path)) is None  # no sidecar: untouched
+    plain = format_of(str(tmp_path))  # no sidecar: a plain checkpoint, nothing to attach
+    assert plain.name == "plain" and plain.apply_sidecars(model) is None and torch.equal(model(x), clean)
     (tmp_path / SIDECAR).write_text(json.dumps({"weight_bits": 4, "group_size": None, "act_bits": 4,
                                                 "kv_bits": 4, "modules": ["k_proj", "up_proj"]}))
-    spec = attach_saved_fake_quant(model, str(tmp_path))
-    assert spec["act_bits"] == 4 and not torch.allclose(model(x), clean)
+    fmt = format_of(str(tmp_path))
+    spec = fmt.apply_sidecars(model)
+    assert fmt.name == "fake-quant" and spec["act_bits"] == 4 and not torch.allclose(model(x), clean)

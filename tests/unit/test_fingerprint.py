@@ -131,8 +131,9 @@ def test_seed_everything_records_what_was_set():
 
 
 def test_seed_sweep_cells_get_their_own_names(compose_cfg):
-    assert compose_cfg(["debug=smoke", "quant=rtn"]).cell == "tiny-random-llama.rtn-w4g64.none"
-    assert compose_cfg(["debug=smoke", "quant=rtn", "seed=2"]).cell == "tiny-random-llama.rtn-w4g64.none.seed2"
+    smoke = ["debug=smoke", "model=tiny-random-llama", "quant=rtn"]
+    assert compose_cfg(smoke).cell == "tiny-random-llama.rtn-w4g64.none"
+    assert compose_cfg([*smoke, "seed=2"]).cell == "tiny-random-llama.rtn-w4g64.none.seed2"
 
 
 def test_rtn_quantized_twice_gives_the_same_fingerprint_and_metrics_carry_it(compose_cfg, tmp_path):
@@ -140,7 +141,7 @@ def test_rtn_quantized_twice_gives_the_same_fingerprint_and_metrics_carry_it(com
     from qresafe_exp.pipeline import cell_dir, reference_cell_name, run_cell
     from qresafe_exp.quant import QUANTIZERS
 
-    cfg = compose_cfg(["debug=smoke", "quant=rtn", "bits=4", "eval.limit=1"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=rtn", "bits=4", "eval.limit=1"])
     fp = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     out = tmp_path / "q"  # one real build outside the cache, one by the cell in a fresh cache (FP model rebuilt too)
     out.mkdir()
@@ -148,7 +149,7 @@ def test_rtn_quantized_twice_gives_the_same_fingerprint_and_metrics_carry_it(com
     direct = checkpoint_fingerprint(out)
     assert direct["tensors"] > 0
 
-    cfg = compose_cfg(["debug=smoke", "quant=rtn", "bits=4", "eval.limit=1"], cache=False)
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=rtn", "bits=4", "eval.limit=1"], cache=False)
     metrics = run_cell(cfg)
     assert not metrics["quantization"]["cached"] and metrics["quantization"]["fingerprint"] == direct
     assert metrics["fp_model"]["fingerprint"] == checkpoint_fingerprint(fp.path) != direct

@@ -105,7 +105,7 @@ def tiny_path(compose_cfg):
     from qresafe_exp.cache import ArtifactCache
     from qresafe_exp.models import materialize
 
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     return str(materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths).path)
 
 

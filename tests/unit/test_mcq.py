@@ -59,7 +59,7 @@ def test_format_letters_options_and_asks_for_the_letter_only():
 
 @pytest.fixture
 def tiny(compose_cfg):
-    cfg = compose_cfg(["debug=smoke"])
+    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama"])
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     return load_model(ref.path, torch.device("cpu")), load_tokenizer(ref.path)
 

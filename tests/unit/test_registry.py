@@ -29,11 +29,12 @@ def test_duplicate_registration_is_refused():
 
 def test_project_registries_resolve_every_entry():
     from qresafe_exp.evals.suites import SUITES
+    from qresafe_exp.formats import FORMATS
     from qresafe_exp.judges import JUDGES
     from qresafe_exp.patch import PATCHES
     from qresafe_exp.quant import QUANTIZERS
 
-    for registry in (QUANTIZERS, PATCHES, JUDGES, SUITES):
+    for registry in (QUANTIZERS, PATCHES, JUDGES, SUITES, FORMATS):
         for name in registry:
             obj = registry.get(name)
             assert getattr(obj, "name", name) == name

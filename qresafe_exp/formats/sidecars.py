@@ -1,10 +1,12 @@
-"""Files that ride beside a quantized checkpoint and change what it computes, applied by load_model.
+"""The generic sidecars: files that ride beside a checkpoint of any format and change what it computes,
+applied by ``models.load_model`` after the format's own load (a format's own sidecars live in its module).
 
 - ``patch_delta.safetensors``: an unmerged safety patch, one 16-bit dense delta per Linear, added to
   the layer's output (y += x @ delta^T) on top of whatever the quantized layer computes: the
   "adapter on a quantized base" form whose ASR the merged, re-quantized model is compared with.
 - ``kept_weights.safetensors``: Q-resafe's AWQ variant. For each Linear, the flat indices and 16-bit
   values of the safety-critical entries, written over the dequantized weight.
+- ``qlora_adapter/``: qlora's quant.merge=adapter, a PEFT LoRA adapter that rides on the bnb base.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from torch import nn
 
 PATCH_DELTA = "patch_delta.safetensors"
 KEPT_WEIGHTS = "kept_weights.safetensors"
+ADAPTER_DIR = "qlora_adapter"
+# what each one is, for an engine that cannot apply them to name when it refuses a checkpoint
+SIDECARS = {PATCH_DELTA: "a 16-bit safety-patch delta", KEPT_WEIGHTS: "16-bit kept safety weights",
+            ADAPTER_DIR: "an unmerged QLoRA adapter"}
 
 
 def save_patch_delta(deltas: dict[str, torch.Tensor], out: Path) -> int:
@@ -89,3 +95,13 @@ def apply_kept_weights(model: nn.Module, path: str) -> int:
             flat[tensors[key].long().to(flat.device)] = tensors[f"{name}.values"].to(flat.device, flat.dtype)
         written += tensors[key].numel()
     return written
+
+
+def attach_adapter(model: nn.Module, path: str) -> nn.Module:
+    """The model wrapped with the checkpoint's LoRA adapter (the model itself without the directory)."""
+    adapter = Path(path) / ADAPTER_DIR
+    if not adapter.is_dir():
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter))
