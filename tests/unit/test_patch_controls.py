@@ -91,9 +91,13 @@ def test_default_trained_configs_keep_their_cache_key(compose_cfg, patch):
     cfg = compose_cfg([f"patch={patch}"]).patch
     assert cfg.mask_score == "snip"
     settings = spec_settings(cfg)
-    before = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()  # the key as first built
-              if k not in ("name", "tag", "eval_adapter", "mask_score")}
-    assert settings == before and "mask_score" not in settings
+    from qresafe_exp.patch.trained import LATER_SETTINGS
+
+    # the key as first built: settings added later (mask_score, the cost settings) are absent at their default
+    before = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+              if k not in ("name", "tag", "eval_adapter", *LATER_SETTINGS)}
+    assert set(LATER_SETTINGS) >= {"mask_score", "autocast", "gradient_checkpointing", "snip_samples"}
+    assert settings == before and not set(LATER_SETTINGS) & set(settings)
 
 
 def test_default_awq_variant_keeps_its_cache_key(compose_cfg):
