@@ -67,3 +67,19 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int 
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "qresafe_exp", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def endpoint():
+    """``endpoint(script)`` starts a scripted OpenAI-compatible server (tests/judge_servers.py), closed after."""
+    from tests.judge_servers import ScriptedEndpoint
+
+    servers = []
+
+    def start(script):
+        servers.append(ScriptedEndpoint(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

@@ -113,3 +113,14 @@ class LlamaCppServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def openai_judge(base_url: str, **settings):
+    """A `judge=openai` on ``base_url`` with the test key variable and fast retries; ``settings`` override."""
+    from omegaconf import OmegaConf
+
+    from qresafe_exp.judges import build_judge
+    from qresafe_exp.schema import OpenAIJudgeConfig
+
+    return build_judge(OmegaConf.merge(OmegaConf.structured(OpenAIJudgeConfig(name="openai")), {
+        "base_url": base_url, "model": "m", "api_key_env": "QRESAFE_TEST_KEY", "backoff_s": 0.01, **settings}))
