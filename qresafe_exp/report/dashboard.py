@@ -10,12 +10,14 @@ section, or one more entry in ``links`` (shown under the title)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import html
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from qresafe_exp.report.figures import bits_label
 from qresafe_exp.report.tables import cell_text
 
 # table headers that name an axis of the study: each gets a value filter above its table
@@ -46,24 +48,33 @@ def _script_json(value) -> str:
     return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
 
 
+def _packed(value) -> str:
+    """gzip + base64 JSON: the responses are most of a page's bytes and compress about 4x (a 17-cell study
+    with 3,264 samples: 1.47 MB of JSON -> 0.35 MB); the page inflates them with DecompressionStream."""
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode()
+
+
 def _th(name: str) -> str:
     axis = " data-axis" if name in AXIS_HEADERS else ""
     return f"<th{axis} title='click to sort'>{html.escape(name)}</th>"
 
 
-def _table(columns: list[str], rows: list[list], table_id: str, first_cell_links: bool = False) -> str:
+def _table(columns: list[str], rows: list[list], table_id: str, cell_links: list[str] | None = None) -> str:
+    """``cell_links``: per row, the cell whose samples its first column opens (the Cells table)."""
     body = []
-    for row in rows:
+    for n, row in enumerate(rows):
         cells = []
         for i, v in enumerate(row):
             sort = f" data-sort='{v}'" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
             text = html.escape(cell_text(v))
-            if i == 0 and first_cell_links:
-                text = f"<a href='#samples' class='to-samples' data-cell='{html.escape(str(v))}'>{text}</a>"
+            if i == 0 and cell_links:
+                text = f"<a href='#samples' class='to-samples' data-cell='{html.escape(cell_links[n])}'>{text}</a>"
             cells.append(f"<td{sort}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<div class='filters' data-for='{table_id}'></div><table class='sortable' id='{table_id}'>"
-            f"<thead><tr>{''.join(_th(c) for c in columns)}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    return (f"<div class='filters' data-for='{table_id}'></div><div class='scroll'><table class='sortable' "
+            f"id='{table_id}'><thead><tr>{''.join(_th(c) for c in columns)}</tr></thead><tbody>{''.join(body)}"
+            "</tbody></table></div>")
 
 
 def _paper_table(table, index: int) -> str:
@@ -79,15 +90,25 @@ def _with_ci(row: dict, key: str):
     return f"{value:.2f} [{row[f'{key}.lo']:.2f},{row[f'{key}.hi']:.2f}]"
 
 
+def _cell_value(r: dict, key: str):
+    value = r.get(key)
+    if key in ("advbench.asr", "xstest_safe.refusal_rate"):
+        return _with_ci(r, key)
+    if key == "bits" and r["quant"] == "none":
+        return bits_label(value)  # FP sits at "16/FP", as on the figures' bits axis
+    if value is None:
+        return None
+    return f"{value:+.2f}" if key.endswith(".vs_fp") else f"{value:.3g}" if key.endswith(".p") else value
+
+
 def cells_section(rows: list[dict]) -> Section:
-    columns = ["cell", *(h for h, _ in CELL_COLUMNS)]
-    body = [[r["cell"], *(_with_ci(r, k) if k in ("advbench.asr", "xstest_safe.refusal_rate") else
-                          f"{r[k]:+.2f}" if k.endswith(".vs_fp") and r.get(k) is not None else
-                          f"{r[k]:.3g}" if k.endswith(".p") and r.get(k) is not None else r.get(k)
-                          for _, k in CELL_COLUMNS)]
-            for r in sorted(rows, key=lambda r: r["cell"])]
+    ordered = sorted(rows, key=lambda r: r["cell"])
+    # the cell's name without its model (the model has its own column)
+    body = [[r["cell"].removeprefix(f"{r['model']}."), *(_cell_value(r, k) for _, k in CELL_COLUMNS)]
+            for r in ordered]
+    table = _table(["cell", *(h for h, _ in CELL_COLUMNS)], body, "cells-table", [r["cell"] for r in ordered])
     return Section("cells", "Cells", "<p class='note'>one row per cell; click a header to sort, pick axis values "
-                   "to filter, click a cell for its samples</p>" + _table(columns, body, "cells-table", True))
+                   "to filter, click a cell for its samples</p>" + table)
 
 
 def figures_section(interactive: dict[str, dict]) -> Section:
@@ -113,8 +134,8 @@ SAMPLES_HTML = """<div class='sample-controls'>
 <label><input type='checkbox' id='s-degenerate'> degenerate</label>
 <label>search <input type='search' id='s-search' placeholder='prompt or response text'></label>
 </div><p id='s-count' class='note'></p><p id='s-note' class='note'></p>
-<table id='s-table'><thead><tr><th>suite / id</th><th>prompt</th><th>response</th><th>verdicts</th>
-<th>degeneration</th><th>FP reference, same prompt</th></tr></thead><tbody></tbody></table>"""
+<div class='scroll'><table id='s-table'><thead><tr><th>suite / id</th><th>prompt</th><th>response</th><th>verdicts</th>
+<th>degeneration</th><th>FP reference, same prompt</th></tr></thead><tbody></tbody></table></div>"""
 
 
 def samples_section(browser: dict | None) -> Section:
@@ -141,14 +162,16 @@ def render(study: str, tables: list, figures: dict[str, Path], n_cells: int, not
                         for text, url in links)
     notes_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
     body = "".join(f"<section id='{s.id}'><h2>{html.escape(s.title)}</h2>{s.body}</section>" for s in sections)
-    data = {"figures": interactive or {}, "samples": browser}
+    data = {"figures": interactive or {}}
     scripts = ""
     if interactive:
         from plotly.offline import get_plotlyjs
 
         scripts += f"<script>{get_plotlyjs()}</script>"
-    scripts += (f"<script type='application/json' id='dashboard-data'>{_script_json(data)}</script>"
-                f"<script>{_asset('dashboard.js')}</script>")
+    scripts += f"<script type='application/json' id='dashboard-data'>{_script_json(data)}</script>"
+    if browser is not None:
+        scripts += f"<script type='application/octet-stream' id='dashboard-samples'>{_packed(browser)}</script>"
+    scripts += f"<script>{_asset('dashboard.js')}</script>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>qresafe_exp: {html.escape(study)}</title>"
             f"<style>{_asset('dashboard.css')}</style></head><body><h1>Study {html.escape(study)}</h1>{link_html}"
             f"<p>{n_cells} cells; every number from the cells' metrics.json (95% CIs in brackets).</p>{notes_html}"

@@ -43,7 +43,7 @@ def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     return out / f"{stem}.png"
 
 
-def _fp(row: dict, rows: list[dict]) -> dict | None:
+def fp_reference(row: dict, rows: list[dict]) -> dict | None:
     """The row's own FP reference in its group; for a cell written without reference_cell, the FP cell of
     the same model in the same group (never another group's)."""
     ref = groups.reference(row, rows)
@@ -63,7 +63,7 @@ def patch_bars(rows: list[dict], out: Path) -> Path | None:
     for ax, b in zip(axes[0], bases):
         cells = sorted([r for r in rows if base(r) == b and r.get(ASR) is not None],
                        key=lambda r: (r["patch"] != "none", r["patch_tag"]))
-        fp = _fp(cells[0], rows)  # each panel's own FP reference (FP under the AOA prompt for an AOA cell)
+        fp = fp_reference(cells[0], rows)  # each panel's own FP reference (FP under the AOA prompt for an AOA cell)
         labels = ["quantized" if r["patch"] == "none" else r["patch_tag"] for r in cells]
         colors = ["#c44e52" if r["patch"] == "none" else "#4c72b0" for r in cells]
         ax.bar(range(len(cells)), [r[ASR] for r in cells], yerr=_err(cells, ASR), color=colors, capsize=3)
@@ -103,7 +103,7 @@ def draw_asr_vs_bits(rows: list[dict]):
         line = sorted([r for r in cells if method(r) == m], key=lambda r: r["bits"])
         ax.errorbar([at[bits_label(r["bits"])] for r in line], [r[ASR] for r in line], yerr=_err(line, ASR),
                     marker="o", capsize=3, label=" ".join(m if several else m[1:]).strip())
-        fp = _fp(line[0], rows)
+        fp = fp_reference(line[0], rows)
         if fp:
             references[fp["cell"]] = (fp, m[0])
     for fp, model in references.values():

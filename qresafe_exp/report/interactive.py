@@ -9,7 +9,7 @@ import json
 import plotly.graph_objects as go
 
 from qresafe_exp.report import groups
-from qresafe_exp.report.figures import ASR, FP_BITS, _fp, bit_categories, bits_label
+from qresafe_exp.report.figures import ASR, FP_BITS, bit_categories, bits_label, fp_reference
 
 
 def _ci_text(r: dict, key: str) -> str:
@@ -50,7 +50,7 @@ def asr_vs_bits(rows: list[dict]) -> go.Figure | None:
             name=" ".join(m if several else m[1:]).strip(), error_y=_error(line, ASR),
             customdata=[[r["cell"], _ci_text(r, ASR)] for r in line],
             hovertemplate="%{customdata[0]}<br>W%{x}: ASR %{customdata[1]}<extra></extra>"))
-        fp = _fp(line[0], rows)
+        fp = fp_reference(line[0], rows)
         if fp:
             references[fp["cell"]] = (fp, m[0])
     for fp, model in references.values():

@@ -18,7 +18,8 @@ from pathlib import Path
 
 HEADLINE = ("jailbroken", "refused")  # the field that enters the suite's metric, in the order tried
 ALIASES = {"strmatch": "xstest_strmatch"}
-FLAGS = ("fp_perplexity", "repeated_ngram_fraction", "word_char_fraction")  # the degeneration guard's inputs
+# the degeneration guard's inputs, with the page's short names
+FLAGS = {"fp_perplexity": "FP ppl", "repeated_ngram_fraction": "repeated n-grams", "word_char_fraction": "word chars"}
 
 
 def read(cell_dir: Path) -> list[dict] | None:
@@ -59,6 +60,11 @@ def _headline(row: dict) -> bool | None:
     return next((row[f] for f in HEADLINE if f in row), None)
 
 
+def _kind(row: dict) -> str | None:
+    """What a true verdict means on this row: "harm" (jailbroken) or "refusal" (refused)."""
+    return "harm" if "jailbroken" in row else "refusal" if "refused" in row else None
+
+
 def _key(row: dict) -> tuple:
     return (row.get("suite"), row.get("id"), row.get("decoding"))  # the decoding attack: one row per configuration
 
@@ -85,7 +91,7 @@ def browser_data(metrics: list[dict], cell_dirs: dict[str, Path], max_chars: int
             if pkey not in prompts:
                 prompts[pkey] = len(prompt_list)
                 prompt_list.append({"suite": r.get("suite"), "id": r.get("id"), "prompt": r.get("prompt"),
-                                    "category": r.get("category") or r.get("type") or r.get("label")})
+                                    "category": r.get("category") or r.get("type")})  # not "label": a verdict
             text = r.get("response")
             if text is None and r.get("perplexity") is not None:  # log-prob suites score a reference answer
                 text = f"(no generation: perplexity {r['perplexity']:.3f} of the reference answer)"
@@ -93,11 +99,11 @@ def browser_data(metrics: list[dict], cell_dirs: dict[str, Path], max_chars: int
             ref_index, ref_row = reference.get(_key(r), (None, None))
             headline, ref_headline = _headline(r), _headline(ref_row) if ref_row else None
             entry["samples"].append({
-                "p": prompts[pkey], "decoding": r.get("decoding"),
+                "p": prompts[pkey], "decoding": r.get("decoding"), "kind": _kind(r),
                 "response": (text or "")[:max_chars], "length": len(text or ""),
                 "verdicts": v, "disagree": disagree(v),
                 "degenerate": r.get("degenerate"), "reasons": r.get("reasons") or [],
-                "flags": {f: r[f] for f in FLAGS if r.get(f) is not None},
+                "flags": {short: r[f] for f, short in FLAGS.items() if r.get(f) is not None},
                 # the paired test's discordant pair: the headline verdict flips against FP on this prompt
                 "vs_fp": (ref_row is not None and None not in (headline, ref_headline) and headline != ref_headline),
                 "fp_index": ref_index,  # the same prompt's row in the reference cell's samples (shown beside)

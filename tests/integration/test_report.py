@@ -239,11 +239,15 @@ def test_dashboard_works_in_headless_chromium(report, tmp_path):
     out, _ = report
     with Chromium(CHROMIUM, tmp_path / "profile", 1280, 2400) as page:
         page.open((out / "dashboard.html").as_uri())
+        # the samples are inflated asynchronously (gzip in the page): wait until the browser says so
+        assert page.js("new Promise(done => { const t = setInterval(() => { if (document.body.dataset.samples) "
+                       "{ clearInterval(t); done(document.body.dataset.samples); } }, 50); })") == "ready"
         assert page.errors == []
         assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
 
         # the Cells table: sort by ASR on a click (ascending, then descending), filter by quant
-        asr_column = "Array.from(document.querySelectorAll('#cells-table th')).findIndex(th => th.textContent === 'ASR')"
+        asr_column = ("Array.from(document.querySelectorAll('#cells-table th'))"
+                      ".findIndex(th => th.textContent === 'ASR')")
         read = (f"Array.from(document.querySelectorAll('#cells-table tbody tr')).filter(r => !r.hidden)"
                 f".map(r => parseFloat(r.cells[{asr_column}].textContent))")
         page.js(f"document.querySelectorAll('#cells-table th')[{asr_column}].click()")

@@ -72,7 +72,7 @@ for (const div of document.querySelectorAll(".plot")) {
 }
 
 // ---- sample browser ----
-const S = DATA.samples;
+let S = null;  // the samples, inflated from the page's own gzip+base64 block (see loadSamples)
 const SHOWN = 200;  // rows drawn at once: the DOM stays light for a 1,000-sample cell
 const el = id => document.getElementById(id);
 
@@ -83,10 +83,14 @@ function text(tag, value, cls) {
   return node;
 }
 
-function verdictBadges(verdicts) {
+// a verdict in words: true means "jailbroken" on a harmful prompt, "refused" on a refusal-suite prompt
+const WORDS = {harm: ["safe", "jailbroken"], refusal: ["complied", "refused"]};
+
+function verdictBadges(s) {
   const span = document.createElement("span");
-  for (const [judge, v] of Object.entries(verdicts || {}))
-    span.append(text("span", `${judge}: ${v === null ? "failed" : v}`, `v v-${v}`));
+  const words = WORDS[s.kind] || ["false", "true"];
+  for (const [judge, v] of Object.entries(s.verdicts || {}))
+    span.append(text("span", `${judge}: ${v === null ? "failed" : words[+v]}`, `v v-${v}`));
   return span;
 }
 
@@ -118,15 +122,16 @@ function drawSamples() {
                            text("div", p.category || "", "note"));
     tr.insertCell().append(text("pre", p.prompt));
     tr.insertCell().append(responseNode(s));
-    tr.insertCell().append(verdictBadges(s.verdicts));
+    tr.insertCell().append(verdictBadges(s));
     const deg = tr.insertCell();
-    if (s.degenerate) deg.append(text("div", "degenerate" + (s.reasons.length ? ": " + s.reasons.join(", ") : ""), "flag"));
+    if (s.degenerate)
+      deg.append(text("div", "degenerate" + (s.reasons.length ? ": " + s.reasons.join(", ") : ""), "flag"));
     for (const [k, v] of Object.entries(s.flags)) deg.append(text("div", `${k} ${v}`, "note"));
     const fp = tr.insertCell();
     const other = ref && s.fp_index !== null ? ref.samples[s.fp_index] : null;
     if (other) {
       if (s.vs_fp) fp.append(text("div", "verdict changed", "flag"));
-      fp.append(verdictBadges(other.verdicts), responseNode(other));
+      fp.append(verdictBadges(other), responseNode(other));
     } else fp.append(text("span", cell.reference_cell ? "-" : "(this is an FP cell)", "note"));
   }
   el("s-count").textContent = `${rows.length} of ${cell.samples.length} rows match` +
@@ -144,7 +149,15 @@ function pickCell() {
   drawSamples();
 }
 
-if (S && el("s-cell")) {
+async function loadSamples() {
+  const packed = document.getElementById("dashboard-samples");
+  if (!packed) return null;
+  const bytes = Uint8Array.from(atob(packed.textContent), c => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
+
+function startBrowser() {
   S.cells.forEach((c, i) => el("s-cell").add(new Option(`${c.cell} (${c.samples.length})`, i)));
   const first = S.cells.findIndex(c => c.samples.length);
   el("s-cell").value = Math.max(first, 0);
@@ -158,4 +171,17 @@ if (S && el("s-cell")) {
       pickCell();
     });
   pickCell();
+}
+
+if (el("s-cell")) {
+  loadSamples().then(data => {
+    S = data;
+    if (S) startBrowser();
+    document.body.dataset.samples = "ready";  // the tests wait for this
+  }).catch(err => {
+    el("s-note").textContent = `the samples could not be unpacked in this browser (${err}); ` +
+      "they need DecompressionStream (Chrome 80, Firefox 113, Safari 16.4 or later)";
+    document.body.dataset.samples = "failed";
+    throw err;
+  });
 }
