@@ -7,7 +7,7 @@ decoding/decoding (worst case over 49 sampled configurations, n=16; FP + AWQ W4)
 only). Every table and figure holds one group; the golden files were derived by hand from the
 metrics.json numbers first, then compared with the code's output.
 
-Added by hand to the real cells (no samples.jsonl is checked in to recompute them from):
+Added by hand to the real cells (their samples.jsonl were not kept, so nothing recomputes these):
 `paired_vs_reference` in gptq-w4 (advbench 2 vs 0 discordant pairs, p 0.5), qlora none (52 vs 0, and
 xstest 8 vs 1, p 0.039), qresafe-t0.6-qa (26 vs 1) and the decoding AWQ cell (2 vs 1 of 16, p 1.0):
 plausible pairings, not measured ones, consistent with each cell's and its FP's k (so the paired delta
@@ -19,8 +19,10 @@ older format, so the tables show plain deltas and "-" beside the new ones.
 samples.jsonl (the dashboard's sample browser) beside five reduced/vanilla cells (FP, GPTQ W2/W3/W4/W8):
 the real rows of the same cells from a later run (study testbed_quant, rule-based `harm` judge,
 `refusal` refusal judge), trimmed to the same 32 AdvBench, 32 XSTest-safe and 4 AlpacaEval-ppl prompts
-per cell; those five metrics.json name these judges in `protocol.judge` / `protocol.refusal_judge` (no
-table reads them). Their verdict counts are that run's, not the metrics.json numbers above.
+per cell. So that the page names the judges that wrote these rows, those five metrics.json were edited
+to say `protocol.judge: harm` and `protocol.refusal_judge: refusal` (they said `keyword`; no table or
+tidy column reads either). Their scores, the `asr_keyword` copies included, stay those of the original
+keyword-judged run: the samples' verdict counts are the later run's, not these metrics.json numbers.
 """
 
 import csv
