@@ -53,6 +53,11 @@ def check_push(cfg: DictConfig) -> None:
     if not os.environ.get(TOKEN_ENV):
         raise ValueError(f"hub.push=true needs a write token in the environment: export {TOKEN_ENV}=hf_... "
                          "(never put it in a config file or on the command line)")
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError("hub.push=true but HF_HUB_OFFLINE=1 forbids any request to the Hub: unset HF_HUB_OFFLINE "
+                         "for this run, or set hub.push=false")
 
 
 def cell_command(cfg: DictConfig) -> str:
@@ -82,6 +87,25 @@ def _score_line(suite: str, block: dict) -> Optional[str]:
     return f"| {suite} | {metric} | {fmt(point)} | [{fmt(low)}, {fmt(high)}] | {value.get('n', 'n/a')} |"
 
 
+def _hub_id(model) -> Optional[str]:
+    path = model.get("path")
+    return str(path) if model.get("source") == "hub" and path and not Path(str(path)).exists() else None
+
+
+def _base_model(model) -> tuple[str, Optional[str]]:
+    """(what the card shows, the hub id for its ``base_model`` metadata or None): where the weights came
+    from, following an aligned model back to the model it was safety-tuned from."""
+    source = model.get("source")
+    if source == "aligned" and model.get("base") is not None:
+        shown, hub_id = _base_model(model.base)
+        return f"{model.name} (safety-tuned by qresafe_exp.align from {shown})", hub_id
+    if _hub_id(model):
+        return _hub_id(model), _hub_id(model)
+    if source == "gguf_package":
+        return f"{model.name} (GGUF {model.gguf_file} from the PyPI package {model.gguf_package})", None
+    return f"{model.name} (model.source={source})", None
+
+
 def model_card(metrics: dict, cfg: DictConfig, command: str) -> str:
     """The README.md of the pushed repository: metadata, content warning, the cell's axes, its scores with
     95% CIs (from metrics.json), the FP reference's deltas and the command."""
@@ -90,9 +114,8 @@ def model_card(metrics: dict, cfg: DictConfig, command: str) -> str:
     axes = metrics.get("axes", {})
     protocol = metrics.get("protocol") or {}
     judge = protocol.get("judge")
-    hub_base = cfg.model.source == "hub" and cfg.model.path and not Path(str(cfg.model.path)).exists()
-    base = str(cfg.model.path) if hub_base else f"{cfg.model.name} (model.source={cfg.model.source})"
-    data = ModelCardData(base_model=str(cfg.model.path) if hub_base else None,
+    base, hub_id = _base_model(cfg.model)
+    data = ModelCardData(base_model=hub_id,
                          tags=["qresafe_exp", "safety-evaluation", f"quant-{axes.get('quant')}",
                                f"patch-{axes.get('patch')}"],
                          library_name="transformers")
