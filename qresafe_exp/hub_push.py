@@ -130,7 +130,8 @@ def model_card(metrics: dict, cfg: DictConfig, command: str) -> str:
         CONTENT_WARNING,
         "## What this checkpoint is",
         "| base model | quantizer | bits | calibration | patch |\n|---|---|---|---|---|\n"
-        f"| {base} | {axes.get('quant')} | {axes.get('bits')} | {axes.get('calib')} | {axes.get('patch_tag', axes.get('patch'))} |",
+        f"| {base} | {axes.get('quant')} | {axes.get('bits')} | {axes.get('calib')} "
+        f"| {axes.get('patch_tag', axes.get('patch'))} |",
         f"Study `{metrics.get('study')}`, judge `{judge.get('name') if isinstance(judge, dict) else judge}`, "
         f"evaluation `{protocol.get('eval')}` (protocol `{protocol.get('protocol')}`, limit {protocol.get('limit')}).",
         "## Scores (95% confidence intervals)",

@@ -103,7 +103,8 @@ def validate(cfg: DictConfig) -> None:
         selected_grid(cfg.eval.decoding.configs)
         quantizer = QUANTIZERS.get(cfg.quant.name)
         if quantizer.calibration == "activation":
-            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir,
+                         key="calib.activation.dataset")
         if quantizer.calibration == "finetune":
             check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:

@@ -265,7 +265,8 @@ class ActivationCalibConfig:
 class CalibConfig:
     # The quantization-assisting set of a risk level, read by fine-tuning quantizers (qlora, llm_qat, aqlm).
     name: str = MISSING
-    dataset: str = MISSING  # data registry name, the path of a .json/.jsonl/.parquet pair file, or hf://owner/name[:split]
+    # data registry name, the path of a .json/.jsonl/.parquet pair file, or hf://owner/name[:split]
+    dataset: str = MISSING
     offline_dataset: Optional[str] = None  # used when `dataset` cannot be loaded (e.g. hub unreachable)
     responses: str = "dataset"  # dataset = the records' own answers; generate = answers of `responder`
     responder: Optional[Dict[str, Any]] = None  # a model config (responses=generate)

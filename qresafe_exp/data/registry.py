@@ -60,7 +60,9 @@ _ADVBENCH = f"{_RAW}/llm-attacks/llm-attacks/098262ed"
 _XSTEST = f"{_RAW}/paul-rottger/exaggerated-safety/475f10bf0a3d6a9dfb174b6de1a38afbfdff98a5"
 _REFUSAL_DIR = f"{_RAW}/andyrdt/refusal_direction/0b9c8bc56a73b42f595fd173156d4aefe9a9143c"
 _ALPACA_EVAL = f"{_RAW}/tatsu-lab/alpaca_eval"
+_ALPACA_EVAL_AT = f"{_ALPACA_EVAL}/2a8a6f3a4d535a3d11e5c3c8e74d1841d19fe693"
 _FASTCHAT = f"{_RAW}/lm-sys/FastChat"
+_FASTCHAT_AT = f"{_FASTCHAT}/589532dcfa83700f950b9aa3983416c543afabc0"
 _HARMBENCH = f"{_RAW}/centerforaisafety/HarmBench/main"
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -78,7 +80,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     loaders.alpaca_pairs, license="CC-BY-NC-4.0",
                     sha256="bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318"),
         DatasetSpec("alpaca_eval", "alpaca_eval/alpaca_eval_text_davinci_003_reference.json",
-                    f"{_ALPACA_EVAL}/2a8a6f3a4d535a3d11e5c3c8e74d1841d19fe693/results/text_davinci_003/model_outputs.json",
+                    f"{_ALPACA_EVAL_AT}/results/text_davinci_003/model_outputs.json",
                     loaders.alpaca_eval_reference, hub_id="tatsu-lab/alpaca_eval", license="CC-BY-NC-4.0",
                     sha256="af0bc112f08c88bf589bbfe6fc1036806d0a0f6fec9c4d5a4db860f5afe73b4b"),
         DatasetSpec("harmful_train", "refusal_direction/splits/harmful_train.json",
@@ -124,7 +126,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("safetybench_en_answers", "safetybench/test_answers_en.json", None,
                     loaders.json_document, license="MIT"),
         DatasetSpec("mt_bench", "mt_bench/question.jsonl",
-                    f"{_FASTCHAT}/589532dcfa83700f950b9aa3983416c543afabc0/fastchat/llm_judge/data/mt_bench/question.jsonl",
+                    f"{_FASTCHAT_AT}/fastchat/llm_judge/data/mt_bench/question.jsonl",
                     loaders.mt_bench_questions, license="Apache-2.0",
                     sha256="119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7"),
         DatasetSpec("mt_bench_references", "mt_bench/reference_answer_gpt-4.jsonl",
