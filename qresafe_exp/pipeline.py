@@ -12,11 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
 from qresafe_exp.data import DatasetNotFoundError, load_records
-from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
-from qresafe_exp.evals.runner import evaluate, user_prompts_path
+from qresafe_exp.evals.runner import evaluate, user_prompts
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import JUDGES, build_judge
 from qresafe_exp.align import training_prompts
@@ -25,6 +24,7 @@ from qresafe_exp.preflight import ConfigError, check_inputs
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.fingerprint import cached_fingerprint
+from qresafe_exp.hub_push import push_cell
 from qresafe_exp.provenance import provenance, seed_everything
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
@@ -97,13 +97,14 @@ def validate(cfg: DictConfig) -> None:
             if task:
                 judge.require(task, f"suite '{name}'")
             if name == "prompts":  # read in full now: a bad file stops the cell before any model loads
-                user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"))
+                user_prompts(cfg)
             else:
                 resolve_file(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
         selected_grid(cfg.eval.decoding.configs)
         quantizer = QUANTIZERS.get(cfg.quant.name)
         if quantizer.calibration == "activation":
-            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir,
+                         key="calib.activation.dataset")
         if quantizer.calibration == "finetune":
             check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:
@@ -368,6 +369,10 @@ def run_cell(cfg: DictConfig) -> dict:
         metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
         metrics["fp_model"] = fp_model_facts(fp, cfg)  # the FP weights' fingerprint, to compare machines
         out = write_cell(cfg, cell, metrics, result["path"])
+        if cfg.hub.push:  # after metrics.json: the card shows the scores, and a failed push loses nothing
+            metrics["hub"] = push_cell(cfg, Path(patched.model.path) if patched.model.key != fp.key else None,
+                                       metrics)
+            write_json_atomic(out / "metrics.json", metrics)
     finally:
         requests.close()
     rows = [table_row(metrics)]
