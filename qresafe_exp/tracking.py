@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -208,9 +209,15 @@ class WandbTracker(Tracker):
         copied or hashed: checkpoints of many GB stay where the cache keeps them)."""
         import wandb
 
-        artifact = wandb.Artifact(artifact_name(name), type=kind, metadata=scrub_secrets(metadata or {}))
+        name = artifact_name(name)
+        artifact = wandb.Artifact(name, type=kind, metadata=scrub_secrets(metadata or {}))
         for entry, path in (files or {}).items():
-            artifact.add_file(str(path), name=entry)
+            # a copy kept with the run's files (not in wandb's staging area under ~/.local/share), so
+            # that a rerun rewriting the cell's file cannot change what this run uploads on sync
+            kept = Path(self.run_path, "artifacts", name, entry)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, kept)
+            artifact.add_file(str(kept), name=entry, policy="immutable")
         for entry, path in (references or {}).items():
             artifact.add_reference(Path(path).resolve().as_uri(), name=entry, checksum=False)
         self.run.log_artifact(artifact)

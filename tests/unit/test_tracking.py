@@ -60,7 +60,11 @@ def test_run_keeps_every_interval_and_the_samples_artifact(tmp_path, monkeypatch
     assert summary["scores/alpaca_eval_ppl/reference_perplexity/ci95_low"] == 5.4
     [artifact] = wandb_files.artifacts(run_dir)
     assert (artifact.type, artifact.name) == ("samples", "samples-m.rtn-w8")  # a legal artifact name
-    assert [entry.path for entry in artifact.manifest.contents] == ["samples.jsonl"]
+    [entry] = artifact.manifest.contents
+    assert entry.path == "samples.jsonl"
+    # uploaded (make wandb-sync) from a copy kept with the run, not from the cell's file a rerun rewrites
+    kept = Path(entry.local_path)
+    assert kept.is_relative_to(run_dir) and kept.read_text() == samples.read_text()
     assert json.loads(artifact.metadata) == {"rows": 1}
     assert wandb_files.exit_code(run_dir) == 0
 
