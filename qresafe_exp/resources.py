@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -30,9 +30,14 @@ def rss_bytes() -> int:
 
 
 class StageMonitor:
-    def __init__(self, device: torch.device | None = None, interval_s: float = 0.02):
-        self.device, self.interval_s = device, interval_s
+    """``on_end(name, record)`` hears of each stage as it finishes (the cell's tracker); ``running`` is
+    the stage under way (the one a failed cell failed in)."""
+
+    def __init__(self, device: torch.device | None = None, interval_s: float = 0.02,
+                 on_end: Callable[[str, dict], None] | None = None):
+        self.device, self.interval_s, self.on_end = device, interval_s, on_end
         self.stages: dict[str, dict] = {}
+        self.running: str | None = None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -50,8 +55,11 @@ class StageMonitor:
             torch.cuda.reset_peak_memory_stats(self.device)
         started = time.perf_counter()
         sampler.start()
+        self.running = name
+        failed = True
         try:
             yield
+            failed = False
         finally:
             stop.set()
             sampler.join()
@@ -61,3 +69,7 @@ class StageMonitor:
             if cuda:
                 record["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(self.device) / MB, 1)
             self.stages[name] = record
+            if not failed:
+                self.running = None
+                if self.on_end is not None:
+                    self.on_end(name, record)

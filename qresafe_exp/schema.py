@@ -405,6 +405,8 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: str = "offline"  # online | offline | disabled
     tags: List[str] = field(default_factory=list)
+    # the cell's quantized and patched checkpoints as W&B model Artifacts: file:// references (no copy)
+    log_checkpoints: bool = False
 
 
 @dataclass

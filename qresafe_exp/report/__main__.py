@@ -53,9 +53,10 @@ def build_report(cfg: DictConfig) -> dict:
     notes.insert(0, "one table and figure per eval config and protocol, each cell against the FP reference of its own "
                  "group: " + "; ".join(groups.label(g) for g in groups.split(rows)))
     pictures = figures.all_figures(rows, metrics, out / "figures")
+    wandb = dashboard.wandb_html(dashboard.wandb_links(metrics))  # the study's W&B group(s), if logged there
     write_text_atomic(out / "dashboard.html", dashboard.render(
         cfg.study, made, pictures, len(rows), notes, rows=rows, interactive=interactive.all_figures(rows),
-        browser=_browser(cfg, metrics)))
+        browser=_browser(cfg, metrics), wandb=wandb))
     _log_to_wandb(cfg, rows, pictures)
     return {"out": out, "cells": len(rows), "tables": [t.name for t in made], "figures": list(pictures),
             "skipped": skipped}

@@ -151,8 +151,8 @@ def samples_section(browser: dict | None) -> Section:
 
 def render(study: str, tables: list, figures: dict[str, Path], n_cells: int, notes: list[str], *,
            rows: list[dict] | None = None, interactive: dict[str, dict] | None = None,
-           browser: dict | None = None, links: list[tuple[str, str]] = ()) -> str:
-    """The page. ``links``: (text, URL) pairs shown under the title (e.g. the study's W&B group)."""
+           browser: dict | None = None, links: list[tuple[str, str]] = (), wandb: str = "") -> str:
+    """The page. ``links``: (text, URL) pairs shown under the title; ``wandb``: the W&B section (wandb_html)."""
     sections = [*([cells_section(rows)] if rows else []),
                 Section("tables", "Tables", "".join(_paper_table(t, i) for i, t in enumerate(tables))),
                 *([figures_section(interactive)] if interactive is not None else []),
@@ -174,5 +174,40 @@ def render(study: str, tables: list, figures: dict[str, Path], n_cells: int, not
     scripts += f"<script>{_asset('dashboard.js')}</script>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>qresafe_exp: {html.escape(study)}</title>"
             f"<style>{_asset('dashboard.css')}</style></head><body><h1>Study {html.escape(study)}</h1>{link_html}"
-            f"<p>{n_cells} cells; every number from the cells' metrics.json (95% CIs in brackets).</p>{notes_html}"
+            f"<p>{n_cells} cells; every number from the cells' metrics.json (95% CIs in brackets).</p>{notes_html}{wandb}"
             f"<nav>{nav}</nav>{body}{scripts}</body></html>\n")
+
+
+# ---------------------------------------------------------------- the study's W&B group (wandb_links + wandb_html)
+def wandb_links(metrics: list[dict]) -> list[dict]:
+    """Where the study's cells were logged, from their metrics.json "tracking": one entry per
+    (entity, project, group) with its mode, the number of cells and the group's URL (online runs only)."""
+    groups: dict[tuple, dict] = {}
+    for cell in metrics:
+        info = cell.get("tracking") or {}
+        if not info.get("group"):
+            continue  # logger=none, or a cell written before runs carried their group
+        entry = groups.setdefault((info.get("entity"), info.get("project"), info["group"]), {
+            "entity": info.get("entity"), "project": info.get("project"), "group": info["group"],
+            "modes": [], "cells": 0, "url": None})
+        entry["cells"] += 1
+        entry["url"] = entry["url"] or info.get("group_url")
+        if info.get("mode") not in entry["modes"]:
+            entry["modes"].append(info.get("mode"))
+    return list(groups.values())
+
+
+def wandb_html(links: list[dict]) -> str:
+    """A short "W&B" section: each group as a link once online, else project/group and how to upload."""
+    if not links:
+        return ""
+    items = []
+    for link in links:
+        where = html.escape(f"{'/'.join(filter(None, (link['entity'], link['project'])))}, group {link['group']}")
+        cells = f" ({link['cells']} cells, {'/'.join(map(str, link['modes']))})"
+        if link["url"]:
+            items.append(f"<li><a href=\"{html.escape(link['url'])}\">{where}</a>{html.escape(cells)}</li>")
+        else:
+            items.append(f"<li>{where}{html.escape(cells)}: offline runs under each cell's wandb/; "
+                         "<code>make wandb-sync</code> uploads them</li>")
+    return f"<h2>W&amp;B</h2><ul>{''.join(items)}</ul>"
