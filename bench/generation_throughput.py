@@ -126,6 +126,16 @@ def per_prompt_loop(model, tok, texts: list[str], spec: GenerationSpec) -> tuple
     return outputs, new_lens
 
 
+def _shared_prefix(a: str, b: str) -> int:
+    """Characters two answers share from the start (how far a changed greedy answer still agrees)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -142,7 +152,7 @@ def main() -> None:
                         help="a random model of SmolLM2-135M's shape with this tokenizer (no weights needed)")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", default="32", help="one size, or several (32,64): each batched mode at each")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--modes", default="loop,generate,compact")
     parser.add_argument("--result", default=str(ROOT / "bench" / "results" / "generation_throughput.json"))
@@ -175,8 +185,12 @@ def main() -> None:
           + (f", bf16 {peaks[torch.bfloat16]:.1f}" if torch.bfloat16 in peaks and dtype != torch.bfloat16 else ""),
           flush=True)
 
-    rows, baseline, work = [], None, None
-    for mode in modes:
+    from qresafe_exp.judges.refusal_rules import classify_refusal
+
+    sizes = [int(b) for b in str(opts.batch_size).split(",")]
+    runs = [(m, 1) if m == "loop" else (m, b) for m in modes for b in ([1] if m == "loop" else sizes)]
+    rows, baseline, work, base_refused = [], None, None, None
+    for mode, batch_size in runs:
         sync(device)
         started = time.perf_counter()
         if mode == "loop":
@@ -187,7 +201,7 @@ def main() -> None:
                 sync(device)
                 converted = load_model(path, device, dtype=run_dtype)
                 started = time.perf_counter()  # loading is not generation
-            engine = HFEngine(converted if run_dtype != dtype else model, tok, batch_size=opts.batch_size,
+            engine = HFEngine(converted if run_dtype != dtype else model, tok, batch_size=batch_size,
                               **MODES[mode])
             outputs = engine.generate(texts, spec, desc=mode)
         sync(device)
@@ -195,16 +209,24 @@ def main() -> None:
         if mode == "loop":
             baseline, work = outputs, useful_gflop(model, prompt_lens, new_lens)
             new_tokens = sum(new_lens)
+            base_refused = [classify_refusal(o).refused for o in outputs]
         mode_peak = peaks[torch.bfloat16 if mode.endswith("-bf16") else dtype]
-        row = {"mode": mode, "batch_size": 1 if mode == "loop" else opts.batch_size, "seconds": round(seconds, 2),
+        refused = [classify_refusal(o).refused for o in outputs]
+        row = {"mode": mode, "batch_size": batch_size, "seconds": round(seconds, 2),
                "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1),
                "speedup_vs_loop": round(rows[0]["seconds"] / seconds, 2) if rows else 1.0,
                "identical_to_loop": sum(a == b for a, b in zip(outputs, baseline)),
+               # what a changed answer does to a verdict: the `refusal` rules on both answers to each prompt
+               "refusal_verdict_same_as_loop": sum(a == b for a, b in zip(refused, base_refused)),
+               "refused": sum(refused),
+               "shared_prefix_chars": round(sum(_shared_prefix(a, b) for a, b in zip(outputs, baseline))
+                                            / max(1, sum(len(b) for b in baseline)), 4),
                "useful_gflops": round(work / seconds, 2),
                "fraction_of_matmul_peak": round(work / seconds / mode_peak, 4)}  # of its own dtype's peak
         rows.append(row)
-        print(f"  {mode:15s} {row['seconds']:8.1f} s  {row['tokens_per_s']:7.1f} tok/s  x{row['speedup_vs_loop']:.2f}"
-              f"  identical {row['identical_to_loop']}/{len(texts)}  {100 * row['fraction_of_matmul_peak']:.1f} % of peak",
+        print(f"  {mode:15s} b{batch_size:<3d} {row['seconds']:8.1f} s  {row['tokens_per_s']:7.1f} tok/s  x{row['speedup_vs_loop']:.2f}"
+              f"  identical {row['identical_to_loop']}/{len(texts)}  same refusal verdict "
+              f"{row['refusal_verdict_same_as_loop']}/{len(texts)}  {100 * row['fraction_of_matmul_peak']:.1f} % of peak",
               flush=True)
 
     result = {"benchmark": "generation_throughput", "model": opts.model if opts.random_smollm2 else (opts.model_dir or opts.model), "device": str(device),
@@ -219,12 +241,12 @@ def main() -> None:
         result["gpu"] = torch.cuda.get_device_name(device)
     Path(opts.result).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.result).write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| mode | batch | seconds | new tok/s | x loop | identical | % fp32 matmul peak |" if device.type == "cpu"
-          else "\n| mode | batch | seconds | new tok/s | x loop | identical | % matmul peak |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| mode | batch | seconds | new tok/s | x loop | identical | same refusal verdict | % matmul peak (own dtype) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['batch_size']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']} | "
-              f"{r['identical_to_loop']}/{len(texts)} | {100 * r['fraction_of_matmul_peak']:.1f} |")
+              f"{r['identical_to_loop']}/{len(texts)} | {r['refusal_verdict_same_as_loop']}/{len(texts)} | "
+              f"{100 * r['fraction_of_matmul_peak']:.1f} |")
     print(f"({opts.result})")
 
 
