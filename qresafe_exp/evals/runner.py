@@ -43,6 +43,8 @@ def user_prompts_path(cfg: DictConfig) -> Path:
 
 
 def suite_records(suite, cfg: DictConfig) -> list[dict]:
+    if suite.params.get("own_data"):  # lm_eval: the harness loads its tasks' documents itself
+        return []
     if suite.name == "prompts":
         return user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"))
     return load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
@@ -71,6 +73,10 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
     dtype = generation_dtype(cfg.engine, resolve_device(cfg.device))
     if dtype is not None:  # scores of a model run in another dtype (log-prob suites included)
         spec["engine_dtype"] = str(dtype).removeprefix("torch.")
+    if "lm_eval" in cfg.eval.suites:  # another harness release can score the same task differently
+        from qresafe_exp.evals.lm_harness import harness_version
+
+        spec["lm_eval_version"] = harness_version()
     if "prompts" in cfg.eval.suites:
         spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
                                 "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}
