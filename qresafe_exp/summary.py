@@ -91,11 +91,12 @@ def _stderr_value(value: dict) -> str:
 
 def _task_columns(metrics: dict, name: str, block: dict) -> dict:
     """lm_eval: each top-level task's first metric, and its delta to the FP reference."""
-    from qresafe_exp.evals.lm_harness import top_level
+    from qresafe_exp.evals.lm_harness import task_metrics, top_level
 
     columns = {}
     for task in top_level(block):
-        metric, value = next(iter(block["tasks"][task].items()))
+        metric = task_metrics(block, task)[0]
+        value = block["tasks"][task][metric]
         title = f"{task} {metric}"
         columns[title] = _stderr_value(value)
         if "vs_reference" in metrics:

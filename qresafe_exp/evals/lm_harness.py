@@ -199,9 +199,15 @@ def task_scores(results: dict, order: list[str] = ()) -> dict[str, dict]:
 
 
 def top_level(block: dict) -> list[str]:
-    """The block's tasks that are not a group's subtask: what the tables show."""
+    """The block's tasks that are not a group's subtask, in the configured order: what the tables show.
+    (metrics.json is written with sorted keys, so the order is kept in ``order`` / ``metric_order``.)"""
     inside = {t for subtasks in (block.get("groups") or {}).values() for t in subtasks}
-    return [t for t in block.get("tasks", {}) if t not in inside]
+    return [t for t in block.get("order") or block.get("tasks", {}) if t not in inside]
+
+
+def task_metrics(block: dict, task: str) -> list[str]:
+    """A task's metric names, its headline (the task's first metric) first."""
+    return (block.get("metric_order") or {}).get(task) or list(block["tasks"][task])
 
 
 def sample_rows(suite_name: str, samples: dict) -> list[dict]:
@@ -241,8 +247,10 @@ def run_lm_eval(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
         model=lm, tasks=task_specs(ctx.cfg), task_manager=manager, num_fewshot=settings.num_fewshot,
         limit=settings.limit, bootstrap_iters=settings.bootstrap_iters, log_samples=True,
         apply_chat_template=settings.apply_chat_template, use_cache=str(requests_db))
-    block = {"suite": suite.name, "metric": "tasks", "version": suite.version,
-             "tasks": task_scores(results, list(settings.tasks)), "groups": results.get("group_subtasks") or {},
+    tasks = task_scores(results, list(settings.tasks))
+    block = {"suite": suite.name, "metric": "tasks", "version": suite.version, "tasks": tasks,
+             "order": list(tasks), "metric_order": {task: list(metrics) for task, metrics in tasks.items()},
+             "groups": results.get("group_subtasks") or {},
              "higher_is_better": results.get("higher_is_better") or {},
              "harness": {"lm_eval": harness_version(), "n_shot": results.get("n-shot") or {},
                          "task_versions": results.get("versions") or {},

@@ -19,11 +19,12 @@ def _headline(block: dict) -> dict | None:
 def _task_columns(metrics: dict, suite: str, block: dict) -> dict:
     """lm_eval: '<suite>.<task>.<metric>' with its .stderr, .n, .lo, .hi and .vs_fp, for each top-level task
     (a group's subtasks stay in metrics.json)."""
-    from qresafe_exp.evals.lm_harness import top_level
+    from qresafe_exp.evals.lm_harness import task_metrics, top_level
 
     out = {}
     for task in top_level(block):
-        for metric, value in block["tasks"][task].items():
+        for metric in task_metrics(block, task):
+            value = block["tasks"][task][metric]
             name = f"{suite}.{task}.{metric}"
             lo, hi = (value.get("ci95") or [None, None])[:2]
             out.update({name: value.get("value"), f"{name}.stderr": value.get("stderr"), f"{name}.n": value.get("n"),
