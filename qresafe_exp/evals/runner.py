@@ -59,8 +59,11 @@ def suite_limit(cfg: DictConfig, name: str):
 
 def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str]) -> dict:
     protocol = protocol_of(cfg)
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    if "lm_eval" not in cfg.eval.suites:  # added later; unused without the suite: earlier keys stay as they were
+        settings.pop("lm_eval", None)
     spec = {
-        "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+        "eval": settings,
         "protocol": {"name": protocol.name, "version": protocol.version},
         "suites": {name: SUITES.get(name).version for name in cfg.eval.suites},
         "judge": build_judge(cfg.judge).identity,

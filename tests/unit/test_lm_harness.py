@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from qresafe_exp.evals import lm_harness
+from qresafe_exp.evals.runner import eval_spec
 from qresafe_exp.pipeline import headline_deltas
 from qresafe_exp.report import collect, tables
 from qresafe_exp.summary import table_row
@@ -121,3 +122,12 @@ def test_local_tasks_write_their_data_from_the_project_copies(compose_cfg):
 def test_bad_settings_name_the_key(compose_cfg, override, says):
     with pytest.raises(ValueError, match="^" + says.replace("[", r"\[").replace("(", r"\(")):
         lm_harness.check_lm_eval(compose_cfg(["eval=lm_eval", override]))
+
+
+def test_the_eval_cache_key_of_every_other_eval_config_is_unchanged(compose_cfg):
+    """eval.lm_eval is a new key of every eval config: it enters the evaluation's key only with the suite,
+    so the evaluations cached before it keep their keys."""
+    reduced = eval_spec(compose_cfg(["eval=reduced"]), None, frozenset())
+    assert "lm_eval" not in reduced["eval"] and "lm_eval_version" not in reduced
+    mine = eval_spec(compose_cfg(["eval=lm_eval", "eval.lm_eval.limit=7"]), None, frozenset())
+    assert mine["eval"]["lm_eval"]["limit"] == 7 and mine["lm_eval_version"] == "0.4.13"
