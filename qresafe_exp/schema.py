@@ -321,7 +321,9 @@ class LmEvalConfig:
     num_fewshot: Optional[int] = None  # None = each task's own default
     limit: Optional[int] = None  # documents per task (the harness takes the first N); None = all
     batch_size: int = 8
-    apply_chat_template: bool = False  # the harness's default: plain text, as published numbers use
+    # the harness's default: plain text, as published numbers use; true = the model's chat template with
+    # the cell's system prompt (as the other suites render prompts)
+    apply_chat_template: bool = False
     bootstrap_iters: int = 100000  # the harness's default; stderr of bootstrapped metrics (0 = no stderr)
     include_path: Optional[str] = None  # a directory of task YAMLs of your own
 

@@ -38,6 +38,16 @@ def harness_version() -> str | None:
         return None
 
 
+def key_parts(cfg: DictConfig) -> dict:
+    """What the evaluation's cache key needs beyond eval.lm_eval: the harness's version (another release
+    can score a task differently) and the content of the user's task YAMLs (a path or include_path)."""
+    files = [Path(t).expanduser() for t in cfg.eval.lm_eval.tasks if t.endswith((".yaml", ".yml"))]
+    if cfg.eval.lm_eval.include_path:
+        files += sorted(Path(cfg.eval.lm_eval.include_path).expanduser().rglob("*.y*ml"))
+    return {"version": harness_version(),
+            "task_files": {str(f): content_key(f.read_bytes()) for f in files if f.is_file()}}
+
+
 # ---------------------------------------------------------------- local tasks: data from the project
 def _seeded(rows: list[dict], seed: int) -> list[dict]:
     # the harness's `limit` takes the first N documents; the offline files are ordered by topic
@@ -246,7 +256,9 @@ def run_lm_eval(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
     results = lm_eval.simple_evaluate(
         model=lm, tasks=task_specs(ctx.cfg), task_manager=manager, num_fewshot=settings.num_fewshot,
         limit=settings.limit, bootstrap_iters=settings.bootstrap_iters, log_samples=True,
-        apply_chat_template=settings.apply_chat_template, use_cache=str(requests_db))
+        apply_chat_template=settings.apply_chat_template, use_cache=str(requests_db),
+        # in the chat template, the cell's system prompt, as the other suites render it
+        system_instruction=ctx.system_prompt if settings.apply_chat_template else None)
     tasks = task_scores(results, list(settings.tasks))
     block = {"suite": suite.name, "metric": "tasks", "version": suite.version, "tasks": tasks,
              "order": list(tasks), "metric_order": {task: list(metrics) for task, metrics in tasks.items()},

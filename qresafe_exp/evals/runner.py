@@ -76,10 +76,10 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
     dtype = generation_dtype(cfg.engine, resolve_device(cfg.device))
     if dtype is not None:  # scores of a model run in another dtype (log-prob suites included)
         spec["engine_dtype"] = str(dtype).removeprefix("torch.")
-    if "lm_eval" in cfg.eval.suites:  # another harness release can score the same task differently
-        from qresafe_exp.evals.lm_harness import harness_version
+    if "lm_eval" in cfg.eval.suites:
+        from qresafe_exp.evals.lm_harness import key_parts
 
-        spec["lm_eval_version"] = harness_version()
+        spec["lm_eval"] = key_parts(cfg)
     if "prompts" in cfg.eval.suites:
         spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
                                 "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}

@@ -10,8 +10,8 @@ import torch
 from qresafe_exp.cache import ArtifactCache, RequestCache
 from qresafe_exp.evals.runner import evaluate
 from qresafe_exp.formats.rewrite import link_checkpoint
-from qresafe_exp.formats.sidecars import save_patch_delta
-from qresafe_exp.models import ModelRef, materialize
+from qresafe_exp.formats.sidecars import ADAPTER_DIR, save_patch_delta
+from qresafe_exp.models import ModelRef, load_model, materialize
 from qresafe_exp.pipeline import run_cell
 from qresafe_exp.preflight import ConfigError, preflight
 
@@ -43,24 +43,36 @@ def test_harness_metrics_and_stderr_reach_metrics_json_the_table_and_wandb(compo
 
 
 def test_the_harness_scores_the_model_as_the_project_loads_it(compose_cfg, tmp_path):
-    """An unmerged patch (patch_delta.safetensors beside the base weights) is a forward hook that only
-    models.load_model attaches: the harness must see it, so the scores move."""
+    """An unmerged patch (patch_delta.safetensors beside the base weights: a forward hook) and a LoRA
+    adapter (qlora_adapter/: a PeftModel around the base) exist only in the model models.load_model
+    builds; the harness must score that model, so its numbers move with each."""
+    from peft import LoraConfig, get_peft_model
+
     cfg = compose_cfg([*LM_EVAL, "eval.lm_eval.limit=3", f"eval.lm_eval.tasks=[{PPL}]"])
     artifacts = ArtifactCache(cfg.paths.cache_dir)
     base = materialize(cfg.model, artifacts, cfg.paths)
-    patched_dir = tmp_path / "patched"
-    link_checkpoint(Path(base.path), patched_dir)
+    patched, adapted = tmp_path / "patched", tmp_path / "adapted"
+    link_checkpoint(Path(base.path), patched)
     # on the output head: a random-weight model's next-token distribution is near uniform, the delta skews it
     delta = torch.randn((cfg_vocab(base.path), 64), generator=torch.Generator().manual_seed(0))
-    save_patch_delta({"lm_head": delta}, patched_dir)
+    save_patch_delta({"lm_head": delta}, patched)
+    link_checkpoint(Path(base.path), adapted)
+    torch.manual_seed(0)
+    lora = get_peft_model(load_model(base.path, torch.device("cpu")),
+                          LoraConfig(r=8, lora_alpha=512, target_modules=["down_proj"], init_lora_weights=False))
+    lora.save_pretrained(adapted / ADAPTER_DIR)
     requests = RequestCache(tmp_path / "requests.sqlite")
     try:
         scores = {ref.name: evaluate(ref, cfg, artifacts, requests, torch.device("cpu"), label=ref.name)["scores"]
-                  for ref in (base, ModelRef("patched", str(patched_dir), f"{base.key}-patched"))}
+                  for ref in (base, ModelRef("patched", str(patched), f"{base.key}-patched"),
+                              ModelRef("adapted", str(adapted), f"{base.key}-adapted"))}
     finally:
         requests.close()
     bpb = {name: s["lm_eval"]["tasks"][PPL]["bits_per_byte"]["value"] for name, s in scores.items()}
     assert bpb["patched"] > bpb[base.name] + 1.0, bpb
+    # the adapter acts inside the layers, whose changes the random model's final norm and tiny embeddings
+    # flatten: a small move (4e-3 measured), but CPU scoring is deterministic, so no move means no adapter
+    assert abs(bpb["adapted"] - bpb[base.name]) > 1e-3, bpb
 
 
 def cfg_vocab(path: str) -> int:

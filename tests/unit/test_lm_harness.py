@@ -128,6 +128,15 @@ def test_the_eval_cache_key_of_every_other_eval_config_is_unchanged(compose_cfg)
     """eval.lm_eval is a new key of every eval config: it enters the evaluation's key only with the suite,
     so the evaluations cached before it keep their keys."""
     reduced = eval_spec(compose_cfg(["eval=reduced"]), None, frozenset())
-    assert "lm_eval" not in reduced["eval"] and "lm_eval_version" not in reduced
+    assert "lm_eval" not in reduced["eval"] and "lm_eval" not in reduced
     mine = eval_spec(compose_cfg(["eval=lm_eval", "eval.lm_eval.limit=7"]), None, frozenset())
-    assert mine["eval"]["lm_eval"]["limit"] == 7 and mine["lm_eval_version"] == "0.4.13"
+    assert mine["eval"]["lm_eval"]["limit"] == 7 and mine["lm_eval"] == {"version": "0.4.13", "task_files": {}}
+
+
+def test_a_task_yaml_of_yours_is_in_the_key_by_content(compose_cfg, tmp_path):
+    task = tmp_path / "mine.yaml"
+    keys = []
+    for text in ("task: mine\nmetadata: {version: 1}\n", "task: mine\nmetadata: {version: 2}\n"):
+        task.write_text(text)
+        keys.append(eval_spec(compose_cfg(["eval=lm_eval", f"eval.lm_eval.tasks=[{task}]"]), None, frozenset()))
+    assert keys[0]["lm_eval"]["task_files"][str(task)] != keys[1]["lm_eval"]["task_files"][str(task)]
