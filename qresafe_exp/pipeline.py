@@ -17,6 +17,7 @@ from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
+from qresafe_exp.evals.lm_harness import task_deltas
 from qresafe_exp.evals.runner import evaluate, user_prompts
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import JUDGES, build_judge
@@ -100,6 +101,10 @@ def validate(cfg: DictConfig) -> None:
                 judge.require(task, f"suite '{name}'")
             if name == "prompts":  # read in full now: a bad file stops the cell before any model loads
                 user_prompts(cfg)
+            elif name == "lm_eval":  # task names (and, offline, their data) before any model loads
+                from qresafe_exp.evals.lm_harness import check_lm_eval
+
+                check_lm_eval(cfg)
             else:
                 resolve_file(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
         selected_grid(cfg.eval.decoding.configs)
@@ -186,8 +191,7 @@ def evaluate_variants(variants: dict[str, ModelRef], result: dict, cfg: DictConf
         scores = evaluate(model, cfg, artifacts, requests, device, label=f"{cfg.cell} [{name}]",
                           scorer=scorer, exclude=exclude)
         out[name] = {"scores": scores["scores"], "eval": scores["key"],
-                     "cell_minus_variant": {f"{suite}.{block['metric']}": _delta(block, scores["scores"].get(suite))
-                                            for suite, block in result["scores"].items()}}
+                     "cell_minus_variant": headline_deltas(result["scores"], scores["scores"])}
     return out
 
 
@@ -245,9 +249,19 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
 def reference_deltas(scores: dict, ref_scores: dict, rows: list[dict], ref_rows: list[dict]) -> dict:
     """{'vs_reference', 'paired_vs_reference'}: the cell's headline minus the FP reference's, and the
     same deltas on the same prompts with a paired interval and an exact test (also used by rescore)."""
-    return {"vs_reference": {f"{suite}.{block['metric']}": _delta(block, ref_scores.get(suite))
-                             for suite, block in scores.items()},
+    return {"vs_reference": headline_deltas(scores, ref_scores),
             "paired_vs_reference": paired_vs_reference(scores, rows, ref_rows)}
+
+
+def headline_deltas(scores: dict, ref_scores: dict) -> dict:
+    """{'<suite>.<metric>': the headline of ``scores`` minus that of ``ref_scores``}."""
+    deltas = {}
+    for suite, block in scores.items():
+        if "tasks" in block:  # lm_eval: one delta per task metric, no single headline
+            deltas.update(task_deltas(suite, block, ref_scores.get(suite)))
+        else:
+            deltas[f"{suite}.{block['metric']}"] = _delta(block, ref_scores.get(suite))
+    return deltas
 
 
 def _calib_label(cfg: DictConfig) -> str | None:

@@ -314,6 +314,22 @@ class MtBenchConfig:
 
 
 @dataclass
+class LmEvalConfig:
+    # suite lm_eval (evals/lm_harness.py): lm-evaluation-harness on the cell's model as the project loads it.
+    # Local tasks (offline, data from the project's copies) or any harness name (mmlu, arc_easy, hellaswag,
+    # truthfulqa_mc2, wikitext: their data from the Hub), or the path of a task YAML.
+    tasks: List[str] = field(default_factory=lambda: ["qresafe_safetybench_zh", "qresafe_alpaca_eval_ppl"])
+    num_fewshot: Optional[int] = None  # None = each task's own default
+    limit: Optional[int] = None  # documents per task (the harness takes the first N); None = all
+    batch_size: int = 8
+    # the harness's default: plain text, as published numbers use; true = the model's chat template with
+    # the cell's system prompt (as the other suites render prompts)
+    apply_chat_template: bool = False
+    bootstrap_iters: int = 100000  # the harness's default; stderr of bootstrapped metrics (0 = no stderr)
+    include_path: Optional[str] = None  # a directory of task YAMLs of your own
+
+
+@dataclass
 class EvalConfig:
     name: str = MISSING
     suites: List[str] = MISSING  # eval-suite registry names
@@ -330,6 +346,7 @@ class EvalConfig:
     version: int = 1
     decoding: DecodingAttackConfig = field(default_factory=DecodingAttackConfig)
     mtbench: MtBenchConfig = field(default_factory=MtBenchConfig)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
     degeneration: DegenerationConfig = field(default_factory=DegenerationConfig)
 
 

@@ -81,12 +81,40 @@ def _paired_delta(metrics: dict, suite: str, metric: str) -> str:
     return f"{paired['delta']:+.2f}{interval}" + ("*" if paired.get("significant") else "")
 
 
+def _stderr_value(value: dict) -> str:
+    """'0.27 ±0.02 n=100': an lm-eval metric with the harness's stderr."""
+    if value.get("value") is None:
+        return "-"
+    stderr = f" ±{value['stderr']:.2f}" if value.get("stderr") is not None else ""
+    return f"{value['value']:.2f}{stderr}" + (f" n={value['n']}" if value.get("n") is not None else "")
+
+
+def _task_columns(metrics: dict, name: str, block: dict) -> dict:
+    """lm_eval: each top-level task's first metric, and its delta to the FP reference."""
+    from qresafe_exp.evals.lm_harness import task_metrics, top_level
+
+    columns = {}
+    for task in top_level(block):
+        metric = task_metrics(block, task)[0]
+        value = block["tasks"][task][metric]
+        title = f"{task} {metric}"
+        columns[title] = _stderr_value(value)
+        if "vs_reference" in metrics:
+            delta = metrics["vs_reference"].get(f"{name}.{task}.{metric}")
+            columns[f"{title}{DELTA_SUFFIX}"] = f"{delta:+.2f}" if delta is not None else "-"
+    return columns
+
+
 def _suite_columns(metrics: dict, show) -> dict:
     scores = metrics.get("scores", {})
     names = list(DEFAULT_COLUMNS) if all(n in scores for n in DEFAULT_COLUMNS) else list(scores)
+    names += [n for n in scores if n not in names and "tasks" in (scores[n] or {})]  # lm_eval beside them
     columns = {}
     for name in names:
         block = scores.get(name) or {}
+        if "tasks" in block:
+            columns.update(_task_columns(metrics, name, block))
+            continue
         title = DEFAULT_COLUMNS.get(name) or f"{block.get('metric', '?')} {name}"
         if not block:
             columns[title] = "-"

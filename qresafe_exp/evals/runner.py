@@ -55,6 +55,8 @@ def user_prompts(cfg: DictConfig) -> list[dict]:
 
 
 def suite_records(suite, cfg: DictConfig) -> list[dict]:
+    if suite.params.get("own_data"):  # lm_eval: the harness loads its tasks' documents itself
+        return []
     if suite.name == "prompts":
         return user_prompts(cfg)
     return load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
@@ -69,8 +71,11 @@ def suite_limit(cfg: DictConfig, name: str):
 
 def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str]) -> dict:
     protocol = protocol_of(cfg)
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    if "lm_eval" not in cfg.eval.suites:  # added later; unused without the suite: earlier keys stay as they were
+        settings.pop("lm_eval", None)
     spec = {
-        "eval": OmegaConf.to_container(cfg.eval, resolve=True),
+        "eval": settings,
         "protocol": {"name": protocol.name, "version": protocol.version},
         "suites": {name: SUITES.get(name).version for name in cfg.eval.suites},
         "judge": build_judge(cfg.judge).identity,
@@ -83,6 +88,10 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
     dtype = generation_dtype(cfg.engine, resolve_device(cfg.device))
     if dtype is not None:  # scores of a model run in another dtype (log-prob suites included)
         spec["engine_dtype"] = str(dtype).removeprefix("torch.")
+    if "lm_eval" in cfg.eval.suites:
+        from qresafe_exp.evals.lm_harness import key_parts
+
+        spec["lm_eval"] = key_parts(cfg)
     if "prompts" in cfg.eval.suites:
         spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
                                 "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}

@@ -9,6 +9,8 @@ Kinds (each has a runner, ``run(suite, records, ctx) -> (rows, score block)``):
 - ``mcq``: multiple-choice accuracy by the option letters' log-probabilities (SafetyBench).
 - ``utility_ppl``: perplexity of benign reference answers under the model (no generation, no judge).
 - ``mtbench``: two-turn answers graded 1-10 by the judge; ``pairwise``: AlpacaEval win rate.
+- ``lm_eval``: lm-evaluation-harness tasks (``eval.lm_eval``) on the cell's model; the harness brings
+  its own documents (``params.own_data``: no records, ``eval.limit`` does not apply).
 Bump a suite's ``version`` whenever a change could move its numbers.
 """
 
@@ -28,6 +30,7 @@ RUNNERS = {
     "utility_ppl": "qresafe_exp.evals.utility:run_reference_perplexity",
     "mtbench": "qresafe_exp.evals.utility:run_mtbench",
     "pairwise": "qresafe_exp.evals.utility:run_pairwise",
+    "lm_eval": "qresafe_exp.evals.lm_harness:run_lm_eval",
 }
 # the judge task a kind needs (checked before anything runs)
 JUDGE_TASK = {"harmful": "harm", "mtbench": "mtbench", "pairwise": "pairwise"}
@@ -95,6 +98,8 @@ ALPACA_EVAL_PPL = _S("alpaca_eval_ppl", "alpaca_eval", "utility_ppl", "reference
 MTBENCH = _S("mtbench", "mt_bench", "mtbench", "mtbench_score")
 ALPACA_EVAL = _S("alpaca_eval", "alpaca_eval", "pairwise", "win_rate")  # v1: vs text-davinci-003
 ALPACA_EVAL2 = _S("alpaca_eval2", "alpaca_eval2", "pairwise", "win_rate")  # v2: vs gpt-4-1106-preview
+# per task metrics with the harness's stderr under `tasks` (evals/lm_harness.py); no single headline
+LM_EVAL = _S("lm_eval", "lm_eval", "lm_eval", "tasks", params={"own_data": True})
 
 SUITES: Registry[Suite] = Registry("eval suite", {
     name: f"qresafe_exp.evals.suites:{attr}" for name, attr in [
@@ -103,6 +108,6 @@ SUITES: Registry[Suite] = Registry("eval suite", {
         ("beavertails", "BEAVERTAILS"), ("prompts", "PROMPTS_FILE"), ("xstest_safe", "XSTEST_SAFE"),
         ("xstest", "XSTEST"), ("oktest", "OKTEST"), ("qos", "QOS"), ("safetybench_zh", "SAFETYBENCH_ZH"),
         ("safetybench_en", "SAFETYBENCH_EN"), ("alpaca_eval_ppl", "ALPACA_EVAL_PPL"), ("mtbench", "MTBENCH"),
-        ("alpaca_eval", "ALPACA_EVAL"), ("alpaca_eval2", "ALPACA_EVAL2"),
+        ("alpaca_eval", "ALPACA_EVAL"), ("alpaca_eval2", "ALPACA_EVAL2"), ("lm_eval", "LM_EVAL"),
     ]
 })

@@ -16,6 +16,25 @@ def _headline(block: dict) -> dict | None:
     return {"value": point, "n": value.get("n"), "lo": lo, "hi": hi}
 
 
+def _task_columns(metrics: dict, suite: str, block: dict) -> dict:
+    """lm_eval: '<suite>.<task>.<metric>' with its .stderr, .n, .lo, .hi and .vs_fp, for each top-level task
+    (a group's subtasks stay in metrics.json)."""
+    from qresafe_exp.evals.lm_harness import task_metrics, top_level
+
+    out = {}
+    for task in top_level(block):
+        for metric in task_metrics(block, task):
+            value = block["tasks"][task][metric]
+            name = f"{suite}.{task}.{metric}"
+            lo, hi = (value.get("ci95") or [None, None])[:2]
+            out.update({name: value.get("value"), f"{name}.stderr": value.get("stderr"), f"{name}.n": value.get("n"),
+                        f"{name}.lo": lo, f"{name}.hi": hi})
+            delta = (metrics.get("vs_reference") or {}).get(name)
+            if delta is not None:
+                out[f"{name}.vs_fp"] = delta
+    return out
+
+
 def tidy_row(metrics: dict) -> dict:
     axes = metrics.get("axes") or {}
     row = {"cell": metrics["cell"], "study": metrics.get("study"), "status": metrics.get("status", "ok"),
@@ -24,6 +43,9 @@ def tidy_row(metrics: dict) -> dict:
            "patch_tag": axes.get("patch_tag") or axes.get("patch"), "eval": (metrics.get("protocol") or {}).get("eval"),
            "protocol": (metrics.get("protocol") or {}).get("protocol"), "reference_cell": metrics.get("reference_cell")}
     for suite, block in (metrics.get("scores") or {}).items():
+        if "tasks" in block:
+            row.update(_task_columns(metrics, suite, block))
+            continue
         head = _headline(block)
         if head is None:
             continue

@@ -46,7 +46,7 @@ class Table:
 
     def latex(self) -> str:
         esc = lambda v: (cell_text(v).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-                         .replace("<", "$<$").replace(">", "$>$"))
+                         .replace("<", "$<$").replace(">", "$>$").replace("±", r"$\pm$"))
         body = [" & ".join(esc(v) for v in row) + r" \\" for row in self.rows]
         notes = [rf"\par\smallskip{{\footnotesize {esc(n)}}}" for n in self.notes]
         return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(self.title)}}}",
@@ -268,7 +268,40 @@ def claims(rows: list[dict]) -> Table | None:
                                                      *[h for _, h in metrics]], body, legend)
 
 
-BUILDERS = (table3, table4, table5, table6, table7, claims)
+def _task_metrics(rows: list[dict]) -> list[str]:
+    """The lm_eval task metric columns of the rows ('lm_eval.<task>.<metric>': those with a .stderr column)."""
+    return list(dict.fromkeys(k.removesuffix(".stderr") for r in rows for k in r
+                              if k.endswith(".stderr") and k.removesuffix(".stderr") in r))
+
+
+def _with_stderr(row: dict, key: str) -> str:
+    value, stderr = row.get(key), row.get(f"{key}.stderr")
+    if value is None:
+        return "-"
+    delta = row.get(f"{key}.vs_fp")
+    return (f"{value:.4g}" + (f" ±{stderr:.2g}" if stderr is not None else "")
+            + (f" ({delta:+.4g})" if delta is not None else ""))
+
+
+def lm_eval_tasks(rows: list[dict]) -> Table | None:
+    """Every cell's lm-evaluation-harness metrics with the harness's stderr, delta vs FP in brackets."""
+    group = groups.one(rows)
+    keys = _task_metrics(_ok(rows))
+    cells = [r for r in _ok(rows) if any(r.get(k) is not None for k in keys)]
+    if not cells:
+        return None
+    shown = sorted(cells, key=lambda r: (r["model"], r["quant"] != "none", r["quant"], r["bits"] or 0,
+                                         r["calib"] or "", r["patch"] != "none", r["patch_tag"] or ""))
+    body = [[r["model"], r["quant"], r["bits"] or "16", r["calib"] or "-", r["patch_tag"],
+             *[_with_stderr(r, k) for k in keys]] for r in shown]
+    return Table(f"lm_eval_tasks-{groups.slug(group)}", f"lm-evaluation-harness — {groups.label(group)}: "
+                 "value ± stderr (the harness's), delta vs FP in brackets",
+                 ["model", "method", "bits", "risk / calib", "patch", *[k.split(".", 1)[1] for k in keys]], body,
+                 ["no ± shown: the harness computes no stderr for that metric (e.g. corpus-weighted perplexity)"]
+                 if any(r.get(k) is not None and r.get(f"{k}.stderr") is None for r in shown for k in keys) else [])
+
+
+BUILDERS = (table3, table4, table5, table6, table7, claims, lm_eval_tasks)
 
 
 def all_tables(rows: list[dict]) -> list[Table]:

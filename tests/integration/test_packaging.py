@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from qresafe_exp.conf import CONF_DIR
+from qresafe_exp.evals.lm_harness import LOCAL_TASKS_DIR
 from qresafe_exp.models import gguf_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,8 @@ def test_the_wheel_ships_every_config_and_no_local_overrides(wheel):
     assert "qresafe_exp/conf/__init__.py" in names  # Hydra's pkg:// search path needs the package
     # the dashboard's script and style, read with importlib.resources when a report is written
     assert {"qresafe_exp/report/assets/dashboard.js", "qresafe_exp/report/assets/dashboard.css"} <= names
+    tasks = {f"qresafe_exp/evals/lm_eval_tasks/{p.name}" for p in LOCAL_TASKS_DIR.glob("*.yaml")}
+    assert tasks and tasks <= names  # suite lm_eval's local task YAMLs
 
 
 def test_installed_wheel_composes_its_config_outside_the_repo(venv_python, outside):
