@@ -32,6 +32,7 @@ from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
+from qresafe_exp.metrics import headline
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
@@ -229,11 +230,30 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
         "artifacts": keys,
         "provenance": provenance(cfg.paths.root_dir),
     }
+    knobs = patch_knobs(cfg.patch)
+    if knobs:  # patch=none has none (and its cells keep the axes they always had)
+        metrics["axes"]["patch_knobs"] = knobs
     if reference is not None:
         metrics["reference_cell"] = reference_cell_name(cfg)
         metrics.update(reference_deltas(result["scores"], reference["scores"], read_samples(result["path"]),
                                         read_samples(reference["path"])))
     return metrics
+
+
+def patch_knobs(patch_cfg: DictConfig) -> dict:
+    """The patch's numeric settings, flattened ('tau', 'lr', 'data.num_harmful', 'se.lr'): the report's
+    patch axes (report/collect.py), so a sweep over one sorts by its number, not by the cell's tag."""
+    flat = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(patch_cfg, resolve=True), "")
+    return flat
 
 
 def reference_deltas(scores: dict, ref_scores: dict, rows: list[dict], ref_rows: list[dict]) -> dict:
@@ -250,12 +270,9 @@ def _calib_label(cfg: DictConfig) -> str | None:
 
 
 def _delta(block: dict, ref_block: dict | None):
-    if not ref_block:
-        return None
-    metric = block["metric"]
-    a, b = (block[metric].get("rate", block[metric].get("value")),
-            ref_block[metric].get("rate", ref_block[metric].get("value")))
-    return None if a is None or b is None else round(a - b, 4)
+    """The cell's headline minus the reference's (same suite), None where either has none."""
+    a, b = headline(block), headline(ref_block)
+    return None if a is None or b is None or a.value is None or b.value is None else round(a.value - b.value, 4)
 
 
 def _patch_numbers(info: dict) -> dict:
