@@ -16,6 +16,7 @@ from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
+from qresafe_exp.evals.overrefusal import check_refusal_judge
 from qresafe_exp.evals.runner import evaluate, user_prompts_path
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import JUDGES, build_judge
@@ -36,7 +37,7 @@ from qresafe_exp.metrics import headline
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
-from qresafe_exp.tracking import build_tracker, scrub_secrets
+from qresafe_exp.tracking import build_tracker, check_logger, scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,7 @@ def validate(cfg: DictConfig) -> None:
             raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
         PATCHES.get(cfg.patch.name).check_data(cfg)
         judge = build_judge(cfg.judge)
-        if cfg.eval.refusal_judge != "judge":
-            from qresafe_exp.evals.overrefusal import refusal_judge_name
-            from qresafe_exp.judges import JUDGES, build_named_judge
-
-            name = refusal_judge_name(cfg)
-            if name not in JUDGES.names() or name == "stub":
-                raise ValueError(f"eval.refusal_judge={cfg.eval.refusal_judge} is unknown. Allowed: refusal, "
-                                 "xstest_strmatch (alias strmatch), keyword, or judge (the cell's judge)")
-            build_named_judge(name).require("refusal", f"eval.refusal_judge={cfg.eval.refusal_judge}")
+        check_refusal_judge(cfg)
         for name in cfg.eval.suites:
             suite = SUITES.get(name)
             task = JUDGE_TASK.get(suite.kind) or ("refusal" if suite.kind in ("overrefusal", "qos")
@@ -110,8 +103,7 @@ def validate(cfg: DictConfig) -> None:
         if cfg.eval.protocol not in PROTOCOLS:
             raise ValueError(f"eval.protocol={cfg.eval.protocol} is unknown. Allowed: {', '.join(PROTOCOLS)}")
         check_engine(cfg.engine, resolve_device(cfg.device))
-        if cfg.logger.name not in ("wandb", "none"):
-            raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
+        check_logger(cfg.logger)
     except (KeyError, ValueError, DatasetNotFoundError, RuntimeError, FileNotFoundError) as err:
         raise ConfigError(f"[{_cell_label(cfg)}] {err}") from err
 

@@ -323,7 +323,7 @@ class EvalConfig:
     batch_size: int = 16
     protocol: str = "vanilla"  # vanilla | aoa | decoding (evals/protocols.py)
     # how over-refusal suites and the QoS probe decide "refused": a judge that can do the refusal task
-    # (refusal: the project's audited rules | xstest_strmatch, alias strmatch | keyword) or judge (the cell's)
+    # (refusal: the project's audited rules | xstest_strmatch: XSTest's prefix rule | keyword) or judge (the cell's)
     refusal_judge: str = "refusal"
     cell_suffix: str = ""  # added to cell names, so studies of several eval configs do not collide
     version: int = 1

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from qresafe_exp.registry import Registry
+
 log = logging.getLogger(__name__)
 # Secret keys are matched by whole words of the key (split at _ - . and camelCase), not by substring:
 # max_new_tokens, num_tokens and tokenizer are ordinary fields, hf_token and WANDB_API_KEY are not.
@@ -76,7 +78,8 @@ class Tracker:
 
 
 class NoTracker(Tracker):
-    pass
+    def __init__(self, cfg=None):
+        pass
 
 
 class WandbTracker(Tracker):
@@ -137,9 +140,19 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
+TRACKERS: Registry[type[Tracker]] = Registry("logger", {
+    "none": "qresafe_exp.tracking:NoTracker",
+    "wandb": "qresafe_exp.tracking:WandbTracker",
+})
+
+
+def check_logger(cfg) -> None:
+    if cfg.name not in TRACKERS:
+        raise ValueError(f"logger={cfg.name} is unknown. Allowed: {', '.join(TRACKERS.names())}")
+
+
 def build_tracker(cfg) -> Tracker:
-    if cfg.name == "none" or cfg.mode == "disabled":
+    if cfg.mode == "disabled":
         return NoTracker()
-    if cfg.name == "wandb":
-        return WandbTracker(cfg)
-    raise ValueError(f"logger={cfg.name} is unknown. Allowed: wandb, none")
+    check_logger(cfg)
+    return TRACKERS.get(cfg.name)(cfg)

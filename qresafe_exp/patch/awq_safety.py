@@ -61,7 +61,6 @@ def control_masks(linears: dict, cfg: DictConfig, seed: int) -> dict:
 
 
 class AwqSafetyPatch(Patch):
-    name = "qresafe_awq"
     version = 1
 
     @classmethod

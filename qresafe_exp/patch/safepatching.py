@@ -68,7 +68,6 @@ def pairs_cfg(cell: DictConfig) -> DictConfig:
 
 
 class SafePatching(Patch):
-    name = "safepatching"
     version = 1
 
     @classmethod

@@ -59,7 +59,6 @@ class NothingToLearn(ValueError):
 
 
 class TrainedPatch(Patch):
-    name = "trained"
     version = 1
 
     @classmethod
@@ -178,18 +177,3 @@ def _total_cost(train: dict, merge: dict) -> dict:
         total["cuda_peak_mb"] = max(train["cuda_peak_mb"], merge.get("cuda_peak_mb", 0))
     return total
 
-
-class QresafePatch(TrainedPatch):
-    name = "qresafe"
-
-
-class QresafeQaPatch(TrainedPatch):
-    name = "qresafe_qa"
-
-
-class DpoPatch(TrainedPatch):
-    name = "dpo"
-
-
-class SftPatch(TrainedPatch):
-    name = "sft"
