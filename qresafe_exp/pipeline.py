@@ -33,7 +33,7 @@ from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
-from qresafe_exp.metrics import headline
+from qresafe_exp.metrics import headline, load as load_metrics
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
@@ -305,7 +305,7 @@ def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_s
     cell = reference_cell_name(cfg)
     path = cell_dir(cfg, cell) / "metrics.json"
     with file_lock(cell_dir(cfg, cell).parent / f".{cell}.lock"):
-        if path.exists() and json.loads(path.read_text()).get("artifacts", {}).get("eval") == reference["key"]:
+        if path.exists() and load_metrics(path).get("artifacts", {}).get("eval") == reference["key"]:
             return
         ref_cfg = cfg.copy()
         OmegaConf.set_struct(ref_cfg, False)
@@ -382,6 +382,6 @@ def run_cell(cfg: DictConfig) -> dict:
     rows = [table_row(metrics)]
     ref_metrics = cell_dir(cfg, reference_cell_name(cfg)) / "metrics.json"
     if not is_reference and ref_metrics.exists():
-        rows.insert(0, table_row(json.loads(ref_metrics.read_text())))
+        rows.insert(0, table_row(load_metrics(ref_metrics)))
     print(f"\n{format_table(rows)}\nresults: {out}\n", flush=True)
     return metrics
