@@ -120,12 +120,21 @@ def file_lock(path: Path) -> Iterator[None]:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a temp file next to ``path``, fsync it, then ``os.replace``: a reader (or a crash, or a
     full disk mid-write) sees the old file or the new one, never a torn one; a failed write leaves no temp."""
+    _write_atomic(path, text, "w")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``write_text_atomic`` for bytes (a downloaded file kept byte for byte, e.g. a .gz)."""
+    _write_atomic(path, data, "wb")
+
+
+def _write_atomic(path: Path, content: str | bytes, mode: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
+        with open(tmp, mode) as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.cache import ArtifactCache, RequestCache, content_key
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.normalize import normalize_prompt
-from qresafe_exp.data.registry import is_file_name, resolve_file
+from qresafe_exp.data.registry import is_user_source, resolve_file
 from qresafe_exp.evals.degeneration import degeneration_signals
 from qresafe_exp.evals.suites import SUITES
 
@@ -40,10 +40,10 @@ class CalibrationSet:
 def resolve_dataset(calib: DictConfig, paths) -> tuple[str, str | None]:
     """(dataset to use, why the configured one was replaced or None)."""
     try:
-        resolve_file(calib.dataset, paths.data_dir, paths.cache_dir)
+        resolve_file(calib.dataset, paths.data_dir, paths.cache_dir, key="calib.dataset")
         return calib.dataset, None
     except DatasetNotFoundError as err:
-        if not calib.offline_dataset or is_file_name(calib.dataset):  # a file of one's own has no stand-in
+        if not calib.offline_dataset or is_user_source(calib.dataset):  # a file of one's own has no stand-in
             raise
         return calib.offline_dataset, str(err)
 

@@ -8,7 +8,7 @@ import contextlib
 import math
 import random
 import time
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -80,13 +80,13 @@ def _mean(values: list[float]) -> float:
 def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *, epochs: int, batch_size: int,
           lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05, ascent: bool = False,
           autocast: Optional[torch.dtype] = None, max_steps: Optional[int] = None,
-          stop_above_nll: Optional[float] = None) -> dict:
+          stop_above_nll: Optional[float] = None, log_step: Optional[Callable[[dict], None]] = None) -> dict:
     """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts (the response
     NLL). ``ascent``: gradient ascent on that NLL (unlearning the responses). ``autocast``: run the
     forward pass in that dtype (weights and optimizer state stay fp32). ``max_steps`` caps the optimizer
     steps (the schedule is laid over the capped count); ``stop_above_nll`` ends training before the
     first update whose batch NLL already exceeds it (a bound for gradient ascent, which otherwise
-    drives the NLL up without limit)."""
+    drives the NLL up without limit). ``log_step`` gets {step, epoch, loss, lr} after each update."""
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in params if p.requires_grad]
@@ -110,7 +110,10 @@ def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *,
                     optimizer.zero_grad(set_to_none=True)
                     stopped = {"step": len(losses), "batch_nll": round(loss.item(), 4), "bound": stop_above_nll}
                     break
+                lr = schedule.get_last_lr()[0]  # the rate this step's update uses
                 losses.append(sign * optimizer_step(sign * loss.float(), params, optimizer, schedule))
+                if log_step is not None:
+                    log_step({"step": len(losses) - 1, "epoch": epoch, "loss": round(losses[-1], 6), "lr": lr})
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 bar.update()
             if stopped is not None or len(losses) >= steps:

@@ -3,21 +3,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
 from qresafe_exp.data import DatasetNotFoundError, load_records
-from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
 from qresafe_exp.evals.overrefusal import check_refusal_judge
-from qresafe_exp.evals.runner import evaluate, user_prompts_path
+from qresafe_exp.evals.runner import evaluate, user_prompts
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import JUDGES, build_judge
 from qresafe_exp.align import training_prompts
@@ -26,6 +27,7 @@ from qresafe_exp.preflight import ConfigError, check_inputs
 from qresafe_exp.patch import PATCHES
 from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.fingerprint import cached_fingerprint
+from qresafe_exp.hub_push import push_cell
 from qresafe_exp.provenance import provenance, seed_everything
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
@@ -33,11 +35,11 @@ from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
-from qresafe_exp.metrics import headline, load as load_metrics
+from qresafe_exp.metrics import headline as block_headline, load as load_metrics
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
-from qresafe_exp.tracking import build_tracker, check_logger, scrub_secrets
+from qresafe_exp.tracking import Tracker, build_tracker, check_logger, headline, score_rows, scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +93,14 @@ def validate(cfg: DictConfig) -> None:
             if task:
                 judge.require(task, f"suite '{name}'")
             if name == "prompts":  # read in full now: a bad file stops the cell before any model loads
-                user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"))
+                user_prompts(cfg)
             else:
                 resolve_file(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
         selected_grid(cfg.eval.decoding.configs)
         quantizer = QUANTIZERS.get(cfg.quant.name)
         if quantizer.calibration == "activation":
-            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir,
+                         key="calib.activation.dataset")
         if quantizer.calibration == "finetune":
             check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:
@@ -161,8 +164,11 @@ def fp_model_facts(fp: ModelRef, cfg: DictConfig) -> dict:
 
 
 def patch(fp: ModelRef, quantized: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
-          device) -> PatchResult:
-    return PATCHES.get(cfg.patch.name)().apply(PatchContext(cfg, fp, quantized, artifacts, requests, device))
+          device, log_step: Callable[[str, dict], None] | None = None) -> PatchResult:
+    ctx = PatchContext(cfg, fp, quantized, artifacts, requests, device)
+    if log_step is not None:  # training steps, streamed to the cell's run as they happen
+        ctx.log_step = log_step
+    return PATCHES.get(cfg.patch.name)().apply(ctx)
 
 
 def evaluate_variants(variants: dict[str, ModelRef], result: dict, cfg: DictConfig, artifacts: ArtifactCache,
@@ -263,39 +269,80 @@ def _calib_label(cfg: DictConfig) -> str | None:
 
 def _delta(block: dict, ref_block: dict | None):
     """The cell's headline minus the reference's (same suite), None where either has none."""
-    a, b = headline(block), headline(ref_block)
+    a, b = block_headline(block), block_headline(ref_block)
     return None if a is None or b is None or a.value is None or b.value is None else round(a.value - b.value, 4)
 
 
 def _patch_numbers(info: dict) -> dict:
     """The patch facts worth charting (cost, parameter counts, merge survival, unmerged scores)."""
-    keep = {k: info[k] for k in ("cost", "train", "merge", "sizes") if k in info}
+    # train: the trained patches' facts and per-step history; se / osm: SafePatching's two trainings
+    keep = {k: info[k] for k in ("cost", "train", "merge", "sizes", "se", "osm") if k in info}
     for name, variant in (info.get("variants") or {}).items():
         keep[name] = {"scores": variant["scores"], "cell_minus_variant": variant["cell_minus_variant"]}
     return keep
 
 
-def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str) -> Path:
-    """metrics.json + samples.jsonl (the source of truth), then mirror to the tracker."""
+@contextlib.contextmanager
+def cell_run(cfg: DictConfig, cell: str, monitor: StageMonitor | None = None) -> Iterator[Tracker]:
+    """The cell's tracker run, open while the cell runs: the scrubbed resolved config, group = the study.
+    A cell that raises closes it as failed (exit code 1, the error and the stage it failed in); what it
+    logged until then stays in the run."""
+    is_fp = cfg.quant.name == "none"
+    tracker = build_tracker(cfg.logger)
+    tracker.start(run_dir=cell_dir(cfg, cell), name=cell, group=cfg.study, job_type="cell",
+                  config=scrub_secrets(OmegaConf.to_container(cfg, resolve=True)),
+                  tags=[f"model:{cfg.model.name}", f"quant:{cfg.quant.name}",
+                        f"bits:{None if is_fp else cfg.quant.bits}", f"patch:{cfg.patch.name}"])
+    try:
+        yield tracker
+    except BaseException as err:
+        stage = monitor.running if monitor is not None else None
+        tracker.finish(exit_code=1, error=f"{type(err).__name__}" + (f" in stage {stage}" if stage else "")
+                       + f": {err}")
+        raise
+    tracker.finish()
+
+
+def log_checkpoints(tracker: Tracker, cfg: DictConfig, models: dict[str, ModelRef]) -> None:
+    """logger.log_checkpoints=true: each checkpoint the cell built (stage -> model) as a W&B model
+    Artifact named by its cache key, a file:// reference to the cache (no copy of the weights)."""
+    if not cfg.logger.get("log_checkpoints"):
+        return
+    for stage, model in models.items():
+        if Path(model.path).exists():  # a hub id (the FP model) has no local checkpoint to point at
+            tracker.log_artifact(f"checkpoint-{model.key}", "model", references={"checkpoint": Path(model.path)},
+                                 metadata={"stage": stage, "name": model.name, "key": model.key})
+
+
+def log_results(tracker: Tracker, cfg: DictConfig, cell: str, metrics: dict, out: Path) -> None:
+    """The cell's results in its run: scores with their intervals (asr/advbench, _ci_low, _ci_high, _n),
+    the summary, costs and patch facts; a scores table, the samples table and samples.jsonl as an
+    Artifact of type "samples"."""
+    tracker.log_metrics({**headline(metrics["scores"]), "scores": metrics["scores"], "summary": metrics["summary"],
+                         "vs_reference": metrics.get("vs_reference", {}),
+                         "paired_vs_reference": metrics.get("paired_vs_reference", {}), "cost": metrics["cost"],
+                         "patch": _patch_numbers(metrics.get("patch") or {})})
+    tracker.log_table("scores", score_rows(metrics["scores"], metrics.get("vs_reference")))
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
+    tracker.log_table("samples", rows)
+    tracker.log_artifact(f"samples-{cell}", "samples", files={"samples.jsonl": out / "samples.jsonl"},
+                         metadata={"cell": cell, "study": cfg.study, "eval": metrics["artifacts"].get("eval"),
+                                   "rows": len(rows)})
+
+
+def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str, tracker: Tracker | None = None) -> Path:
+    """metrics.json + samples.jsonl (the source of truth), then mirror to the tracker: the cell's open
+    run, or (the FP reference cell) a run of its own."""
     out = cell_dir(cfg, cell)
     out.mkdir(parents=True, exist_ok=True)
     # a copy of the eval artifact's samples (metrics.json names that artifact): atomic, fsynced
     write_text_atomic(out / "samples.jsonl", (Path(eval_path) / "samples.jsonl").read_text())
-    tracker = build_tracker(cfg.logger)
-    try:
-        config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
-        tracker.start(run_dir=out, name=cell, group=cfg.study, job_type="cell", config=config,
-                      tags=[f"model:{cfg.model.name}", f"quant:{metrics['axes']['quant']}",
-                            f"bits:{metrics['axes']['bits']}", f"patch:{cfg.patch.name}"])
-        tracker.log_metrics({"scores": metrics["scores"], "summary": metrics["summary"],
-                             "vs_reference": metrics.get("vs_reference", {}), "cost": metrics["cost"],
-                             "patch": _patch_numbers(metrics.get("patch") or {})})
-        rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-        tracker.log_table("samples", rows)
-        metrics["tracking"] = {"wandb_run_dir": tracker.run_path}
+    with contextlib.ExitStack() as stack:
+        if tracker is None:
+            tracker = stack.enter_context(cell_run(cfg, cell))
+        log_results(tracker, cfg, cell, metrics, out)
+        metrics["tracking"] = tracker.info()
         tracker.save_json("metrics.json", metrics)
-    finally:
-        tracker.finish()
     write_json_atomic(out / "metrics.json", metrics)
     return out
 
@@ -344,39 +391,48 @@ def run_cell(cfg: DictConfig) -> dict:
     log.info("cell %s (study %s) on %s", cell, cfg.study, device)
     monitor = StageMonitor(device)
     try:
-        with monitor.stage("model"):
-            fp = materialize(cfg.model, artifacts, cfg.paths)
-            # An aligned model's training prompts never count as evaluation prompts.
-            exclude = frozenset(training_prompts(fp.path))
-        with monitor.stage("reference_eval"):
-            reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp",
-                                 scorer=fp, exclude=exclude)
-        is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
-        if not is_reference:
-            ensure_reference_cell(cfg, reference, fp, time.time() - started)
-        with monitor.stage("quantize"):
-            quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
-        with monitor.stage("patch"):
-            seed_everything(cfg.seed, deterministic=None)
-            patched = patch(fp, quantized, cfg, artifacts, requests, device)
-        patch_info = patched.info
-        if patched.model.key != quantized.key:  # the patch built a checkpoint of its own
-            patch_info["fingerprint"] = fingerprint(patched.model.path, cfg)
-        with monitor.stage("eval"):
-            seed_everything(cfg.seed, deterministic=None)
-            result = reference if patched.model.key == fp.key else evaluate(
-                patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
-        if patched.variants:
-            with monitor.stage("variant_eval"):
-                patch_info["variants"] = evaluate_variants(patched.variants, result, cfg, artifacts, requests,
-                                                           device, scorer=fp, exclude=exclude)
-        keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "patch": patch_info.get("artifact"),
-                "eval": result["key"], "reference_eval": reference["key"]}
-        metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
-                                patch_info, time.time() - started, keys)
-        metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
-        metrics["fp_model"] = fp_model_facts(fp, cfg)  # the FP weights' fingerprint, to compare machines
-        out = write_cell(cfg, cell, metrics, result["path"])
+        with cell_run(cfg, cell, monitor) as tracker:
+            monitor.on_end = tracker.log_stage  # each stage's seconds and memory, as it finishes
+            with monitor.stage("model"):
+                fp = materialize(cfg.model, artifacts, cfg.paths)
+                # An aligned model's training prompts never count as evaluation prompts.
+                exclude = frozenset(training_prompts(fp.path))
+            with monitor.stage("reference_eval"):
+                reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp",
+                                     scorer=fp, exclude=exclude)
+            is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
+            if not is_reference:
+                ensure_reference_cell(cfg, reference, fp, time.time() - started)
+            with monitor.stage("quantize"):
+                quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
+            with monitor.stage("patch"):
+                seed_everything(cfg.seed, deterministic=None)
+                patched = patch(fp, quantized, cfg, artifacts, requests, device, log_step=tracker.log_step)
+            patch_info = patched.info
+            if patched.model.key != quantized.key:  # the patch built a checkpoint of its own
+                patch_info["fingerprint"] = fingerprint(patched.model.path, cfg)
+            built = {"quantize": quantized, "patch": patched.model}
+            log_checkpoints(tracker, cfg, {stage: model for stage, model in built.items()  # each once
+                                           if model.key not in (fp.key, quantized.key if stage == "patch" else None)})
+            with monitor.stage("eval"):
+                seed_everything(cfg.seed, deterministic=None)
+                result = reference if patched.model.key == fp.key else evaluate(
+                    patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
+            if patched.variants:
+                with monitor.stage("variant_eval"):
+                    patch_info["variants"] = evaluate_variants(patched.variants, result, cfg, artifacts, requests,
+                                                               device, scorer=fp, exclude=exclude)
+            keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "patch": patch_info.get("artifact"),
+                    "eval": result["key"], "reference_eval": reference["key"]}
+            metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
+                                    patch_info, time.time() - started, keys)
+            metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
+            metrics["fp_model"] = fp_model_facts(fp, cfg)  # the FP weights' fingerprint, to compare machines
+            out = write_cell(cfg, cell, metrics, result["path"], tracker)
+            if cfg.hub.push:  # after metrics.json: the card shows the scores, and a failed push loses nothing
+                metrics["hub"] = push_cell(cfg, Path(patched.model.path) if patched.model.key != fp.key else None,
+                                           metrics)
+                write_json_atomic(out / "metrics.json", metrics)
     finally:
         requests.close()
     rows = [table_row(metrics)]

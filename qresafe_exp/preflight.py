@@ -12,6 +12,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cli import CONF_DIR
+from qresafe_exp.data.hub import is_hub_uri, parse_hub_uri
+from qresafe_exp.hub_push import check_push
 
 class ConfigError(ValueError):
     """A config that cannot run; raised before any model is loaded, in one line."""
@@ -58,6 +60,11 @@ def check_inputs(cfg: DictConfig) -> None:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
         raise ValueError(f"seed={cfg.seed}: give a whole number from 0 to {MAX_SEED}")
     check_model_path(cfg.model)
+    for key in ("prompts", "calib.dataset"):  # a hub URI's form; whether it loads is checked by validate
+        value = OmegaConf.select(cfg, key)
+        if is_hub_uri(value):
+            parse_hub_uri(value, key)
+    check_push(cfg)
 
 
 def _looks_like_a_path(text: str) -> bool:

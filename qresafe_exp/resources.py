@@ -160,18 +160,28 @@ def measure(device: torch.device | None = None) -> Iterator[Measurement]:
 
 
 class StageMonitor:
-    """The pipeline's stages of one cell: monitor.stage(name) records metrics.json `resources.<name>`."""
+    """The pipeline's stages of one cell: monitor.stage(name) records metrics.json `resources.<name>`.
+    ``on_end(name, record)`` hears of each stage as it finishes (the cell's tracker); ``running`` is
+    the stage under way (the one a failed cell failed in)."""
 
-    def __init__(self, device: torch.device | None = None):
+    def __init__(self, device: torch.device | None = None, on_end: Callable[[str, dict], None] | None = None):
         self.device = device if device is not None else torch.device("cpu")
+        self.on_end = on_end
         self.stages: dict[str, dict] = {}
+        self.running: str | None = None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[Measurement]:
-        span = None
+        span, failed = None, True
+        self.running = name
         try:
             with measure(self.device) as span:
                 yield span
+            failed = False
         finally:  # a failed stage is recorded too (its time and memory up to the failure)
             if span is not None:
                 self.stages[name] = span.stage_record()
+            if not failed:
+                self.running = None
+                if self.on_end is not None:
+                    self.on_end(name, self.stages[name])

@@ -265,7 +265,8 @@ class ActivationCalibConfig:
 class CalibConfig:
     # The quantization-assisting set of a risk level, read by fine-tuning quantizers (qlora, llm_qat, aqlm).
     name: str = MISSING
-    dataset: str = MISSING  # data registry name, or the path of a .json/.jsonl pair file
+    # data registry name, the path of a .json/.jsonl/.parquet pair file, or hf://owner/name[:split]
+    dataset: str = MISSING
     offline_dataset: Optional[str] = None  # used when `dataset` cannot be loaded (e.g. hub unreachable)
     responses: str = "dataset"  # dataset = the records' own answers; generate = answers of `responder`
     responder: Optional[Dict[str, Any]] = None  # a model config (responses=generate)
@@ -404,6 +405,8 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: str = "offline"  # online | offline | disabled
     tags: List[str] = field(default_factory=list)
+    # the cell's quantized and patched checkpoints as W&B model Artifacts: file:// references (no copy)
+    log_checkpoints: bool = False
 
 
 @dataclass
@@ -412,6 +415,15 @@ class PathsConfig:
     output_dir: str = MISSING
     cache_dir: str = MISSING
     data_dir: Optional[str] = None
+
+
+@dataclass
+class HubConfig:
+    # Push the cell's quantized/patched checkpoint and a model card to the Hugging Face Hub (hub_push.py).
+    push: bool = False
+    repo_id: Optional[str] = None  # <owner>/<name>; <owner>/qresafe-${cell}: one repository per cell
+    private: bool = True  # a safety-degraded model is not published unless asked for
+    endpoint: Optional[str] = None  # None: huggingface.co (HF_ENDPOINT); a mirror's URL otherwise
 
 
 @dataclass
@@ -434,10 +446,12 @@ class RootConfig:
     # "record" writes the cell as unsupported, with the reason, and goes on.
     on_unsupported: str = "error"
     cell: str = MISSING
-    # suite `prompts`: a prompt file of your own (.csv/.json/.jsonl), evaluated as a harmful suite
+    # suite `prompts`: a prompt file of your own (.csv/.json/.jsonl/.parquet, or hf://owner/name[:split]),
+    # evaluated as a harmful suite
     prompts: Optional[str] = None
     prompts_column: str = "prompt"
     prompts_category_column: Optional[str] = None  # per-category ASR when set
+    hub: HubConfig = field(default_factory=HubConfig)  # the token is read from HF_TOKEN, never from here
 
 
 def bnb_format(fmt: str, bits) -> str:

@@ -62,11 +62,13 @@ def alpaca_eval_reference(path: Path) -> list[dict]:
              "subset": row.get("dataset", "")} for i, row in enumerate(rows)]
 
 
-def prompt_response_file(path: Path) -> list[dict]:
-    """A user-supplied pair file (.json list or .jsonl): prompt/response, instruction/output, or a
-    chat ``messages`` list whose first user and assistant turns are taken."""
-    where = f"dataset file {path}"
-    rows = user_json_rows(path, user_text(path, where), where)
+def prompt_response_file(path: Path, source: str | None = None) -> list[dict]:
+    """A user-supplied pair file (.json list, .jsonl or .parquet; ``source`` names a hub URI it was
+    read from): prompt/response, instruction/output, or a chat ``messages`` list whose first user and
+    assistant turns are taken."""
+    where = f"dataset {source or f'file {path}'}"
+    rows = parquet_rows(path, where) if str(path).endswith(".parquet") else \
+        user_json_rows(path, user_text(path, where), where)
     records = []
     for i, row in enumerate(rows):
         if "messages" in row:
@@ -78,7 +80,7 @@ def prompt_response_file(path: Path) -> list[dict]:
                 prompt = f"{prompt}\n\n{row['input']}"
             response, system = row.get("response", row.get("output")), row.get("system_prompt")
         if not prompt:
-            raise ValueError(f"{path}: record {i} has no prompt (expected prompt/response, instruction/output "
+            raise ValueError(f"{where}: record {i} has no prompt (expected prompt/response, instruction/output "
                              "or messages)")
         record = {"id": f"{Path(path).stem}-{i}", "prompt": prompt, "response": response}
         if system:
@@ -185,6 +187,17 @@ def user_text(path: Path, where: str) -> str:
     return text
 
 
+def parquet_rows(path: Path, where: str) -> list[dict]:
+    """The rows of a Parquet file (the hub's own format), as dicts; an unreadable file in one line."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged or non-Parquet file
+        raise ValueError(f"{where}: not a readable Parquet file ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:160]}); give a .parquet, .csv, .json or .jsonl file") from None
+
+
 def user_json_rows(path: Path, text: str, where: str) -> list:
     """The records of a user's .json (a list, or {"records": [...]}) or .jsonl file; a syntax error is
     refused with its line."""
@@ -227,15 +240,20 @@ def _csv_rows(text: str, where: str) -> list[dict]:
 
 
 def user_prompt_table(path: Path, column: str = "prompt", category_column: str | None = None,
-                      key: str = "prompts") -> list[dict]:
-    """A user's prompt file: CSV (any column names) or JSON/JSONL records; ``column`` holds the prompt.
-    Read in full at validation (before any model loads); every problem is one line naming the file."""
+                      key: str = "prompts", source: str | None = None) -> list[dict]:
+    """A user's prompt file: CSV (any column names), JSON/JSONL records or Parquet; ``column`` holds the
+    prompt. ``source`` is what the user gave when the file is a snapshot of it (a hf:// URI). Read in full
+    at validation (before any model loads); every problem is one line naming the file."""
     suffix = Path(path).suffix.lower()
-    if suffix not in (".csv", ".json", ".jsonl"):
-        raise ValueError(f"{key}={path}: unknown format '{suffix}'; give a .csv, .json or .jsonl file")
-    where = f"{key}={path}"
-    text = user_text(path, where)
-    rows = _csv_rows(text, where) if suffix == ".csv" else user_json_rows(path, text, where)
+    if suffix not in (".csv", ".json", ".jsonl", ".parquet"):
+        raise ValueError(f"{key}={path}: unknown format '{suffix}'; give a .csv, .json, .jsonl or .parquet file, "
+                         "or a hf://owner/name[:split] URI")
+    where = f"{key}={source or path}"
+    if suffix == ".parquet":
+        rows = parquet_rows(path, where)
+    else:
+        text = user_text(path, where)
+        rows = _csv_rows(text, where) if suffix == ".csv" else user_json_rows(path, text, where)
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"{where}: no rows; give one prompt per row")
     for number, row in enumerate(rows, 1):

@@ -19,7 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.cache import ArtifactCache, RequestCache, content_key, write_json_atomic
 from qresafe_exp.data import load_records
+from qresafe_exp.data.hub import is_hub_uri
 from qresafe_exp.data.loaders import user_prompt_table
+from qresafe_exp.data.registry import hub_snapshot
 from qresafe_exp.evals.context import EvalContext
 from qresafe_exp.evals.protocols import protocol_of, system_prompt_for
 from qresafe_exp.evals.suites import SUITES
@@ -33,18 +35,28 @@ EVAL_STAGE_VERSION = 3
 
 
 def user_prompts_path(cfg: DictConfig) -> Path:
+    """The user's prompt file; for a hf:// URI, the JSONL snapshot of its split (data/hub.py)."""
     if not cfg.get("prompts"):
         raise ValueError("suite 'prompts' evaluates a prompt file of your own: give prompts=path/to/file.csv "
-                         "(or .json/.jsonl) and prompts_column=<the column holding the prompts>")
+                         "(or .json/.jsonl/.parquet, or hf://owner/name[:split]) and prompts_column=<the column "
+                         "holding the prompts>")
+    if is_hub_uri(cfg.prompts):
+        return hub_snapshot(cfg.prompts, cfg.paths.cache_dir, key="prompts")
     path = Path(cfg.prompts).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"prompts={cfg.prompts}: no such file. Give the path of a .csv/.json/.jsonl file")
+        raise FileNotFoundError(f"prompts={cfg.prompts}: no such file. Give the path of a .csv/.json/.jsonl/.parquet "
+                                "file, or hf://owner/name[:split]")
     return path
+
+
+def user_prompts(cfg: DictConfig) -> list[dict]:
+    return user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"),
+                             source=cfg.prompts)
 
 
 def suite_records(suite, cfg: DictConfig) -> list[dict]:
     if suite.name == "prompts":
-        return user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"))
+        return user_prompts(cfg)
     return load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
 
 

@@ -5,6 +5,7 @@ cell evaluates beside it (Q-resafe: the unmerged 16-bit patch, to compare with t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -21,6 +22,8 @@ class PatchContext:
     artifacts: ArtifactCache
     requests: RequestCache
     device: torch.device
+    # log_step(series, row): one training step as it happens (the pipeline's tracker; a no-op by default)
+    log_step: Callable[[str, dict], None] = lambda series, row: None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -100,7 +101,7 @@ class SafePatching(Patch):
         def build_patches(out: Path) -> None:
             with measure() as cost:
                 facts = derive_patches(ctx.quantized.path, pairs.records, cfg, system_prompt, ctx.device,
-                                       ctx.cfg.seed, out)
+                                       ctx.cfg.seed, out, log_step=ctx.log_step)
             facts.update(pair_set=pairs.facts, cost=cost.cost_facts())
             write_json_atomic(out / "train_info.json", facts)
 
@@ -152,8 +153,9 @@ def _nll_bound(nll_backbone: float, settings) -> float | None:
 
 
 def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_prompt, device, seed: int,
-                   out: Path) -> dict:
-    """Train theta_GA and theta_GD from the backbone at ``path``; save P_SE, P_OSM and both SNIP maps."""
+                   out: Path, log_step: Callable[[str, dict], None] = lambda series, row: None) -> dict:
+    """Train theta_GA and theta_GD from the backbone at ``path``; save P_SE, P_OSM and both SNIP maps.
+    Each training step goes to ``log_step`` as it happens (series patch/se/history, patch/osm/history)."""
     tokenizer = load_tokenizer(path)
     items = [tokenize_example(tokenizer, r, cfg.max_length, cfg.max_response_tokens, system_prompt) for r in records]
     model, linears, _ = load_trainable(path, device, list(cfg.target_modules))
@@ -167,13 +169,21 @@ def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_promp
         for name, m in linears.items():
             m.weight.data.copy_(original[name])
             m.weight.requires_grad_(True)
+        history: list[dict] = []  # kept in train_info.json too: a cached patch replays it to the tracker
+
+        def step_done(row: dict, series: str = f"patch/{role}/history", rows: list = history) -> None:
+            rows.append(row)
+            log_step(series, row)
+
         run = train(model, [m.weight for m in linears.values()], items, epochs=settings.epochs,
                     batch_size=cfg.batch_size, lr=settings.lr, pad_id=tokenizer.pad_token_id, seed=seed,
                     desc=f"safepatching {role} ({'gradient ascent' if ascent else 'fine-tuning'})", ascent=ascent,
-                    max_steps=settings.get("max_steps"), stop_above_nll=_nll_bound(facts["nll_backbone"], settings))
+                    max_steps=settings.get("max_steps"), stop_above_nll=_nll_bound(facts["nll_backbone"], settings),
+                    log_step=step_done)
         for m in linears.values():
             m.weight.requires_grad_(False)
         run["nll_after"] = mean_response_nll(model, items, tokenizer.pad_token_id)
+        run["history"] = history
         delta = {name: (m.weight.detach() - original[name]).float().cpu().contiguous() for name, m in linears.items()}
         scores = snip_scores(model, snip_batches, linears=linears, desc=f"SNIP of theta_{role}")
         save_file({k: v.to(torch.bfloat16) for k, v in delta.items()}, str(out / f"p_{role}.safetensors"))

@@ -34,7 +34,7 @@ from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, requantizers, write_merged
 from qresafe_exp.patch.snip import MASK_SCORES
-from qresafe_exp.patch.trainer import OBJECTIVES, tokenize_pairs, train_patch
+from qresafe_exp.patch.trainer import OBJECTIVES, TRAIN_SERIES, tokenize_pairs, train_patch
 from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
 
@@ -164,7 +164,8 @@ class TrainedPatch(Patch):
             attach_activation_quant(model, fake_quant["modules"], fake_quant["act_bits"], fake_quant["kv_bits"])
         tokenizer = load_tokenizer(ctx.quantized.path)
         items = tokenize_pairs(tokenizer, pairs, cfg, system_prompt)
-        train_facts = train_patch(model, adapters, items, cfg, tokenizer.pad_token_id, ctx.cfg.seed)
+        train_facts = train_patch(model, adapters, items, cfg, tokenizer.pad_token_id, ctx.cfg.seed,
+                                  log_step=lambda row: ctx.log_step(TRAIN_SERIES, row))
         save_patch_delta({name: adapter.delta().detach() for name, adapter in adapters.items()}, out)
         return {"pairs": pair_facts, "train": train_facts}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -27,6 +28,9 @@ from qresafe_exp.provenance import seed_everything
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 
 OBJECTIVES = ("dpo", "sft")
+# where the per-step rows go in metrics.json (patch.train.history) and in the tracker: one name, so a
+# cached patch's history replays under the same keys that a live run streams
+TRAIN_SERIES = "patch/train/history"
 
 
 def tokenize_pairs(tokenizer, pairs: list[dict], cfg, system_prompt) -> list[dict]:
@@ -115,9 +119,10 @@ def reference_logprobs(model, adapters, items: list[dict], batch_size: int, pad_
 
 
 def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict], cfg, pad_id: int,
-                seed: int) -> dict:
+                seed: int, log_step: Callable[[dict], None] | None = None) -> dict:
     """Train the adapters in place; returns facts (losses, steps, masks, parameter counts, seconds) and
-    ``history``, one row per optimizer step (see ``_history_row``)."""
+    ``history``, one row per optimizer step (see ``_history_row``), each also handed to ``log_step``
+    as soon as its step is done (live training curves)."""
     from transformers import get_cosine_schedule_with_warmup
 
     if cfg.objective not in OBJECTIVES:
@@ -173,6 +178,8 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
                         loss = response_loss(model, collate([items[i]["chosen"] for i in idx], pad_id)).float()
                 losses.append(optimizer_step(loss, params, optimizer, schedule))
                 history.append(_history_row(step, epoch, losses[-1], lr, dpo_facts, reselected))
+                if log_step is not None:
+                    log_step(history[-1])
                 step += 1
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-8:]) / len(losses[-8:]):.4f}")
                 bar.update()

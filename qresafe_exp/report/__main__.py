@@ -2,7 +2,8 @@
 
 Reads outputs/studies/NAME/*/metrics.json (or, with source=wandb, the same files from the W&B API),
 writes outputs/reports/NAME/: results.csv + results.parquet (one tidy row per cell), tables/*.md and
-*.tex, figures/*.png and *.pdf, dashboard.html (one file, images embedded); and logs the summary table
+*.tex, figures/*.png and *.pdf, dashboard.html (one self-contained interactive file: sortable tables,
+Plotly figures, a sample browser over every cell's samples.jsonl); and logs the summary table
 and the figures to the study's W&B group (logger=none to skip).
 """
 
@@ -25,7 +26,7 @@ def build_report(cfg: DictConfig) -> dict:
     import pandas as pd
 
     from qresafe_exp.cache import write_text_atomic
-    from qresafe_exp.report import collect, dashboard, figures, groups, tables
+    from qresafe_exp.report import collect, dashboard, figures, groups, interactive, tables
 
     if cfg.source == "wandb":
         metrics = collect.from_wandb(cfg.logger.entity, cfg.logger.project, cfg.study)
@@ -52,10 +53,23 @@ def build_report(cfg: DictConfig) -> dict:
     notes.insert(0, "one table and figure per eval config and protocol, each cell against the FP reference of its own "
                  "group: " + "; ".join(groups.label(g) for g in groups.split(rows)))
     pictures = figures.all_figures(rows, metrics, out / "figures")
-    write_text_atomic(out / "dashboard.html", dashboard.render(cfg.study, made, pictures, len(rows), notes))
+    wandb = dashboard.wandb_html(dashboard.wandb_links(metrics))  # the study's W&B group(s), if logged there
+    write_text_atomic(out / "dashboard.html", dashboard.render(
+        cfg.study, made, pictures, len(rows), notes, rows=rows, interactive=interactive.all_figures(rows),
+        browser=_browser(cfg, metrics), wandb=wandb))
     _log_to_wandb(cfg, rows, pictures)
     return {"out": out, "cells": len(rows), "tables": [t.name for t in made], "figures": list(pictures),
             "skipped": skipped}
+
+
+def _browser(cfg: DictConfig, metrics: list[dict]) -> dict | None:
+    from qresafe_exp.report import collect, samples
+
+    if not cfg.dashboard.samples:
+        return None
+    # source=wandb reads metrics.json only: the browser then says that each cell has no samples
+    dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
+    return samples.browser_data(metrics, dirs, cfg.dashboard.max_response_chars)
 
 
 def _log_to_wandb(cfg: DictConfig, rows: list[dict], pictures: dict) -> None:

@@ -73,6 +73,12 @@ def read_study(studies_dir: str | Path, study: str) -> list[cell_metrics.CellMet
     return [cell_metrics.load(path) for path in files]
 
 
+def cell_dirs(studies_dir: str | Path, study: str) -> dict[str, Path]:
+    """{cell name: its folder} (where samples.jsonl lies beside metrics.json)."""
+    root = Path(studies_dir) / study
+    return {cell_metrics.load(path).cell: path.parent for path in sorted(root.glob("*/metrics.json"))}
+
+
 def from_wandb(entity: str | None, project: str, study: str) -> list[dict]:
     """The metrics dicts of a study's runs from the W&B API (each run stores metrics.json as a file)."""
     import tempfile

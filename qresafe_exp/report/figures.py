@@ -15,6 +15,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from qresafe_exp.report import groups  # noqa: E402
 
 ASR = "advbench.asr"
+FP_BITS = "16/FP"  # the unquantized reference's place on a bits axis
+
+
+def bits_label(bits) -> str:
+    return FP_BITS if bits in (None, "", 16) else str(bits)
+
+
+def bit_categories(bits: list) -> list[str]:
+    """The bits axis as ordered categories, lowest first, FP last: ["2", "4", "8", "16/FP"]."""
+    return [str(b) for b in sorted({int(b) for b in bits if bits_label(b) != FP_BITS})] + [FP_BITS]
 
 
 def _err(rows: list[dict], key: str):
@@ -33,7 +43,7 @@ def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     return out / f"{stem}.png"
 
 
-def _fp(row: dict, rows: list[dict]) -> dict | None:
+def fp_reference(row: dict, rows: list[dict]) -> dict | None:
     """The row's own FP reference in its group; for a cell written without reference_cell, the FP cell of
     the same model in the same group (never another group's)."""
     ref = groups.reference(row, rows)
@@ -53,7 +63,7 @@ def patch_bars(rows: list[dict], out: Path) -> Path | None:
     for ax, b in zip(axes[0], bases):
         cells = sorted([r for r in rows if base(r) == b and r.get(ASR) is not None],
                        key=lambda r: (r["patch"] != "none", r["patch_tag"]))
-        fp = _fp(cells[0], rows)  # each panel's own FP reference (FP under the AOA prompt for an AOA cell)
+        fp = fp_reference(cells[0], rows)  # each panel's own FP reference (FP under the AOA prompt for an AOA cell)
         labels = ["quantized" if r["patch"] == "none" else r["patch_tag"] for r in cells]
         colors = ["#c44e52" if r["patch"] == "none" else "#4c72b0" for r in cells]
         ax.bar(range(len(cells)), [r[ASR] for r in cells], yerr=_err(cells, ASR), color=colors, capsize=3)
@@ -70,6 +80,12 @@ def patch_bars(rows: list[dict], out: Path) -> Path | None:
 
 
 def asr_vs_bits(rows: list[dict], out: Path) -> Path | None:
+    fig = draw_asr_vs_bits(rows)
+    return None if fig is None else _save(fig, out, "asr_vs_bits", groups.one(rows))
+
+
+def draw_asr_vs_bits(rows: list[dict]):
+    """The figure (not saved): one line per method over the bit-widths as categories, FP at 16/FP."""
     group = groups.one(rows)
     cells = [r for r in rows if r["quant"] != "none" and r["patch"] == "none" and r.get(ASR) is not None
              and r["bits"] and not r.get("broken")]
@@ -78,26 +94,41 @@ def asr_vs_bits(rows: list[dict], out: Path) -> Path | None:
     if not any(len({r["bits"] for r in cells if method(r) == m}) > 1 for m in methods):
         return None
     several = len({m[0] for m in methods}) > 1
+    # bits are categories, evenly spaced: a continuous 2..16 scale squeezes 2/3/4 together and invents 5-7
+    ticks = bit_categories([r["bits"] for r in cells])
+    at = {label: i for i, label in enumerate(ticks)}
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     references = {}
     for m in methods:
         line = sorted([r for r in cells if method(r) == m], key=lambda r: r["bits"])
-        ax.errorbar([r["bits"] for r in line], [r[ASR] for r in line], yerr=_err(line, ASR), marker="o",
-                    capsize=3, label=" ".join(m if several else m[1:]).strip())
-        fp = _fp(line[0], rows)
+        ax.errorbar([at[bits_label(r["bits"])] for r in line], [r[ASR] for r in line], yerr=_err(line, ASR),
+                    marker="o", capsize=3, label=" ".join(m if several else m[1:]).strip())
+        fp = fp_reference(line[0], rows)
         if fp:
             references[fp["cell"]] = (fp, m[0])
     for fp, model in references.values():
-        ax.axhline(fp[ASR], color="black", linestyle="--", linewidth=1, label=f"FP {model}" if several else "FP")
+        name = f"FP {model}" if several else "FP"
+        ax.axhline(fp[ASR], color="black", linestyle="--", linewidth=1, label=name)
+        ax.errorbar([at[FP_BITS]], [fp[ASR]], yerr=_err([fp], ASR), marker="*", markersize=9, color="black",
+                    capsize=3, linestyle="none")
+    ax.set_xticks(range(len(ticks)), ticks)
+    ax.set_xlim(-0.5, len(ticks) - 0.5)
     ax.set_xlabel("bits (broken cells left out)")
     ax.set_ylabel("ASR (AdvBench, 95% CI)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
     ax.set_title(f"ASR vs bit-width — {groups.label(group)}", fontsize=9)
-    return _save(fig, out, "asr_vs_bits", group)
+    fig.tight_layout()
+    return fig
 
 
 def safety_utility(rows: list[dict], out: Path) -> Path | None:
+    fig = draw_safety_utility(rows)
+    return None if fig is None else _save(fig, out, "safety_utility", groups.one(rows))
+
+
+def draw_safety_utility(rows: list[dict]):
+    """The figure (not saved): one point per cell, numbered, with the numbers' key beside the axes."""
     group = groups.one(rows)
     key, label = ("mtbench.mtbench_score", "MT-Bench (1-10)")
     cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None]
@@ -106,16 +137,61 @@ def safety_utility(rows: list[dict], out: Path) -> Path | None:
         cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None and not r.get("broken")]
     if len(cells) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    # numbered markers and a key beside the axes: cell names written at the points overwrite each other
+    # wherever cells sit close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
+    spots = _numbered(cells, key)
     for r in cells:
         ax.scatter(r[key], r[ASR], color="#4c72b0" if r["patch"] == "none" else "#55a868",
                    marker="*" if r["quant"] == "none" else "o", s=60 if r["quant"] == "none" else 25)
-        ax.annotate(r["cell"].split(".", 1)[-1], (r[key], r[ASR]), fontsize=5, alpha=0.8)
+    key_text = "\n".join(f"{i}  {', '.join(names)}" for i, (_, _, names) in enumerate(spots, 1))
+    ax.text(1.03, 1.0, key_text, transform=ax.transAxes, fontsize=7, va="top", family="monospace")
+    fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
+    _place_numbers(ax, spots)
     ax.set_xlabel(label)
     ax.set_ylabel("ASR (AdvBench)")
     ax.set_title(f"Safety vs utility, one point per cell (star = FP, green = patched)\n{groups.label(group)}",
                  fontsize=8)
-    return _save(fig, out, "safety_utility", group)
+    fig.tight_layout()
+    return fig
+
+
+def _numbered(cells: list[dict], key: str) -> list[tuple[float, float, list[str]]]:
+    """(x, y, cell names) per numbered spot, left to right; near-coincident points share a spot."""
+    xs, ys = [r[key] for r in cells], [r[ASR] for r in cells]
+    dx, dy = (max(xs) - min(xs)) * 0.02 or 1e-9, (max(ys) - min(ys)) * 0.02 or 1e-9
+    spots: list[tuple[float, float, list[str]]] = []
+    for r in sorted(cells, key=lambda r: (r[key], r[ASR])):
+        name = r["cell"].split(".", 1)[-1]
+        near = next((s for s in spots if abs(s[0] - r[key]) <= dx and abs(s[1] - r[ASR]) <= dy), None)
+        if near:
+            near[2].append(name)
+        else:
+            spots.append((r[key], r[ASR], [name]))
+    return spots
+
+
+# offsets (points) tried in turn for a spot's number: up-right first, then around the marker
+_OFFSETS = ((4, 3), (4, -10), (-10, 3), (-10, -10), (5, -4), (-12, -4), (-2, 6), (-2, -14), (10, 8), (10, -16))
+
+
+def _place_numbers(ax, spots: list[tuple[float, float, list[str]]], fontsize: int = 7) -> None:
+    """Each spot's number at the first offset whose box hits no other number and no marker."""
+    scale = 72 / ax.figure.dpi
+    points = [tuple(p * scale for p in ax.transData.transform((x, y))) for x, y, _ in spots]
+    taken = [(px - 3, py - 3, px + 3, py + 3) for px, py in points]  # the markers
+    for number, (px, py) in enumerate(points, 1):
+        width, height = 0.62 * fontsize * len(str(number)), fontsize
+        for dx, dy in _OFFSETS:
+            box = (px + dx - 1, py + dy - 1, px + dx + width + 1, py + dy + height + 1)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        else:
+            dx, dy = _OFFSETS[0]  # crowded on every side: the first choice, the key still names it
+            box = (px + dx, py + dy, px + dx + width, py + dy + height)
+        taken.append(box)
+        ax.annotate(str(number), spots[number - 1][:2], xytext=(dx, dy), textcoords="offset points",
+                    fontsize=fontsize, va="bottom", ha="left")
 
 
 def category_bars(rows: list[dict], metrics: list[dict], out: Path) -> Path | None:

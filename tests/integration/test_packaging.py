@@ -80,6 +80,8 @@ def test_the_wheel_ships_every_config_and_no_local_overrides(wheel):
     expected.discard("qresafe_exp/conf/local/default.yaml")
     assert "qresafe_exp/conf/config.yaml" in shipped and shipped == expected
     assert "qresafe_exp/conf/__init__.py" in names  # Hydra's pkg:// search path needs the package
+    # the dashboard's script and style, read with importlib.resources when a report is written
+    assert {"qresafe_exp/report/assets/dashboard.js", "qresafe_exp/report/assets/dashboard.css"} <= names
 
 
 def test_installed_wheel_composes_its_config_outside_the_repo(venv_python, outside):

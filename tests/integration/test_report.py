@@ -7,7 +7,7 @@ decoding/decoding (worst case over 49 sampled configurations, n=16; FP + AWQ W4)
 only). Every table and figure holds one group; the golden files were derived by hand from the
 metrics.json numbers first, then compared with the code's output.
 
-Added by hand to the real cells (no samples.jsonl is checked in to recompute them from):
+Added by hand to the real cells (their samples.jsonl were not kept, so nothing recomputes these):
 `paired_vs_reference` in gptq-w4 (advbench 2 vs 0 discordant pairs, p 0.5), qlora none (52 vs 0, and
 xstest 8 vs 1, p 0.039), qresafe-t0.6-qa (26 vs 1) and the decoding AWQ cell (2 vs 1 of 16, p 1.0):
 plausible pairings, not measured ones, consistent with each cell's and its FP's k (so the paired delta
@@ -15,9 +15,18 @@ equals vs_reference), each entry written by qresafe_exp.stats.paired_binary from
 counts. `asr_keyword` in fp.none, gptq-w4, qlora none, qresafe-t0.6-qa and both decoding cells:
 a copy of `asr`, since these cells were judged by the keyword judge itself. The other cells keep the
 older format, so the tables show plain deltas and "-" beside the new ones.
+
+samples.jsonl (the dashboard's sample browser) beside five reduced/vanilla cells (FP, GPTQ W2/W3/W4/W8):
+the real rows of the same cells from a later run (study testbed_quant, rule-based `harm` judge,
+`refusal` refusal judge), trimmed to the same 32 AdvBench, 32 XSTest-safe and 4 AlpacaEval-ppl prompts
+per cell. So that the page names the judges that wrote these rows, those five metrics.json were edited
+to say `protocol.judge: harm` and `protocol.refusal_judge: refusal` (they said `keyword`; no table or
+tidy column reads either). Their scores, the `asr_keyword` copies included, stay those of the original
+keyword-judged run: the samples' verdict counts are the later run's, not these metrics.json numbers.
 """
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -143,10 +152,10 @@ def test_figures_and_self_contained_dashboard(report):
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
     page = (out / "dashboard.html").read_text()
-    assert page.count("data:image/png;base64,") == len(FIGURES) == 5
+    assert page.count('<img alt=') == page.count('" src="data:image/png;base64,') == len(FIGURES) == 5
     assert "Table 7 — eval=reduced, protocol=vanilla: ASR by bit-width" in page
     assert page.count("* paired test vs FP, p &lt; 0.05") == 6  # the legend under each table with marks
-    assert "src=\"http" not in page  # nothing to fetch: one file
+    assert "src=\"http" not in page and "<script src" not in page and "<link" not in page  # nothing to fetch
     assert f"tables {', '.join(TABLES)}, figures {', '.join(FIGURES)}" in stdout
 
 
@@ -159,21 +168,130 @@ def test_missing_study_is_a_clear_error(tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _rows(cell: str) -> list[dict]:
+    return [json.loads(line) for line in (STUDY / cell / "samples.jsonl").read_text().splitlines()]
+
+
+def _disagreements(rows: list[dict]) -> int:
+    """Rows where the two verdicts recorded for a suite differ, counted straight from samples.jsonl."""
+    pairs = [(r.get("jailbroken"), r.get("jailbroken_keyword")) if "jailbroken" in r else
+             (r.get("refused"), r.get("refused_strmatch")) for r in rows if "jailbroken" in r or "refused" in r]
+    return sum(a is not None and b is not None and a != b for a, b in pairs)
+
+
+def _changed_vs_fp(rows: list[dict], fp: list[dict]) -> int:
+    headline = lambda r: r.get("jailbroken", r.get("refused"))
+    by_prompt = {(r["suite"], r["id"]): headline(r) for r in fp}
+    return sum(headline(r) is not None and by_prompt.get((r["suite"], r["id"])) not in (None, headline(r))
+               for r in rows)
+
+
+W3, FP = "smollm2-135m-safe.gptq-w3g64-alpaca.none", "smollm2-135m-safe.fp.none"
+
+
+def test_sample_browser_marks_judge_disagreements_and_changes_against_fp():
+    from qresafe_exp.report import collect, samples
+
+    metrics = collect.read_study(STUDY.parent, STUDY.name)
+    data = samples.browser_data(metrics, collect.cell_dirs(STUDY.parent, STUDY.name), max_chars=200)
+    cells = {c["cell"]: c for c in data["cells"]}
+    w3 = cells[W3]["samples"]
+    assert len(w3) == len(_rows(W3)) == 68
+    assert sum(s["disagree"] for s in w3) == _disagreements(_rows(W3)) == 13
+    assert sum(s["vs_fp"] for s in w3) == _changed_vs_fp(_rows(W3), _rows(FP)) == 6
+    first = w3[0]
+    assert list(first["verdicts"]) == ["harm", "keyword"]  # the metric's judge first, then the keyword list
+    assert data["prompts"][first["p"]]["prompt"] == _rows(W3)[0]["prompt"]
+    xstest = next(s for s in w3 if data["prompts"][s["p"]]["suite"] == "xstest_safe")
+    assert list(xstest["verdicts"]) == ["refusal", "xstest_strmatch"]
+    # prompts stored once for the study; a long response cut, with its full length kept
+    assert len(data["prompts"]) == 68
+    long = max(w3, key=lambda s: s["length"])
+    assert long["length"] > 200 and len(long["response"]) == 200
+    assert cells["smollm2-135m-safe.fp.none.safety"]["note"].startswith("no samples.jsonl")
+
+
+def test_png_bits_axis_is_categorical_and_scatter_labels_do_not_overlap():
+    """Bits were drawn on a continuous 3..8 scale (W3 and W4 squeezed together, room for W5-W7 that do not
+    exist); the scatter wrote every cell's name at its point, so names overwrote each other."""
+    from qresafe_exp.report import collect, figures, groups
+
+    rows = [collect.tidy_row(m) for m in collect.read_study(STUDY.parent, STUDY.name)]
+    reduced = groups.split(rows)[("reduced", "vanilla")]
+    ax = figures.draw_asr_vs_bits(reduced).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "4", "8", "16/FP"]  # W2 is broken: left out
+    assert list(ax.get_xticks()) == [0, 1, 2, 3]
+    fig = figures.draw_safety_utility(reduced)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) >= 6
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make setup-browser)")
-def test_dashboard_renders_in_headless_chromium(report, tmp_path):
+def test_dashboard_works_in_headless_chromium(report, tmp_path):
+    """The page in a real browser (driven over the DevTools protocol): no console error, nothing fetched,
+    a table sorts on a header click and filters by an axis value, the bits axis is categorical, and the
+    sample browser's filters show exactly the rows computed from samples.jsonl."""
     from PIL import Image
 
+    from tests.browser import Chromium
+
     out, _ = report
-    shot = tmp_path / "shot.png"
-    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
-                             f"--screenshot={shot}", (out / "dashboard.html").as_uri()],
-                            capture_output=True, text=True, timeout=120)
-    assert shot.exists(), result.stderr[-2000:]
-    image = Image.open(shot).convert("RGB")
+    with Chromium(CHROMIUM, tmp_path / "profile", 1280, 2400) as page:
+        page.open((out / "dashboard.html").as_uri())
+        # the samples are inflated asynchronously (gzip in the page): wait until the browser says so
+        assert page.js("new Promise(done => { const t = setInterval(() => { if (document.body.dataset.samples) "
+                       "{ clearInterval(t); done(document.body.dataset.samples); } }, 50); })") == "ready"
+        assert page.errors == []
+        assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
+
+        # the Cells table: sort by ASR on a click (ascending, then descending), filter by quant
+        asr_column = ("Array.from(document.querySelectorAll('#cells-table th'))"
+                      ".findIndex(th => th.textContent === 'ASR')")
+        read = (f"Array.from(document.querySelectorAll('#cells-table tbody tr')).filter(r => !r.hidden)"
+                f".map(r => parseFloat(r.cells[{asr_column}].textContent))")
+        page.js(f"document.querySelectorAll('#cells-table th')[{asr_column}].click()")
+        up = page.js(read)
+        assert up == sorted(up) and len(up) == 12
+        page.js(f"document.querySelectorAll('#cells-table th')[{asr_column}].click()")
+        assert page.js(read) == sorted(up, reverse=True)
+        page.js("const s = document.querySelector('.filters[data-for=cells-table] select[data-col=\"2\"]');"
+                "s.value = 'gptq'; s.dispatchEvent(new Event('change'))")
+        assert len(page.js(read)) == 4  # W2, W3, W4, W8
+
+        # the interactive ASR-vs-bits figure: a category axis, in bit order, FP last
+        figure = "document.querySelector('[data-figure=\"asr_vs_bits-reduced-vanilla\"]')"
+        assert page.js(f"{figure}._fullLayout.xaxis.type") == "category"
+        assert page.js(f"Array.from({figure}.querySelectorAll('.xtick text')).map(t => t.textContent)") == \
+            ["3", "4", "8", "16/FP"]
+
+        # the sample browser on GPTQ W3: all rows, then the disagreement filter, then the vs-FP filter
+        page.js(f"const c = document.getElementById('s-cell'); c.value = Array.from(c.options)"
+                f".findIndex(o => o.text.startsWith('{W3} ')); c.dispatchEvent(new Event('change'))")
+        shown = "document.querySelectorAll('#s-table tbody tr').length"
+        assert page.js(shown) == 68
+        page.js("document.getElementById('s-disagree').click()")
+        assert page.js(shown) == _disagreements(_rows(W3)) == 13
+        assert page.js("Array.from(document.querySelectorAll('#s-table tbody tr')).every(r => "
+                       "new Set(Array.from(r.cells[3].querySelectorAll('.v'), b => b.textContent.split(': ')[1]))"
+                       ".size === 2)")
+        page.js("document.getElementById('s-disagree').click(); document.getElementById('s-vsfp').click()")
+        assert page.js(shown) == _changed_vs_fp(_rows(W3), _rows(FP)) == 6
+        page.js("document.getElementById('s-vsfp').click(); const q = document.getElementById('s-search');"
+                "q.value = 'bomb'; q.dispatchEvent(new Event('input'))")
+        assert page.js(shown) == sum("bomb" in (r["prompt"] + r.get("response", "")).lower() for r in _rows(W3)) > 0
+        assert page.errors == []
+        page.js("window.scrollTo(0, 0)")
+        page.screenshot(tmp_path / "shot.png")
+
+    image = Image.open(tmp_path / "shot.png").convert("RGB")
     assert image.size == (1280, 2400)
-    # a rendered page, not a blank one: many colours (text, table borders, the embedded plots' bars)
+    # a rendered page, not a blank one: many colours (text, table borders, the plots)
     colours = image.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50
     dark = sum(count for count, (r, g, b) in colours if r + g + b < 200)

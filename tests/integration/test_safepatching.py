@@ -8,6 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from qresafe_exp.patch.controllable import combine
+from tests import wandb_files
 from tests.conftest import run_cli
 
 PAIRS = ("model@patch.data.responder=tiny-random-llama", "patch.data.keep=all", "patch.data.num_samples=8",
@@ -31,11 +32,18 @@ def _safetensors(directory: Path) -> dict:
 
 
 def test_fp_backbone_patches_move_the_loss_and_the_merge_stays_in_the_selected_set(tmp_path):
-    metrics, out = _run(tmp_path, "patch.keep_p=1.0", "patch.cp_mode=diffset_only", "patch.a=0.2", "patch.b=0.2")
+    metrics, out = _run(tmp_path, "patch.keep_p=1.0", "patch.cp_mode=diffset_only", "patch.a=0.2", "patch.b=0.2",
+                        "logger=wandb")
     info = metrics["patch"]
     assert info["pairs"] == 8
     nll0 = info["nll_backbone"]
     assert info["se"]["nll_after"] > nll0 > info["osm"]["nll_after"]  # ascent unlearns, descent learns
+    # both trainings' steps: in train_info.json (replayed when cached) and streamed to the cell's W&B run
+    run_dir = Path(metrics["tracking"]["wandb_run_dir"])
+    for role in ("se", "osm"):
+        history = info[role]["history"]
+        assert [row["step"] for row in history] == list(range(info[role]["steps"]))
+        assert wandb_files.series(run_dir, f"patch/{role}/history") == history
     train_dir = next((out / "cache" / "safepatch_train").glob("*/p_se.safetensors")).parent
     deltas = [load_file(str(train_dir / f"{n}.safetensors")) for n in ("p_se", "p_osm", "s_se", "s_osm")]
     expected, counts = combine(*[{k: v.float() for k, v in d.items()} for d in deltas], a=0.2, b=0.2, keep_p=1.0,

@@ -44,5 +44,6 @@ def test_pair_file_without_prompts_is_rejected(tmp_path):
 
 
 def test_unknown_dataset_mentions_the_file_option():
-    with pytest.raises(DatasetNotFoundError, match=r"or the path of a \.json/\.jsonl file"):
+    with pytest.raises(DatasetNotFoundError, match=r"the path of a \.json/\.jsonl/\.parquet file .*, or a "
+                                                   r"hf://owner/name\[:split\] URI"):
         load_records("ultrachat_2k")

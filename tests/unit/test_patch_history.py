@@ -1,9 +1,9 @@
 """train_patch records one history row per optimizer step (loss, lr, DPO margin / reward accuracy /
-chosen NLL, mask re-selections), and a W&B cell run receives it as step-indexed rows."""
+chosen NLL, mask re-selections) and hands each to log_step as it happens; a W&B cell run charts them
+as step-indexed rows, streamed live or replayed from a cached patch's history."""
 
 import json
 import random
-import struct
 from pathlib import Path
 
 import pytest
@@ -11,12 +11,13 @@ import torch
 from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from qresafe_exp.finetune import collate, response_loss
+from qresafe_exp.finetune import collate, response_loss, train
 from qresafe_exp.lm import named_linears
 from qresafe_exp.patch.masked_lora import attach_masked_lora
-from qresafe_exp.patch.trainer import MaskSelector, train_patch
+from qresafe_exp.patch.trainer import TRAIN_SERIES, MaskSelector, train_patch
 from qresafe_exp.schema import TrainedPatchConfig
 from qresafe_exp.tracking import WandbTracker
+from tests import wandb_files
 
 
 def _setup(n_pairs=6, **overrides):
@@ -82,47 +83,61 @@ def test_random_mask_is_the_same_set_at_every_reselection_and_bounds_the_update(
         assert torch.equal(after[~adapter.mask], base[name][~adapter.mask])
 
 
-def _wandb_records(run_dir: Path):
-    """The protobuf records of an offline W&B run file (a LevelDB-style log of 32 KiB blocks)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = next(run_dir.glob("*.wandb")).read_bytes()
-    pos, pending = 7, b""  # a 7-byte file header, then chunks: crc (4), length (2), type (1: full, 4: last)
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        pending += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
 def test_wandb_cell_run_gets_the_patch_history_as_step_indexed_rows(tmp_path):
     rows = [{"step": 0, "epoch": 0, "loss": 0.69315, "lr": 0.0, "dpo_margin": 0.0},
             {"step": 1, "epoch": 0, "loss": 0.61234, "lr": 0.01, "dpo_margin": 0.25},
             {"step": 2, "epoch": 1, "loss": 0.51234, "lr": 0.005, "dpo_margin": 0.5, "mask_reselected": True}]
     tracker = WandbTracker(OmegaConf.create({"project": "p", "entity": None, "mode": "offline", "tags": []}))
     tracker.start(run_dir=tmp_path, name="cell", group="study", job_type="cell", config={}, tags=[])
-    try:  # what pipeline.write_cell logs: the patch's train facts, history included
+    try:  # what pipeline.write_cell logs for a cached patch: its train facts, history included
         tracker.log_metrics({"scores": {"asr": 0.5}, "patch": {"train": {"steps": 3, "history": rows}}})
         run_dir = Path(tracker.run_path)
     finally:
         tracker.finish()
-    logged, metrics = [], {}
-    for record in _wandb_records(run_dir):
-        if record.WhichOneof("record_type") == "history":
-            logged.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                           for item in record.history.item})
-        elif record.WhichOneof("record_type") == "metric":
-            metrics[record.metric.name or record.metric.glob_name] = record.metric.step_metric
     prefix = "patch/train/history"
-    assert metrics[f"{prefix}/*"] == f"{prefix}/step"  # charted over the training step
-    series = [{k.removeprefix(prefix + "/"): v for k, v in row.items() if k.startswith(prefix)}
-              for row in logged if f"{prefix}/step" in row]
-    assert series == rows
+    assert wandb_files.step_metrics(run_dir)[f"{prefix}/*"] == f"{prefix}/step"  # charted over the training step
+    # an event flag is charted as 0/1 beside its running count
+    assert wandb_files.series(run_dir, prefix) == [*rows[:2], {**rows[2], "mask_reselected_count": 1}]
+    logged = wandb_files.history(run_dir)
     assert logged[-1]["scores/asr"] == 0.5 and logged[-1]["patch/train/steps"] == 3  # the summary follows
+
+
+def _offline_tracker(tmp_path) -> WandbTracker:
+    tracker = WandbTracker(OmegaConf.create({"project": "p", "entity": None, "mode": "offline", "tags": []}))
+    tracker.start(run_dir=tmp_path, name="cell", group="study", job_type="cell", config={}, tags=[])
+    return tracker
+
+
+def test_train_patch_streams_each_step_to_the_run_and_the_summary_does_not_repeat_them(tmp_path):
+    model, adapters, items, cfg = _setup()
+    tracker = _offline_tracker(tmp_path)
+    handed = []
+
+    def log_step(row):  # what trained.py hands down: the cell tracker's log_step under TRAIN_SERIES
+        handed.append(dict(row))
+        tracker.log_step(TRAIN_SERIES, row)
+
+    try:
+        facts = train_patch(model, adapters, items, cfg, pad_id=0, seed=0, log_step=log_step)
+        tracker.log_metrics({"patch": {"train": facts}})  # then the cell's results, history included
+        run_dir = Path(tracker.run_path)
+    finally:
+        tracker.finish()
+    assert handed == facts["history"]  # one call per optimizer step, the row of that step
+    streamed = wandb_files.series(run_dir, TRAIN_SERIES)
+    assert [row["step"] for row in streamed] == list(range(6))  # once each: the summary replayed nothing
+    assert all({"loss", "lr", "dpo_margin", "reward_accuracy", "chosen_nll"} <= set(row) for row in streamed)
+    assert [row.get("mask_reselected_count") for row in streamed] == [None, None, 1, 1, 2, 2]  # the counter
+    assert [row["loss"] for row in streamed] == [row["loss"] for row in facts["history"]]
+
+
+def test_finetune_train_hands_each_step_to_log_step():
+    """SafePatching's two trainings (and QLoRA's) go through finetune.train: its steps stream the same way."""
+    model, _, items, _ = _setup()
+    rows = []
+    facts = train(model, [p for p in model.parameters()], [it["chosen"] for it in items], epochs=2, batch_size=2,
+                  lr=1e-3, pad_id=0, seed=0, desc="test", log_step=rows.append)
+    assert [row["step"] for row in rows] == list(range(facts["steps"])) == list(range(6))
+    assert [row["epoch"] for row in rows] == [0, 0, 0, 1, 1, 1]
+    assert all(set(row) == {"step", "epoch", "loss", "lr"} and row["loss"] > 0 for row in rows)
+    assert rows[-1]["loss"] == pytest.approx(facts["loss_last_steps"], abs=1e-4)
