@@ -3,7 +3,6 @@ first job runs, and print one table of every cell at the end."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import datetime
@@ -111,6 +110,7 @@ class PreflightCallback(Callback):
 class SummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from qresafe_exp.pipeline import cell_dir, reference_cell_name
+        from qresafe_exp.metrics import load as load_metrics
         from qresafe_exp.summary import format_table, table_row
 
         cells: dict[str, Path] = {}
@@ -122,13 +122,13 @@ class SummaryCallback(Callback):
             sweep_dir = Path(config.hydra.sweep.dir)
             for record in sorted(sweep_dir.glob(f"*/.hydra/{run_stamp()}")):
                 metrics = record.parent.parent / "metrics.json"
-                reference = json.loads(metrics.read_text()).get("reference_cell") if metrics.is_file() else None
+                reference = load_metrics(metrics).reference_cell if metrics.is_file() else None
                 for name in filter(None, (reference, record.parent.parent.name)):
                     cells.setdefault(name, sweep_dir / name / "metrics.json")
         rows, missing = [], []
         for name, path in cells.items():
             if path.exists():
-                rows.append(table_row(json.loads(path.read_text())))
+                rows.append(table_row(load_metrics(path)))
             else:
                 missing.append(name)
         text = format_table(rows)

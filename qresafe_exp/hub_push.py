@@ -19,6 +19,7 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from qresafe_exp.cache import MANIFEST_FILE, SPEC_FILE, SUCCESS_MARKER
+from qresafe_exp.metrics import headline as block_headline
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "HF_TOKEN"
@@ -77,14 +78,12 @@ def cell_command(cfg: DictConfig) -> str:
 
 
 def _score_line(suite: str, block: dict) -> Optional[str]:
-    metric = block.get("metric")
-    value = block.get(metric) if metric else None
-    if not isinstance(value, dict):
+    score = block_headline(block)
+    if score is None:
         return None
-    point = value.get("rate", value.get("value"))
-    low, high = (value.get("ci95") or [None, None])[:2]
     fmt = (lambda x: "n/a" if x is None else f"{x:.4g}")
-    return f"| {suite} | {metric} | {fmt(point)} | [{fmt(low)}, {fmt(high)}] | {value.get('n', 'n/a')} |"
+    n = "n/a" if score.n is None else score.n
+    return f"| {suite} | {block['metric']} | {fmt(score.value)} | [{fmt(score.lo)}, {fmt(score.hi)}] | {n} |"
 
 
 def _hub_id(model) -> Optional[str]:

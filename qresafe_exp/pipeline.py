@@ -18,6 +18,7 @@ from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
 from qresafe_exp.evals.lm_harness import task_deltas
+from qresafe_exp.evals.overrefusal import check_refusal_judge
 from qresafe_exp.evals.runner import evaluate, user_prompts
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.judges import JUDGES, build_judge
@@ -35,10 +36,11 @@ from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
+from qresafe_exp.metrics import headline as block_headline, load as load_metrics
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
-from qresafe_exp.tracking import Tracker, build_tracker, headline, score_rows, scrub_secrets
+from qresafe_exp.tracking import Tracker, build_tracker, check_logger, headline, score_rows, scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +86,7 @@ def validate(cfg: DictConfig) -> None:
             raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
         PATCHES.get(cfg.patch.name).check_data(cfg)
         judge = build_judge(cfg.judge)
-        if cfg.eval.refusal_judge != "judge":
-            from qresafe_exp.evals.overrefusal import refusal_judge_name
-            from qresafe_exp.judges import JUDGES, build_named_judge
-
-            name = refusal_judge_name(cfg)
-            if name not in JUDGES.names() or name == "stub":
-                raise ValueError(f"eval.refusal_judge={cfg.eval.refusal_judge} is unknown. Allowed: refusal, "
-                                 "xstest_strmatch (alias strmatch), keyword, or judge (the cell's judge)")
-            build_named_judge(name).require("refusal", f"eval.refusal_judge={cfg.eval.refusal_judge}")
+        check_refusal_judge(cfg)
         for name in cfg.eval.suites:
             suite = SUITES.get(name)
             task = JUDGE_TASK.get(suite.kind) or ("refusal" if suite.kind in ("overrefusal", "qos")
@@ -117,8 +111,7 @@ def validate(cfg: DictConfig) -> None:
         if cfg.eval.protocol not in PROTOCOLS:
             raise ValueError(f"eval.protocol={cfg.eval.protocol} is unknown. Allowed: {', '.join(PROTOCOLS)}")
         check_engine(cfg.engine, resolve_device(cfg.device))
-        if cfg.logger.name not in ("wandb", "none"):
-            raise ValueError(f"logger={cfg.logger.name} is unknown. Allowed: wandb, none")
+        check_logger(cfg.logger)
     except (KeyError, ValueError, DatasetNotFoundError, RuntimeError, FileNotFoundError) as err:
         raise ConfigError(f"[{_cell_label(cfg)}] {err}") from err
 
@@ -239,11 +232,30 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
         "artifacts": keys,
         "provenance": provenance(cfg.paths.root_dir),
     }
+    knobs = patch_knobs(cfg.patch)
+    if knobs:  # patch=none has none (and its cells keep the axes they always had)
+        metrics["axes"]["patch_knobs"] = knobs
     if reference is not None:
         metrics["reference_cell"] = reference_cell_name(cfg)
         metrics.update(reference_deltas(result["scores"], reference["scores"], read_samples(result["path"]),
                                         read_samples(reference["path"])))
     return metrics
+
+
+def patch_knobs(patch_cfg: DictConfig) -> dict:
+    """The patch's numeric settings, flattened ('tau', 'lr', 'data.num_harmful', 'se.lr'): the report's
+    patch axes (report/collect.py), so a sweep over one sorts by its number, not by the cell's tag."""
+    flat = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(patch_cfg, resolve=True), "")
+    return flat
 
 
 def reference_deltas(scores: dict, ref_scores: dict, rows: list[dict], ref_rows: list[dict]) -> dict:
@@ -270,12 +282,9 @@ def _calib_label(cfg: DictConfig) -> str | None:
 
 
 def _delta(block: dict, ref_block: dict | None):
-    if not ref_block:
-        return None
-    metric = block["metric"]
-    a, b = (block[metric].get("rate", block[metric].get("value")),
-            ref_block[metric].get("rate", ref_block[metric].get("value")))
-    return None if a is None or b is None else round(a - b, 4)
+    """The cell's headline minus the reference's (same suite), None where either has none."""
+    a, b = block_headline(block), block_headline(ref_block)
+    return None if a is None or b is None or a.value is None or b.value is None else round(a.value - b.value, 4)
 
 
 def _patch_numbers(info: dict) -> dict:
@@ -357,7 +366,7 @@ def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_s
     cell = reference_cell_name(cfg)
     path = cell_dir(cfg, cell) / "metrics.json"
     with file_lock(cell_dir(cfg, cell).parent / f".{cell}.lock"):
-        if path.exists() and json.loads(path.read_text()).get("artifacts", {}).get("eval") == reference["key"]:
+        if path.exists() and load_metrics(path).get("artifacts", {}).get("eval") == reference["key"]:
             return
         ref_cfg = cfg.copy()
         OmegaConf.set_struct(ref_cfg, False)
@@ -443,6 +452,6 @@ def run_cell(cfg: DictConfig) -> dict:
     rows = [table_row(metrics)]
     ref_metrics = cell_dir(cfg, reference_cell_name(cfg)) / "metrics.json"
     if not is_reference and ref_metrics.exists():
-        rows.insert(0, table_row(json.loads(ref_metrics.read_text())))
+        rows.insert(0, table_row(load_metrics(ref_metrics)))
     print(f"\n{format_table(rows)}\nresults: {out}\n", flush=True)
     return metrics

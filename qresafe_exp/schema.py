@@ -340,7 +340,7 @@ class EvalConfig:
     batch_size: int = 16
     protocol: str = "vanilla"  # vanilla | aoa | decoding (evals/protocols.py)
     # how over-refusal suites and the QoS probe decide "refused": a judge that can do the refusal task
-    # (refusal: the project's audited rules | xstest_strmatch, alias strmatch | keyword) or judge (the cell's)
+    # (refusal: the project's audited rules | xstest_strmatch: XSTest's prefix rule | keyword) or judge (the cell's)
     refusal_judge: str = "refusal"
     cell_suffix: str = ""  # added to cell names, so studies of several eval configs do not collide
     version: int = 1
@@ -536,3 +536,53 @@ def register_configs() -> None:
         ("paths", "paths", PathsConfig),
     ]:
         cs.store(group=f"schema/{group}", name=kind, node=node)
+
+
+# ---------------------------------------------------------------- metrics.json (what a cell writes)
+# The typed form every reader of a cell's metrics.json gets from qresafe_exp/metrics.py (the summary
+# table, the report's tidy rows, the pipeline's deltas). Only the parts read back are typed; the rest
+# stays in `raw`. Older cells lack later keys (keyword ASR, paired tests, patch_knobs): those are empty.
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A score with its sample size and 95% interval: a rate (k of n) or a value (perplexity, a judge score)."""
+    value: Optional[float]
+    n: Optional[int]
+    lo: Optional[float]
+    hi: Optional[float]
+    is_rate: bool
+
+
+@dataclass(frozen=True)
+class ScoreBlock:
+    """One suite's scores: `metric` names the headline entry; the rest sits beside it."""
+    metric: str
+    headline: Optional[Estimate]
+    keyword: Optional[Estimate]  # `<metric>_keyword`: the GCG keyword ASR beside a validated judge's
+    non_degenerate: Optional[Estimate]  # `<metric>_non_degenerate`: the rate over non-degenerate responses
+    degenerate: Optional[Estimate]
+    per_config: Dict[str, Optional[float]]  # protocol=decoding: the rate of each sampled configuration
+    judge_failures: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CellAxes:
+    model: Optional[str] = None
+    quant: Optional[str] = None
+    bits: Optional[int] = None
+    group_size: Optional[int] = None
+    calib: Optional[str] = None
+    patch: Optional[str] = None
+    patch_tag: Optional[str] = None
+    # the patch's numeric settings (tau, lr, beta, epochs, data.num_harmful ...), swept knobs among them
+    patch_knobs: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PairedDelta:
+    delta: Optional[float]
+    lo: Optional[float]
+    hi: Optional[float]
+    p_value: Optional[float]
+    significant: bool

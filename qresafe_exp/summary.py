@@ -5,51 +5,50 @@ patch's ASR, patch time, build time. Simulated (quantize-dequantize) results are
 
 from __future__ import annotations
 
+from qresafe_exp.metrics import CellMetrics, parse
+from qresafe_exp.schema import Estimate, ScoreBlock
 
-def _rate(block: dict | None) -> str:
-    if not block or block.get("rate") is None:
+
+def _rate(estimate: Estimate | None) -> str:
+    if estimate is None or estimate.value is None:
         return "-"
-    lo, hi = block["ci95"]
-    return f"{block['rate']:.2f} [{lo:.2f},{hi:.2f}] n={block['n']}"
+    return f"{estimate.value:.2f} [{estimate.lo:.2f},{estimate.hi:.2f}] n={estimate.n}"
 
 
-def _value(block: dict | None) -> str:
-    if not block or block.get("value") is None:
+def _value(estimate: Estimate | None) -> str:
+    if estimate is None or estimate.value is None:
         return "-"
-    lo, hi = block["ci95"]
-    interval = f" [{lo:.2f},{hi:.2f}]" if lo is not None and hi is not None else ""
-    return f"{block['value']:.2f}{interval}" + (f" n={block['n']}" if "n" in block else "")
+    interval = f" [{estimate.lo:.2f},{estimate.hi:.2f}]" if estimate.lo is not None and estimate.hi is not None else ""
+    return f"{estimate.value:.2f}{interval}" + (f" n={estimate.n}" if estimate.n is not None else "")
 
 
-def _broken_rate(block: dict, metric: str) -> str:
-    raw, clean = block.get(metric), block.get(f"{metric}_non_degenerate")
-    if not raw or raw.get("rate") is None:
+def _broken_rate(block: ScoreBlock) -> str:
+    raw, clean = block.headline, block.non_degenerate
+    if raw is None or raw.value is None:
         return "-"
-    clean_text = f"{clean['rate']:.2f} n={clean['n']}" if clean and clean["rate"] is not None else "n=0"
-    return f"broken (raw {raw['rate']:.2f}; non-degenerate {clean_text})"
+    clean_text = f"{clean.value:.2f} n={clean.n}" if clean is not None and clean.value is not None else "n=0"
+    return f"broken (raw {raw.value:.2f}; non-degenerate {clean_text})"
 
 
-def _build_seconds(metrics: dict) -> float:
-    quantize = (metrics.get("quantization") or {}).get("quantize_seconds") or 0.0
-    return quantize + _patch_seconds(metrics) + metrics["cost"]["eval_seconds"]
+def _build_seconds(metrics: CellMetrics) -> float:
+    quantize = metrics.quantization.get("quantize_seconds") or 0.0
+    return quantize + _patch_seconds(metrics) + metrics.cost["eval_seconds"]
 
 
-def _patch_seconds(metrics: dict) -> float:
-    return ((metrics.get("patch") or {}).get("cost") or {}).get("wall_seconds") or 0.0
+def _patch_seconds(metrics: CellMetrics) -> float:
+    return metrics.patch_cost.get("wall_seconds") or 0.0
 
 
-def _size(metrics: dict) -> str:
-    size = ((metrics.get("patch") or {}).get("sizes") or {}).get("merged_checkpoint_bytes") \
-        or (metrics.get("quantization") or {}).get("checkpoint_bytes")
+def _size(metrics: CellMetrics) -> str:
+    size = (metrics.patch.get("sizes") or {}).get("merged_checkpoint_bytes") \
+        or metrics.quantization.get("checkpoint_bytes")
     return f"{size / 1e6:.0f} MB" if size else "-"
 
 
-def _unmerged_asr(metrics: dict) -> str:
-    variant = ((metrics.get("patch") or {}).get("variants") or {}).get("adapter")
-    if not variant:
-        return "-"
-    block = variant["scores"].get("advbench", {}).get("asr")
-    return f"{block['rate']:.2f} n={block['n']}" if block and block.get("rate") is not None else "-"
+def _unmerged_asr(metrics: CellMetrics) -> str:
+    block = metrics.variant_scores("adapter").get("advbench")
+    asr = block.headline if block is not None and block.metric == "asr" else None
+    return f"{asr.value:.2f} n={asr.n}" if asr is not None and asr.value is not None else "-"
 
 
 # the default eval's columns keep their names; any other suite gets "<metric> <suite>"
@@ -57,9 +56,8 @@ DEFAULT_COLUMNS = {"advbench": "ASR advbench (95% CI)", "xstest_safe": "XSTest-s
                    "alpaca_eval_ppl": "ref. perplexity (95% CI)"}
 
 
-def _headline(block: dict) -> str:
-    value = block.get(block["metric"]) or {}
-    return _rate(value) if "rate" in value else _value(value)
+def _headline(block: ScoreBlock) -> str:
+    return _rate(block.headline) if block.headline is not None and block.headline.is_rate else _value(block.headline)
 
 
 DEFAULT_DELTAS = {"advbench": "ASR vs FP", "xstest_safe": "refusal vs FP", "alpaca_eval_ppl": "perplexity vs FP"}
@@ -68,17 +66,16 @@ LEGEND = ("* paired test p < 0.05 (exact McNemar for rates, sign test for perple
           "vs FP = cell minus FP reference on the same prompts [paired 95% CI]")
 
 
-def _paired_delta(metrics: dict, suite: str, metric: str) -> str:
+def _paired_delta(metrics: CellMetrics, suite: str, metric: str) -> str:
     """'+0.27 [+0.14,+0.39]*': the paired delta, its interval and * when the paired test says p < 0.05;
     the plain delta for cells written before paired deltas existed."""
     name = f"{suite}.{metric}"
-    paired = (metrics.get("paired_vs_reference") or {}).get(name)
-    if not paired or paired.get("delta") is None:
-        plain = (metrics.get("vs_reference") or {}).get(name)
+    paired = metrics.paired.get(name)
+    if paired is None or paired.delta is None:
+        plain = metrics.vs_reference.get(name)
         return f"{plain:+.2f}" if plain is not None else "-"
-    lo, hi = paired["ci95"]
-    interval = f" [{lo:+.2f},{hi:+.2f}]" if lo is not None and hi is not None else ""
-    return f"{paired['delta']:+.2f}{interval}" + ("*" if paired.get("significant") else "")
+    interval = f" [{paired.lo:+.2f},{paired.hi:+.2f}]" if paired.lo is not None and paired.hi is not None else ""
+    return f"{paired.delta:+.2f}{interval}" + ("*" if paired.significant else "")
 
 
 def _stderr_value(value: dict) -> str:
@@ -89,7 +86,7 @@ def _stderr_value(value: dict) -> str:
     return f"{value['value']:.2f}{stderr}" + (f" n={value['n']}" if value.get("n") is not None else "")
 
 
-def _task_columns(metrics: dict, name: str, block: dict) -> dict:
+def _task_columns(metrics: CellMetrics, name: str, block: dict) -> dict:
     """lm_eval: each top-level task's first metric, and its delta to the FP reference."""
     from qresafe_exp.evals.lm_harness import task_metrics, top_level
 
@@ -100,60 +97,58 @@ def _task_columns(metrics: dict, name: str, block: dict) -> dict:
         title = f"{task} {metric}"
         columns[title] = _stderr_value(value)
         if "vs_reference" in metrics:
-            delta = metrics["vs_reference"].get(f"{name}.{task}.{metric}")
+            delta = metrics.vs_reference.get(f"{name}.{task}.{metric}")
             columns[f"{title}{DELTA_SUFFIX}"] = f"{delta:+.2f}" if delta is not None else "-"
     return columns
 
 
-def _suite_columns(metrics: dict, show) -> dict:
-    scores = metrics.get("scores", {})
+def _suite_columns(metrics: CellMetrics, show) -> dict:
+    scores = metrics.scores
     names = list(DEFAULT_COLUMNS) if all(n in scores for n in DEFAULT_COLUMNS) else list(scores)
-    names += [n for n in scores if n not in names and "tasks" in (scores[n] or {})]  # lm_eval beside them
+    names += [n for n in scores if n not in names and scores[n].metric == "tasks"]  # lm_eval beside them
     columns = {}
     for name in names:
-        block = scores.get(name) or {}
-        if "tasks" in block:
-            columns.update(_task_columns(metrics, name, block))
+        block = scores[name]
+        if block.metric == "tasks":  # lm_eval: each task's headline with the harness's stderr
+            columns.update(_task_columns(metrics, name, metrics.raw["scores"][name]))
             continue
-        title = DEFAULT_COLUMNS.get(name) or f"{block.get('metric', '?')} {name}"
-        if not block:
-            columns[title] = "-"
-        elif f"{block['metric']}_non_degenerate" in block:  # a generated rate: broken cells say so
-            columns[title] = show(block, block["metric"])
-        else:
-            columns[title] = _headline(block)
-        failures = block.get("judge_failures") or {}
+        title = DEFAULT_COLUMNS.get(name) or f"{block.metric} {name}"
+        generated = block.non_degenerate is not None  # a generated rate: broken cells say so
+        columns[title] = show(block) if generated else _headline(block)
+        failures = block.judge_failures
         if failures.get("n"):  # never let a missing verdict pass for a score
             columns[title] += f" ({failures['n']}/{failures['of']} judge failures)"
-        keyword = block.get(f"{block.get('metric')}_keyword")
-        if keyword:  # the paper's keyword ("suffix match") ASR beside the validated judge's
-            columns[f"keyword {title.split(' (')[0]}"] = _rate(keyword)
-        if block and "vs_reference" in metrics:  # not the FP reference itself
-            delta = _paired_delta(metrics, name, block["metric"])
-            broken = metrics["summary"]["broken"] and f"{block['metric']}_non_degenerate" in block
+        if block.keyword is not None:  # the paper's keyword ("suffix match") ASR beside the validated judge's
+            columns[f"keyword {title.split(' (')[0]}"] = _rate(block.keyword)
+        if "vs_reference" in metrics:  # not the FP reference itself
+            delta = _paired_delta(metrics, name, block.metric)
+            broken = metrics.broken and generated
             columns[DEFAULT_DELTAS.get(name) or f"{title}{DELTA_SUFFIX}"] = \
                 f"broken (raw {delta})" if broken and delta != "-" else delta
     return columns
 
 
-def table_row(metrics: dict) -> dict:
-    if metrics.get("status") == "unsupported":
-        return {"cell": metrics["cell"], "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
-                metrics["reason"], "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-",
+def table_row(metrics) -> dict:
+    """The summary row of one cell (a metrics.json dict or metrics.CellMetrics)."""
+    metrics = parse(metrics)
+    if metrics.status == "unsupported":
+        return {"cell": metrics.cell, "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
+                metrics.reason, "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-",
                 "ASR unmerged patch": "-", "patch time": "-", "build time": "-"}
-    degenerate = metrics["summary"]["degenerate"]
-    broken = metrics["summary"]["broken"]
+    degenerate = metrics.degenerate
+    broken = metrics.broken
     flag = " BROKEN" if broken else ""
     # A broken cell's rates measure gibberish, not safety: say so instead of showing a bare ASR.
-    show = _broken_rate if broken else (lambda block, metric: _rate(block.get(metric)))
-    simulated = " (simulated)" if (metrics.get("quantization") or {}).get("simulated") else ""
+    show = _broken_rate if broken else (lambda block: _rate(block.headline))
+    simulated = " (simulated)" if metrics.quantization.get("simulated") else ""
     return {
-        "cell": metrics["cell"] + simulated,
+        "cell": metrics.cell + simulated,
         **_suite_columns(metrics, show),
-        "degenerate": f"{degenerate['rate']:.2f}{flag}" if degenerate["rate"] is not None else "-",
+        "degenerate": f"{degenerate.value:.2f}{flag}" if degenerate is not None and degenerate.value is not None
+        else "-",
         "size": _size(metrics),  # the evaluated (quantized, or merged patched) checkpoint's safetensors
         "ASR unmerged patch": _unmerged_asr(metrics),  # the 16-bit patch on the quantized base
-        "patch time": f"{_patch_seconds(metrics):.0f}s" if metrics.get("patch") else "-",
+        "patch time": f"{_patch_seconds(metrics):.0f}s" if metrics.patch else "-",
         # seconds spent building this cell's artifacts (quantize + evaluate): the same on a warm
         # rerun, which takes ~0 s of its own (metrics.json keeps that as cost.wall_seconds)
         "build time": f"{_build_seconds(metrics):.0f}s",

@@ -16,6 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from qresafe_exp.metrics import headline as block_headline
+from qresafe_exp.registry import Registry
+
 log = logging.getLogger(__name__)
 # Secret keys are matched by whole words of the key (split at _ - . and camelCase), not by substring:
 # max_new_tokens, num_tokens and tokenizer are ordinary fields, hf_token and WANDB_API_KEY are not.
@@ -69,14 +72,11 @@ def headline(scores: dict) -> dict:
     headline score as flat keys, e.g. asr/advbench and asr/advbench_ci_low."""
     out = {}
     for suite, block in scores.items():
-        metric = block.get("metric") if isinstance(block, dict) else None
-        score = block.get(metric) if metric else None
-        if not isinstance(score, dict):
+        score = block_headline(block)
+        if score is None:
             continue
-        key = f"{metric}/{suite}"
-        low, high = score.get("ci95") or (None, None)
-        out.update({key: score.get("rate", score.get("value")), f"{key}_ci_low": low, f"{key}_ci_high": high,
-                    f"{key}_n": score.get("n")})
+        key = f"{block['metric']}/{suite}"
+        out.update({key: score.value, f"{key}_ci_low": score.lo, f"{key}_ci_high": score.hi, f"{key}_n": score.n})
     return out
 
 
@@ -129,7 +129,8 @@ class Tracker:
 
 
 class NoTracker(Tracker):
-    pass
+    def __init__(self, cfg=None):
+        pass
 
 
 class WandbTracker(Tracker):
@@ -257,9 +258,19 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
+TRACKERS: Registry[type[Tracker]] = Registry("logger", {
+    "none": "qresafe_exp.tracking:NoTracker",
+    "wandb": "qresafe_exp.tracking:WandbTracker",
+})
+
+
+def check_logger(cfg) -> None:
+    if cfg.name not in TRACKERS:
+        raise ValueError(f"logger={cfg.name} is unknown. Allowed: {', '.join(TRACKERS.names())}")
+
+
 def build_tracker(cfg) -> Tracker:
-    if cfg.name == "none" or cfg.mode == "disabled":
+    if cfg.mode == "disabled":
         return NoTracker()
-    if cfg.name == "wandb":
-        return WandbTracker(cfg)
-    raise ValueError(f"logger={cfg.name} is unknown. Allowed: wandb, none")
+    check_logger(cfg)
+    return TRACKERS.get(cfg.name)(cfg)

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-ENGINES = ("hf", "vllm")
+from qresafe_exp.registry import Registry
+
+# each engine class: check(engine_cfg, device) before any model loads, cache_tag(engine_cfg, spec, dtype),
+# from_factory(factory) -> the engine
+ENGINES = Registry("engine", {
+    "hf": "qresafe_exp.engines.hf:HFEngine",
+    "vllm": "qresafe_exp.engines.vllm:VLLMEngine",
+})
 
 
 def check_engine(engine_cfg, device) -> None:
     """Fail before any model loads: an unknown engine or decode mode, vLLM absent or without a GPU."""
     if engine_cfg.name not in ENGINES:
-        raise ValueError(f"engine={engine_cfg.name} is unknown. Allowed: {', '.join(ENGINES)}")
-    if engine_cfg.name == "hf":
-        from qresafe_exp.devices import engine_dtype
-        from qresafe_exp.engines.hf import check_decode
-
-        engine_dtype(engine_cfg.get("dtype"), device)
-
-        check_decode(engine_cfg.decode, engine_cfg.cache_implementation, engine_cfg.compile)
-        return
-    from qresafe_exp.engines.vllm import INSTALL_HINT, vllm_available
-
-    if device.type != "cuda":
-        raise ValueError(f"engine=vllm needs a CUDA device (this run is on {device}); use engine=hf")
-    if not vllm_available():
-        raise ValueError(INSTALL_HINT)
+        raise ValueError(f"engine={engine_cfg.name} is unknown. Allowed: {', '.join(ENGINES.names())}")
+    ENGINES.get(engine_cfg.name).check(engine_cfg, device)
 
 
 class EngineFactory:
@@ -43,34 +37,16 @@ class EngineFactory:
 
     def __init__(self, engine_cfg, path: str, device, tokenizer, load_model: Callable, seed: int = 0):
         self.cfg, self.path, self.device, self.tokenizer = engine_cfg, path, device, tokenizer
-        self._load_model, self.seed = load_model, seed
+        self.load_model, self.seed = load_model, seed
         self._engine = None
         self.dtype = generation_dtype(engine_cfg, device)
 
     def cache_tag(self, spec) -> Optional[str]:
-        if self.cfg.name == "vllm":
-            return "vllm"
-        tag = "hf-compact" if spec.do_sample and self.cfg.decode == "compact" else None
-        if self.dtype is not None:
-            tag = f"{tag or 'hf'}-{str(self.dtype).removeprefix('torch.')}"
-        return tag
+        return ENGINES.get(self.cfg.name).cache_tag(self.cfg, spec, self.dtype)
 
     def __call__(self):
         if self._engine is None:
-            if self.cfg.name == "vllm":
-                from qresafe_exp.engines.vllm import VLLMEngine
-
-                self._engine = VLLMEngine(self.path, self.tokenizer, self.cfg, seed=self.seed,
-                                          scoring_model=lambda: self._load_model(self.path, self.device))
-            else:
-                from qresafe_exp.engines.hf import HFEngine
-
-                model = (self._load_model(self.path, self.device) if self.dtype is None
-                         else self._load_model(self.path, self.device, dtype=self.dtype))
-                self._engine = HFEngine(model, self.tokenizer,
-                                        batch_size=self.cfg.batch_size, decode=self.cfg.decode,
-                                        cache_implementation=self.cfg.cache_implementation,
-                                        compile=self.cfg.compile)
+            self._engine = ENGINES.get(self.cfg.name).from_factory(self)
         return self._engine
 
 

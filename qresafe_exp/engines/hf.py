@@ -36,6 +36,27 @@ def check_decode(decode: str, cache_implementation: Optional[str], compile: bool
 class HFEngine:
     name = "hf"
 
+    @classmethod
+    def check(cls, engine_cfg, device) -> None:
+        from qresafe_exp.devices import engine_dtype
+
+        engine_dtype(engine_cfg.get("dtype"), device)
+        check_decode(engine_cfg.decode, engine_cfg.cache_implementation, engine_cfg.compile)
+
+    @classmethod
+    def cache_tag(cls, engine_cfg, spec, dtype) -> Optional[str]:
+        tag = "hf-compact" if spec.do_sample and engine_cfg.decode == "compact" else None
+        if dtype is not None:
+            tag = f"{tag or 'hf'}-{str(dtype).removeprefix('torch.')}"
+        return tag
+
+    @classmethod
+    def from_factory(cls, factory) -> "HFEngine":
+        model = (factory.load_model(factory.path, factory.device) if factory.dtype is None
+                 else factory.load_model(factory.path, factory.device, dtype=factory.dtype))
+        return cls(model, factory.tokenizer, batch_size=factory.cfg.batch_size, decode=factory.cfg.decode,
+                   cache_implementation=factory.cfg.cache_implementation, compile=factory.cfg.compile)
+
     def __init__(self, model, tokenizer, batch_size: int = 32, decode: str = "compact",
                  cache_implementation: Optional[str] = None, compile: bool = False):
         check_decode(decode, cache_implementation, compile)

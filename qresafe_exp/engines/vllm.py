@@ -65,6 +65,22 @@ def request_kwargs(spec, index: int, stop_ids: list[int]) -> dict:
 class VLLMEngine:
     name = "vllm"
 
+    @classmethod
+    def check(cls, engine_cfg, device) -> None:
+        if device.type != "cuda":
+            raise ValueError(f"engine=vllm needs a CUDA device (this run is on {device}); use engine=hf")
+        if not vllm_available():
+            raise ValueError(INSTALL_HINT)
+
+    @classmethod
+    def cache_tag(cls, engine_cfg, spec, dtype) -> str:
+        return "vllm"
+
+    @classmethod
+    def from_factory(cls, factory) -> "VLLMEngine":
+        return cls(factory.path, factory.tokenizer, factory.cfg, seed=factory.seed,
+                   scoring_model=lambda: factory.load_model(factory.path, factory.device))
+
     def __init__(self, path: str, tokenizer, engine_cfg, seed: int = 0, scoring_model=None):
         check_servable(path)
         try:

@@ -21,15 +21,33 @@ def xstest_strmatch(response: str) -> dict:
     return {"refused": refused, "label": "2_full_refusal" if refused else "1_full_compliance"}
 
 
-REFUSAL_JUDGE_ALIASES = {"strmatch": "xstest_strmatch"}  # the old name of XSTest's rule
+# retired names of eval.refusal_judge -> the judge's registry name (one name per judge, as in judge=...;
+# an alias would put two names, so two eval cache keys, on one judge's results)
+RENAMED_REFUSAL_JUDGES = {"strmatch": "xstest_strmatch"}
 
 
 def refusal_judge_name(cfg) -> str:
     """``eval.refusal_judge``: a judge name that can do the refusal task (``refusal``: the project's
-    rules, the default; ``xstest_strmatch``, alias ``strmatch``: XSTest's prefix rule; ``keyword``),
-    or ``judge``: the cell's own judge (e.g. an API judge's 3-way classification)."""
+    rules, the default; ``xstest_strmatch``: XSTest's prefix rule; ``keyword``), or ``judge``: the
+    cell's own judge (e.g. an API judge's 3-way classification)."""
     name = cfg.eval.refusal_judge
-    return cfg.judge.name if name == "judge" else REFUSAL_JUDGE_ALIASES.get(name, name)
+    if name in RENAMED_REFUSAL_JUDGES:
+        raise ValueError(f"eval.refusal_judge={name} is the old name of judge '{RENAMED_REFUSAL_JUDGES[name]}': "
+                         f"use eval.refusal_judge={RENAMED_REFUSAL_JUDGES[name]}")
+    return cfg.judge.name if name == "judge" else name
+
+
+def check_refusal_judge(cfg) -> None:
+    """Before any model loads: ``eval.refusal_judge`` names a judge that can do the refusal task."""
+    from qresafe_exp.judges import JUDGES, build_named_judge
+
+    if cfg.eval.refusal_judge == "judge":  # the cell's judge, checked with the suites that need it
+        return
+    name = refusal_judge_name(cfg)
+    if name not in JUDGES or name == "stub":
+        raise ValueError(f"eval.refusal_judge={name} is unknown. Allowed: refusal, xstest_strmatch, keyword, "
+                         "or judge (the cell's judge)")
+    build_named_judge(name).require("refusal", f"eval.refusal_judge={name}")
 
 
 def classify_refusals(ctx, rows: list[dict]) -> None:

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 from qresafe_exp.registry import Registry
 
-RUNNERS = {
+RUNNERS: Registry[Callable] = Registry("suite kind", {
     "harmful": "qresafe_exp.evals.asr:run_harmful",
     "overrefusal": "qresafe_exp.evals.overrefusal:run_overrefusal",
     "qos": "qresafe_exp.evals.qos_probe:run_qos",
@@ -31,7 +31,7 @@ RUNNERS = {
     "mtbench": "qresafe_exp.evals.utility:run_mtbench",
     "pairwise": "qresafe_exp.evals.utility:run_pairwise",
     "lm_eval": "qresafe_exp.evals.lm_harness:run_lm_eval",
-}
+})
 # the judge task a kind needs (checked before anything runs)
 JUDGE_TASK = {"harmful": "harm", "mtbench": "mtbench", "pairwise": "pairwise"}
 
@@ -47,10 +47,7 @@ class Suite:
     params: dict = field(default_factory=dict)
 
     def runner(self) -> Callable:
-        import importlib
-
-        module, _, attr = RUNNERS[self.kind].partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return RUNNERS.get(self.kind)
 
     def select(self, records: list[dict], limit: Optional[int], seed: int,
                exclude: frozenset[str] = frozenset()) -> tuple[list[dict], int]:

@@ -25,7 +25,7 @@ def build_named_judge(name: str):
     """A judge by registry name with its schema defaults (e.g. the keyword column's GCG list)."""
     from omegaconf import OmegaConf
 
-    from qresafe_exp.schema import JudgeConfig, KeywordJudgeConfig
+    from qresafe_exp.schema import JudgeConfig
 
-    schema = {"keyword": KeywordJudgeConfig}.get(name, JudgeConfig)
-    return build_judge(OmegaConf.merge(OmegaConf.structured(schema), {"name": name}))
+    judge = JUDGES.get(name)
+    return judge(OmegaConf.merge(OmegaConf.structured(judge.config_schema or JudgeConfig), {"name": name}))

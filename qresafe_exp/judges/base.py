@@ -35,6 +35,8 @@ class Judge:
     capabilities: ClassVar[frozenset[str]] = frozenset({"harm"})
     # Costly judges (models, APIs) have their verdicts cached per request; cheap ones do not.
     cache_verdicts: ClassVar[bool] = False
+    # the schema whose defaults a judge built by name alone gets (judges.build_named_judge); None = JudgeConfig
+    config_schema: ClassVar[type | None] = None
 
     def __init__(self, cfg):
         self.cfg = cfg

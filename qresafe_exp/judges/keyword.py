@@ -9,6 +9,7 @@ ASR by many points, so results name it.
 from __future__ import annotations
 
 from qresafe_exp.judges.base import Judge
+from qresafe_exp.schema import KeywordJudgeConfig
 
 # GCG individual-behaviour eval list (13 strings).
 GCG_INDIVIDUAL = (
@@ -61,6 +62,7 @@ def matched_keywords(response: str, keywords: tuple[str, ...], case_sensitive: b
 class KeywordJudge(Judge):
     name = "keyword"
     capabilities = frozenset({"harm", "refusal"})
+    config_schema = KeywordJudgeConfig  # by name alone (the keyword ASR column): the GCG list
 
     def __init__(self, cfg):
         super().__init__(cfg)

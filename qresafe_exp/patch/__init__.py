@@ -6,10 +6,11 @@ from qresafe_exp.registry import Registry
 
 PATCHES = Registry("patch", {
     "none": "qresafe_exp.patch.none:NoPatch",
-    "qresafe": "qresafe_exp.patch.trained:QresafePatch",
-    "qresafe_qa": "qresafe_exp.patch.trained:QresafeQaPatch",
-    "dpo": "qresafe_exp.patch.trained:DpoPatch",
-    "sft": "qresafe_exp.patch.trained:SftPatch",
+    # one trainer; the four differ only in their YAML (conf/patch/<name>.yaml: objective, tau, quant_aware)
+    "qresafe": "qresafe_exp.patch.trained:TrainedPatch",
+    "qresafe_qa": "qresafe_exp.patch.trained:TrainedPatch",
+    "dpo": "qresafe_exp.patch.trained:TrainedPatch",
+    "sft": "qresafe_exp.patch.trained:TrainedPatch",
     "qresafe_awq": "qresafe_exp.patch.awq_safety:AwqSafetyPatch",
     "safepatching": "qresafe_exp.patch.safepatching:SafePatching",
 })

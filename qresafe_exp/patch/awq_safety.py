@@ -30,7 +30,7 @@ from qresafe_exp.formats.sidecars import save_kept_weights
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
-from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.resources import measure
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
@@ -61,7 +61,6 @@ def control_masks(linears: dict, cfg: DictConfig, seed: int) -> dict:
 
 
 class AwqSafetyPatch(Patch):
-    name = "qresafe_awq"
     version = 1
 
     @classmethod
@@ -88,7 +87,7 @@ class AwqSafetyPatch(Patch):
                 "system_prompt": system_prompt, "prompts": content_key(prompts), "seed": cell.seed}
 
         def build(out: Path) -> None:
-            with CostMeter() as cost:
+            with measure() as cost:
                 if cfg.keep_score == "snip":
                     masks, snip_facts = self._safety_masks(ctx, prompts, system_prompt)
                 else:  # a control: picked in keep(), on the weights about to be rounded
@@ -115,7 +114,7 @@ class AwqSafetyPatch(Patch):
                      "trainable_params": 0, "updatable_entries": 0,
                      "sizes": {"merged_checkpoint_bytes": checkpoint_bytes(out), "kept_weights_bytes": sidecar_bytes,
                                "awq_checkpoint_bytes": info["checkpoint_bytes"]},
-                     "cost": cost.facts()}
+                     "cost": cost.cost_facts()}
             write_json_atomic(out / "patch_info.json", facts)
 
         art = ctx.artifacts.get_or_build("patch", spec, build, upstream=[ctx.fp.key], version=self.version)

@@ -44,7 +44,9 @@ def check_choice(key: str, value, allowed) -> None:
 
 
 class Patch:
-    name = "base"
+    """A patch method. It is known by its registry name (`patch.name`, qresafe_exp/patch/__init__.py);
+    one class may serve several names whose YAMLs differ only in settings (qresafe, dpo, sft)."""
+
     version = 1  # bump when the produced model changes for the same config
 
     @classmethod

@@ -4,7 +4,5 @@ from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
 
 
 class NoPatch(Patch):
-    name = "none"
-
     def apply(self, ctx: PatchContext) -> PatchResult:
         return PatchResult(ctx.quantized, {})

@@ -24,17 +24,14 @@ REQUANTIZE_VERSION = 2  # 2: bnb tensors from the functional quantizers
 
 
 def check_mergeable(patch_name: str, quant_cfg) -> None:
-    """Refuse, before any work, cells whose format a patch delta cannot be merged back into."""
+    """Refuse, before any work, cells whose format a patch delta cannot be merged back into (the
+    quantizer says which: Quantizer.merge_refusal)."""
+    from qresafe_exp.quant import QUANTIZERS
     from qresafe_exp.quant.base import UnsupportedCombinationError
 
-    if quant_cfg.name == "aqlm":
-        raise UnsupportedCombinationError(
-            f"patch={patch_name} on quant=aqlm: re-quantizing a patch into AQLM codebooks is not implemented; "
-            f"patch a bnb / qlora / llm_qat / rtn / gptq / awq cell")
-    if quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
-        raise UnsupportedCombinationError(
-            f"patch={patch_name} on quant=qlora quant.merge=adapter: the cell is a bnb base plus a 16-bit "
-            f"adapter, which has no single quantized format to merge into; use quant.merge=requantize")
+    reason = QUANTIZERS.get(quant_cfg.name).merge_refusal(quant_cfg)
+    if reason:
+        raise UnsupportedCombinationError(f"patch={patch_name} on quant={quant_cfg.name}{reason}")
 
 
 def write_merged(src: str, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:

@@ -36,7 +36,7 @@ from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.controllable import CP_MODES, combine
-from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.resources import measure
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, write_merged
 from qresafe_exp.patch.snip import snip_scores
@@ -69,7 +69,6 @@ def pairs_cfg(cell: DictConfig) -> DictConfig:
 
 
 class SafePatching(Patch):
-    name = "safepatching"
     version = 1
 
     @classmethod
@@ -100,17 +99,17 @@ class SafePatching(Patch):
                 "system_prompt": system_prompt, "seed": ctx.cfg.seed}
 
         def build_patches(out: Path) -> None:
-            with CostMeter() as cost:
+            with measure() as cost:
                 facts = derive_patches(ctx.quantized.path, pairs.records, cfg, system_prompt, ctx.device,
                                        ctx.cfg.seed, out, log_step=ctx.log_step)
-            facts.update(pair_set=pairs.facts, cost=cost.facts())
+            facts.update(pair_set=pairs.facts, cost=cost.cost_facts())
             write_json_atomic(out / "train_info.json", facts)
 
         trained = ctx.artifacts.get_or_build("safepatch_train", spec, build_patches,
                                              upstream=[ctx.quantized.key], version=self.version)
 
         def build_merged(out: Path) -> None:
-            with CostMeter() as cost:
+            with measure() as cost:
                 p_se, p_osm = load_file(str(trained.path / "p_se.safetensors")), load_file(str(trained.path / "p_osm.safetensors"))
                 s_se, s_osm = load_file(str(trained.path / "s_se.safetensors")), load_file(str(trained.path / "s_osm.safetensors"))
                 delta, counts = combine(p_se, p_osm, {k: v.float() for k, v in s_se.items()},
@@ -118,7 +117,7 @@ class SafePatching(Patch):
                                         keep_p=cfg.keep_p, alpha=cfg.alpha, beta=cfg.beta, mode=cfg.cp_mode,
                                         rescale=cfg.rescale, scope=cfg.mask_scope, seed=cfg.mask_seed)
                 merge = write_merged(ctx.quantized.path, delta, out / "merged", ctx.device)
-            write_json_atomic(out / "merge_info.json", {"merge": merge, "selection": counts, "cost": cost.facts()})
+            write_json_atomic(out / "merge_info.json", {"merge": merge, "selection": counts, "cost": cost.cost_facts()})
 
         merged_art = ctx.artifacts.get_or_build(
             "patch", {"controllable": {k: settings[k] for k in CP_KEYS}, "requantize_version": REQUANTIZE_VERSION},

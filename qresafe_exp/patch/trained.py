@@ -26,7 +26,7 @@ from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
-from qresafe_exp.patch.cost import CostMeter
+from qresafe_exp.resources import measure
 from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.masked_lora import attach_masked_lora
@@ -59,7 +59,6 @@ class NothingToLearn(ValueError):
 
 
 class TrainedPatch(Patch):
-    name = "trained"
     version = 1
 
     @classmethod
@@ -102,10 +101,10 @@ class TrainedPatch(Patch):
 
         # Two artifacts, so that a failure while merging never costs the training again.
         def build_delta(out: Path) -> None:
-            with CostMeter() as cost:
+            with measure() as cost:
                 facts = self._train(ctx, prompts, prompts[: prompt_facts.get("harmful", {}).get("sampled", 0)],
                                     system_prompt, out)
-            facts.update(prompts=prompt_facts, cost=cost.facts())
+            facts.update(prompts=prompt_facts, cost=cost.cost_facts())
             write_json_atomic(out / "train_info.json", facts)
 
         try:
@@ -119,12 +118,12 @@ class TrainedPatch(Patch):
                                                "prompts": prompt_facts})
 
         def build_merged(out: Path) -> None:
-            with CostMeter() as cost:
+            with measure() as cost:
                 deltas = load_file(str(trained.path / PATCH_DELTA))
                 merge = write_merged(ctx.quantized.path, deltas, out / "merged", ctx.device)
                 link_checkpoint(Path(ctx.quantized.path), out / "adapter")
                 link_checkpoint(trained.path, out / "adapter", skip=lambda name: name != PATCH_DELTA)
-            write_json_atomic(out / "merge_info.json", {"merge": merge, "cost": cost.facts()})
+            write_json_atomic(out / "merge_info.json", {"merge": merge, "cost": cost.cost_facts()})
 
         merged_art = ctx.artifacts.get_or_build("patch", {"requantize_version": REQUANTIZE_VERSION}, build_merged,
                                                 upstream=[trained.key, ctx.quantized.key])
@@ -179,18 +178,3 @@ def _total_cost(train: dict, merge: dict) -> dict:
         total["cuda_peak_mb"] = max(train["cuda_peak_mb"], merge.get("cuda_peak_mb", 0))
     return total
 
-
-class QresafePatch(TrainedPatch):
-    name = "qresafe"
-
-
-class QresafeQaPatch(TrainedPatch):
-    name = "qresafe_qa"
-
-
-class DpoPatch(TrainedPatch):
-    name = "dpo"
-
-
-class SftPatch(TrainedPatch):
-    name = "sft"

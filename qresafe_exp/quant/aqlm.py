@@ -105,6 +105,11 @@ class AqlmQuantizer(Quantizer):
         super().validate(cfg)
         aqlm_scheme(cfg)
 
+    @classmethod
+    def merge_refusal(cls, cfg):
+        return (": re-quantizing a patch into AQLM codebooks is not implemented; patch a bnb / qlora / llm_qat / "
+                "rtn / gptq / awq cell")
+
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         import torch
 

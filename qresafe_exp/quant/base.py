@@ -80,6 +80,12 @@ class Quantizer:
                 )
 
     @classmethod
+    def merge_refusal(cls, cfg: DictConfig) -> str | None:
+        """Why a patch delta cannot be merged back into this cell's checkpoint (the text after
+        'patch=<p> on quant=<name>'), None when it can (the checkpoint's format does the merge)."""
+        return None
+
+    @classmethod
     def data_config(cls, calib: DictConfig) -> DictConfig | None:
         """The part of the calib config this method reads (None for data-free methods)."""
         if cls.calibration == "activation":

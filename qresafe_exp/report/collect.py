@@ -4,19 +4,15 @@ W&B API when asked."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-def _headline(block: dict) -> dict | None:
-    value = block.get(block.get("metric", ""))
-    if not isinstance(value, dict):
-        return None
-    point = value.get("rate", value.get("value"))
-    lo, hi = (value.get("ci95") or [None, None])[:2]
-    return {"value": point, "n": value.get("n"), "lo": lo, "hi": hi}
+from qresafe_exp import metrics as cell_metrics
+from qresafe_exp.schema import Estimate
+
+KNOB_PREFIX = "patch."  # a patch's numeric settings as axes: patch.tau, patch.lr, patch.data.num_harmful ...
 
 
-def _task_columns(metrics: dict, suite: str, block: dict) -> dict:
+def _task_columns(m: cell_metrics.CellMetrics, suite: str, block: dict) -> dict:
     """lm_eval: '<suite>.<task>.<metric>' with its .stderr, .n, .lo, .hi and .vs_fp, for each top-level task
     (a group's subtasks stay in metrics.json)."""
     from qresafe_exp.evals.lm_harness import task_metrics, top_level
@@ -29,79 +25,80 @@ def _task_columns(metrics: dict, suite: str, block: dict) -> dict:
             lo, hi = (value.get("ci95") or [None, None])[:2]
             out.update({name: value.get("value"), f"{name}.stderr": value.get("stderr"), f"{name}.n": value.get("n"),
                         f"{name}.lo": lo, f"{name}.hi": hi})
-            delta = (metrics.get("vs_reference") or {}).get(name)
+            delta = m.vs_reference.get(name)
             if delta is not None:
                 out[f"{name}.vs_fp"] = delta
     return out
 
 
-def tidy_row(metrics: dict) -> dict:
-    axes = metrics.get("axes") or {}
-    row = {"cell": metrics["cell"], "study": metrics.get("study"), "status": metrics.get("status", "ok"),
-           "model": axes.get("model"), "quant": axes.get("quant"), "bits": axes.get("bits"),
-           "group_size": axes.get("group_size"), "calib": axes.get("calib"), "patch": axes.get("patch"),
-           "patch_tag": axes.get("patch_tag") or axes.get("patch"), "eval": (metrics.get("protocol") or {}).get("eval"),
-           "protocol": (metrics.get("protocol") or {}).get("protocol"), "reference_cell": metrics.get("reference_cell")}
-    for suite, block in (metrics.get("scores") or {}).items():
-        if "tasks" in block:
-            row.update(_task_columns(metrics, suite, block))
+def _estimate(row: dict, name: str, value: Estimate) -> None:
+    row.update({name: value.value, f"{name}.n": value.n, f"{name}.lo": value.lo, f"{name}.hi": value.hi})
+
+
+def tidy_row(metrics) -> dict:
+    """One cell (a metrics.json dict or metrics.CellMetrics) as a flat row."""
+    m = cell_metrics.parse(metrics)
+    axes = m.axes
+    row = {"cell": m.cell, "study": m.study, "status": m.status,
+           "model": axes.model, "quant": axes.quant, "bits": axes.bits,
+           "group_size": axes.group_size, "calib": axes.calib, "patch": axes.patch,
+           "patch_tag": axes.patch_tag, "eval": m.protocol.get("eval"),
+           "protocol": m.protocol.get("protocol"), "reference_cell": m.reference_cell}
+    # numbers, so a sweep over one (Table 5's tau) sorts and plots as numbers, not as its cell-name tag
+    row.update({f"{KNOB_PREFIX}{knob}": value for knob, value in sorted(axes.patch_knobs.items())})
+    for suite, block in m.scores.items():
+        if block.metric == "tasks":  # lm_eval: one column per task metric, with the harness's stderr
+            row.update(_task_columns(m, suite, m.raw["scores"][suite]))
             continue
-        head = _headline(block)
-        if head is None:
+        if block.headline is None:
             continue
-        name = f"{suite}.{block['metric']}"
-        row.update({name: head["value"], f"{name}.n": head["n"], f"{name}.lo": head["lo"], f"{name}.hi": head["hi"]})
-        delta = (metrics.get("vs_reference") or {}).get(name)
+        name = f"{suite}.{block.metric}"
+        _estimate(row, name, block.headline)
+        delta = m.vs_reference.get(name)
         if delta is not None:
             row[f"{name}.vs_fp"] = delta
-        for config, rate in (block.get("per_config") or {}).items():
-            row[f"{suite}.decoding.{config}"] = rate.get("rate")
-        keyword = block.get("asr_keyword")  # the GCG "suffix match" ASR beside a validated judge's headline
-        if isinstance(keyword, dict):
-            lo, hi = (keyword.get("ci95") or [None, None])[:2]
-            row.update({f"{suite}.asr_keyword": keyword.get("rate"), f"{suite}.asr_keyword.n": keyword.get("n"),
-                        f"{suite}.asr_keyword.lo": lo, f"{suite}.asr_keyword.hi": hi})
-        if isinstance(block.get("degenerate"), dict):
-            row[f"{suite}.degenerate"] = block["degenerate"].get("rate")
+        for config, rate in block.per_config.items():
+            row[f"{suite}.decoding.{config}"] = rate
+        if block.keyword is not None:  # the GCG "suffix match" ASR beside a validated judge's headline
+            _estimate(row, f"{name}_keyword", block.keyword)
+        if block.degenerate is not None:
+            row[f"{suite}.degenerate"] = block.degenerate.value
     # the paired test against the cell's own FP reference (absent in studies written before it existed);
     # its delta (same prompts only) is the one the test and interval are about, so it wins where present
-    for name, test in (metrics.get("paired_vs_reference") or {}).items():
-        lo, hi = (test.get("ci95") or [None, None])[:2]
-        if test.get("delta") is not None:
-            row[f"{name}.vs_fp"] = test["delta"]
-        row.update({f"{name}.vs_fp.lo": lo, f"{name}.vs_fp.hi": hi, f"{name}.vs_fp.p": test.get("p_value")})
-    summary = metrics.get("summary") or {}
-    row["degenerate"] = (summary.get("degenerate") or {}).get("rate")
-    row["broken"] = summary.get("broken")
-    patch = metrics.get("patch") or {}
-    cost = patch.get("cost") or {}
+    for name, test in m.paired.items():
+        if test.delta is not None:
+            row[f"{name}.vs_fp"] = test.delta
+        row.update({f"{name}.vs_fp.lo": test.lo, f"{name}.vs_fp.hi": test.hi, f"{name}.vs_fp.p": test.p_value})
+    row["degenerate"] = m.degenerate.value if m.degenerate is not None else None
+    row["broken"] = m.broken
+    cost = m.patch_cost
     row["patch_seconds"] = cost.get("wall_seconds")
     row["patch_peak_rss_mb"] = cost.get("rss_peak_mb")
     row["patch_cuda_peak_mb"] = cost.get("cuda_peak_mb")
-    adapter = ((patch.get("variants") or {}).get("adapter") or {}).get("scores", {}).get("advbench", {})
-    row["advbench.asr.unmerged"] = (adapter.get("asr") or {}).get("rate")
-    quant = metrics.get("quantization") or {}
+    adapter = m.variant_scores("adapter").get("advbench")
+    row["advbench.asr.unmerged"] = adapter.headline.value if adapter is not None and adapter.headline else None
+    quant = m.quantization
     row["quantize_seconds"] = quant.get("quantize_seconds")
     row["checkpoint_mb"] = round(quant["checkpoint_bytes"] / 1e6, 1) if quant.get("checkpoint_bytes") else None
-    row["eval_seconds"] = (metrics.get("cost") or {}).get("eval_seconds")
-    row["reason"] = metrics.get("reason")
-    row["git_commit"] = (((metrics.get("provenance") or {}).get("git") or {}).get("commit") or "")[:12] or None
+    row["eval_seconds"] = m.cost.get("eval_seconds")
+    row["reason"] = m.reason
+    row["git_commit"] = (m.git_commit or "")[:12] or None
     return row
 
 
-def read_study(studies_dir: str | Path, study: str) -> list[dict]:
+def read_study(studies_dir: str | Path, study: str) -> list[cell_metrics.CellMetrics]:
     root = Path(studies_dir) / study
     files = sorted(root.glob("*/metrics.json"))
     if not files:
         raise FileNotFoundError(f"study '{study}': no metrics.json under {root}. Run the study first, or check "
                                 "study= and paths.output_dir (studies are listed under <output_dir>/studies/)")
-    return [json.loads(path.read_text()) for path in files]
+    return [cell_metrics.load(path) for path in files]
 
 
 def cell_dirs(studies_dir: str | Path, study: str) -> dict[str, Path]:
     """{cell name: its folder} (where samples.jsonl lies beside metrics.json)."""
     root = Path(studies_dir) / study
-    return {json.loads(path.read_text())["cell"]: path.parent for path in sorted(root.glob("*/metrics.json"))}
+    return {cell_metrics.load(path).cell: path.parent for path in sorted(root.glob("*/metrics.json"))}
 
 
 def from_wandb(entity: str | None, project: str, study: str) -> list[dict]:
@@ -118,9 +115,10 @@ def from_wandb(entity: str | None, project: str, study: str) -> list[dict]:
         for run in runs:
             try:
                 handle = run.file("metrics.json").download(root=tmp, replace=True)
-                out.append(json.loads(Path(handle.name).read_text()))
             except Exception as err:  # a run without the file (e.g. a report run) is skipped, and said
                 print(f"skipping W&B run {run.name}: no metrics.json ({type(err).__name__})")
+                continue
+            out.append(cell_metrics.load(handle.name))  # a malformed one stops the report, naming it
     if not out:
         raise FileNotFoundError(f"no W&B run of group '{study}' in {path} has a metrics.json")
     return out

@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from qresafe_exp.report import groups
+from qresafe_exp.report.collect import KNOB_PREFIX
 
 ASR = "advbench.asr"
 KEYWORD = "advbench.asr_keyword"  # GCG keyword ("suffix match") ASR, beside a validated judge's headline ASR
+TAU = f"{KNOB_PREFIX}tau"
 TABLE4_CONFIGS = ("T=0.95", "T=0.7", "k=500", "k=200", "p=0.95", "p=0.7")
 ALPHA = 0.05
 
@@ -163,7 +165,10 @@ def table5(rows: list[dict]) -> Table | None:
     ablated = {b for b in {_base(r) for r in cells} if len({r["patch_tag"] for r in cells if _base(r) == b}) > 1}
     if not ablated:
         return None
-    shown = sorted((r for r in cells if _base(r) in ablated), key=lambda r: (_base(r), r["patch_tag"]))
+    shown = [r for r in cells if _base(r) in ablated]
+    # by the swept knobs' numbers, tau first (a tag sorts lr 2e-05 after 0.0003), then the tag
+    knobs = sorted({k for r in shown for k in r if k.startswith(KNOB_PREFIX)}, key=lambda k: (k != TAU, k))
+    shown.sort(key=lambda r: (_base(r), *[(r.get(k) is None, r.get(k) or 0.0) for k in knobs], r["patch_tag"]))
     return _patch_table("table5", group, "tau ablation (merged ASR, unmerged ASR, utility, cost)", shown,
                         "ASR merged", ("ASR unmerged", "advbench.asr.unmerged"))
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.cache import RequestCache, write_json_atomic, write_text_atomic
 from qresafe_exp.evals.judging import cached_verdicts
 from qresafe_exp.judges import build_judge
+from qresafe_exp.metrics import load as load_metrics
 from qresafe_exp.paired import read_samples
 from qresafe_exp.rescore.table import before_after
 
@@ -91,7 +92,7 @@ def study_cells(study_dir: Path) -> list[Cell]:
     for path in sorted(p for p in study_dir.iterdir() if p.is_dir()):
         if not ((path / "metrics.json").is_file() and (path / "samples.jsonl").is_file()):
             continue  # unsupported cells, a crashed cell's directory, W&B folders
-        metrics = json.loads((path / "metrics.json").read_text())
+        metrics = load_metrics(path / "metrics.json").raw  # checked; rebuilt by new_metrics, so a plain dict
         if "scores" not in metrics:
             continue
         cells.append(Cell(path, metrics, read_samples(path)))

@@ -52,6 +52,8 @@ VALUES = [
     ("eval.suites", "[advbenchh]", "unknown eval suite 'advbenchh'", []),
     ("eval.protocol", "sideways", "eval.protocol=sideways is unknown. Allowed:", []),
     ("eval.refusal_judge", "nobody", "eval.refusal_judge=nobody is unknown", []),
+    ("eval.refusal_judge", "strmatch", "old name of judge 'xstest_strmatch': use eval.refusal_judge=xstest_strmatch",
+     []),
     ("patch.objective", "kto", "patch.objective=kto is unknown. Allowed: dpo", TRAINED),
     ("on_unsupported", "ignore", "on_unsupported=ignore is unknown. Allowed: error, record", []),
     # paths

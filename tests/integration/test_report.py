@@ -94,8 +94,11 @@ def test_tidy_rows_match_the_golden_csv(report):
     keys = ["cell", "eval", "protocol", "reference_cell", "quant", "bits", "patch_tag", "advbench.asr",
             "advbench.asr.n", "advbench.asr.lo", "advbench.asr.hi", "advbench.asr.vs_fp", "advbench.asr.vs_fp.lo",
             "advbench.asr.vs_fp.hi", "advbench.asr.vs_fp.p", "advbench.asr_keyword", "advbench.degenerate",
-            "xstest_safe.refusal_rate.vs_fp.p", "patch_seconds", "advbench.decoding.p=0.7"]
+            "xstest_safe.refusal_rate.vs_fp.p", "patch_seconds", "advbench.decoding.p=0.7", "patch.tau"]
     assert [[r[k] for k in keys] for r in got] == [[r[k] for k in keys] for r in want]
+    # the patch's tau as a number (cells written before axes.patch_knobs: metrics.json patch.tau)
+    assert {r["patch_tag"]: r["patch.tau"] for r in got if r["patch"].startswith("qresafe")} == \
+        {"qresafe-t0.6": "0.6", "qresafe-t0.6-qa": "0.6", "qresafe-t1.0": "1.0"}
     qlora = next(r for r in got if r["cell"].endswith("risk3-n10e5.none"))
     assert (qlora["advbench.asr.vs_fp.p"], qlora["xstest_safe.refusal_rate.vs_fp.p"]) == ("4.441e-16", "0.03906")
     import pandas as pd

@@ -1,0 +1,123 @@
+"""One resource monitor (qresafe_exp/resources.py) for pipeline stages and patch steps, nesting correctly:
+an inner measurement never lowers or resets an outer one's peak. RSS for real (bytes touched in this
+process); the CUDA stack logic on a real resettable high-water counter; the CUDA allocator itself on a GPU."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from qresafe_exp.resources import MB, Measurement, PeakStack, StageMonitor, measure
+
+BLOCK = 200 * MB
+
+
+def _touch(n: int) -> bytearray:
+    block = bytearray(n)
+    block[::4096] = b"\x01" * len(block[::4096])  # every page resident
+    time.sleep(0.1)  # several sampler ticks while it is held
+    return block
+
+
+def test_nested_rss_peaks_each_see_their_own_interval():
+    with measure() as outer:
+        block = _touch(BLOCK)  # before the inner span opens: only the outer one holds this peak
+        del block
+        with measure() as inner:
+            small = _touch(BLOCK // 4)
+            del small
+    assert outer.rss_peak - outer.rss_start >= 0.9 * BLOCK
+    assert inner.rss_peak - inner.rss_start < 0.6 * BLOCK  # the outer's earlier 200 MB is not the inner's
+    assert inner.rss_peak - inner.rss_start >= 0.2 * BLOCK and outer.rss_peak >= inner.rss_peak
+    assert outer.seconds >= inner.seconds > 0.09
+
+
+def test_stage_monitor_keeps_its_record_names_and_a_patch_step_its_cost_names():
+    monitor = StageMonitor(torch.device("cpu"))
+    with monitor.stage("patch"):
+        with measure() as step:
+            _touch(BLOCK // 4)
+    record, cost = monitor.stages["patch"], step.cost_facts()
+    assert set(record) == {"seconds", "rss_start_mb", "peak_rss_mb"}  # metrics.json `resources.<stage>`
+    assert set(cost) >= {"wall_seconds", "rss_before_mb", "rss_peak_mb"}  # metrics.json `patch.cost`
+    assert record["peak_rss_mb"] - record["rss_start_mb"] >= 45 and cost["rss_peak_mb"] - cost["rss_before_mb"] >= 45
+
+
+def test_a_failed_stage_is_still_recorded():
+    monitor = StageMonitor(torch.device("cpu"))
+    with pytest.raises(RuntimeError):
+        with monitor.stage("quantize"):
+            raise RuntimeError("boom")
+    assert monitor.stages["quantize"]["seconds"] >= 0
+
+
+class HighWaterCounter:
+    """What torch.cuda's allocator exposes: memory in use, and the peak since the last reset."""
+
+    def __init__(self):
+        self.used = self.peak = 0
+
+    def allocate(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def free(self, n: int) -> None:
+        self.used -= n
+
+    def reset(self) -> None:
+        self.peak = self.used
+
+
+def _span() -> Measurement:
+    return Measurement(rss_start=0, rss_peak=0)
+
+
+def test_an_inner_span_never_resets_the_outer_spans_peak():
+    counter = HighWaterCounter()
+    stack = PeakStack(lambda: counter.peak, counter.reset)
+    outer, inner, later = _span(), _span(), _span()
+    stack.enter(outer)
+    counter.allocate(1000)  # the outer's peak: before the inner span starts (and resets the counter)
+    counter.free(900)
+    stack.enter(inner)
+    counter.allocate(300)
+    counter.free(300)
+    stack.exit(inner)
+    stack.enter(later)  # a second inner span, after the first
+    counter.allocate(50)
+    stack.exit(later)
+    stack.exit(outer)
+    assert outer.cuda_peak == 1000  # reading the counter alone at the end would say 150
+    assert inner.cuda_peak == 400  # 100 in use when it started + its own 300
+    assert later.cuda_peak == 150
+    assert stack.open == []
+
+
+def test_a_peak_inside_the_inner_span_counts_for_the_outer_one():
+    counter = HighWaterCounter()
+    stack = PeakStack(lambda: counter.peak, counter.reset)
+    outer, inner = _span(), _span()
+    stack.enter(outer)
+    counter.allocate(10)
+    stack.enter(inner)
+    counter.allocate(5000)
+    counter.free(5000)
+    stack.exit(inner)
+    stack.exit(outer)
+    assert outer.cuda_peak == inner.cuda_peak == 5010
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nested_cuda_peaks_on_the_real_allocator():
+    device = torch.device("cuda", torch.cuda.current_device())
+    with measure(device) as outer:
+        block = torch.empty(BLOCK, dtype=torch.uint8, device=device)
+        del block
+        with measure(device) as inner:
+            small = torch.empty(BLOCK // 4, dtype=torch.uint8, device=device)
+            del small
+    assert outer.cuda_peak >= BLOCK and inner.cuda_peak < BLOCK
+    assert outer.stage_record()["cuda_peak_mb"] >= 200 and "cuda_peak_mb" in inner.cost_facts()
