@@ -31,6 +31,11 @@ def check_mergeable(patch_name: str, quant_cfg) -> None:
         raise UnsupportedCombinationError(
             f"patch={patch_name} on quant=aqlm: re-quantizing a patch into AQLM codebooks is not implemented; "
             f"patch a bnb / qlora / llm_qat / rtn / gptq / awq cell")
+    if quant_cfg.name == "gguf":
+        raise UnsupportedCombinationError(
+            f"patch={patch_name} on quant=gguf: re-quantizing a patch into a llama.cpp GGUF file is not "
+            f"implemented; patch a bnb / qlora / llm_qat / rtn / gptq / awq cell, or evaluate the GGUF cell "
+            f"unpatched (patch=none)")
     if quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
         raise UnsupportedCombinationError(
             f"patch={patch_name} on quant=qlora quant.merge=adapter: the cell is a bnb base plus a 16-bit "
