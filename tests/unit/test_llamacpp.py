@@ -116,8 +116,8 @@ def test_llamacpp_on_the_converted_model_matches_transformers(wide, tmp_path):
         engine.close()
 
 
-# one type per family in the default run (legacy, k-quant mix, i-quant); the others with `make test-full`
-@pytest.mark.parametrize("type_name", [t if t in ("Q8_0", "Q4_K_M", "IQ4_XS") else pytest.param(t, marks=pytest.mark.slow)
+# a k-quant mix and an i-quant in the default run (Q8_0: the GGUF-cell test below); the others with `make test-full`
+@pytest.mark.parametrize("type_name", [t if t in ("Q4_K_M", "IQ4_XS") else pytest.param(t, marks=pytest.mark.slow)
                                        for t in TYPE_BITS])
 def test_every_offered_type_quantizes_and_llamacpp_generates(wide, tmp_path, type_name):
     _, gguf, _ = wide
@@ -162,6 +162,10 @@ def test_a_gguf_cell_is_detected_loaded_by_transformers_and_run_by_llamacpp(wide
     assert not list(cell.glob("source-*"))  # the f32 intermediate is not kept
     fmt = format_of(str(cell))
     assert fmt.name == "gguf" and fmt.file_type == "Q8_0"
+    from qresafe_exp.engines.vllm import check_servable
+
+    with pytest.raises(ValueError, match="GGUF cell .* engine=llamacpp"):
+        check_servable(str(cell))
     q8 = load_model(str(cell), torch.device("cpu"))  # transformers dequantizes, and undoes the q/k interleave
     fp = load_model(path, torch.device("cpu"))
     a, b = q8.model.layers[0].self_attn.q_proj.weight, fp.model.layers[0].self_attn.q_proj.weight
