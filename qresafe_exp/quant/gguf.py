@@ -72,7 +72,15 @@ class GgufQuantizer(Quantizer):
                 f"or name the type: quant.type=<{'|'.join(TYPE_BITS)}>")
         if cfg.source_dtype not in DTYPES:
             raise UnsupportedCombinationError(
-                f"quant.source_dtype={cfg.source_dtype}: the GGUF llama.cpp quantizes from. Allowed: {', '.join(DTYPES)}")
+                f"quant.source_dtype={cfg.source_dtype}: the GGUF llama.cpp quantizes from. "
+                f"Allowed: {', '.join(DTYPES)}")
+
+    @classmethod
+    def spec(cls, cfg: DictConfig, calib: DictConfig | None) -> dict:
+        spec = super().spec(cfg, calib)
+        spec["quant"]["type"] = gguf_type(cfg.get("type"), cfg.bits)  # bits=4 and quant.type=Q4_K_M: one file
+        spec["quant"].pop("threads", None)  # a speed setting: llama.cpp writes the same file
+        return spec
 
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         from qresafe_exp.llamacpp.convert import convert

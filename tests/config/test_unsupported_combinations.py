@@ -94,6 +94,14 @@ def test_gguf_type_names_the_cell_and_its_bits(compose_cfg):
     cfg = compose_cfg(["quant=gguf", "quant.type=IQ4_XS", "quant.imatrix=true"])
     assert cfg.quant.bits == 4 and cfg.cell == "smollm2-135m.gguf-IQ4_XS-imat-alpaca.none"
     assert compose_cfg(["quant=gguf", "bits=3"]).quant.tag == "gguf-Q3_K_M"
+    from qresafe_exp.quant.gguf import GgufQuantizer
+
+    # the same file, however it is asked for and with however many threads: one cache key
+    by_bits = compose_cfg(["quant=gguf", "bits=4", "quant.threads=1"])
+    by_name = compose_cfg(["quant=gguf", "quant.type=Q4_K_M"])
+    assert GgufQuantizer.spec(by_bits.quant, by_bits.calib) == GgufQuantizer.spec(by_name.quant, by_name.calib)
+    assert "calib" not in GgufQuantizer.spec(by_name.quant, by_name.calib)  # data-free without the imatrix
+    assert GgufQuantizer.spec(cfg.quant, cfg.calib)["calib"]["name"] == "alpaca"
 
 
 @pytest.mark.parametrize("patch", ["qresafe", "safepatching"])

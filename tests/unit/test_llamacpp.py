@@ -116,8 +116,9 @@ def test_llamacpp_on_the_converted_model_matches_transformers(wide, tmp_path):
         engine.close()
 
 
-# a k-quant mix and an i-quant in the default run (Q8_0: the GGUF-cell test below); the others with `make test-full`
-@pytest.mark.parametrize("type_name", [t if t in ("Q4_K_M", "IQ4_XS") else pytest.param(t, marks=pytest.mark.slow)
+# a k-quant mix in the default run (IQ4_XS: the importance-matrix test, Q8_0: the GGUF-cell test below);
+# every type with `make test-full`
+@pytest.mark.parametrize("type_name", [t if t == "Q4_K_M" else pytest.param(t, marks=pytest.mark.slow)
                                        for t in TYPE_BITS])
 def test_every_offered_type_quantizes_and_llamacpp_generates(wide, tmp_path, type_name):
     _, gguf, _ = wide
@@ -147,6 +148,8 @@ def test_importance_matrix_changes_the_rounding(wide, tmp_path):
     quantize_gguf(gguf, plain, "IQ4_XS", threads=1)
     quantize_gguf(gguf, weighted, "IQ4_XS", threads=1, imatrix=imatrix)
     assert plain.stat().st_size == weighted.stat().st_size and plain.read_bytes() != weighted.read_bytes()
+    types = tensor_types(weighted)["weights"]
+    assert "IQ4_XS" in types and not FALLBACKS & set(types)
 
 
 def test_a_gguf_cell_is_detected_loaded_by_transformers_and_run_by_llamacpp(wide, tmp_path):
@@ -202,7 +205,7 @@ def test_engine_refuses_checkpoints_it_cannot_run(tmp_path):
     packed = tmp_path / "rtn"
     packed.mkdir()
     (packed / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "compressed-tensors"}}))
-    with pytest.raises(ValueError, match="engine=llamacpp runs GGUF cells .* use engine=hf|Run this cell with engine=hf"):
+    with pytest.raises(ValueError, match="a compressed-tensors checkpoint. Run this cell with engine=hf"):
         LlamaCppEngine(str(packed), None, OmegaConf.create(ENGINE))
 
 
