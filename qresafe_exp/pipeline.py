@@ -124,14 +124,14 @@ def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: 
     data_cfg = quantizer.data_config(cfg.calib, cfg.quant)
     spec = quantizer.spec(cfg.quant, cfg.calib)
     calib_facts, records = None, None
-    calibration = quantizer.calibration_of(cfg.quant)
-    if calibration == "activation":
+    kind = quantizer.calibration_of(cfg.quant)
+    if kind == "activation":
         records = load_records(data_cfg.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-    elif calibration == "finetune":
+    elif kind == "finetune":
         calibration = build_calibration(cfg, artifacts, requests, device)
         records, calib_facts = calibration.records, calibration.facts
         spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
-    if cfg.seed and calibration:  # its calibration sample / training order depends on the seed;
+    if cfg.seed and kind:  # its calibration sample / training order depends on the seed;
         spec["seed"] = cfg.seed             # seed 0 keeps the keys it always had
 
     def build(out: Path) -> None:

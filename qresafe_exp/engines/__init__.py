@@ -104,7 +104,6 @@ class EngineFactory:
                                         compile=self.cfg.compile)
         return self._engine
 
-
     def close(self) -> None:
         """Free what the engine holds outside Python's reach (llama.cpp's model and context)."""
         if self._engine is not None and hasattr(self._engine, "close"):
