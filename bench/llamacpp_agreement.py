@@ -2,11 +2,12 @@
 
     python bench/llamacpp_agreement.py                       # smollm2-135m, 32 AdvBench prompts, 64 tokens, 1 thread
     python bench/llamacpp_agreement.py --prompts 64 --threads 2 --types Q8_0,Q4_K_M
+    python bench/llamacpp_agreement.py --prompts 16 --types Q4_K_M,Q2_K --imatrix   # with / without the imatrix
 
 Both engines get the same token ids (the chat template rendered by the transformers tokenizer) and stop
 on the same ids. llama.cpp runs our converter's f32 GGUF of the checkpoint (the FP cell of
 engine=llamacpp); ``--types`` also runs llama.cpp GGUF quantizations of it, each against the hf engine's
-FP answers. Reports identical responses (n of N), the mean share of the hf answer's leading tokens that
+FP answers (``--imatrix``: each type again with an importance matrix, quant.imatrix=true's computation). Reports identical responses (n of N), the mean share of the hf answer's leading tokens that
 agree, seconds and new tokens/s (tokens counted by re-tokenizing each answer, the same rule for both).
 A benchmark, not a test: nothing asserts a speed. Writes JSON (bench/results/llamacpp_agreement.json).
 """
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and llama.cpp threads")
     parser.add_argument("--batch-size", type=int, default=32, help="the hf engine's batch")
     parser.add_argument("--types", default="", help="GGUF types to add, e.g. Q8_0,Q4_K_M")
+    parser.add_argument("--imatrix", action="store_true",
+                        help="each type also with an importance matrix from calib.activation (32 Alpaca x 256 tokens)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "llamacpp_agreement.json"))
     args = parser.parse_args()
 
@@ -80,10 +83,20 @@ def main() -> None:
         if args.types:
             source = Path(tmp) / "source.gguf"
             convert(path, source, "f32")
-            for name in args.types.split(","):
+            imatrix = None
+            if args.imatrix:
+                from qresafe_exp.data import load_records
+                from qresafe_exp.llamacpp.imatrix import compute_imatrix
+
+                records = load_records("alpaca_en_demo", os.environ["QRESAFE_DATA_DIR"], str(Path(tmp) / "data"))
+                imatrix = compute_imatrix(path, records, num_samples=32, max_seq_length=256, seed=0)
+            cells = [(name, None) for name in args.types.split(",")]
+            cells += [(f"{name}-imat", name) for name in args.types.split(",")] if imatrix else []
+            for name, imatrix_of in cells:
                 cell = Path(tmp) / name
                 cell.mkdir()
-                quantize_gguf(source, cell / "model.gguf", name, threads=args.threads)
+                quantize_gguf(source, cell / "model.gguf", imatrix_of or name, threads=args.threads,
+                              imatrix=imatrix if imatrix_of else None)
                 for companion in ("generation_config.json",):
                     if (Path(path) / companion).exists():
                         (cell / companion).write_bytes((Path(path) / companion).read_bytes())
