@@ -159,7 +159,8 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
         tokenizer = load_tokenizer(responder.path)
         texts = [render_chat(tokenizer, r["prompt"], None) for r in records]
         responses, _ = generate_cached(
-            EngineFactory(cfg.engine, responder.path, device, tokenizer, load_model, seed=cfg.seed), responder.key,
+            EngineFactory(cfg.engine, responder.path, device, tokenizer, load_model, seed=cfg.seed,
+                          artifacts=artifacts, model_key=responder.key), responder.key,
             texts, GenerationSpec(max_new_tokens=calib.response_max_new_tokens), requests,
             desc=f"calib {calib.name}: {responder.name} answers")
         verdicts = judge.judge([(r["prompt"], resp) for r, resp in zip(records, responses)])

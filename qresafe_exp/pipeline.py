@@ -102,11 +102,11 @@ def validate(cfg: DictConfig) -> None:
             else:
                 resolve_file(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
         selected_grid(cfg.eval.decoding.configs)
-        quantizer = QUANTIZERS.get(cfg.quant.name)
-        if quantizer.calibration == "activation":
+        calibration = QUANTIZERS.get(cfg.quant.name).calibration_of(cfg.quant)
+        if calibration == "activation":
             resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir,
                          key="calib.activation.dataset")
-        if quantizer.calibration == "finetune":
+        if calibration == "finetune":
             check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:
             raise ValueError(f"eval.protocol={cfg.eval.protocol} is unknown. Allowed: {', '.join(PROTOCOLS)}")
@@ -122,16 +122,17 @@ def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: 
     quantizer = QUANTIZERS.get(cfg.quant.name)
     if quantizer.name == "none":
         return fp, {}
-    data_cfg = quantizer.data_config(cfg.calib)
+    data_cfg = quantizer.data_config(cfg.calib, cfg.quant)
     spec = quantizer.spec(cfg.quant, cfg.calib)
     calib_facts, records = None, None
-    if quantizer.calibration == "activation":
+    kind = quantizer.calibration_of(cfg.quant)
+    if kind == "activation":
         records = load_records(data_cfg.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-    elif quantizer.calibration == "finetune":
+    elif kind == "finetune":
         calibration = build_calibration(cfg, artifacts, requests, device)
         records, calib_facts = calibration.records, calibration.facts
         spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
-    if cfg.seed and quantizer.calibration:  # its calibration sample / training order depends on the seed;
+    if cfg.seed and kind:  # its calibration sample / training order depends on the seed;
         spec["seed"] = cfg.seed             # seed 0 keeps the keys it always had
 
     def build(out: Path) -> None:
@@ -277,7 +278,7 @@ def headline_deltas(scores: dict, ref_scores: dict) -> dict:
 
 
 def _calib_label(cfg: DictConfig) -> str | None:
-    kind = QUANTIZERS.get(cfg.quant.name).calibration
+    kind = QUANTIZERS.get(cfg.quant.name).calibration_of(cfg.quant)
     return {"activation": f"act:{cfg.calib.activation.name}", "finetune": cfg.calib.name}.get(kind)
 
 

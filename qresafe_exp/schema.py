@@ -401,7 +401,7 @@ class HFClassifierJudgeConfig(JudgeConfig):
 class EngineConfig:
     """How responses are generated. Not part of any cache key for greedy `hf` output (a speed setting);
     a sampled `compact` decode and every `vllm` generation carry the engine in their request keys."""
-    name: str = MISSING  # hf | vllm
+    name: str = MISSING  # hf | vllm | llamacpp
     batch_size: int = 32  # prompts per batch (hf); sorted by length, so a batch holds similar lengths
     decode: str = "compact"  # hf: compact (own loop, finished rows dropped) | generate (model.generate)
     # hf: null = the device's default (fp32 on CPU, bf16 on CUDA) | auto (bf16 where the CPU has native bf16
@@ -413,6 +413,11 @@ class EngineConfig:
     max_model_len: Optional[int] = None  # vllm: None = the model's own
     tensor_parallel_size: int = 1  # vllm
     enforce_eager: bool = False  # vllm: skip CUDA graphs (faster start, slower decode)
+    threads: Optional[int] = None  # llamacpp: CPU threads in all (None = all cores), split over `parallel`
+    parallel: int = 1  # llamacpp: model instances generating side by side (weights mmapped once)
+    n_ctx: int = 4096  # llamacpp: tokens of context per instance (prompt + eval.max_new_tokens)
+    n_batch: int = 512  # llamacpp: prompt tokens per llama.cpp batch
+    gguf_dtype: str = "f32"  # llamacpp: the GGUF a full-precision checkpoint is converted to (f32 | f16)
 
 
 @dataclass
@@ -471,6 +476,15 @@ class RootConfig:
     hub: HubConfig = field(default_factory=HubConfig)  # the token is read from HF_TOKEN, never from here
 
 
+@dataclass
+class GgufQuantConfig(QuantConfig):
+    # a llama.cpp file type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q3_K_M, Q2_K); None = the type of `bits`
+    type: Optional[str] = None
+    imatrix: bool = False  # weigh rounding by an importance matrix from calib.activation
+    source_dtype: str = "f32"  # the GGUF our converter writes for llama.cpp to quantize: f32 | f16
+    threads: int = 0  # llama.cpp's quantizer threads (0 = all cores); not part of the result
+
+
 def bnb_format(fmt: str, bits) -> str:
     """The bitsandbytes format a config means: `auto` picks int8 for 8 bits and nf4 for 4 bits."""
     if fmt != "auto":
@@ -498,6 +512,14 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("qresafe.cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     OmegaConf.register_new_resolver("qresafe.bnb_format", bnb_format, replace=True)
+    # quant=gguf: the file type a cell means (quant.type, else that of `bits`), its nominal bits, and the
+    # importance matrix's calibration set in the cell name
+    from qresafe_exp.quant.gguf import gguf_bits, gguf_type
+
+    OmegaConf.register_new_resolver("qresafe.gguf_type", gguf_type, replace=True)
+    OmegaConf.register_new_resolver("qresafe.gguf_bits", gguf_bits, replace=True)
+    OmegaConf.register_new_resolver("qresafe.gguf_imatrix", lambda on, calib: f"-imat-{calib}"
+                                    if str(on).lower() == "true" else "", replace=True)
     # a quantization-aware patch gets its own cell name (-qa), e.g. qresafe-t0.6-qa, sft-qa
     OmegaConf.register_new_resolver("qresafe.qa", lambda aware: "-qa" if str(aware).lower() == "true" else "",
                                     replace=True)
@@ -522,6 +544,7 @@ def register_configs() -> None:
         ("quant", "qlora", QloraQuantConfig),
         ("quant", "llm_qat", LlmQatQuantConfig),
         ("quant", "aqlm", AqlmQuantConfig),
+        ("quant", "gguf", GgufQuantConfig),
         ("patch", "none", PatchConfig),
         ("patch", "trained", TrainedPatchConfig),
         ("patch", "awq_safety", AwqSafetyPatchConfig),

@@ -16,14 +16,31 @@ from qresafe_exp.registry import Registry
 ENGINES = Registry("engine", {
     "hf": "qresafe_exp.engines.hf:HFEngine",
     "vllm": "qresafe_exp.engines.vllm:VLLMEngine",
+    "llamacpp": "qresafe_exp.engines.llamacpp:LlamaCppEngine",
 })
 
 
 def check_engine(engine_cfg, device) -> None:
-    """Fail before any model loads: an unknown engine or decode mode, vLLM absent or without a GPU."""
+    """Fail before any model loads: an unknown engine or decode mode, vLLM absent or without a GPU,
+    llama-cpp-python absent."""
     if engine_cfg.name not in ENGINES:
         raise ValueError(f"engine={engine_cfg.name} is unknown. Allowed: {', '.join(ENGINES.names())}")
     ENGINES.get(engine_cfg.name).check(engine_cfg, device)
+
+
+def check_llamacpp(engine_cfg) -> None:
+    from qresafe_exp.llamacpp import llama_cpp_missing
+    from qresafe_exp.llamacpp.convert import DTYPES
+    from qresafe_exp.preflight import check_count
+
+    if missing := llama_cpp_missing():
+        raise ValueError(f"engine=llamacpp: {missing}, or use engine=hf")
+    for key, what in (("threads", "CPU threads (null = all cores)"), ("parallel", "model instances side by side"),
+                      ("n_ctx", "tokens of context per instance"), ("n_batch", "prompt tokens per llama.cpp batch")):
+        check_count(f"engine.{key}", engine_cfg.get(key), 1, what)
+    if engine_cfg.gguf_dtype not in DTYPES:
+        raise ValueError(f"engine.gguf_dtype={engine_cfg.gguf_dtype}: the GGUF a full-precision checkpoint is "
+                         f"converted to for llama.cpp. Allowed: {', '.join(DTYPES)}")
 
 
 class EngineFactory:
@@ -31,13 +48,17 @@ class EngineFactory:
 
     Greedy transformers output keeps the untagged keys it always had (batching is a speed setting);
     sampled output of the compact loop draws from its own generator, so it is tagged; vLLM's output
-    is tagged whatever the decoding (another kernel stack, other numerics); so is output computed in
-    another dtype than the device's default (``engine.dtype``).
+    is tagged whatever the decoding (another kernel stack, other numerics), and so is llama.cpp's (with the
+    GGUF dtype a full-precision checkpoint is converted to, when not f32); so is output computed in
+    another dtype than the device's default (``engine.dtype``). ``artifacts`` and ``model_key`` let
+    llama.cpp cache the GGUF conversion of a full-precision checkpoint.
     """
 
-    def __init__(self, engine_cfg, path: str, device, tokenizer, load_model: Callable, seed: int = 0):
+    def __init__(self, engine_cfg, path: str, device, tokenizer, load_model: Callable, seed: int = 0,
+                 artifacts=None, model_key: Optional[str] = None):
         self.cfg, self.path, self.device, self.tokenizer = engine_cfg, path, device, tokenizer
         self.load_model, self.seed = load_model, seed
+        self.artifacts, self.model_key = artifacts, model_key
         self._engine = None
         self.dtype = generation_dtype(engine_cfg, device)
 
@@ -48,6 +69,11 @@ class EngineFactory:
         if self._engine is None:
             self._engine = ENGINES.get(self.cfg.name).from_factory(self)
         return self._engine
+
+    def close(self) -> None:
+        """Free what the engine holds outside Python's reach (llama.cpp's model and context)."""
+        if self._engine is not None and hasattr(self._engine, "close"):
+            self._engine.close()
 
 
 def generation_dtype(engine_cfg, device):

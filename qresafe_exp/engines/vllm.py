@@ -31,6 +31,11 @@ def vllm_available() -> bool:
 
 def check_servable(path: str) -> None:
     """Refuse a checkpoint vLLM would load without the parts transformers adds (a silent wrong model)."""
+    from qresafe_exp.formats import format_of
+
+    if format_of(path).name == "gguf":
+        raise ValueError(f"engine=vllm cannot serve {path}: it is a llama.cpp GGUF cell (quant=gguf). Run it with "
+                         "engine=llamacpp, or engine=hf (transformers dequantizes the file)")
     # sidecars the transformers loader applies on top of the weights (qresafe_exp.models.load_model)
     found = [f"{name} ({what})" for name, what in sidecars_in(path).items()]
     if found:

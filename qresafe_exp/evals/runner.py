@@ -9,6 +9,7 @@ resumes where it stopped and a new judge re-scores without regenerating.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -85,6 +86,8 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
     }
     if cfg.engine.name != "hf":  # transformers' greedy output keeps the keys it always had
         spec["engine"] = cfg.engine.name
+    if cfg.engine.name == "llamacpp" and cfg.engine.gguf_dtype != "f32":  # FP cells converted to f16
+        spec["engine_gguf_dtype"] = cfg.engine.gguf_dtype
     dtype = generation_dtype(cfg.engine, resolve_device(cfg.device))
     if dtype is not None:  # scores of a model run in another dtype (log-prob suites included)
         spec["engine_dtype"] = str(dtype).removeprefix("torch.")
@@ -119,7 +122,8 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             log.info("loading %s for generation on %s%s", label, dev, f" in {dtype}" if dtype else "")
             return load_model(path, dev, dtype=dtype)
 
-        engine = EngineFactory(cfg.engine, model.path, device, tokenizer, load_for_generation, seed=cfg.seed)
+        engine = EngineFactory(cfg.engine, model.path, device, tokenizer, load_for_generation, seed=cfg.seed,
+                               artifacts=artifacts, model_key=model.key)
 
         @lru_cache(maxsize=1)
         def fp_model():
@@ -134,7 +138,7 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
                           fp_model=fp_model if scorer is not None else None,
                           scorer_key=scorer.key if scorer is not None else None, stats=stats)
         scores = {}
-        with open(out / "samples.jsonl", "w") as samples:
+        with open(out / "samples.jsonl", "w") as samples, contextlib.closing(engine):
             for name in cfg.eval.suites:
                 suite = SUITES.get(name)
                 chosen, removed = suite.select(suite_records(suite, cfg), suite_limit(cfg, name),

@@ -24,6 +24,7 @@ FORMATS: Registry[type[CheckpointFormat]] = Registry("checkpoint format", {
     "compressed-tensors": "qresafe_exp.formats.compressed_tensors:CompressedTensors",  # rtn, gptq, awq
     "bitsandbytes": "qresafe_exp.formats.bitsandbytes:Bitsandbytes",  # bnb, qlora
     "fake-quant": "qresafe_exp.formats.fake_quant:FakeQuant",  # llm_qat
+    "gguf": "qresafe_exp.formats.gguf:Gguf",  # gguf (llama.cpp)
     "plain": "qresafe_exp.formats.plain:Plain",  # fp
     "transformers-native": "qresafe_exp.formats.native:TransformersNative",  # gptqmodel's gptq / awq, aqlm
 })

@@ -13,5 +13,6 @@ QUANTIZERS = Registry(
         "qlora": "qresafe_exp.quant.qlora:QloraQuantizer",
         "llm_qat": "qresafe_exp.quant.llm_qat:LlmQatQuantizer",
         "aqlm": "qresafe_exp.quant.aqlm:AqlmQuantizer",
+        "gguf": "qresafe_exp.quant.gguf:GgufQuantizer",
     },
 )

@@ -86,11 +86,18 @@ class Quantizer:
         return None
 
     @classmethod
-    def data_config(cls, calib: DictConfig) -> DictConfig | None:
-        """The part of the calib config this method reads (None for data-free methods)."""
-        if cls.calibration == "activation":
+    def calibration_of(cls, cfg: DictConfig) -> Optional[str]:
+        """What data this cell's config reads: ``calibration``, unless an option turns it on or off
+        (gguf reads activations only with quant.imatrix=true)."""
+        return cls.calibration
+
+    @classmethod
+    def data_config(cls, calib: DictConfig, cfg: DictConfig | None = None) -> DictConfig | None:
+        """The part of the calib config this method (with quant config ``cfg``) reads (None: data-free)."""
+        kind = cls.calibration if cfg is None else cls.calibration_of(cfg)
+        if kind == "activation":
             return calib.activation
-        if cls.calibration == "finetune":
+        if kind == "finetune":
             return calib
         return None
 
@@ -100,7 +107,7 @@ class Quantizer:
         quant = OmegaConf.to_container(cfg, resolve=True)
         quant.pop("tag", None)  # a label, not a setting
         spec = {"quant": quant}
-        data = cls.data_config(calib) if calib is not None else None
+        data = cls.data_config(calib, cfg) if calib is not None else None
         if data is not None:
             data = OmegaConf.to_container(data, resolve=True)
             if cls.calibration == "finetune":

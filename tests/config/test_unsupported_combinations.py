@@ -75,3 +75,51 @@ def test_cli_aqlm_sweep_cell_fails_before_any_model_loads(tmp_path):
     proc = run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,aqlm", "bits=2", f"paths.output_dir={out}")
     assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr
     assert not list(out.glob("studies/*/*/metrics.json")) and not (out / "cache" / "model").exists()
+
+
+def test_gguf_bits_without_a_type_name_the_choices(compose_cfg):
+    pytest.importorskip("llama_cpp")
+    message = _error(compose_cfg, ["quant=gguf", "bits=7"])
+    assert "quant=gguf cannot do bits=7" in message and "Allowed bits for gguf: 8, 6, 5, 4, 3, 2" in message
+    assert "4=Q4_K_M" in message and "quant.type=<Q8_0|Q6_K|Q5_K_M|Q4_K_M|IQ4_XS|Q3_K_M|Q2_K>" in message
+
+
+def test_gguf_type_outside_the_offered_ones(compose_cfg):
+    pytest.importorskip("llama_cpp")
+    message = _error(compose_cfg, ["quant=gguf", "quant.type=Q4_0"])
+    assert "quant.type=Q4_0 is not a GGUF type offered here. Allowed: Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS" in message
+
+
+def test_gguf_type_names_the_cell_and_its_bits(compose_cfg):
+    cfg = compose_cfg(["quant=gguf", "quant.type=IQ4_XS", "quant.imatrix=true"])
+    assert cfg.quant.bits == 4 and cfg.cell == "smollm2-135m.gguf-IQ4_XS-imat-alpaca.none"
+    assert compose_cfg(["quant=gguf", "bits=3"]).quant.tag == "gguf-Q3_K_M"
+    from qresafe_exp.quant.gguf import GgufQuantizer
+
+    # the same file, however it is asked for and with however many threads: one cache key
+    by_bits = compose_cfg(["quant=gguf", "bits=4", "quant.threads=1"])
+    by_name = compose_cfg(["quant=gguf", "quant.type=Q4_K_M"])
+    assert GgufQuantizer.spec(by_bits.quant, by_bits.calib) == GgufQuantizer.spec(by_name.quant, by_name.calib)
+    assert "calib" not in GgufQuantizer.spec(by_name.quant, by_name.calib)  # data-free without the imatrix
+    assert GgufQuantizer.spec(cfg.quant, cfg.calib)["calib"]["name"] == "alpaca"
+
+
+@pytest.mark.parametrize("patch", ["qresafe", "safepatching"])
+def test_a_patch_on_a_gguf_cell_is_refused(compose_cfg, patch):
+    pytest.importorskip("llama_cpp")
+    message = _error(compose_cfg, ["quant=gguf", "bits=4", f"patch={patch}"])
+    assert f"patch={patch} on quant=gguf" in message and "patch=none" in message
+
+
+def test_llamacpp_engine_settings_fail_before_any_model_loads(compose_cfg):
+    pytest.importorskip("llama_cpp")
+    assert "engine.gguf_dtype=bf16" in _error(compose_cfg, ["engine=llamacpp", "engine.gguf_dtype=bf16"])
+    assert "engine.parallel=0" in _error(compose_cfg, ["engine=llamacpp", "engine.parallel=0"])
+
+
+def test_testbed_gguf_study_composes_and_validates(compose_cfg):
+    pytest.importorskip("llama_cpp")
+    for type_name in ("Q8_0", "IQ4_XS", "Q2_K"):
+        cfg = compose_cfg(["experiment=testbed_gguf", f"quant.type={type_name}"])
+        validate(cfg)
+        assert cfg.engine.name == "llamacpp" and cfg.cell == f"smollm2-135m-safe.gguf-{type_name}.none"
