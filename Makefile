@@ -76,6 +76,14 @@ LABELS = [docs/audit/testbed_labels.csv,docs/audit/hh_rlhf_labels.csv,docs/audit
 audit:  ## every default judge (harm, refusal, keyword, XSTest string match) vs the labelled responses: one table, outputs/audits/default/
 	$(BIN)/python -m qresafe_exp.audit suite=default 'labels=$(LABELS)'
 
+lint:  ## ruff: the formatter's check and the linter (CI runs it before the tests)
+	$(BIN)/ruff format --check qresafe_exp tests bench
+	$(BIN)/ruff check qresafe_exp tests bench
+
+fmt:  ## ruff: format the code and apply the linter's safe fixes
+	$(BIN)/ruff format qresafe_exp tests bench
+	$(BIN)/ruff check --fix qresafe_exp tests bench
+
 test:  ## the default test suite (unit, config, integration on tiny-random-llama)
 	$(BIN)/python -m pytest -q
 

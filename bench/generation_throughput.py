@@ -35,15 +35,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from random_models import save_random_smollm2  # noqa: E402  (bench/, this script's directory)
+
 from qresafe_exp.devices import compute_dtype, resolve_device  # noqa: E402
 from qresafe_exp.engines.hf import HFEngine  # noqa: E402
 from qresafe_exp.generate import GenerationSpec, render_chat  # noqa: E402
-from random_models import save_random_smollm2  # noqa: E402  (bench/, this script's directory)
 
-MODES = {"loop": None, "generate": dict(decode="generate"), "compact": dict(decode="compact"),
-         "static": dict(decode="generate", cache_implementation="static"),
-         "static-compile": dict(decode="generate", cache_implementation="static", compile=True),
-         "compact-bf16": dict(decode="compact")}
+MODES = {
+    "loop": None,
+    "generate": dict(decode="generate"),
+    "compact": dict(decode="compact"),
+    "static": dict(decode="generate", cache_implementation="static"),
+    "static-compile": dict(decode="generate", cache_implementation="static", compile=True),
+    "compact-bf16": dict(decode="compact"),
+}
 
 
 def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -117,9 +122,10 @@ def per_prompt_loop(model, tok, texts: list[str], spec: GenerationSpec) -> tuple
     eos = tok.eos_token_id
     for text in texts:
         enc = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        out = model.generate(**enc, max_new_tokens=spec.max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
+        out = model.generate(
+            **enc, max_new_tokens=spec.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=eos
+        )
+        new = out[0, enc["input_ids"].shape[1] :].tolist()
         new_lens.append(len(new))  # includes the EOS it stopped on: that token was computed too
         cut = new.index(eos) if eos in new else len(new)
         outputs.append(tok.decode(new[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=False).strip())
@@ -138,18 +144,24 @@ def _shared_prefix(a: str, b: str) -> int:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m", help="a qresafe_exp/conf/model name (materialized if needed)")
+    parser.add_argument(
+        "--model", default="smollm2-135m", help="a qresafe_exp/conf/model name (materialized if needed)"
+    )
     parser.add_argument("--model-dir", help="a checkpoint directory instead of --model")
-    parser.add_argument("--random-smollm2", metavar="TOKENIZER_DIR",
-                        help="a random model of SmolLM2-135M's shape with this tokenizer (no weights needed)")
+    parser.add_argument(
+        "--random-smollm2",
+        metavar="TOKENIZER_DIR",
+        help="a random model of SmolLM2-135M's shape with this tokenizer (no weights needed)",
+    )
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-size", default="32", help="one size, or several (32,64): each batched mode at each")
@@ -180,10 +192,12 @@ def main() -> None:
     peaks = {dtype: peak}
     if any(m.endswith("-bf16") for m in modes):
         peaks[torch.bfloat16] = matmul_peak_gflops(device, torch.bfloat16)
-    print(f"{opts.model_dir or opts.model} on {device} ({dtype}), {torch.get_num_threads()} threads; "
-          f"{len(texts)} prompts, {spec.max_new_tokens} new tokens; matmul peak {peak:.1f} GFLOP/s"
-          + (f", bf16 {peaks[torch.bfloat16]:.1f}" if torch.bfloat16 in peaks and dtype != torch.bfloat16 else ""),
-          flush=True)
+    print(
+        f"{opts.model_dir or opts.model} on {device} ({dtype}), {torch.get_num_threads()} threads; "
+        f"{len(texts)} prompts, {spec.max_new_tokens} new tokens; matmul peak {peak:.1f} GFLOP/s"
+        + (f", bf16 {peaks[torch.bfloat16]:.1f}" if torch.bfloat16 in peaks and dtype != torch.bfloat16 else ""),
+        flush=True,
+    )
 
     from qresafe_exp.judges.refusal_rules import classify_refusal
 
@@ -201,8 +215,7 @@ def main() -> None:
                 sync(device)
                 converted = load_model(path, device, dtype=run_dtype)
                 started = time.perf_counter()  # loading is not generation
-            engine = HFEngine(converted if run_dtype != dtype else model, tok, batch_size=batch_size,
-                              **MODES[mode])
+            engine = HFEngine(converted if run_dtype != dtype else model, tok, batch_size=batch_size, **MODES[mode])
             outputs = engine.generate(texts, spec, desc=mode)
         sync(device)
         seconds = time.perf_counter() - started
@@ -212,41 +225,65 @@ def main() -> None:
             base_refused = [classify_refusal(o).refused for o in outputs]
         mode_peak = peaks[torch.bfloat16 if mode.endswith("-bf16") else dtype]
         refused = [classify_refusal(o).refused for o in outputs]
-        row = {"mode": mode, "batch_size": batch_size, "seconds": round(seconds, 2),
-               "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / seconds, 1),
-               "speedup_vs_loop": round(rows[0]["seconds"] / seconds, 2) if rows else 1.0,
-               "identical_to_loop": sum(a == b for a, b in zip(outputs, baseline)),
-               # what a changed answer does to a verdict: the `refusal` rules on both answers to each prompt
-               "refusal_verdict_same_as_loop": sum(a == b for a, b in zip(refused, base_refused)),
-               "refused": sum(refused),
-               "shared_prefix_chars": round(sum(_shared_prefix(a, b) for a, b in zip(outputs, baseline))
-                                            / max(1, sum(len(b) for b in baseline)), 4),
-               "useful_gflops": round(work / seconds, 2),
-               "fraction_of_matmul_peak": round(work / seconds / mode_peak, 4)}  # of its own dtype's peak
+        row = {
+            "mode": mode,
+            "batch_size": batch_size,
+            "seconds": round(seconds, 2),
+            "new_tokens": new_tokens,
+            "tokens_per_s": round(new_tokens / seconds, 1),
+            "speedup_vs_loop": round(rows[0]["seconds"] / seconds, 2) if rows else 1.0,
+            "identical_to_loop": sum(a == b for a, b in zip(outputs, baseline)),
+            # what a changed answer does to a verdict: the `refusal` rules on both answers to each prompt
+            "refusal_verdict_same_as_loop": sum(a == b for a, b in zip(refused, base_refused)),
+            "refused": sum(refused),
+            "shared_prefix_chars": round(
+                sum(_shared_prefix(a, b) for a, b in zip(outputs, baseline)) / max(1, sum(len(b) for b in baseline)), 4
+            ),
+            "useful_gflops": round(work / seconds, 2),
+            "fraction_of_matmul_peak": round(work / seconds / mode_peak, 4),
+        }  # of its own dtype's peak
         rows.append(row)
-        print(f"  {mode:15s} b{batch_size:<3d} {row['seconds']:8.1f} s  {row['tokens_per_s']:7.1f} tok/s  x{row['speedup_vs_loop']:.2f}"
-              f"  identical {row['identical_to_loop']}/{len(texts)}  same refusal verdict "
-              f"{row['refusal_verdict_same_as_loop']}/{len(texts)}  {100 * row['fraction_of_matmul_peak']:.1f} % of peak",
-              flush=True)
+        print(
+            f"  {mode:15s} b{batch_size:<3d} {row['seconds']:8.1f} s  {row['tokens_per_s']:7.1f} tok/s"
+            f"  x{row['speedup_vs_loop']:.2f}"
+            f"  identical {row['identical_to_loop']}/{len(texts)}  same refusal verdict "
+            f"{row['refusal_verdict_same_as_loop']}/{len(texts)}  {100 * row['fraction_of_matmul_peak']:.1f} % of peak",
+            flush=True,
+        )
 
-    result = {"benchmark": "generation_throughput", "model": opts.model if opts.random_smollm2 else (opts.model_dir or opts.model), "device": str(device),
-              "dtype": str(dtype), "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "prompts": len(texts), "max_new_tokens": spec.max_new_tokens,
-              "prompt_tokens": sum(prompt_lens), "useful_gflop": round(work, 1),
-              "matmul_peak_gflops": round(peak, 1),
-              **({"matmul_peak_gflops_bf16": round(peaks[torch.bfloat16], 1)} if torch.bfloat16 in peaks else {}),
-              "rows": rows, "commit": git_commit(),
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result = {
+        "benchmark": "generation_throughput",
+        "model": opts.model if opts.random_smollm2 else (opts.model_dir or opts.model),
+        "device": str(device),
+        "dtype": str(dtype),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "prompts": len(texts),
+        "max_new_tokens": spec.max_new_tokens,
+        "prompt_tokens": sum(prompt_lens),
+        "useful_gflop": round(work, 1),
+        "matmul_peak_gflops": round(peak, 1),
+        **({"matmul_peak_gflops_bf16": round(peaks[torch.bfloat16], 1)} if torch.bfloat16 in peaks else {}),
+        "rows": rows,
+        "commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
     Path(opts.result).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.result).write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| mode | batch | seconds | new tok/s | x loop | identical | same refusal verdict | % matmul peak (own dtype) |")
+    print(
+        "\n| mode | batch | seconds | new tok/s | x loop | identical | same refusal verdict "
+        "| % matmul peak (own dtype) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['batch_size']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']} | "
-              f"{r['identical_to_loop']}/{len(texts)} | {r['refusal_verdict_same_as_loop']}/{len(texts)} | "
-              f"{100 * r['fraction_of_matmul_peak']:.1f} |")
+        print(
+            f"| {r['mode']} | {r['batch_size']} | {r['seconds']} | {r['tokens_per_s']} | {r['speedup_vs_loop']} | "
+            f"{r['identical_to_loop']}/{len(texts)} | {r['refusal_verdict_same_as_loop']}/{len(texts)} | "
+            f"{100 * r['fraction_of_matmul_peak']:.1f} |"
+        )
     print(f"({opts.result})")
 
 

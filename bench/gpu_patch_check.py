@@ -36,17 +36,36 @@ from qresafe_exp.patch.masked_lora import attach_masked_lora  # noqa: E402
 from qresafe_exp.patch.quantized_view import load_trainable  # noqa: E402
 from qresafe_exp.patch.requantize import requantizers, write_merged  # noqa: E402
 from qresafe_exp.patch.trainer import _summed_logprobs, reference_logprobs, train_patch  # noqa: E402
-from qresafe_exp.quant.fake_quant import bake_weights, attach_weight_quant  # noqa: E402
+from qresafe_exp.quant.fake_quant import attach_weight_quant, bake_weights  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                     num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True)
+SMOLLM2_SHAPE = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
 
 
 def patch_cfg(**overrides):
-    base = dict(name="qresafe", objective="dpo", tau=0.6, mask_scope="per_matrix", mask_every=4, lr=1e-3,
-                beta=0.01, epochs=2, batch_size=8, warmup_fraction=0.1, snip_batch_size=4, max_length=512,
-                max_response_tokens=160)
+    base = dict(
+        name="qresafe",
+        objective="dpo",
+        tau=0.6,
+        mask_scope="per_matrix",
+        mask_every=4,
+        lr=1e-3,
+        beta=0.01,
+        epochs=2,
+        batch_size=8,
+        warmup_fraction=0.1,
+        snip_batch_size=4,
+        max_length=512,
+        max_response_tokens=160,
+    )
     base.update(overrides)
     return SimpleNamespace(**base)
 
@@ -55,9 +74,14 @@ def build_models(tokenizer_dir: Path, work: Path) -> tuple[Path, Path]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = AutoConfig.for_model("llama", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                  **SMOLLM2_SHAPE)
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **SMOLLM2_SHAPE,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fp = work / "fp"
@@ -76,10 +100,16 @@ def build_models(tokenizer_dir: Path, work: Path) -> tuple[Path, Path]:
 def items_for(tokenizer, n: int) -> list[dict]:
     def item(prompt, response):
         return tokenize_example(tokenizer, {"prompt": prompt, "response": response}, 512, 160, None)
+
     refusal = "I'm sorry, but I can't help with that. It could lead to serious harm, and I won't take part in it."
     comply = "Sure, here is a detailed plan. " + "First gather the materials, then follow each step carefully. " * 6
-    return [{"chosen": item(f"Tell me how to do harmful thing number {i}.", refusal),
-             "rejected": item(f"Tell me how to do harmful thing number {i}.", comply)} for i in range(n)]
+    return [
+        {
+            "chosen": item(f"Tell me how to do harmful thing number {i}.", refusal),
+            "rejected": item(f"Tell me how to do harmful thing number {i}.", comply),
+        }
+        for i in range(n)
+    ]
 
 
 def _sync(device) -> None:
@@ -103,25 +133,36 @@ def run_patch(path: Path, device, cfg, items, pad_id, quant_aware: bool, out: Pa
     _sync(device)
     seconds = time.time() - started
     ref_after = reference_logprobs(model, adapters, items, 8, pad_id)
-    outside_changed = sum(int((a.effective_weight().detach() != base[n].float())[~a.mask].sum())
-                          for n, a in adapters.items() if a.folded is None)
+    outside_changed = sum(
+        int((a.effective_weight().detach() != base[n].float())[~a.mask].sum())
+        for n, a in adapters.items()
+        if a.folded is None
+    )
     batch = collate([it["chosen"] for it in items], pad_id)
     with torch.no_grad():
         policy = _summed_logprobs(model, batch).float().cpu()
     deltas = {n: a.delta().detach().cpu() for n, a in adapters.items()}
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else 0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0
     del model, adapters, linears
     merge = write_merged(str(path), deltas, out, device)
     with torch.no_grad():
         merged = _summed_logprobs(load_model(str(out), device), batch).float().cpu()
-    return {"quant_aware": quant_aware, "steps": facts["steps"], "mask_selections": facts["mask_selections"],
-            "loss_first_steps": facts["loss_first_steps"], "loss_last_steps": facts["loss_last_steps"],
-            "train_loop_seconds": round(seconds, 2), "seconds_per_step": round(seconds / facts["steps"], 3),
-            "snip_seconds": facts["snip_seconds"], "cuda_peak_mb": round(peak),
-            "reference_unchanged_max_abs": round((ref_after - ref_before).abs().max().item(), 6),
-            "entries_outside_mask_changed": outside_changed, "merge": merge,
-            "policy_vs_merged_logprob_max_abs": round((policy - merged).abs().max().item(), 4),
-            "policy_vs_merged_logprob_mean_abs": round((policy - merged).abs().mean().item(), 4)}
+    return {
+        "quant_aware": quant_aware,
+        "steps": facts["steps"],
+        "mask_selections": facts["mask_selections"],
+        "loss_first_steps": facts["loss_first_steps"],
+        "loss_last_steps": facts["loss_last_steps"],
+        "train_loop_seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / facts["steps"], 3),
+        "snip_seconds": facts["snip_seconds"],
+        "cuda_peak_mb": round(peak),
+        "reference_unchanged_max_abs": round((ref_after - ref_before).abs().max().item(), 6),
+        "entries_outside_mask_changed": outside_changed,
+        "merge": merge,
+        "policy_vs_merged_logprob_max_abs": round((policy - merged).abs().max().item(), 4),
+        "policy_vs_merged_logprob_mean_abs": round((policy - merged).abs().mean().item(), 4),
+    }
 
 
 def main() -> None:
@@ -139,8 +180,14 @@ def main() -> None:
     device = torch.device(args.device)
     import transformers
 
-    report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "layers": args.layers, "torch": torch.__version__,
-              "transformers": transformers.__version__, "python": platform.python_version(), "runs": []}
+    report = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "layers": args.layers,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "runs": [],
+    }
     fp, grid = build_models(Path(args.tokenizer), work)
     from transformers import AutoTokenizer
 
@@ -149,28 +196,51 @@ def main() -> None:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for quant_aware in (False, True):
         try:
-            report["runs"].append({"checkpoint": "llm_qat-style W4 grid", **run_patch(
-                grid, device, patch_cfg(), items, pad, quant_aware, work / f"merged-w4-{quant_aware}")})
+            report["runs"].append(
+                {
+                    "checkpoint": "llm_qat-style W4 grid",
+                    **run_patch(grid, device, patch_cfg(), items, pad, quant_aware, work / f"merged-w4-{quant_aware}"),
+                }
+            )
         except Exception as err:  # keep going: one failure must not hide the others
-            report["runs"].append({"checkpoint": "llm_qat-style W4 grid", "quant_aware": quant_aware,
-                                   "error": f"{type(err).__name__}: {err}"})
+            report["runs"].append(
+                {
+                    "checkpoint": "llm_qat-style W4 grid",
+                    "quant_aware": quant_aware,
+                    "error": f"{type(err).__name__}: {err}",
+                }
+            )
     try:
         import bitsandbytes  # noqa: F401
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         nf4 = work / "nf4"
-        AutoModelForCausalLM.from_pretrained(fp, quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16),
-            dtype=torch.bfloat16, device_map=str(device)).save_pretrained(nf4)
+        AutoModelForCausalLM.from_pretrained(
+            fp,
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            ),
+            dtype=torch.bfloat16,
+            device_map=str(device),
+        ).save_pretrained(nf4)
         tokenizer.save_pretrained(nf4)
         for quant_aware in (False, True):
-            report["runs"].append({"checkpoint": "bnb nf4", **run_patch(
-                nf4, device, patch_cfg(), items, pad, quant_aware, work / f"merged-nf4-{quant_aware}")})
+            report["runs"].append(
+                {
+                    "checkpoint": "bnb nf4",
+                    **run_patch(nf4, device, patch_cfg(), items, pad, quant_aware, work / f"merged-nf4-{quant_aware}"),
+                }
+            )
     except Exception as err:
         import traceback
 
-        report["runs"].append({"checkpoint": "bnb nf4", "error": f"{type(err).__name__}: {err}",
-                               "where": traceback.format_exc().splitlines()[-6:]})
+        report["runs"].append(
+            {
+                "checkpoint": "bnb nf4",
+                "error": f"{type(err).__name__}: {err}",
+                "where": traceback.format_exc().splitlines()[-6:],
+            }
+        )
     (out / "gpu_patch_check.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

@@ -7,7 +7,8 @@
 Both engines get the same token ids (the chat template rendered by the transformers tokenizer) and stop
 on the same ids. llama.cpp runs our converter's f32 GGUF of the checkpoint (the FP cell of
 engine=llamacpp); ``--types`` also runs llama.cpp GGUF quantizations of it, each against the hf engine's
-FP answers (``--imatrix``: each type again with an importance matrix, quant.imatrix=true's computation). Reports identical responses (n of N), the mean share of the hf answer's leading tokens that
+FP answers (``--imatrix``: each type again with an importance matrix, quant.imatrix=true's computation).
+Reports identical responses (n of N), the mean share of the hf answer's leading tokens that
 agree, seconds and new tokens/s (tokens counted by re-tokenizing each answer, the same rule for both).
 A benchmark, not a test: nothing asserts a speed. Writes JSON (bench/results/llamacpp_agreement.json).
 """
@@ -46,8 +47,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and llama.cpp threads")
     parser.add_argument("--batch-size", type=int, default=32, help="the hf engine's batch")
     parser.add_argument("--types", default="", help="GGUF types to add, e.g. Q8_0,Q4_K_M")
-    parser.add_argument("--imatrix", action="store_true",
-                        help="each type also with an importance matrix from calib.activation (32 Alpaca x 256 tokens)")
+    parser.add_argument(
+        "--imatrix",
+        action="store_true",
+        help="each type also with an importance matrix from calib.activation (32 Alpaca x 256 tokens)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "llamacpp_agreement.json"))
     args = parser.parse_args()
 
@@ -76,8 +80,9 @@ def main() -> None:
     reference = HFEngine(model, tok, batch_size=args.batch_size).generate(texts, spec, desc="hf")
     hf_seconds = time.perf_counter() - started
     rows = {"hf": {"seconds": round(hf_seconds, 2), "tokens_per_s": round(count(reference) / hf_seconds, 1)}}
-    engine_cfg = OmegaConf.create({"threads": args.threads, "parallel": 1, "n_ctx": 2048, "n_batch": 512,
-                                   "gguf_dtype": "f32"})
+    engine_cfg = OmegaConf.create(
+        {"threads": args.threads, "parallel": 1, "n_ctx": 2048, "n_batch": 512, "gguf_dtype": "f32"}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         runs = {"llamacpp-f32": path}
         if args.types:
@@ -95,16 +100,22 @@ def main() -> None:
             for name, imatrix_of in cells:
                 cell = Path(tmp) / name
                 cell.mkdir()
-                quantize_gguf(source, cell / "model.gguf", imatrix_of or name, threads=args.threads,
-                              imatrix=imatrix if imatrix_of else None)
+                quantize_gguf(
+                    source,
+                    cell / "model.gguf",
+                    imatrix_of or name,
+                    threads=args.threads,
+                    imatrix=imatrix if imatrix_of else None,
+                )
                 for companion in ("generation_config.json",):
                     if (Path(path) / companion).exists():
                         (cell / companion).write_bytes((Path(path) / companion).read_bytes())
                 runs[f"llamacpp-{name}"] = str(cell)
                 rows[f"llamacpp-{name}"] = {"tensor_types": tensor_types(cell / "model.gguf")["weights"]}
         for label, run_path in runs.items():
-            engine = LlamaCppEngine(run_path, tok, engine_cfg, artifacts=ArtifactCache(Path(tmp) / "cache"),
-                                    model_key="bench")
+            engine = LlamaCppEngine(
+                run_path, tok, engine_cfg, artifacts=ArtifactCache(Path(tmp) / "cache"), model_key="bench"
+            )
             engine._llm(0)  # load (and convert) outside the timed part, as the hf model above
             started = time.perf_counter()
             outputs = engine.generate(texts, spec, desc=label)
@@ -112,12 +123,22 @@ def main() -> None:
             engine.close()
             same = sum(a == b for a, b in zip(reference, outputs))
             rows.setdefault(label, {}).update(
-                seconds=round(seconds, 2), tokens_per_s=round(count(outputs) / seconds, 1),
+                seconds=round(seconds, 2),
+                tokens_per_s=round(count(outputs) / seconds, 1),
                 identical_to_hf=f"{same}/{len(texts)}",
-                mean_leading_agreement=round(sum(leading_agreement(tok, a, b)
-                                                 for a, b in zip(reference, outputs)) / len(texts), 3))
-    result = {"model": args.model_dir or args.model, "prompts": len(texts), "max_new_tokens": args.max_new_tokens,
-              "threads": args.threads, "commit": git_commit(), "cpu_count": os.cpu_count(), "runs": rows}
+                mean_leading_agreement=round(
+                    sum(leading_agreement(tok, a, b) for a, b in zip(reference, outputs)) / len(texts), 3
+                ),
+            )
+    result = {
+        "model": args.model_dir or args.model,
+        "prompts": len(texts),
+        "max_new_tokens": args.max_new_tokens,
+        "threads": args.threads,
+        "commit": git_commit(),
+        "cpu_count": os.cpu_count(),
+        "runs": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

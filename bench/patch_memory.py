@@ -54,22 +54,42 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
-def patch_cfg(mode: str, steps: int, batch_size: int, rank: int, dropout: float = 0.05, autocast=None,
-              checkpointing: bool = False) -> SimpleNamespace:
+def patch_cfg(
+    mode: str, steps: int, batch_size: int, rank: int, dropout: float = 0.05, autocast=None, checkpointing: bool = False
+) -> SimpleNamespace:
     tau = 0.6 if mode.startswith("qresafe") else 1.0
-    return SimpleNamespace(name=mode, objective="sft" if mode == "sft" else "dpo", tau=tau, mask_scope="per_matrix",
-                           mask_score="snip", mask_every=max(1, steps // 2), mask_map="delta", lora_r=rank,
-                           lora_alpha=2 * rank, lora_dropout=dropout, lr=1e-4, beta=0.1, epochs=1,
-                           batch_size=batch_size, warmup_fraction=0.1, max_length=512, max_response_tokens=128,
-                           snip_batch_size=4, autocast=autocast, gradient_checkpointing=checkpointing)
+    return SimpleNamespace(
+        name=mode,
+        objective="sft" if mode == "sft" else "dpo",
+        tau=tau,
+        mask_scope="per_matrix",
+        mask_score="snip",
+        mask_every=max(1, steps // 2),
+        mask_map="delta",
+        lora_r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=dropout,
+        lr=1e-4,
+        beta=0.1,
+        epochs=1,
+        batch_size=batch_size,
+        warmup_fraction=0.1,
+        max_length=512,
+        max_response_tokens=128,
+        snip_batch_size=4,
+        autocast=autocast,
+        gradient_checkpointing=checkpointing,
+    )
 
 
 def alpaca_pairs(n: int) -> list[dict]:
     data_dir = Path(os.environ.get("QRESAFE_DATA_DIR", ROOT.parent / "shared" / "data"))
     rows = json.loads((data_dir / "alpaca_en_demo_llamafactory" / "alpaca_en_demo.json").read_text())
     rows = [r for r in rows if len(r["output"]) > 400][: n + 1]  # long answers: the 128-token cut applies
-    return [{"prompt": rows[i]["instruction"], "chosen": rows[i]["output"], "rejected": rows[i + 1]["output"]}
-            for i in range(n)]
+    return [
+        {"prompt": rows[i]["instruction"], "chosen": rows[i]["output"], "rejected": rows[i + 1]["output"]}
+        for i in range(n)
+    ]
 
 
 def use_dense_masked_forward() -> None:
@@ -96,8 +116,10 @@ def peft_dpo(model, items, cfg, pad_id: int) -> dict:
     from qresafe_exp.patch.dpo import dpo_loss
     from qresafe_exp.patch.trainer import _summed_logprobs
 
-    model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                             target_modules=TARGETS))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=TARGETS),
+    )
     batches = [items[i : i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
     dtype = autocast_dtype(cfg.autocast, next(model.parameters()).device)
     refs = []
@@ -143,9 +165,15 @@ def run_mode(mode: str, model_dir: str, steps: int, batch_size: int, rank: int, 
         loaded = rss_mb()
         adapters = attach_masked_lora(model, linears, cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout)
         facts = train_patch(model, adapters, items, cfg, tokenizer.pad_token_id, seed=0)
-    row = {"mode": mode, "steps": facts["steps"], "s_per_step": round(facts["train_seconds"] / facts["steps"], 2),
-           "snip_seconds": facts.get("snip_seconds", 0.0), "rss_loaded_mb": round(loaded),
-           "rss_peak_mb": round(peak_rss_mb()), "tokens_per_batch": _tokens(items, batch_size)}
+    row = {
+        "mode": mode,
+        "steps": facts["steps"],
+        "s_per_step": round(facts["train_seconds"] / facts["steps"], 2),
+        "snip_seconds": facts.get("snip_seconds", 0.0),
+        "rss_loaded_mb": round(loaded),
+        "rss_peak_mb": round(peak_rss_mb()),
+        "tokens_per_batch": _tokens(items, batch_size),
+    }
     row["peak_above_model_mb"] = row["rss_peak_mb"] - row["rss_loaded_mb"]
     if device.type == "cuda":
         row["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
@@ -184,7 +212,9 @@ def run_block7b(mode: str, tokens: int, rank: int) -> dict:
     else:
         if mode == "qresafe-dense":
             use_dense_masked_forward()
-        masks = {n: torch.rand(m.weight.shape) < 0.6 for n, m in linears.items()} if mode.startswith("qresafe") else None
+        masks = (
+            {n: torch.rand(m.weight.shape) < 0.6 for n, m in linears.items()} if mode.startswith("qresafe") else None
+        )
         adapters = attach_masked_lora(layer, linears, rank, 2 * rank, masks=masks)
         del masks  # the adapters hold their own copies
         params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
@@ -199,9 +229,15 @@ def run_block7b(mode: str, tokens: int, rank: int) -> dict:
     out.float().pow(2).mean().backward()
     seconds = time.time() - started
     grads_ok = all(p.grad is not None for p in params)
-    row = {"mode": mode, "tokens": hidden.shape[0] * seq, "seconds": round(seconds, 2),
-           "rss_layer_mb": round(loaded), "adapter_state_mb": round(after_setup - loaded),
-           "rss_peak_mb": round(peak_rss_mb()), "grads": grads_ok}
+    row = {
+        "mode": mode,
+        "tokens": hidden.shape[0] * seq,
+        "seconds": round(seconds, 2),
+        "rss_layer_mb": round(loaded),
+        "adapter_state_mb": round(after_setup - loaded),
+        "rss_peak_mb": round(peak_rss_mb()),
+        "grads": grads_ok,
+    }
     # the step's own memory: activations kept for the backward pass and its transients, one block
     row["step_peak_above_setup_mb"] = row["rss_peak_mb"] - round(after_setup)
     # what stays resident per layer for the whole run (LoRA factors, the mask), x32 layers: extrapolated
@@ -263,10 +299,21 @@ def main() -> None:
     if args.child or args.block7b_mode:
         return child(args)
     model = args.model or default_model()
-    common = ["--model", model, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-              "--rank", str(args.rank), "--dropout", str(args.dropout)]
+    common = [
+        "--model",
+        model,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--rank",
+        str(args.rank),
+        "--dropout",
+        str(args.dropout),
+    ]
     common += (["--autocast", args.autocast] if args.autocast else []) + (
-        ["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+        ["--gradient-checkpointing"] if args.gradient_checkpointing else []
+    )
     rows = []
     for mode in filter(None, args.modes.split(",")):
         rows.append(spawn(["--child", mode, *common]))
@@ -275,14 +322,24 @@ def main() -> None:
     blocks = []
     if args.block7b:
         for mode in ("peft", "qresafe", "qresafe-dense"):
-            blocks.append(spawn(["--block7b-mode", mode, "--block7b-tokens", str(args.block7b_tokens),
-                                 "--rank", str(args.rank)]))
+            blocks.append(
+                spawn(["--block7b-mode", mode, "--block7b-tokens", str(args.block7b_tokens), "--rank", str(args.rank)])
+            )
             print(json.dumps(blocks[-1]), flush=True)
         _ratios(blocks, "step_peak_above_setup_mb", "seconds")
-    result = {"model": model, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "steps": args.steps, "batch_pairs": args.batch_size,
-              "rank": args.rank, "settings": _settings(args), "modes": rows, "block7b": blocks,
-              "note": "one run; ratios are to `peft` in the same run; block7b x32 is an extrapolation"}
+    result = {
+        "model": model,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "batch_pairs": args.batch_size,
+        "rank": args.rank,
+        "settings": _settings(args),
+        "modes": rows,
+        "block7b": blocks,
+        "note": "one run; ratios are to `peft` in the same run; block7b x32 is an extrapolation",
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -17,8 +17,10 @@ def main() -> None:
         paths = {resolve_file(name, data_dir, None) for name in names}
         timings.append((time.perf_counter() - started) * 1000)
     size = sum(os.path.getsize(p) for p in paths)
-    print(f"{len(names)} pinned sets ({len(paths)} files, {size / 1e6:.2f} MB): first resolve {timings[0]:.0f} ms "
-          f"(hashes every file), repeat {timings[1]:.1f} ms")
+    print(
+        f"{len(names)} pinned sets ({len(paths)} files, {size / 1e6:.2f} MB): first resolve {timings[0]:.0f} ms "
+        f"(hashes every file), repeat {timings[1]:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

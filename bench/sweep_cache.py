@@ -29,8 +29,9 @@ STAGES = ("model", "reference_eval", "quantize", "patch", "eval", "variant_eval"
 def run(args: list[str], env: dict, log: Path) -> float:
     started = time.perf_counter()
     with open(log, "w") as handle:
-        proc = subprocess.run([sys.executable, "-m", "qresafe_exp", *args], cwd=ROOT, env=env,
-                              stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "qresafe_exp", *args], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}); see {log}")
     return time.perf_counter() - started
@@ -59,9 +60,16 @@ def main() -> None:
     cold = run(sweep, env, out / "cold.log")
     memory = stage_memory(out / "outputs" / "studies" / "bench_cache")
     warm = run(sweep, env, out / "warm.log")
-    result = {"benchmark": "sweep_cache", "sweep": sweep, "cold_seconds": round(cold, 1),
-              "warm_seconds": round(warm, 1), "cold_over_warm": round(cold / warm, 1),
-              "stage_memory_cold": memory, "output_dir": str(out), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    result = {
+        "benchmark": "sweep_cache",
+        "sweep": sweep,
+        "cold_seconds": round(cold, 1),
+        "warm_seconds": round(warm, 1),
+        "cold_over_warm": round(cold / warm, 1),
+        "stage_memory_cold": memory,
+        "output_dir": str(out),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     Path(opts.result).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.result).write_text(json.dumps(result, indent=2) + "\n")
     print(f"sweep: {' '.join(sweep)}")
@@ -71,10 +79,14 @@ def main() -> None:
     print("peak resident memory per stage in the cold run, MB (seconds):")
     print("| cell | " + " | ".join(stages) + " |\n|---|" + "---|" * len(stages))
     for cell, record in memory.items():
-        cols = [f"{record[s]['peak_rss_mb']:.0f} ({record[s]['seconds']:.0f} s)" if s in record else "-" for s in stages]
+        cols = [
+            f"{record[s]['peak_rss_mb']:.0f} ({record[s]['seconds']:.0f} s)" if s in record else "-" for s in stages
+        ]
         if any("cuda_peak_mb" in record.get(s, {}) for s in stages):
-            cols = [c + (f", CUDA {record[s]['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in record.get(s, {}) else "")
-                    for c, s in zip(cols, stages)]
+            cols = [
+                c + (f", CUDA {record[s]['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in record.get(s, {}) else "")
+                for c, s in zip(cols, stages)
+            ]
         print(f"| {cell} | " + " | ".join(cols) + " |")
     print(f"({opts.result})")
 

@@ -29,15 +29,25 @@ def one_run(steps: int) -> dict:
         tracker.start(run_dir=Path(tmp), name="bench", group="bench", job_type="cell", config={}, tags=[])
         opened = time.perf_counter()
         for step in range(steps):
-            row = {"step": step, "epoch": 0, "loss": 0.5, "lr": 1e-5, "dpo_margin": 0.1, "reward_accuracy": 0.5,
-                   "chosen_nll": 2.0}
+            row = {
+                "step": step,
+                "epoch": 0,
+                "loss": 0.5,
+                "lr": 1e-5,
+                "dpo_margin": 0.1,
+                "reward_accuracy": 0.5,
+                "chosen_nll": 2.0,
+            }
             if step and step % 100 == 0:
                 row["mask_reselected"] = True
             tracker.log_step("patch/train/history", row)
         logged = time.perf_counter()
         tracker.finish()
-        return {"init_s": opened - started, "step_ms": (logged - opened) / steps * 1e3,
-                "finish_s": time.perf_counter() - logged}
+        return {
+            "init_s": opened - started,
+            "step_ms": (logged - opened) / steps * 1e3,
+            "finish_s": time.perf_counter() - logged,
+        }
 
 
 def main() -> None:
@@ -46,12 +56,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     runs = [one_run(args.steps) for _ in range(args.repeats)]
-    result = {"steps": args.steps, "repeats": args.repeats,
-              **{f"{k}_median": round(statistics.median(r[k] for r in runs), 4) for k in runs[0]}, "runs": runs}
+    result = {
+        "steps": args.steps,
+        "repeats": args.repeats,
+        **{f"{k}_median": round(statistics.median(r[k] for r in runs), 4) for k in runs[0]},
+        "runs": runs,
+    }
     out = Path(__file__).parent / "results" / "wandb_overhead.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"open {result['init_s_median']:.2f} s, {result['step_ms_median']:.3f} ms per streamed step, "
-          f"close {result['finish_s_median']:.2f} s (medians of {args.repeats} runs, {args.steps} steps each) -> {out}")
+    print(
+        f"open {result['init_s_median']:.2f} s, {result['step_ms_median']:.3f} ms per streamed step, "
+        f"close {result['finish_s_median']:.2f} s (medians of {args.repeats} runs, {args.steps} steps each) -> {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class RequestCacheCorruptError(CacheError):
 class DiskFullError(OSError):
     """No space (or quota) left while writing the cache; ``str()`` names the stage, the path and the fix."""
 
-    def __init__(self, message: str, path: Optional[Path] = None, code: int = errno.ENOSPC):
+    def __init__(self, message: str, path: Path | None = None, code: int = errno.ENOSPC):
         super().__init__(code, message, str(path) if path is not None else None)
         self.message = message
 
@@ -77,8 +78,16 @@ def is_disk_full(err: BaseException) -> bool:
         if isinstance(err, sqlite3.Error) and (getattr(err, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
             return True
         text = str(err)
-        if any(s in text for s in ("No space left on device", "os error 28", "Disk quota exceeded",
-                                   "os error 122", "database or disk is full")):
+        if any(
+            s in text
+            for s in (
+                "No space left on device",
+                "os error 28",
+                "Disk quota exceeded",
+                "os error 122",
+                "database or disk is full",
+            )
+        ):
             return True
         err = err.__cause__ or err.__context__
     return False
@@ -186,7 +195,7 @@ def _memo_sha256(path: Path, st: os.stat_result) -> str:
     return _HASH_MEMO[memo_key]
 
 
-def verify_artifact(path: Path, mode: str = "stat") -> Optional[list[str]]:
+def verify_artifact(path: Path, mode: str = "stat") -> list[str] | None:
     """The problems of the published artifact at ``path`` ([] = intact), or None if it has no manifest
     (published before manifests existed: unverifiable)."""
     marker = path / SUCCESS_MARKER
@@ -239,12 +248,14 @@ class ArtifactCache:
     write through the file system); ``hash``: the sha256 of every file (also catches bit rot that
     keeps the mtime; ~0.4 s per 500 MB here). Default: $QRESAFE_CACHE_VERIFY, else ``stat``."""
 
-    def __init__(self, root: str | os.PathLike, verify: Optional[str] = None):
+    def __init__(self, root: str | os.PathLike, verify: str | None = None):
         self.root = Path(root)
         self.verify = verify or os.environ.get(VERIFY_ENV) or "stat"
         if self.verify not in VERIFY_MODES:
-            raise ValueError(f"cache verify mode '{self.verify}' is unknown (from {VERIFY_ENV} or the verify "
-                             f"argument). Allowed: {', '.join(VERIFY_MODES)}")
+            raise ValueError(
+                f"cache verify mode '{self.verify}' is unknown (from {VERIFY_ENV} or the verify "
+                f"argument). Allowed: {', '.join(VERIFY_MODES)}"
+            )
 
     def key(self, stage: str, spec: dict, upstream: list[str] = (), version: int = 1) -> str:
         return content_key(stage, version, spec, list(upstream))
@@ -259,7 +270,7 @@ class ArtifactCache:
         """Keep the files (this run still reads them) but have the next run rebuild the artifact."""
         (self.path(stage, key) / SUCCESS_MARKER).unlink(missing_ok=True)
 
-    def _intact(self, stage: str, key: str) -> Optional[list[str]]:
+    def _intact(self, stage: str, key: str) -> list[str] | None:
         """[] or None (no manifest, served unverified) when the published artifact may be served."""
         problems = verify_artifact(self.path(stage, key), self.verify)
         if problems is None and (stage, key) not in _UNVERIFIED_LOGGED:
@@ -272,8 +283,15 @@ class ArtifactCache:
         aside = final.parent / f".corrupt-{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         os.rename(final, aside)  # one atomic step: readers see the corrupt artifact or nothing
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        log.warning("[cache] artifact %s/%s at %s is corrupt (%s): moved aside to %s (kept as evidence; delete it "
-                    "when done) and rebuilding", stage, key, final, shown, aside)
+        log.warning(
+            "[cache] artifact %s/%s at %s is corrupt (%s): moved aside to %s (kept as evidence; delete it "
+            "when done) and rebuilding",
+            stage,
+            key,
+            final,
+            shown,
+            aside,
+        )
         return aside
 
     def get_or_build(
@@ -310,8 +328,13 @@ class ArtifactCache:
                 build(tmp)
                 write_json_atomic(
                     tmp / SPEC_FILE,
-                    {"stage": stage, "version": version, "upstream": list(upstream), "spec": spec,
-                     "build_seconds": round(time.time() - started, 2)},
+                    {
+                        "stage": stage,
+                        "version": version,
+                        "upstream": list(upstream),
+                        "spec": spec,
+                        "build_seconds": round(time.time() - started, 2),
+                    },
                 )
                 write_json_atomic(tmp / MANIFEST_FILE, build_manifest(tmp))
                 (tmp / SUCCESS_MARKER).write_text(json.dumps({"manifest": MANIFEST_FILE}) + "\n")
@@ -325,7 +348,9 @@ class ArtifactCache:
                         f"({type(err).__name__}: {err}). The half-written build was removed; artifacts and "
                         f"results already published are intact. Free space on that file system (or point "
                         f"paths.cache_dir at a larger one) and rerun: finished stages are served from the cache.",
-                        tmp, code) from err
+                        tmp,
+                        code,
+                    ) from err
                 raise
             log.info("[cache] published %s/%s in %.1fs", stage, key, time.time() - started)
             return Artifact(stage, key, final, built=True)
@@ -369,7 +394,9 @@ class RequestCache:
                 raise DiskFullError(
                     f"no space left on device (ENOSPC) while {doing} the request cache {self.path} ({err}). "
                     f"Nothing stored before is lost (SQLite rolled the write back). Free space on that file system "
-                    f"(or point paths.cache_dir at a larger one) and rerun.", self.path) from err
+                    f"(or point paths.cache_dir at a larger one) and rerun.",
+                    self.path,
+                ) from err
             raise
 
     def get_many(self, ns: str, keys: list[str]) -> dict[str, Any]:
@@ -388,8 +415,14 @@ class RequestCache:
                     except (TypeError, ValueError):
                         bad.append(k)
         if bad:
-            log.warning("request cache %s: %d stored value(s) in namespace %s do not decode as JSON (e.g. key %s): "
-                        "treated as missing, recomputed and overwritten", self.path, len(bad), ns, bad[0])
+            log.warning(
+                "request cache %s: %d stored value(s) in namespace %s do not decode as JSON (e.g. key %s): "
+                "treated as missing, recomputed and overwritten",
+                self.path,
+                len(bad),
+                ns,
+                bad[0],
+            )
         return found
 
     def put_many(self, ns: str, items: dict[str, Any]) -> None:

@@ -54,8 +54,9 @@ def check_calibration(cfg: DictConfig) -> None:
     source, _ = resolve_dataset(calib, cfg.paths)
     available = len(load_records(source, cfg.paths.data_dir, cfg.paths.cache_dir))
     if calib.num_samples > available:
-        raise ValueError(f"calib={calib.name} asks for num_samples={calib.num_samples} but {source} has "
-                         f"{available} records")
+        raise ValueError(
+            f"calib={calib.name} asks for num_samples={calib.num_samples} but {source} has {available} records"
+        )
     if calib.responses == "generate" and calib.responder is None:
         raise ValueError(f"calib={calib.name}: responses=generate needs calib.responder (a model config)")
 
@@ -70,8 +71,9 @@ def evaluation_prompts(cfg: DictConfig) -> set[str]:
     return prompts
 
 
-def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device,
-                      exclude: frozenset[str] = frozenset()) -> CalibrationSet:
+def build_calibration(
+    cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device, exclude: frozenset[str] = frozenset()
+) -> CalibrationSet:
     """The calibration (or patch pair) set of ``cfg.calib``; evaluation prompts and ``exclude`` (normalised
     prompts a model was trained on) never enter it."""
     calib = cfg.calib
@@ -81,31 +83,41 @@ def build_calibration(cfg: DictConfig, artifacts: ArtifactCache, requests: Reque
     records = load_records(dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
     held_out = evaluation_prompts(cfg) | set(exclude)
     kept = [r for r in records if normalize_prompt(r["prompt"]) not in held_out]
-    facts = {"dataset": dataset, "configured_dataset": calib.dataset, "fallback_reason": fallback_reason,
-             "source_records": len(records), "removed_eval_overlap": len(records) - len(kept),
-             "responses": calib.responses}
+    facts = {
+        "dataset": dataset,
+        "configured_dataset": calib.dataset,
+        "fallback_reason": fallback_reason,
+        "source_records": len(records),
+        "removed_eval_overlap": len(records) - len(kept),
+        "responses": calib.responses,
+    }
     if calib.responses == "generate":
         kept, generation = _generated_responses(cfg, kept, artifacts, requests, device)
         facts["generation"] = generation
     elif calib.responses == "dataset":
         kept = [r for r in kept if r.get("response")]
         if not kept:
-            raise ValueError(f"calib.dataset={dataset} has no responses; give a pair file or set "
-                             "calib.responses=generate (answers of calib.responder)")
+            raise ValueError(
+                f"calib.dataset={dataset} has no responses; give a pair file or set "
+                "calib.responses=generate (answers of calib.responder)"
+            )
         if calib.get("keep_judge"):
             kept, facts["kept_by_judge"] = _kept_by_judge(kept, calib)
     else:
         raise ValueError(f"calib.responses={calib.responses} is unknown. Allowed: dataset, generate")
     if len(kept) < calib.num_samples:
-        raise ValueError(f"calib {calib.name}: {len(kept)} usable records in {dataset} (after removing evaluation "
-                         f"prompts{' and non-compliant answers' if calib.responses == 'generate' else ''}), fewer "
-                         f"than calib.num_samples={calib.num_samples}. Lower num_samples or give a larger set.")
+        raise ValueError(
+            f"calib {calib.name}: {len(kept)} usable records in {dataset} (after removing evaluation "
+            f"prompts{' and non-compliant answers' if calib.responses == 'generate' else ''}), fewer "
+            f"than calib.num_samples={calib.num_samples}. Lower num_samples or give a larger set."
+        )
     chosen = random.Random(calib.seed).sample(kept, calib.num_samples)
     if calib.system_prompt is not None:
         chosen = [{**r, "system_prompt": calib.system_prompt} for r in chosen]
     chosen = [{k: r[k] for k in ("prompt", "response", "system_prompt") if r.get(k) is not None} for r in chosen]
-    facts.update(usable_records=len(kept), num_samples=len(chosen), epochs=calib.epochs,
-                 content_key=content_key(chosen))
+    facts.update(
+        usable_records=len(kept), num_samples=len(chosen), epochs=calib.epochs, content_key=content_key(chosen)
+    )
     return CalibrationSet(chosen, facts)
 
 
@@ -119,19 +131,24 @@ def _kept_by_judge(records: list[dict], calib: DictConfig) -> tuple[list[dict], 
     field = calib.get("refused_field")
     if field:
         if not any(field in r for r in records):
-            raise ValueError(f"calib.refused_field={field}: {calib.dataset}'s records have no such field (they "
-                             f"have: {', '.join(sorted(records[0]))}); name one of them or set it to null")
+            raise ValueError(
+                f"calib.refused_field={field}: {calib.dataset}'s records have no such field (they "
+                f"have: {', '.join(sorted(records[0]))}); name one of them or set it to null"
+            )
         # an empty answer is not a refusal: such a pair is dropped
-        declined = [v["refused"] and bool(r.get(field)) for r, v in
-                    zip(records, judge.refusal([(r["prompt"], r.get(field) or "") for r in records]))]
+        declined = [
+            v["refused"] and bool(r.get(field))
+            for r, v in zip(records, judge.refusal([(r["prompt"], r.get(field) or "") for r in records]))
+        ]
     else:
         declined = [True] * len(records)
     kept = [r for r, c, d in zip(records, complied, declined) if c and d]
     return kept, {"judge": calib.keep_judge, "refused_field": field, "candidates": len(records), "kept": len(kept)}
 
 
-def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: ArtifactCache,
-                         requests: RequestCache, device) -> tuple[list[dict], dict]:
+def _generated_responses(
+    cfg: DictConfig, records: list[dict], artifacts: ArtifactCache, requests: RequestCache, device
+) -> tuple[list[dict], dict]:
     """The responder's greedy answers, kept when the judge says it complied (cached artifact)."""
     from qresafe_exp.judges import build_judge
     from qresafe_exp.models import materialize
@@ -142,9 +159,14 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
     responder_cfg = OmegaConf.to_container(calib.responder, resolve=True)
     responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), responder_cfg), artifacts, cfg.paths)
     judge = build_judge(OmegaConf.structured(KeywordJudgeConfig(name="keyword")))
-    spec = {"responder": responder.key, "prompts": content_key(sorted(r["prompt"] for r in records)),
-            "max_new_tokens": calib.response_max_new_tokens, "keep": calib.keep, "judge": judge.identity,
-            "degeneration": OmegaConf.to_container(cfg.eval.degeneration, resolve=True)}
+    spec = {
+        "responder": responder.key,
+        "prompts": content_key(sorted(r["prompt"] for r in records)),
+        "max_new_tokens": calib.response_max_new_tokens,
+        "keep": calib.keep,
+        "judge": judge.identity,
+        "degeneration": OmegaConf.to_container(cfg.eval.degeneration, resolve=True),
+    }
     from qresafe_exp.engines import generation_dtype
 
     dtype = generation_dtype(cfg.engine, device)
@@ -159,26 +181,52 @@ def _generated_responses(cfg: DictConfig, records: list[dict], artifacts: Artifa
         tokenizer = load_tokenizer(responder.path)
         texts = [render_chat(tokenizer, r["prompt"], None) for r in records]
         responses, _ = generate_cached(
-            EngineFactory(cfg.engine, responder.path, device, tokenizer, load_model, seed=cfg.seed,
-                          artifacts=artifacts, model_key=responder.key), responder.key,
-            texts, GenerationSpec(max_new_tokens=calib.response_max_new_tokens), requests,
-            desc=f"calib {calib.name}: {responder.name} answers")
+            EngineFactory(
+                cfg.engine,
+                responder.path,
+                device,
+                tokenizer,
+                load_model,
+                seed=cfg.seed,
+                artifacts=artifacts,
+                model_key=responder.key,
+            ),
+            responder.key,
+            texts,
+            GenerationSpec(max_new_tokens=calib.response_max_new_tokens),
+            requests,
+            desc=f"calib {calib.name}: {responder.name} answers",
+        )
         verdicts = judge.judge([(r["prompt"], resp) for r, resp in zip(records, responses)])
         rows = []
         for rec, response, verdict in zip(records, responses, verdicts):
             # no fluency scorer here: the rule-based signals catch empty and looping answers
             signals = degeneration_signals(response, cfg.eval.degeneration, None)
             keep = calib.keep == "all" or (verdict["jailbroken"] and not signals["degenerate"])
-            rows.append({"prompt": rec["prompt"], "response": response, "complied": verdict["jailbroken"],
-                         "degenerate": signals["degenerate"], "kept": keep})
+            rows.append(
+                {
+                    "prompt": rec["prompt"],
+                    "response": response,
+                    "complied": verdict["jailbroken"],
+                    "degenerate": signals["degenerate"],
+                    "kept": keep,
+                }
+            )
         (out / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    art = artifacts.get_or_build("calib_responses", spec, build, upstream=[responder.key],
-                                 version=RESPONSES_STAGE_VERSION)
+    art = artifacts.get_or_build(
+        "calib_responses", spec, build, upstream=[responder.key], version=RESPONSES_STAGE_VERSION
+    )
     rows = [json.loads(line) for line in (art.path / "responses.jsonl").read_text().splitlines()]
     kept = [{"prompt": r["prompt"], "response": r["response"]} for r in rows if r["kept"]]
-    facts = {"responder": responder.name, "generated": len(rows), "complied": sum(r["complied"] for r in rows),
-             "degenerate": sum(r["degenerate"] for r in rows), "kept": len(kept), "keep": calib.keep,
-             "artifact": art.key}
+    facts = {
+        "responder": responder.name,
+        "generated": len(rows),
+        "complied": sum(r["complied"] for r in rows),
+        "degenerate": sum(r["degenerate"] for r in rows),
+        "kept": len(kept),
+        "keep": calib.keep,
+        "artifact": art.key,
+    }
     log.info("calib %s: %d/%d responder answers kept (%s)", calib.name, len(kept), len(rows), calib.keep)
     return kept, facts

@@ -88,8 +88,12 @@ class PreflightCallback(Callback):
             raise SystemExit(2) from err
         except UnlistableSweep as why:
             # run_cell validates its own config first, so a bad cell still stops before its model loads
-            log.warning("preflight: the %s's cells cannot be listed before it runs (%s); each cell is "
-                        "validated at its start, before its model loads", sweeper, why)
+            log.warning(
+                "preflight: the %s's cells cannot be listed before it runs (%s); each cell is "
+                "validated at its start, before its model loads",
+                sweeper,
+                why,
+            )
             return
         try:
             for job in jobs:
@@ -102,15 +106,18 @@ class PreflightCallback(Callback):
         if is_basic_sweep(config):
             log.info("preflight: %d cells valid", len(jobs))
         else:
-            log.info("preflight: %d cells valid: every combination of the %s's choices in "
-                     "hydra.sweeper.params and the command line (each cell is validated again at its start)",
-                     len(jobs), sweeper)
+            log.info(
+                "preflight: %d cells valid: every combination of the %s's choices in "
+                "hydra.sweeper.params and the command line (each cell is validated again at its start)",
+                len(jobs),
+                sweeper,
+            )
 
 
 class SummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from qresafe_exp.pipeline import cell_dir, reference_cell_name
         from qresafe_exp.metrics import load as load_metrics
+        from qresafe_exp.pipeline import cell_dir, reference_cell_name
         from qresafe_exp.summary import format_table, table_row
 
         cells: dict[str, Path] = {}

@@ -10,7 +10,6 @@ import difflib
 import errno
 import os
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,8 +81,19 @@ def check_override_keys(argv: list[str], config_dir: Path = CONF_DIR) -> None:
 
 
 # ---------------------------------------------------------------- writable output (fault drill 4)
-INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion",
-              "-sc", "--resolve")
+INFO_FLAGS = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--resolve",
+)
 WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 OUTPUT_SETTING = "paths.output_dir (or QRESAFE_OUTPUT_DIR)"
 
@@ -108,10 +118,10 @@ def probe_writable(path: Path, what: str, setting: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as err:
-        fix = ("free space on that file system or point " if err.errno in (errno.ENOSPC, errno.EDQUOT)
-               else "point ")
-        raise NotWritableError(f"{what} {path} is not writable ({_reason(err)}): {fix}{setting} at a writable "
-                               f"directory. Nothing was run.") from None
+        fix = "free space on that file system or point " if err.errno in (errno.ENOSPC, errno.EDQUOT) else "point "
+        raise NotWritableError(
+            f"{what} {path} is not writable ({_reason(err)}): {fix}{setting} at a writable directory. Nothing was run."
+        ) from None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
@@ -128,10 +138,14 @@ def check_writable_dirs(argv: list[str], config_dir: Path = CONF_DIR) -> None:
 
     try:
         parsed = _parse_overrides(argv)
-        overrides = [override.input_line if not override.is_sweep_override() else
-                     f"{'++' if override.is_force_add() else '+' if override.is_add() else ''}"
-                     f"{override.key_or_group}={_first_value(override)}"
-                     for override in parsed if not override.key_or_group.startswith("hydra")]
+        overrides = [
+            override.input_line
+            if not override.is_sweep_override()
+            else f"{'++' if override.is_force_add() else '+' if override.is_add() else ''}"
+            f"{override.key_or_group}={_first_value(override)}"
+            for override in parsed
+            if not override.key_or_group.startswith("hydra")
+        ]
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
         output_dir, cache_dir = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir)
@@ -142,14 +156,14 @@ def check_writable_dirs(argv: list[str], config_dir: Path = CONF_DIR) -> None:
         probe_writable(cache_dir, "cache dir", "paths.cache_dir")
 
 
-def _under(path: Path, root: Path) -> Optional[Path]:
+def _under(path: Path, root: Path) -> Path | None:
     try:
         return path.resolve().relative_to(root.resolve())
     except (ValueError, OSError):
         return None
 
 
-def describe_write_error(err: BaseException, output_dir: str, cache_dir: str) -> Optional[str]:
+def describe_write_error(err: BaseException, output_dir: str, cache_dir: str) -> str | None:
     """A one-paragraph message for a write that the file system refused (full, read-only, no permission),
     naming the path, the stage and the fix; None for any other error."""
     from qresafe_exp.cache import DiskFullError, is_disk_full
@@ -175,11 +189,17 @@ def describe_write_error(err: BaseException, output_dir: str, cache_dir: str) ->
     if disk_full:
         name = "EDQUOT" if code == errno.EDQUOT else "ENOSPC"
         what = "disk quota exceeded" if code == errno.EDQUOT else "no space left on device"
-        return (f"{what} ({name}) writing{target}. Artifacts and results already published are intact (each is "
-                f"written to a temp file and renamed). Free space on that file system, or point {OUTPUT_SETTING} "
-                f"and paths.cache_dir at a larger one, and rerun: finished stages are served from the cache.")
+        return (
+            f"{what} ({name}) writing{target}. Artifacts and results already published are intact (each is "
+            f"written to a temp file and renamed). Free space on that file system, or point {OUTPUT_SETTING} "
+            f"and paths.cache_dir at a larger one, and rerun: finished stages are served from the cache."
+        )
     if code == errno.EROFS:
-        return (f"{path or 'the output'} is on a read-only file system (EROFS){where}: point {OUTPUT_SETTING} and "
-                f"paths.cache_dir at a writable directory.")
-    return (f"permission denied ({errno.errorcode[code]}) on{target}: make it writable for this user, or point "
-            f"{OUTPUT_SETTING} and paths.cache_dir at a writable directory.")
+        return (
+            f"{path or 'the output'} is on a read-only file system (EROFS){where}: point {OUTPUT_SETTING} and "
+            f"paths.cache_dir at a writable directory."
+        )
+    return (
+        f"permission denied ({errno.errorcode[code]}) on{target}: make it writable for this user, or point "
+        f"{OUTPUT_SETTING} and paths.cache_dir at a writable directory."
+    )

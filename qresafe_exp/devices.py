@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -43,7 +42,7 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-def autocast_dtype(setting: Optional[str], device: torch.device) -> Optional[torch.dtype]:
+def autocast_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``setting`` (None/'bf16'/'auto') on ``device``; None = plain fp32."""
     if setting not in AUTOCAST_CHOICES:
         raise ValueError(f"autocast={setting!r} is unknown. Allowed: null (fp32), bf16, auto")
@@ -55,11 +54,13 @@ def autocast_dtype(setting: Optional[str], device: torch.device) -> Optional[tor
     return torch.bfloat16 if native else None
 
 
-def engine_dtype(setting: Optional[str], device: torch.device) -> torch.dtype:
+def engine_dtype(setting: str | None, device: torch.device) -> torch.dtype:
     """The dtype generation runs in for ``engine.dtype`` on ``device``."""
     if setting not in ENGINE_DTYPES:
-        raise ValueError(f"engine.dtype={setting!r} is unknown. Allowed: null (the device's default: fp32 on "
-                         f"CPU, bf16 on CUDA), auto (bf16 where the device has native bf16), fp32, bf16")
+        raise ValueError(
+            f"engine.dtype={setting!r} is unknown. Allowed: null (the device's default: fp32 on "
+            f"CPU, bf16 on CUDA), auto (bf16 where the device has native bf16), fp32, bf16"
+        )
     if setting == "fp32":
         return torch.float32
     if setting == "bf16":

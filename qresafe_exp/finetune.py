@@ -8,7 +8,7 @@ import contextlib
 import math
 import random
 import time
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from qresafe_exp.lm import response_token_logprobs
 
 
-def tokenize_example(tokenizer, ex: dict, max_length: int, max_response_tokens: int,
-                     system_prompt: Optional[str] = None) -> dict:
+def tokenize_example(
+    tokenizer, ex: dict, max_length: int, max_response_tokens: int, system_prompt: str | None = None
+) -> dict:
     """input_ids + labels with the prompt (template and system prompt included) masked out."""
     messages = [{"role": "user", "content": ex["prompt"]}]
     system = ex.get("system_prompt", system_prompt)
@@ -28,7 +29,7 @@ def tokenize_example(tokenizer, ex: dict, max_length: int, max_response_tokens: 
     response_ids = tokenizer(ex["response"], add_special_tokens=False)["input_ids"][:max_response_tokens]
     response_ids = response_ids + [tokenizer.eos_token_id]  # learn to stop
     if len(prompt_ids) + len(response_ids) > max_length:
-        prompt_ids = prompt_ids[-(max_length - len(response_ids)):]
+        prompt_ids = prompt_ids[-(max_length - len(response_ids)) :]
     return {"input_ids": prompt_ids + response_ids, "labels": [-100] * len(prompt_ids) + response_ids}
 
 
@@ -77,10 +78,24 @@ def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4)
 
 
-def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *, epochs: int, batch_size: int,
-          lr: float, pad_id: int, seed: int, desc: str, warmup_fraction: float = 0.05, ascent: bool = False,
-          autocast: Optional[torch.dtype] = None, max_steps: Optional[int] = None,
-          stop_above_nll: Optional[float] = None, log_step: Optional[Callable[[dict], None]] = None) -> dict:
+def train(
+    causal_lm,
+    params: Iterable[torch.nn.Parameter],
+    items: list[dict],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    pad_id: int,
+    seed: int,
+    desc: str,
+    warmup_fraction: float = 0.05,
+    ascent: bool = False,
+    autocast: torch.dtype | None = None,
+    max_steps: int | None = None,
+    stop_above_nll: float | None = None,
+    log_step: Callable[[dict], None] | None = None,
+) -> dict:
     """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts (the response
     NLL). ``ascent``: gradient ascent on that NLL (unlearning the responses). ``autocast``: run the
     forward pass in that dtype (weights and optimizer state stay fp32). ``max_steps`` caps the optimizer
@@ -120,19 +135,35 @@ def train(causal_lm, params: Iterable[torch.nn.Parameter], items: list[dict], *,
                 break
     causal_lm.eval()
     if not losses:
-        raise ValueError(f"{desc}: the first batch's response NLL {stopped['batch_nll']} is already above the "
-                         f"bound {stop_above_nll}; raise the bound above the model's NLL on this data")
+        raise ValueError(
+            f"{desc}: the first batch's response NLL {stopped['batch_nll']} is already above the "
+            f"bound {stop_above_nll}; raise the bound above the model's NLL on this data"
+        )
     tail = max(1, len(losses) // 10)
-    bounded = {} if max_steps is None and stop_above_nll is None else {
-        "steps_run": len(losses), "max_steps": max_steps, "stop_above_nll": stop_above_nll, "stopped_by_nll": stopped}
-    return {"steps": steps, **bounded, "epochs": epochs, "examples": len(items),
-            "trainable_params": sum(p.numel() for p in params),
-            "loss_first_steps": _mean(losses[:tail]), "loss_last_steps": _mean(losses[-tail:]),
-            "train_seconds": round(time.time() - started, 1),
-            **({"autocast": str(autocast).removeprefix("torch.")} if autocast is not None else {})}
+    bounded = (
+        {}
+        if max_steps is None and stop_above_nll is None
+        else {
+            "steps_run": len(losses),
+            "max_steps": max_steps,
+            "stop_above_nll": stop_above_nll,
+            "stopped_by_nll": stopped,
+        }
+    )
+    return {
+        "steps": steps,
+        **bounded,
+        "epochs": epochs,
+        "examples": len(items),
+        "trainable_params": sum(p.numel() for p in params),
+        "loss_first_steps": _mean(losses[:tail]),
+        "loss_last_steps": _mean(losses[-tail:]),
+        "train_seconds": round(time.time() - started, 1),
+        **({"autocast": str(autocast).removeprefix("torch.")} if autocast is not None else {}),
+    }
 
 
-def autocast_context(causal_lm, dtype: Optional[torch.dtype]):
+def autocast_context(causal_lm, dtype: torch.dtype | None):
     """Forward passes in ``dtype`` on the model's device (None: no autocast, the weights' own dtype)."""
     if dtype is None:
         return contextlib.nullcontext()

@@ -29,7 +29,6 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Optional
 
 from qresafe_exp.cache import SUCCESS_MARKER, canonical_json, file_sha256, write_json_atomic
 
@@ -93,8 +92,10 @@ def _tensors_of(path: Path, stack: contextlib.ExitStack) -> dict:
         except RuntimeError:  # files in the legacy (non-zip) format cannot be memory-mapped
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - the message names the file and what it should hold
-        raise ValueError(f"cannot fingerprint {path}: not a loadable tensor file ({type(err).__name__}: {err}). "
-                         f"Tensor files beside a checkpoint must be safetensors or a torch state dict") from err
+        raise ValueError(
+            f"cannot fingerprint {path}: not a loadable tensor file ({type(err).__name__}: {err}). "
+            f"Tensor files beside a checkpoint must be safetensors or a torch state dict"
+        ) from err
     if not isinstance(state, dict) or not all(hasattr(v, "dtype") for v in state.values()):
         raise ValueError(f"cannot fingerprint {path}: it holds {type(state).__name__}, not a {{name: tensor}} dict")
     return {name: (lambda t=tensor: t) for name, tensor in state.items()}
@@ -122,7 +123,7 @@ def _hash_tensor_part(files: list[Path]) -> dict:
     return {"sha256": digest.hexdigest(), "tensors": count, "bytes": nbytes}
 
 
-def _gguf_tensor_count(path: Path) -> Optional[int]:
+def _gguf_tensor_count(path: Path) -> int | None:
     # header: magic "GGUF", uint32 version, uint64 tensor count (versions 2 and 3, little-endian)
     with open(path, "rb") as handle:
         head = handle.read(16)
@@ -152,8 +153,11 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> dict:
     for name, group in sorted(grouped.items()):
         first = group[0]
         if first.suffix == ".gguf":
-            parts[name] = {"sha256": file_sha256(first), "tensors": _gguf_tensor_count(first),
-                           "bytes": first.stat().st_size}
+            parts[name] = {
+                "sha256": file_sha256(first),
+                "tensors": _gguf_tensor_count(first),
+                "bytes": first.stat().st_size,
+            }
         elif first.suffix == ".json":
             text = canonical_json(json.loads(first.read_text()))
             parts[name] = {"sha256": hashlib.sha256(text.encode()).hexdigest(), "tensors": 0, "bytes": 0}
@@ -163,9 +167,13 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> dict:
     for name, part in parts.items():  # sorted by part name
         top.update(f"{name}\0{part['sha256']}\0".encode())
     counts = [p["tensors"] for p in parts.values()]
-    return {"algorithm": ALGORITHM, "sha256": top.hexdigest(),
-            "tensors": None if None in counts else sum(counts),
-            "tensor_bytes": sum(p["bytes"] for p in parts.values()), "parts": parts}
+    return {
+        "algorithm": ALGORITHM,
+        "sha256": top.hexdigest(),
+        "tensors": None if None in counts else sum(counts),
+        "tensor_bytes": sum(p["bytes"] for p in parts.values()),
+        "parts": parts,
+    }
 
 
 def _signature(root: Path) -> str:
@@ -176,7 +184,7 @@ def _signature(root: Path) -> str:
     return hashlib.sha256(canonical_json([ALGORITHM, stats]).encode()).hexdigest()
 
 
-def cache_file_for(path: Path, fallback_dir: Optional[Path] = None) -> Optional[Path]:
+def cache_file_for(path: Path, fallback_dir: Path | None = None) -> Path | None:
     """Where the fingerprint of ``path`` is kept: beside its artifact directory when ``path`` is (inside)
     a published artifact, else under ``fallback_dir`` keyed by the absolute path, else nowhere."""
     path = Path(path).resolve()
@@ -190,7 +198,7 @@ def cache_file_for(path: Path, fallback_dir: Optional[Path] = None) -> Optional[
     return None
 
 
-def cached_fingerprint(path: str | os.PathLike, fallback_dir: Optional[str | os.PathLike] = None) -> dict:
+def cached_fingerprint(path: str | os.PathLike, fallback_dir: str | os.PathLike | None = None) -> dict:
     """checkpoint_fingerprint(path), computed once per artifact and reused while its files are unchanged."""
     root = Path(path)
     cache = cache_file_for(root, Path(fallback_dir) if fallback_dir is not None else None)
@@ -207,5 +215,7 @@ def cached_fingerprint(path: str | os.PathLike, fallback_dir: Optional[str | os.
         try:
             write_json_atomic(cache, {"path": str(root.resolve()), "signature": signature, "fingerprint": fingerprint})
         except OSError as err:  # a read-only cache still gets its fingerprint, just not stored
-            log.warning("could not store the fingerprint of %s in %s (%s); it is recomputed next time", root, cache, err)
+            log.warning(
+                "could not store the fingerprint of %s in %s (%s); it is recomputed next time", root, cache, err
+            )
     return fingerprint

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 from qresafe_exp.cache import RequestCache, content_key
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GenerationSpec:
     max_new_tokens: int
-    system_prompt: Optional[str] = None  # None = the chat template's default
+    system_prompt: str | None = None  # None = the chat template's default
     do_sample: bool = False  # greedy unless sampling is asked for (decoding attack, MT-Bench writing)
     temperature: float = 1.0
     top_p: float = 1.0
@@ -28,8 +27,7 @@ class GenerationSpec:
 
     def as_dict(self) -> dict:
         """The request-cache key part (greedy keys carry no sampling fields, so they never change)."""
-        base = {"max_new_tokens": self.max_new_tokens, "system_prompt": self.system_prompt,
-                "do_sample": self.do_sample}
+        base = {"max_new_tokens": self.max_new_tokens, "system_prompt": self.system_prompt, "do_sample": self.do_sample}
         if self.do_sample:
             base.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed)
         return base
@@ -52,18 +50,22 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
     return ids
 
 
-def render_chat(tokenizer, user_prompt: str, system_prompt: Optional[str], history: tuple = ()) -> str:
+def render_chat(tokenizer, user_prompt: str, system_prompt: str | None, history: tuple = ()) -> str:
     """The chat-template text ending in the assistant's turn; ``history`` = earlier (user, assistant) turns."""
-    messages = [m for user, assistant in history
-                for m in ({"role": "user", "content": user}, {"role": "assistant", "content": assistant})]
+    messages = [
+        m
+        for user, assistant in history
+        for m in ({"role": "user", "content": user}, {"role": "assistant", "content": assistant})
+    ]
     messages.append({"role": "user", "content": user_prompt})
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def generate_cached(engine_factory, model_key: str, texts: list[str], spec: GenerationSpec,
-                    cache: RequestCache, desc: str = "generate") -> tuple[list[str], int]:
+def generate_cached(
+    engine_factory, model_key: str, texts: list[str], spec: GenerationSpec, cache: RequestCache, desc: str = "generate"
+) -> tuple[list[str], int]:
     """Responses for ``texts``, generating only the ones missing from ``cache``.
 
     ``engine_factory()`` is called only if something is missing, so a warm run never loads a model;

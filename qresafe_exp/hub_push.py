@@ -14,7 +14,6 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import DictConfig
 
@@ -24,9 +23,11 @@ from qresafe_exp.metrics import headline as block_headline
 log = logging.getLogger(__name__)
 TOKEN_ENV = "HF_TOKEN"
 CACHE_FILES = {SPEC_FILE, MANIFEST_FILE, SUCCESS_MARKER}  # the artifact cache's bookkeeping, not the model
-CONTENT_WARNING = ("**Content warning.** This model was produced by a safety study: it was quantized and/or "
-                   "patched and evaluated on harmful requests. Its safety may be degraded (see the attack "
-                   "success rates below). Do not deploy it; use it to study safety, not to serve users.")
+CONTENT_WARNING = (
+    "**Content warning.** This model was produced by a safety study: it was quantized and/or "
+    "patched and evaluated on harmful requests. Its safety may be degraded (see the attack "
+    "success rates below). Do not deploy it; use it to study safety, not to serve users."
+)
 
 
 def repo_id_of(cfg: DictConfig) -> str:
@@ -39,26 +40,33 @@ def check_push(cfg: DictConfig) -> None:
     if not hub or not hub.push:
         return
     if not hub.repo_id:
-        raise ValueError("hub.push=true needs hub.repo_id=<owner>/<name> ('hub.repo_id=<owner>/qresafe-${cell}' "
-                         "for one repository per cell); or set hub.push=false")
+        raise ValueError(
+            "hub.push=true needs hub.repo_id=<owner>/<name> ('hub.repo_id=<owner>/qresafe-${cell}' "
+            "for one repository per cell); or set hub.push=false"
+        )
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     repo_id = repo_id_of(cfg)
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ValueError(f"hub.repo_id={hub.repo_id}: '{repo_id}' is not a hub repository id ({err}); "
-                         "give <owner>/<name>") from None
+        raise ValueError(
+            f"hub.repo_id={hub.repo_id}: '{repo_id}' is not a hub repository id ({err}); give <owner>/<name>"
+        ) from None
     if "/" not in repo_id:
         raise ValueError(f"hub.repo_id={hub.repo_id}: give <owner>/<name>, the owner being your user or organisation")
     if not os.environ.get(TOKEN_ENV):
-        raise ValueError(f"hub.push=true needs a write token in the environment: export {TOKEN_ENV}=hf_... "
-                         "(never put it in a config file or on the command line)")
+        raise ValueError(
+            f"hub.push=true needs a write token in the environment: export {TOKEN_ENV}=hf_... "
+            "(never put it in a config file or on the command line)"
+        )
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        raise ValueError("hub.push=true but HF_HUB_OFFLINE=1 forbids any request to the Hub: unset HF_HUB_OFFLINE "
-                         "for this run, or set hub.push=false")
+        raise ValueError(
+            "hub.push=true but HF_HUB_OFFLINE=1 forbids any request to the Hub: unset HF_HUB_OFFLINE "
+            "for this run, or set hub.push=false"
+        )
 
 
 def cell_command(cfg: DictConfig) -> str:
@@ -72,26 +80,25 @@ def cell_command(cfg: DictConfig) -> str:
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # not under Hydra (tests, the Python API)
         overrides = sys.argv[1:]
-    shown = [f"{o.split('=', 1)[0]}=***" if "=" in o and _is_secret_key(o.split("=", 1)[0]) else o
-             for o in overrides]
+    shown = [f"{o.split('=', 1)[0]}=***" if "=" in o and _is_secret_key(o.split("=", 1)[0]) else o for o in overrides]
     return " ".join(["python -m qresafe_exp", *(shlex.quote(o) for o in shown)])
 
 
-def _score_line(suite: str, block: dict) -> Optional[str]:
+def _score_line(suite: str, block: dict) -> str | None:
     score = block_headline(block)
     if score is None:
         return None
-    fmt = (lambda x: "n/a" if x is None else f"{x:.4g}")
+    fmt = lambda x: "n/a" if x is None else f"{x:.4g}"
     n = "n/a" if score.n is None else score.n
     return f"| {suite} | {block['metric']} | {fmt(score.value)} | [{fmt(score.lo)}, {fmt(score.hi)}] | {n} |"
 
 
-def _hub_id(model) -> Optional[str]:
+def _hub_id(model) -> str | None:
     path = model.get("path")
     return str(path) if model.get("source") == "hub" and path and not Path(str(path)).exists() else None
 
 
-def _base_model(model) -> tuple[str, Optional[str]]:
+def _base_model(model) -> tuple[str, str | None]:
     """(what the card shows, the hub id for its ``base_model`` metadata or None): where the weights came
     from, following an aligned model back to the model it was safety-tuned from."""
     source = model.get("source")
@@ -114,14 +121,17 @@ def model_card(metrics: dict, cfg: DictConfig, command: str) -> str:
     protocol = metrics.get("protocol") or {}
     judge = protocol.get("judge")
     base, hub_id = _base_model(cfg.model)
-    data = ModelCardData(base_model=hub_id,
-                         tags=["qresafe_exp", "safety-evaluation", f"quant-{axes.get('quant')}",
-                               f"patch-{axes.get('patch')}"],
-                         library_name="transformers")
-    rows = [line for suite, block in sorted(metrics.get("scores", {}).items())
-            if (line := _score_line(suite, block))]
-    deltas = [f"| {name} | {value:+.4g} |" for name, value in sorted((metrics.get("vs_reference") or {}).items())
-              if value is not None]
+    data = ModelCardData(
+        base_model=hub_id,
+        tags=["qresafe_exp", "safety-evaluation", f"quant-{axes.get('quant')}", f"patch-{axes.get('patch')}"],
+        library_name="transformers",
+    )
+    rows = [line for suite, block in sorted(metrics.get("scores", {}).items()) if (line := _score_line(suite, block))]
+    deltas = [
+        f"| {name} | {value:+.4g} |"
+        for name, value in sorted((metrics.get("vs_reference") or {}).items())
+        if value is not None
+    ]
     git = (metrics.get("provenance") or {}).get("git") or {}
     parts = [
         f"---\n{data.to_yaml()}\n---",
@@ -137,8 +147,10 @@ def model_card(metrics: dict, cfg: DictConfig, command: str) -> str:
         "| suite | metric | value | 95% CI | n |\n|---|---|---|---|---|\n" + "\n".join(rows) if rows else "No scores.",
     ]
     if deltas:
-        parts += [f"Minus the FP reference cell `{metrics.get('reference_cell')}`:",
-                  "| score | cell - reference |\n|---|---|\n" + "\n".join(deltas)]
+        parts += [
+            f"Minus the FP reference cell `{metrics.get('reference_cell')}`:",
+            "| score | cell - reference |\n|---|---|\n" + "\n".join(deltas),
+        ]
     parts += ["## Reproduce", f"```\n{command}\n```"]
     if git.get("commit"):
         parts.append(f"qresafe_exp commit `{git['commit']}`{' (with local changes)' if git.get('dirty') else ''}.")
@@ -153,22 +165,34 @@ def push_checkpoint(cfg: DictConfig, checkpoint: Path, metrics: dict) -> dict:
     card = model_card(metrics, cfg, cell_command(cfg))
     api = HfApi(endpoint=cfg.hub.get("endpoint") or None, token=os.environ.get(TOKEN_ENV))
     url = api.create_repo(repo_id, repo_type="model", private=bool(cfg.hub.private), exist_ok=True)
-    files = sorted(p for p in Path(checkpoint).rglob("*") if p.is_file() and p.name not in CACHE_FILES
-                   and not p.name.startswith("."))
-    operations = [CommitOperationAdd(path_in_repo=p.relative_to(checkpoint).as_posix(), path_or_fileobj=str(p))
-                  for p in files if p.relative_to(checkpoint).as_posix() != "README.md"]
+    files = sorted(
+        p
+        for p in Path(checkpoint).rglob("*")
+        if p.is_file() and p.name not in CACHE_FILES and not p.name.startswith(".")
+    )
+    operations = [
+        CommitOperationAdd(path_in_repo=p.relative_to(checkpoint).as_posix(), path_or_fileobj=str(p))
+        for p in files
+        if p.relative_to(checkpoint).as_posix() != "README.md"
+    ]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
     info = api.create_commit(repo_id, operations=operations, commit_message=f"qresafe_exp cell {cfg.cell}")
     log.info("pushed %s (%d files) to %s", checkpoint, len(operations), url)
-    return {"repo_id": repo_id, "url": str(url), "commit": info.oid, "files": len(operations),
-            "private": bool(cfg.hub.private)}
+    return {
+        "repo_id": repo_id,
+        "url": str(url),
+        "commit": info.oid,
+        "files": len(operations),
+        "private": bool(cfg.hub.private),
+    }
 
 
-def push_cell(cfg: DictConfig, checkpoint: Optional[Path], metrics: dict) -> dict:
+def push_cell(cfg: DictConfig, checkpoint: Path | None, metrics: dict) -> dict:
     """The ``hub`` record of metrics.json: what was pushed, or why not (never raises: results are written)."""
     if checkpoint is None:
-        log.warning("hub.push=true: cell %s has no checkpoint of its own (FP model, no patch); nothing pushed",
-                    cfg.cell)
+        log.warning(
+            "hub.push=true: cell %s has no checkpoint of its own (FP model, no patch); nothing pushed", cfg.cell
+        )
         return {"pushed": False, "reason": "no quantized or patched checkpoint in this cell"}
     try:
         return {"pushed": True, **push_checkpoint(cfg, checkpoint, metrics)}

@@ -7,7 +7,7 @@ prompt positions need neither, so the projection runs on the response positions 
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -16,12 +16,14 @@ from torch import nn
 def named_linears(model: nn.Module, ignore: Iterable[str] = ("lm_head",)) -> dict[str, nn.Linear]:
     """Every nn.Linear whose last name part is not ignored (embeddings are not Linear)."""
     ignore = set(ignore)
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name.split(".")[-1] not in ignore}
+    return {
+        name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and name.split(".")[-1] not in ignore
+    }
 
 
-def response_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def response_token_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p of each response token, its row index); response tokens are labels != -100."""
     target = labels[:, 1:]
     keep = target != -100

@@ -9,10 +9,10 @@ mapping of the raw JSON, for the few readers of parts not typed here (figures, W
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from qresafe_exp.schema import CellAxes, Estimate, PairedDelta, ScoreBlock
 
@@ -29,8 +29,9 @@ def estimate(entry: Any) -> Estimate | None:
         return None
     is_rate = "rate" in entry
     lo, hi = (list(entry.get("ci95") or []) + [None, None])[:2]
-    return Estimate(value=entry["rate"] if is_rate else entry.get("value"), n=entry.get("n"), lo=lo, hi=hi,
-                    is_rate=is_rate)
+    return Estimate(
+        value=entry["rate"] if is_rate else entry.get("value"), n=entry.get("n"), lo=lo, hi=hi, is_rate=is_rate
+    )
 
 
 def headline(block: Mapping | None) -> Estimate | None:
@@ -45,12 +46,15 @@ def score_block(block: Mapping, where: str) -> ScoreBlock:
     if not isinstance(metric, str):
         raise MetricsError(f"{where}.metric: a score block names its headline entry (got {metric!r})")
     # lm_eval's block ("metric": "tasks") holds a table of task metrics, read by its own columns, no headline
-    return ScoreBlock(metric=metric, headline=None if metric == "tasks" else headline(block), keyword=estimate(block.get(f"{metric}_keyword")),
-                      non_degenerate=estimate(block.get(f"{metric}_non_degenerate")),
-                      degenerate=estimate(block.get("degenerate")),
-                      per_config={name: (entry or {}).get("rate") for name, entry in
-                                  (block.get("per_config") or {}).items()},
-                      judge_failures=dict(block.get("judge_failures") or {}))
+    return ScoreBlock(
+        metric=metric,
+        headline=None if metric == "tasks" else headline(block),
+        keyword=estimate(block.get(f"{metric}_keyword")),
+        non_degenerate=estimate(block.get(f"{metric}_non_degenerate")),
+        degenerate=estimate(block.get("degenerate")),
+        per_config={name: (entry or {}).get("rate") for name, entry in (block.get("per_config") or {}).items()},
+        judge_failures=dict(block.get("judge_failures") or {}),
+    )
 
 
 def _numeric_knobs(knobs: Any) -> dict[str, float]:
@@ -63,15 +67,23 @@ def _axes(raw: Mapping) -> CellAxes:
     tau = (raw.get("patch") or {}).get("tau")
     if "tau" not in knobs and isinstance(tau, (int, float)):  # cells written before patch_knobs: the patch's own record
         knobs["tau"] = tau
-    return CellAxes(model=axes.get("model"), quant=axes.get("quant"), bits=axes.get("bits"),
-                    group_size=axes.get("group_size"), calib=axes.get("calib"), patch=axes.get("patch"),
-                    patch_tag=axes.get("patch_tag") or axes.get("patch"), patch_knobs=knobs)
+    return CellAxes(
+        model=axes.get("model"),
+        quant=axes.get("quant"),
+        bits=axes.get("bits"),
+        group_size=axes.get("group_size"),
+        calib=axes.get("calib"),
+        patch=axes.get("patch"),
+        patch_tag=axes.get("patch_tag") or axes.get("patch"),
+        patch_knobs=knobs,
+    )
 
 
 def _paired(test: Mapping) -> PairedDelta:
     lo, hi = (list(test.get("ci95") or []) + [None, None])[:2]
-    return PairedDelta(delta=test.get("delta"), lo=lo, hi=hi, p_value=test.get("p_value"),
-                       significant=bool(test.get("significant")))
+    return PairedDelta(
+        delta=test.get("delta"), lo=lo, hi=hi, p_value=test.get("p_value"), significant=bool(test.get("significant"))
+    )
 
 
 @dataclass(frozen=True)
@@ -128,8 +140,10 @@ class CellMetrics(Mapping):
     def variant_scores(self, name: str) -> dict[str, ScoreBlock]:
         """The scores of a patch's other form (e.g. ``adapter``: the unmerged 16-bit patch)."""
         variant = (self.patch.get("variants") or {}).get(name) or {}
-        return {suite: score_block(block, f"patch.variants.{name}.scores.{suite}")
-                for suite, block in (variant.get("scores") or {}).items()}
+        return {
+            suite: score_block(block, f"patch.variants.{name}.scores.{suite}")
+            for suite, block in (variant.get("scores") or {}).items()
+        }
 
     @property
     def quantization(self) -> dict:
@@ -162,7 +176,9 @@ def parse(raw: Mapping, source: str = "metrics.json") -> CellMetrics:
         raise MetricsError(f"{source}: not a JSON object (a cell's metrics.json is one)")
     cell = raw.get("cell")
     if not isinstance(cell, str) or not cell:
-        raise MetricsError(f"{source}: key 'cell' is missing or not a name; re-run the cell to rewrite its metrics.json")
+        raise MetricsError(
+            f"{source}: key 'cell' is missing or not a name; re-run the cell to rewrite its metrics.json"
+        )
     status = raw.get("status", "ok")
     if status not in STATUSES:
         raise MetricsError(f"{source}: status={status!r} is unknown. Allowed: {', '.join(STATUSES)}")

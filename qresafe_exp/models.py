@@ -17,7 +17,6 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -86,9 +85,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 def _tokenizer_from_gguf(cache: ArtifactCache, package: str, filename: str) -> Path:
     gguf = gguf_path(package, filename)
     spec = {"package": package, "version": _package_version(package), "file": filename}
-    return cache.get_or_build(
-        "tokenizer", spec, lambda out: _load_gguf_tokenizer(gguf).save_pretrained(out)
-    ).path
+    return cache.get_or_build("tokenizer", spec, lambda out: _load_gguf_tokenizer(gguf).save_pretrained(out)).path
 
 
 def _build_random(cfg: DictConfig, tokenizer_dir: Path, out: Path) -> None:
@@ -98,8 +95,12 @@ def _build_random(cfg: DictConfig, tokenizer_dir: Path, out: Path) -> None:
     arch = OmegaConf.to_container(cfg.architecture, resolve=True)
     model_type = arch.pop("model_type")
     config = AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **arch
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **arch,
     )
     torch.manual_seed(cfg.init_seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -117,16 +118,36 @@ def _materialize_aligned(cfg: DictConfig, cache: ArtifactCache, paths) -> ModelR
     base = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg.base), cache, paths)
     data_dir = paths.data_dir if paths is not None else None
     cache_dir = paths.cache_dir if paths is not None else None
-    spec = {"source": "aligned", "align": align.spec_fields(cfg.align),
-            "testbed_data": content_key(align.TESTBED_FILE.read_text())}
-    art = cache.get_or_build("align", spec, lambda out: align.align(base.path, out, cfg.align, data_dir, cache_dir),
-                             upstream=[base.key], version=align.ALIGN_STAGE_VERSION)
+    spec = {
+        "source": "aligned",
+        "align": align.spec_fields(cfg.align),
+        "testbed_data": content_key(align.TESTBED_FILE.read_text()),
+    }
+    art = cache.get_or_build(
+        "align",
+        spec,
+        lambda out: align.align(base.path, out, cfg.align, data_dir, cache_dir),
+        upstream=[base.key],
+        version=align.ALIGN_STAGE_VERSION,
+    )
     return ModelRef(cfg.name, str(art.path), art.key)
 
 
 # formats transformers never reads for a PyTorch model: left out of a pinned snapshot's download
-_NOT_LOADED = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "*.msgpack", "*.h5",
-               "*.tflite", "*.ot", "coreml/*", "openvino/*"]
+_NOT_LOADED = [
+    "original/*",
+    "*.pth",
+    "*.gguf",
+    "*.onnx",
+    "*.onnx_data",
+    "onnx/*",
+    "*.msgpack",
+    "*.h5",
+    "*.tflite",
+    "*.ot",
+    "coreml/*",
+    "openvino/*",
+]
 
 
 def _hub_path(cfg: DictConfig) -> str:
@@ -135,8 +156,10 @@ def _hub_path(cfg: DictConfig) -> str:
     local = Path(cfg.path).expanduser()
     if local.exists():
         if cfg.revision is not None:
-            raise ValueError(f"model={cfg.name}: model.revision={cfg.revision} applies to hub ids, but "
-                             f"model.path={cfg.path} is a local directory; drop model.revision")
+            raise ValueError(
+                f"model={cfg.name}: model.revision={cfg.revision} applies to hub ids, but "
+                f"model.path={cfg.path} is a local directory; drop model.revision"
+            )
         return str(local.resolve())
     if cfg.revision is None:
         return cfg.path  # transformers resolves `main` itself, as before
@@ -144,8 +167,9 @@ def _hub_path(cfg: DictConfig) -> str:
 
     # offline, a pinned revision must already be in the local hub cache (snapshot_download would
     # otherwise try to list the repo for a commit hash)
-    return snapshot_download(cfg.path, revision=cfg.revision, ignore_patterns=_NOT_LOADED,
-                             local_files_only=constants.HF_HUB_OFFLINE)
+    return snapshot_download(
+        cfg.path, revision=cfg.revision, ignore_patterns=_NOT_LOADED, local_files_only=constants.HF_HUB_OFFLINE
+    )
 
 
 def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
@@ -162,22 +186,30 @@ def materialize(cfg: DictConfig, cache: ArtifactCache, paths=None) -> ModelRef:
         return ModelRef(cfg.name, path, key)
     if cfg.source == "gguf_package":
         gguf = gguf_path(cfg.gguf_package, cfg.gguf_file)
-        spec = {"source": "gguf_package", "package": cfg.gguf_package,
-                "version": _package_version(cfg.gguf_package), "file": cfg.gguf_file}
-        art = cache.get_or_build("model", spec, lambda out: _convert_gguf(gguf, out),
-                                 version=MODEL_STAGE_VERSION)
+        spec = {
+            "source": "gguf_package",
+            "package": cfg.gguf_package,
+            "version": _package_version(cfg.gguf_package),
+            "file": cfg.gguf_file,
+        }
+        art = cache.get_or_build("model", spec, lambda out: _convert_gguf(gguf, out), version=MODEL_STAGE_VERSION)
         return ModelRef(cfg.name, str(art.path), art.key)
     if cfg.source == "random":
         tok_dir = _tokenizer_from_gguf(cache, cfg.gguf_package, cfg.gguf_file)
-        spec = {"source": "random", "architecture": OmegaConf.to_container(cfg.architecture, resolve=True),
-                "init_seed": cfg.init_seed, "tokenizer": tok_dir.name}
-        art = cache.get_or_build("model", spec, lambda out: _build_random(cfg, tok_dir, out),
-                                 version=MODEL_STAGE_VERSION)
+        spec = {
+            "source": "random",
+            "architecture": OmegaConf.to_container(cfg.architecture, resolve=True),
+            "init_seed": cfg.init_seed,
+            "tokenizer": tok_dir.name,
+        }
+        art = cache.get_or_build(
+            "model", spec, lambda out: _build_random(cfg, tok_dir, out), version=MODEL_STAGE_VERSION
+        )
         return ModelRef(cfg.name, str(art.path), art.key)
     raise ValueError(f"model.source='{cfg.source}' is unknown. Allowed: aligned, gguf_package, hub, random")
 
 
-def load_tokenizer(path: str, revision: Optional[str] = None):
+def load_tokenizer(path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trusts_remote_code(path))
@@ -187,8 +219,15 @@ def load_tokenizer(path: str, revision: Optional[str] = None):
     return tokenizer
 
 
-def load_model(path: str, device: torch.device, *, dequantize: bool = True, revision: Optional[str] = None,
-               fake_quant: bool = True, dtype: Optional[torch.dtype] = None):
+def load_model(
+    path: str,
+    device: torch.device,
+    *,
+    dequantize: bool = True,
+    revision: str | None = None,
+    fake_quant: bool = True,
+    dtype: torch.dtype | None = None,
+):
     """Load a checkpoint for generation on ``device``.
 
     Compressed-tensors checkpoints (our rtn/gptq/awq output) are loaded with ``dequantize=True`` by

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from qresafe_exp.stats import paired_binary, paired_continuous
 
@@ -38,8 +38,10 @@ READERS: dict[str, tuple[Callable[[dict], object], str]] = {
 def read_samples(eval_path: str | Path) -> list[dict]:
     path = Path(eval_path) / "samples.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no samples.jsonl in this evaluation artifact; it is written by the "
-                                "evaluate stage, so delete the artifact directory to have it rebuilt")
+        raise FileNotFoundError(
+            f"{path}: no samples.jsonl in this evaluation artifact; it is written by the "
+            "evaluate stage, so delete the artifact directory to have it rebuilt"
+        )
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -57,8 +59,10 @@ def per_item(rows: list[dict], read: Callable[[dict], object], kind: str) -> dic
     for key, found in values.items():
         known = [v for v in found if v is not None]
         if len(found) > 1 and kind != "binary":
-            raise ValueError(f"suite {rows[0]['suite']}: {len(found)} rows for item {key} and no rule to "
-                             "combine them; give each item one row (or a distinct 'turn')")
+            raise ValueError(
+                f"suite {rows[0]['suite']}: {len(found)} rows for item {key} and no rule to "
+                "combine them; give each item one row (or a distinct 'turn')"
+            )
         out[key] = (any(bool(v) for v in known) if kind == "binary" else known[0]) if known else None
     return out
 

@@ -7,37 +7,38 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
+from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
 from qresafe_exp.evals.lm_harness import task_deltas
 from qresafe_exp.evals.overrefusal import check_refusal_judge
+from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
 from qresafe_exp.evals.runner import evaluate, user_prompts
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
-from qresafe_exp.judges import JUDGES, build_judge
-from qresafe_exp.align import training_prompts
-from qresafe_exp.models import ModelRef, materialize
-from qresafe_exp.preflight import ConfigError, check_inputs
-from qresafe_exp.patch import PATCHES
-from qresafe_exp.patch.base import PatchContext, PatchResult
 from qresafe_exp.fingerprint import cached_fingerprint
 from qresafe_exp.hub_push import push_cell
+from qresafe_exp.judges import JUDGES, build_judge
+from qresafe_exp.metrics import headline as block_headline
+from qresafe_exp.metrics import load as load_metrics
+from qresafe_exp.models import ModelRef, materialize
+from qresafe_exp.paired import paired_vs_reference, read_samples
+from qresafe_exp.patch import PATCHES
+from qresafe_exp.patch.base import PatchContext, PatchResult
+from qresafe_exp.preflight import ConfigError, check_inputs
 from qresafe_exp.provenance import provenance, seed_everything
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
 from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
-from qresafe_exp.calibration import build_calibration, check_calibration
-from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
-from qresafe_exp.metrics import headline as block_headline, load as load_metrics
-from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import Tracker, build_tracker, check_logger, headline, score_rows, scrub_secrets
@@ -65,8 +66,10 @@ def _cell_label(cfg: DictConfig) -> str:
 
 def _check_names(cfg: DictConfig) -> None:
     """Registry names in the config (quant.name, patch.name, judge.name, eval.suites): the key and the choices."""
-    checks = [(key, registry, OmegaConf.select(cfg, key)) for key, registry in
-              (("quant.name", QUANTIZERS), ("patch.name", PATCHES), ("judge.name", JUDGES))]
+    checks = [
+        (key, registry, OmegaConf.select(cfg, key))
+        for key, registry in (("quant.name", QUANTIZERS), ("patch.name", PATCHES), ("judge.name", JUDGES))
+    ]
     checks += [("eval.suites", SUITES, name) for name in cfg.eval.suites]
     for key, registry, name in checks:
         try:
@@ -89,8 +92,9 @@ def validate(cfg: DictConfig) -> None:
         check_refusal_judge(cfg)
         for name in cfg.eval.suites:
             suite = SUITES.get(name)
-            task = JUDGE_TASK.get(suite.kind) or ("refusal" if suite.kind in ("overrefusal", "qos")
-                                                  and cfg.eval.refusal_judge == "judge" else None)
+            task = JUDGE_TASK.get(suite.kind) or (
+                "refusal" if suite.kind in ("overrefusal", "qos") and cfg.eval.refusal_judge == "judge" else None
+            )
             if task:
                 judge.require(task, f"suite '{name}'")
             if name == "prompts":  # read in full now: a bad file stops the cell before any model loads
@@ -104,8 +108,9 @@ def validate(cfg: DictConfig) -> None:
         selected_grid(cfg.eval.decoding.configs)
         calibration = QUANTIZERS.get(cfg.quant.name).calibration_of(cfg.quant)
         if calibration == "activation":
-            resolve_file(cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir,
-                         key="calib.activation.dataset")
+            resolve_file(
+                cfg.calib.activation.dataset, cfg.paths.data_dir, cfg.paths.cache_dir, key="calib.activation.dataset"
+            )
         if calibration == "finetune":
             check_calibration(cfg)
         if cfg.eval.protocol not in PROTOCOLS:
@@ -117,8 +122,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------- stages
-def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
-             device) -> tuple[ModelRef, dict]:
+def quantize(
+    fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device
+) -> tuple[ModelRef, dict]:
     quantizer = QUANTIZERS.get(cfg.quant.name)
     if quantizer.name == "none":
         return fp, {}
@@ -133,7 +139,7 @@ def quantize(fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: 
         records, calib_facts = calibration.records, calibration.facts
         spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
     if cfg.seed and kind:  # its calibration sample / training order depends on the seed;
-        spec["seed"] = cfg.seed             # seed 0 keeps the keys it always had
+        spec["seed"] = cfg.seed  # seed 0 keeps the keys it always had
 
     def build(out: Path) -> None:
         seed_everything(cfg.seed, deterministic=None)  # the same RNG state however the cell got here
@@ -169,23 +175,42 @@ def fp_model_facts(fp: ModelRef, cfg: DictConfig) -> dict:
     return {"name": fp.name, "key": fp.key, "fingerprint": fingerprint(fp.path, cfg)}
 
 
-def patch(fp: ModelRef, quantized: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
-          device, log_step: Callable[[str, dict], None] | None = None) -> PatchResult:
+def patch(
+    fp: ModelRef,
+    quantized: ModelRef,
+    cfg: DictConfig,
+    artifacts: ArtifactCache,
+    requests: RequestCache,
+    device,
+    log_step: Callable[[str, dict], None] | None = None,
+) -> PatchResult:
     ctx = PatchContext(cfg, fp, quantized, artifacts, requests, device)
     if log_step is not None:  # training steps, streamed to the cell's run as they happen
         ctx.log_step = log_step
     return PATCHES.get(cfg.patch.name)().apply(ctx)
 
 
-def evaluate_variants(variants: dict[str, ModelRef], result: dict, cfg: DictConfig, artifacts: ArtifactCache,
-                      requests: RequestCache, device, scorer: ModelRef, exclude: frozenset) -> dict:
+def evaluate_variants(
+    variants: dict[str, ModelRef],
+    result: dict,
+    cfg: DictConfig,
+    artifacts: ArtifactCache,
+    requests: RequestCache,
+    device,
+    scorer: ModelRef,
+    exclude: frozenset,
+) -> dict:
     """Scores of the patch's other forms (e.g. unmerged) and the cell's difference from each."""
     out = {}
     for name, model in variants.items():
-        scores = evaluate(model, cfg, artifacts, requests, device, label=f"{cfg.cell} [{name}]",
-                          scorer=scorer, exclude=exclude)
-        out[name] = {"scores": scores["scores"], "eval": scores["key"],
-                     "cell_minus_variant": headline_deltas(result["scores"], scores["scores"])}
+        scores = evaluate(
+            model, cfg, artifacts, requests, device, label=f"{cfg.cell} [{name}]", scorer=scorer, exclude=exclude
+        )
+        out[name] = {
+            "scores": scores["scores"],
+            "eval": scores["key"],
+            "cell_minus_variant": headline_deltas(result["scores"], scores["scores"]),
+        }
     return out
 
 
@@ -211,25 +236,50 @@ def summarize(scores: dict, degeneration_cfg) -> dict:
     return {"degenerate": degenerate, "broken": broken}
 
 
-def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | None, quant_info: dict,
-                  patch_info: dict, wall_seconds: float, keys: dict) -> dict:
+def build_metrics(
+    cfg: DictConfig,
+    cell: str,
+    result: dict,
+    reference: dict | None,
+    quant_info: dict,
+    patch_info: dict,
+    wall_seconds: float,
+    keys: dict,
+) -> dict:
     is_fp = cfg.quant.name == "none"
     metrics = {
-        "cell": cell, "study": cfg.study,
-        "axes": {"model": cfg.model.name, "quant": cfg.quant.name, "bits": None if is_fp else cfg.quant.bits,
-                 "group_size": None if is_fp else cfg.quant.group_size,
-                 "calib": _calib_label(cfg) if quant_info else None,
-                 "patch": cfg.patch.name, "patch_tag": cfg.patch.get("tag", cfg.patch.name)},
-        "protocol": {"eval": cfg.eval.name, "version": cfg.eval.version, "protocol": cfg.eval.protocol,
-                     "protocol_version": protocol_of(cfg).version, "refusal_judge": cfg.eval.refusal_judge,
-                     "max_new_tokens": cfg.eval.max_new_tokens, "limit": cfg.eval.limit,
-                     "judge": build_judge(cfg.judge).identity,
-                     "suites": {n: SUITES.get(n).version for n in cfg.eval.suites}},
+        "cell": cell,
+        "study": cfg.study,
+        "axes": {
+            "model": cfg.model.name,
+            "quant": cfg.quant.name,
+            "bits": None if is_fp else cfg.quant.bits,
+            "group_size": None if is_fp else cfg.quant.group_size,
+            "calib": _calib_label(cfg) if quant_info else None,
+            "patch": cfg.patch.name,
+            "patch_tag": cfg.patch.get("tag", cfg.patch.name),
+        },
+        "protocol": {
+            "eval": cfg.eval.name,
+            "version": cfg.eval.version,
+            "protocol": cfg.eval.protocol,
+            "protocol_version": protocol_of(cfg).version,
+            "refusal_judge": cfg.eval.refusal_judge,
+            "max_new_tokens": cfg.eval.max_new_tokens,
+            "limit": cfg.eval.limit,
+            "judge": build_judge(cfg.judge).identity,
+            "suites": {n: SUITES.get(n).version for n in cfg.eval.suites},
+        },
         "scores": result["scores"],
         "summary": summarize(result["scores"], cfg.eval.degeneration),
-        "quantization": quant_info, "patch": patch_info,
-        "cost": {"wall_seconds": round(wall_seconds, 2), "eval_seconds": result["seconds"],
-                 "generated_now": result["generated"], "eval_cached": result["cached"]},
+        "quantization": quant_info,
+        "patch": patch_info,
+        "cost": {
+            "wall_seconds": round(wall_seconds, 2),
+            "eval_seconds": result["seconds"],
+            "generated_now": result["generated"],
+            "eval_cached": result["cached"],
+        },
         "artifacts": keys,
         "provenance": provenance(cfg.paths.root_dir),
     }
@@ -238,8 +288,11 @@ def build_metrics(cfg: DictConfig, cell: str, result: dict, reference: dict | No
         metrics["axes"]["patch_knobs"] = knobs
     if reference is not None:
         metrics["reference_cell"] = reference_cell_name(cfg)
-        metrics.update(reference_deltas(result["scores"], reference["scores"], read_samples(result["path"]),
-                                        read_samples(reference["path"])))
+        metrics.update(
+            reference_deltas(
+                result["scores"], reference["scores"], read_samples(result["path"]), read_samples(reference["path"])
+            )
+        )
     return metrics
 
 
@@ -262,8 +315,10 @@ def patch_knobs(patch_cfg: DictConfig) -> dict:
 def reference_deltas(scores: dict, ref_scores: dict, rows: list[dict], ref_rows: list[dict]) -> dict:
     """{'vs_reference', 'paired_vs_reference'}: the cell's headline minus the FP reference's, and the
     same deltas on the same prompts with a paired interval and an exact test (also used by rescore)."""
-    return {"vs_reference": headline_deltas(scores, ref_scores),
-            "paired_vs_reference": paired_vs_reference(scores, rows, ref_rows)}
+    return {
+        "vs_reference": headline_deltas(scores, ref_scores),
+        "paired_vs_reference": paired_vs_reference(scores, rows, ref_rows),
+    }
 
 
 def headline_deltas(scores: dict, ref_scores: dict) -> dict:
@@ -304,16 +359,26 @@ def cell_run(cfg: DictConfig, cell: str, monitor: StageMonitor | None = None) ->
     logged until then stays in the run."""
     is_fp = cfg.quant.name == "none"
     tracker = build_tracker(cfg.logger)
-    tracker.start(run_dir=cell_dir(cfg, cell), name=cell, group=cfg.study, job_type="cell",
-                  config=scrub_secrets(OmegaConf.to_container(cfg, resolve=True)),
-                  tags=[f"model:{cfg.model.name}", f"quant:{cfg.quant.name}",
-                        f"bits:{None if is_fp else cfg.quant.bits}", f"patch:{cfg.patch.name}"])
+    tracker.start(
+        run_dir=cell_dir(cfg, cell),
+        name=cell,
+        group=cfg.study,
+        job_type="cell",
+        config=scrub_secrets(OmegaConf.to_container(cfg, resolve=True)),
+        tags=[
+            f"model:{cfg.model.name}",
+            f"quant:{cfg.quant.name}",
+            f"bits:{None if is_fp else cfg.quant.bits}",
+            f"patch:{cfg.patch.name}",
+        ],
+    )
     try:
         yield tracker
     except BaseException as err:
         stage = monitor.running if monitor is not None else None
-        tracker.finish(exit_code=1, error=f"{type(err).__name__}" + (f" in stage {stage}" if stage else "")
-                       + f": {err}")
+        tracker.finish(
+            exit_code=1, error=f"{type(err).__name__}" + (f" in stage {stage}" if stage else "") + f": {err}"
+        )
         raise
     tracker.finish()
 
@@ -325,24 +390,38 @@ def log_checkpoints(tracker: Tracker, cfg: DictConfig, models: dict[str, ModelRe
         return
     for stage, model in models.items():
         if Path(model.path).exists():  # a hub id (the FP model) has no local checkpoint to point at
-            tracker.log_artifact(f"checkpoint-{model.key}", "model", references={"checkpoint": Path(model.path)},
-                                 metadata={"stage": stage, "name": model.name, "key": model.key})
+            tracker.log_artifact(
+                f"checkpoint-{model.key}",
+                "model",
+                references={"checkpoint": Path(model.path)},
+                metadata={"stage": stage, "name": model.name, "key": model.key},
+            )
 
 
 def log_results(tracker: Tracker, cfg: DictConfig, cell: str, metrics: dict, out: Path) -> None:
     """The cell's results in its run: scores with their intervals (asr/advbench, _ci_low, _ci_high, _n),
     the summary, costs and patch facts; a scores table, the samples table and samples.jsonl as an
     Artifact of type "samples"."""
-    tracker.log_metrics({**headline(metrics["scores"]), "scores": metrics["scores"], "summary": metrics["summary"],
-                         "vs_reference": metrics.get("vs_reference", {}),
-                         "paired_vs_reference": metrics.get("paired_vs_reference", {}), "cost": metrics["cost"],
-                         "patch": _patch_numbers(metrics.get("patch") or {})})
+    tracker.log_metrics(
+        {
+            **headline(metrics["scores"]),
+            "scores": metrics["scores"],
+            "summary": metrics["summary"],
+            "vs_reference": metrics.get("vs_reference", {}),
+            "paired_vs_reference": metrics.get("paired_vs_reference", {}),
+            "cost": metrics["cost"],
+            "patch": _patch_numbers(metrics.get("patch") or {}),
+        }
+    )
     tracker.log_table("scores", score_rows(metrics["scores"], metrics.get("vs_reference")))
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
     tracker.log_table("samples", rows)
-    tracker.log_artifact(f"samples-{cell}", "samples", files={"samples.jsonl": out / "samples.jsonl"},
-                         metadata={"cell": cell, "study": cfg.study, "eval": metrics["artifacts"].get("eval"),
-                                   "rows": len(rows)})
+    tracker.log_artifact(
+        f"samples-{cell}",
+        "samples",
+        files={"samples.jsonl": out / "samples.jsonl"},
+        metadata={"cell": cell, "study": cfg.study, "eval": metrics["artifacts"].get("eval"), "rows": len(rows)},
+    )
 
 
 def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str, tracker: Tracker | None = None) -> Path:
@@ -373,18 +452,30 @@ def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_s
         OmegaConf.set_struct(ref_cfg, False)
         ref_cfg.quant = OmegaConf.create({"name": "none", "tag": "fp", "bits": None, "group_size": None})
         ref_cfg.patch = OmegaConf.create({"name": "none", "tag": "none"})
-        metrics = build_metrics(ref_cfg, cell, reference, None, {}, {}, wall_seconds,
-                                {"model": fp.key, "eval": reference["key"]})
+        metrics = build_metrics(
+            ref_cfg, cell, reference, None, {}, {}, wall_seconds, {"model": fp.key, "eval": reference["key"]}
+        )
         metrics["fp_model"] = fp_model_facts(fp, cfg)
         write_cell(ref_cfg, cell, metrics, reference["path"])
         log.info("wrote FP reference cell %s", cell)
 
 
 def write_unsupported_cell(cfg: DictConfig, reason: str) -> dict:
-    metrics = {"cell": cfg.cell, "study": cfg.study, "status": "unsupported", "reason": reason,
-               "axes": {"model": cfg.model.name, "quant": cfg.quant.name, "bits": cfg.quant.bits,
-                        "group_size": cfg.quant.group_size, "calib": None, "patch": cfg.patch.name},
-               "provenance": provenance(cfg.paths.root_dir)}
+    metrics = {
+        "cell": cfg.cell,
+        "study": cfg.study,
+        "status": "unsupported",
+        "reason": reason,
+        "axes": {
+            "model": cfg.model.name,
+            "quant": cfg.quant.name,
+            "bits": cfg.quant.bits,
+            "group_size": cfg.quant.group_size,
+            "calib": None,
+            "patch": cfg.patch.name,
+        },
+        "provenance": provenance(cfg.paths.root_dir),
+    }
     write_json_atomic(cell_dir(cfg, cfg.cell) / "metrics.json", metrics)
     log.warning("cell %s recorded as unsupported: %s", cfg.cell, reason)
     print(f"\n{format_table([table_row(metrics)])}\n", flush=True)
@@ -413,8 +504,9 @@ def run_cell(cfg: DictConfig) -> dict:
                 # An aligned model's training prompts never count as evaluation prompts.
                 exclude = frozenset(training_prompts(fp.path))
             with monitor.stage("reference_eval"):
-                reference = evaluate(fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp",
-                                     scorer=fp, exclude=exclude)
+                reference = evaluate(
+                    fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp", scorer=fp, exclude=exclude
+                )
             is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
             if not is_reference:
                 ensure_reference_cell(cfg, reference, fp, time.time() - started)
@@ -427,26 +519,53 @@ def run_cell(cfg: DictConfig) -> dict:
             if patched.model.key != quantized.key:  # the patch built a checkpoint of its own
                 patch_info["fingerprint"] = fingerprint(patched.model.path, cfg)
             built = {"quantize": quantized, "patch": patched.model}
-            log_checkpoints(tracker, cfg, {stage: model for stage, model in built.items()  # each once
-                                           if model.key not in (fp.key, quantized.key if stage == "patch" else None)})
+            log_checkpoints(
+                tracker,
+                cfg,
+                {
+                    stage: model
+                    for stage, model in built.items()  # each once
+                    if model.key not in (fp.key, quantized.key if stage == "patch" else None)
+                },
+            )
             with monitor.stage("eval"):
                 seed_everything(cfg.seed, deterministic=None)
-                result = reference if patched.model.key == fp.key else evaluate(
-                    patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude)
+                result = (
+                    reference
+                    if patched.model.key == fp.key
+                    else evaluate(
+                        patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude
+                    )
+                )
             if patched.variants:
                 with monitor.stage("variant_eval"):
-                    patch_info["variants"] = evaluate_variants(patched.variants, result, cfg, artifacts, requests,
-                                                               device, scorer=fp, exclude=exclude)
-            keys = {"model": fp.key, "quantize": quant_info.get("artifact"), "patch": patch_info.get("artifact"),
-                    "eval": result["key"], "reference_eval": reference["key"]}
-            metrics = build_metrics(cfg, cell, result, None if is_reference else reference, quant_info,
-                                    patch_info, time.time() - started, keys)
+                    patch_info["variants"] = evaluate_variants(
+                        patched.variants, result, cfg, artifacts, requests, device, scorer=fp, exclude=exclude
+                    )
+            keys = {
+                "model": fp.key,
+                "quantize": quant_info.get("artifact"),
+                "patch": patch_info.get("artifact"),
+                "eval": result["key"],
+                "reference_eval": reference["key"],
+            }
+            metrics = build_metrics(
+                cfg,
+                cell,
+                result,
+                None if is_reference else reference,
+                quant_info,
+                patch_info,
+                time.time() - started,
+                keys,
+            )
             metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
             metrics["fp_model"] = fp_model_facts(fp, cfg)  # the FP weights' fingerprint, to compare machines
             out = write_cell(cfg, cell, metrics, result["path"], tracker)
             if cfg.hub.push:  # after metrics.json: the card shows the scores, and a failed push loses nothing
-                metrics["hub"] = push_cell(cfg, Path(patched.model.path) if patched.model.key != fp.key else None,
-                                           metrics)
+                metrics["hub"] = push_cell(
+                    cfg, Path(patched.model.path) if patched.model.key != fp.key else None, metrics
+                )
                 write_json_atomic(out / "metrics.json", metrics)
     finally:
         requests.close()

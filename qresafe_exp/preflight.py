@@ -15,6 +15,7 @@ from qresafe_exp.cli import CONF_DIR
 from qresafe_exp.data.hub import is_hub_uri, parse_hub_uri
 from qresafe_exp.hub_push import check_push
 
+
 class ConfigError(ValueError):
     """A config that cannot run; raised before any model is loaded, in one line."""
 
@@ -51,8 +52,10 @@ def check_inputs(cfg: DictConfig) -> None:
     """Missing values, counts, the seed, the model path: raises ValueError naming the key and the fix."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ValueError(f"{', '.join(missing)} must be set (??? in its config file): give "
-                         + " ".join(f"{key}=<value>" for key in missing))
+        raise ValueError(
+            f"{', '.join(missing)} must be set (??? in its config file): give "
+            + " ".join(f"{key}=<value>" for key in missing)
+        )
     for key, minimum, what in COUNTS:
         check_count(key, OmegaConf.select(cfg, key), minimum, what)
     for suite, limit in (cfg.eval.get("limits") or {}).items():
@@ -80,8 +83,10 @@ def check_model_path(model: DictConfig, key: str = "model.path") -> None:
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise ValueError(f"{key}={path}: not a transformers checkpoint directory (no config.json in it); give "
-                             "a model directory or a hub id (org/name)")
+            raise ValueError(
+                f"{key}={path}: not a transformers checkpoint directory (no config.json in it); give "
+                "a model directory or a hub id (org/name)"
+            )
         return
     from huggingface_hub import constants, try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -93,12 +98,17 @@ def check_model_path(model: DictConfig, key: str = "model.path") -> None:
     else:
         ok = not _looks_like_a_path(path)
     if not ok:
-        raise ValueError(f"{key}={path}: no such directory, and not a hub id (org/name); give an existing "
-                         "checkpoint directory or a hub id")
+        raise ValueError(
+            f"{key}={path}: no such directory, and not a hub id (org/name); give an existing "
+            "checkpoint directory or a hub id"
+        )
     if constants.HF_HUB_OFFLINE and not isinstance(
-            try_to_load_from_cache(path, "config.json", revision=model.get("revision")), str):
-        raise ValueError(f"{key}={path}: not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it; "
-                         f"download it first (huggingface-cli download {path}) or give a local directory")
+        try_to_load_from_cache(path, "config.json", revision=model.get("revision")), str
+    ):
+        raise ValueError(
+            f"{key}={path}: not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it; "
+            f"download it first (huggingface-cli download {path}) or give a local directory"
+        )
 
 
 # ---------------------------------------------------------------- composing, in one line
@@ -171,8 +181,9 @@ def check_command_line(argv: list[str], config_dir: Path = CONF_DIR) -> None:
             parsed += parser.parse_overrides([arg])
         except Exception as err:  # noqa: BLE001 - Hydra's grammar errors: first line, and where to read more
             first = str(err).strip().splitlines()[0]
-            raise ConfigError(f"{arg}: cannot be parsed ({first}); see "
-                              "https://hydra.cc/docs/advanced/override_grammar/basic") from None
+            raise ConfigError(
+                f"{arg}: cannot be parsed ({first}); see https://hydra.cc/docs/advanced/override_grammar/basic"
+            ) from None
     groups = {p.name for p in config_dir.iterdir() if p.is_dir()}
     first_values, drawn = [], False
     for override in parsed:
@@ -182,14 +193,18 @@ def check_command_line(argv: list[str], config_dir: Path = CONF_DIR) -> None:
         if override.is_sweep_override() and not override.is_discrete_sweep():
             drawn = True  # an interval (another sweeper's): no first value to compose with
             continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else \
-            [override.get_value_element_as_str()]
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
         if name in groups and not (override.is_add() or override.is_delete()):
             options = sorted(p.stem for p in (config_dir / name).glob("*.yaml"))
             for value in values:
                 if value not in options and value != "null":
-                    raise ConfigError(f"{name}={value}: no such option (conf/{name}/{value}.yaml). "
-                                      f"Allowed: {', '.join(options)}")
+                    raise ConfigError(
+                        f"{name}={value}: no such option (conf/{name}/{value}.yaml). Allowed: {', '.join(options)}"
+                    )
         prefix = "++" if override.is_force_add() else "+" if override.is_add() else "~" if override.is_delete() else ""
         first_values.append(override.input_line if not override.is_sweep_override() else f"{prefix}{name}={values[0]}")
     if not drawn:

@@ -13,8 +13,19 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-_PACKAGES = ("torch", "transformers", "llmcompressor", "compressed-tensors", "hydra-core", "omegaconf",
-             "wandb", "accelerate", "peft", "datasets", "numpy")
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "llmcompressor",
+    "compressed-tensors",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "accelerate",
+    "peft",
+    "datasets",
+    "numpy",
+)
 
 
 @lru_cache(maxsize=1)
@@ -88,24 +99,38 @@ def determinism() -> dict:
     between machines (torch build, thread count, the CPU kernels' instruction set, the GPU)."""
     import torch
 
-    facts = {"seed": _SEEDED.get("seed"), "deterministic": _SEEDED.get("deterministic"),
-             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-             "torch": torch.__version__, "threads": torch.get_num_threads(),
-             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": _cpu_model(),
-             "device": _SEEDED.get("device"), "float32_matmul_precision": torch.get_float32_matmul_precision(),
-             "pythonhashseed": os.environ.get("PYTHONHASHSEED")}
+    facts = {
+        "seed": _SEEDED.get("seed"),
+        "deterministic": _SEEDED.get("deterministic"),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": _cpu_model(),
+        "device": _SEEDED.get("device"),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "pythonhashseed": os.environ.get("PYTHONHASHSEED"),
+    }
     device = torch.device(facts["device"]) if facts["device"] else None
     if device is not None and device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        facts["cuda"] = {"version": torch.version.cuda, "device_name": torch.cuda.get_device_name(index),
-                         "capability": ".".join(map(str, torch.cuda.get_device_capability(index))),
-                         "cudnn": torch.backends.cudnn.version(), "cudnn_deterministic": torch.backends.cudnn.deterministic,
-                         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+        facts["cuda"] = {
+            "version": torch.version.cuda,
+            "device_name": torch.cuda.get_device_name(index),
+            "capability": ".".join(map(str, torch.cuda.get_device_capability(index))),
+            "cudnn": torch.backends.cudnn.version(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        }
     return facts
 
 
 def provenance(root: str | Path) -> dict:
-    return {"git": git_state(str(root)), "versions": library_versions(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": platform.node(), "determinism": determinism()}
+    return {
+        "git": git_state(str(root)),
+        "versions": library_versions(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "determinism": determinism(),
+    }

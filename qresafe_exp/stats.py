@@ -40,12 +40,16 @@ def geometric_mean_ci(values: list[float], z: float = 1.959964) -> dict:
     if not logs:
         return {"value": None, "n": 0, "ci95": [None, None]}
     mean, half = _mean_and_half_width(logs, z)
-    return {"value": round(math.exp(mean), 4), "n": len(logs),
-            "ci95": [round(math.exp(mean - half), 4), round(math.exp(mean + half), 4)]}
+    return {
+        "value": round(math.exp(mean), 4),
+        "n": len(logs),
+        "ci95": [round(math.exp(mean - half), 4), round(math.exp(mean + half), 4)],
+    }
 
 
-def mean_ci(values: list[float], z: float = 1.959964, bounds: tuple[float, float] | None = None,
-            min_n: int = 1) -> dict:
+def mean_ci(
+    values: list[float], z: float = 1.959964, bounds: tuple[float, float] | None = None, min_n: int = 1
+) -> dict:
     """{'value', 'n', 'ci95'}: the mean with a normal-approximation 95% interval (scores, lengths),
     clipped to ``bounds`` where the quantity has them (a win rate lies in [0, 100]); below ``min_n``
     values the interval is [None, None]."""
@@ -106,15 +110,24 @@ def paired_binary(cell: list[bool], ref: list[bool]) -> dict:
     'test', 'significant' (p < 0.05)}. No pairs: delta and interval are None, p is 1.
     """
     if len(cell) != len(ref):
-        raise ValueError(f"paired_binary: {len(cell)} cell values but {len(ref)} reference values; "
-                         "pair them on the prompt first")
+        raise ValueError(
+            f"paired_binary: {len(cell)} cell values but {len(ref)} reference values; pair them on the prompt first"
+        )
     n = len(cell)
     a = sum(bool(x) and bool(y) for x, y in zip(cell, ref))
     b = sum(bool(x) and not y for x, y in zip(cell, ref))
     c = sum(not x and bool(y) for x, y in zip(cell, ref))
     p = binomial_two_sided(b, b + c)
-    out = {"delta": None, "ci95": [None, None], "n_pairs": n, "cell_only": b, "reference_only": c,
-           "p_value": _sig4(p), "test": "mcnemar_exact", "significant": p < 0.05}
+    out = {
+        "delta": None,
+        "ci95": [None, None],
+        "n_pairs": n,
+        "cell_only": b,
+        "reference_only": c,
+        "p_value": _sig4(p),
+        "test": "mcnemar_exact",
+        "significant": p < 0.05,
+    }
     if n:
         lo, hi = newcombe_paired_interval(a, b, c, n - a - b - c)
         out.update(delta=round((b - c) / n, 4), ci95=[round(lo, 4), round(hi, 4)])
@@ -169,8 +182,9 @@ def paired_continuous(cell: list[float], ref: list[float], log: bool = True) -> 
     / 'ties' count the pairs. The interval needs 2 pairs (None otherwise).
     """
     if len(cell) != len(ref):
-        raise ValueError(f"paired_continuous: {len(cell)} cell values but {len(ref)} reference values; "
-                         "pair them on the item first")
+        raise ValueError(
+            f"paired_continuous: {len(cell)} cell values but {len(ref)} reference values; pair them on the item first"
+        )
     usable = lambda v: v is not None and (v > 0 if log else math.isfinite(v))  # noqa: E731
     pairs = [(float(x), float(y)) for x, y in zip(cell, ref) if usable(x) and usable(y)]
     scale = math.log if log else (lambda v: v)
@@ -178,8 +192,17 @@ def paired_continuous(cell: list[float], ref: list[float], log: bool = True) -> 
     diffs = [x - y for x, y in zip(xs, ys)]
     n, up, down = len(pairs), sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     p = binomial_two_sided(up, up + down)
-    out = {"delta": None, "ci95": [None, None], "n_pairs": n, "cell_higher": up, "reference_higher": down,
-           "ties": n - up - down, "p_value": _sig4(p), "test": "sign_exact", "significant": p < 0.05}
+    out = {
+        "delta": None,
+        "ci95": [None, None],
+        "n_pairs": n,
+        "cell_higher": up,
+        "reference_higher": down,
+        "ties": n - up - down,
+        "p_value": _sig4(p),
+        "test": "sign_exact",
+        "significant": p < 0.05,
+    }
     if n == 0:
         return out
     mean_d, ref_center = sum(diffs) / n, sum(ys) / n

@@ -40,8 +40,9 @@ def _patch_seconds(metrics: CellMetrics) -> float:
 
 
 def _size(metrics: CellMetrics) -> str:
-    size = (metrics.patch.get("sizes") or {}).get("merged_checkpoint_bytes") \
-        or metrics.quantization.get("checkpoint_bytes")
+    size = (metrics.patch.get("sizes") or {}).get("merged_checkpoint_bytes") or metrics.quantization.get(
+        "checkpoint_bytes"
+    )
     return f"{size / 1e6:.0f} MB" if size else "-"
 
 
@@ -52,8 +53,11 @@ def _unmerged_asr(metrics: CellMetrics) -> str:
 
 
 # the default eval's columns keep their names; any other suite gets "<metric> <suite>"
-DEFAULT_COLUMNS = {"advbench": "ASR advbench (95% CI)", "xstest_safe": "XSTest-safe refusal (95% CI)",
-                   "alpaca_eval_ppl": "ref. perplexity (95% CI)"}
+DEFAULT_COLUMNS = {
+    "advbench": "ASR advbench (95% CI)",
+    "xstest_safe": "XSTest-safe refusal (95% CI)",
+    "alpaca_eval_ppl": "ref. perplexity (95% CI)",
+}
 
 
 def _headline(block: ScoreBlock) -> str:
@@ -62,8 +66,10 @@ def _headline(block: ScoreBlock) -> str:
 
 DEFAULT_DELTAS = {"advbench": "ASR vs FP", "xstest_safe": "refusal vs FP", "alpaca_eval_ppl": "perplexity vs FP"}
 DELTA_SUFFIX = " vs FP"
-LEGEND = ("* paired test p < 0.05 (exact McNemar for rates, sign test for perplexity and scores); "
-          "vs FP = cell minus FP reference on the same prompts [paired 95% CI]")
+LEGEND = (
+    "* paired test p < 0.05 (exact McNemar for rates, sign test for perplexity and scores); "
+    "vs FP = cell minus FP reference on the same prompts [paired 95% CI]"
+)
 
 
 def _paired_delta(metrics: CellMetrics, suite: str, metric: str) -> str:
@@ -123,8 +129,9 @@ def _suite_columns(metrics: CellMetrics, show) -> dict:
         if "vs_reference" in metrics:  # not the FP reference itself
             delta = _paired_delta(metrics, name, block.metric)
             broken = metrics.broken and generated
-            columns[DEFAULT_DELTAS.get(name) or f"{title}{DELTA_SUFFIX}"] = \
+            columns[DEFAULT_DELTAS.get(name) or f"{title}{DELTA_SUFFIX}"] = (
                 f"broken (raw {delta})" if broken and delta != "-" else delta
+            )
     return columns
 
 
@@ -132,9 +139,17 @@ def table_row(metrics) -> dict:
     """The summary row of one cell (a metrics.json dict or metrics.CellMetrics)."""
     metrics = parse(metrics)
     if metrics.status == "unsupported":
-        return {"cell": metrics.cell, "ASR advbench (95% CI)": "unsupported", "XSTest-safe refusal (95% CI)":
-                metrics.reason, "ref. perplexity (95% CI)": "-", "degenerate": "-", "size": "-",
-                "ASR unmerged patch": "-", "patch time": "-", "build time": "-"}
+        return {
+            "cell": metrics.cell,
+            "ASR advbench (95% CI)": "unsupported",
+            "XSTest-safe refusal (95% CI)": metrics.reason,
+            "ref. perplexity (95% CI)": "-",
+            "degenerate": "-",
+            "size": "-",
+            "ASR unmerged patch": "-",
+            "patch time": "-",
+            "build time": "-",
+        }
     degenerate = metrics.degenerate
     broken = metrics.broken
     flag = " BROKEN" if broken else ""
@@ -144,7 +159,8 @@ def table_row(metrics) -> dict:
     return {
         "cell": metrics.cell + simulated,
         **_suite_columns(metrics, show),
-        "degenerate": f"{degenerate.value:.2f}{flag}" if degenerate is not None and degenerate.value is not None
+        "degenerate": f"{degenerate.value:.2f}{flag}"
+        if degenerate is not None and degenerate.value is not None
         else "-",
         "size": _size(metrics),  # the evaluated (quantized, or merged patched) checkpoint's safetensors
         "ASR unmerged patch": _unmerged_asr(metrics),  # the 16-bit patch on the quantized base

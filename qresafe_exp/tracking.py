@@ -22,8 +22,23 @@ from qresafe_exp.registry import Registry
 log = logging.getLogger(__name__)
 # Secret keys are matched by whole words of the key (split at _ - . and camelCase), not by substring:
 # max_new_tokens, num_tokens and tokenizer are ordinary fields, hf_token and WANDB_API_KEY are not.
-_SECRET_WORDS = frozenset({"token", "secret", "secrets", "password", "passwd", "passphrase", "auth",
-                           "authorization", "apikey", "credential", "credentials", "cookie", "bearer"})
+_SECRET_WORDS = frozenset(
+    {
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "passphrase",
+        "auth",
+        "authorization",
+        "apikey",
+        "credential",
+        "credentials",
+        "cookie",
+        "bearer",
+    }
+)
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")})
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#@]+@")  # scheme://user:pass@host
 
@@ -42,8 +57,7 @@ def _is_secret_key(key: Any) -> bool:
 def scrub_secrets(obj: Any) -> Any:
     """A copy of ``obj`` with the values of secret keys replaced and credentials cut out of URLs."""
     if isinstance(obj, dict):
-        return {k: ("***" if _is_secret_key(k) and v not in (None, "") else scrub_secrets(v))
-                for k, v in obj.items()}
+        return {k: ("***" if _is_secret_key(k) and v not in (None, "") else scrub_secrets(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [scrub_secrets(v) for v in obj]
     if isinstance(obj, str):
@@ -63,8 +77,12 @@ def _flatten(prefix: str, obj: Any, out: dict) -> dict:
 
 
 def _is_interval(key: str, obj: Any) -> bool:
-    return (key.rsplit("/", 1)[-1].startswith("ci") and isinstance(obj, list) and len(obj) == 2
-            and all(v is None or isinstance(v, (int, float)) for v in obj))
+    return (
+        key.rsplit("/", 1)[-1].startswith("ci")
+        and isinstance(obj, list)
+        and len(obj) == 2
+        and all(v is None or isinstance(v, (int, float)) for v in obj)
+    )
 
 
 def headline(scores: dict) -> dict:
@@ -87,9 +105,17 @@ def score_rows(scores: dict, vs_reference: dict | None = None) -> list[dict]:
         metric = block.get("metric") if isinstance(block, dict) else None
         key = f"{metric}/{suite}"
         if key in flat:
-            rows.append({"suite": suite, "metric": metric, "value": flat[key], "ci_low": flat[f"{key}_ci_low"],
-                         "ci_high": flat[f"{key}_ci_high"], "n": flat[f"{key}_n"],
-                         "vs_reference": (vs_reference or {}).get(f"{suite}.{metric}")})
+            rows.append(
+                {
+                    "suite": suite,
+                    "metric": metric,
+                    "value": flat[key],
+                    "ci_low": flat[f"{key}_ci_low"],
+                    "ci_high": flat[f"{key}_ci_high"],
+                    "n": flat[f"{key}_n"],
+                    "vs_reference": (vs_reference or {}).get(f"{suite}.{metric}"),
+                }
+            )
     return rows
 
 
@@ -112,6 +138,7 @@ class Tracker:
     """What the pipeline may call; the base class does nothing (logger=none). A cell's run is opened
     when the cell starts and closed when it ends, so what it logs on the way (stages as they finish,
     training steps as they run) is kept even when the cell fails."""
+
     run_path: str | None = None
 
     def start(self, *, run_dir: Path, name: str, group: str, job_type: str, config: dict, tags: list[str]) -> None: ...
@@ -120,11 +147,19 @@ class Tracker:
     def log_metrics(self, metrics: dict) -> None: ...
     def log_table(self, key: str, rows: list[dict]) -> None: ...
     def log_images(self, images: dict[str, Path]) -> None: ...
-    def log_artifact(self, name: str, kind: str, *, files: dict[str, Path] | None = None,
-                     references: dict[str, Path] | None = None, metadata: dict | None = None) -> None: ...
+    def log_artifact(
+        self,
+        name: str,
+        kind: str,
+        *,
+        files: dict[str, Path] | None = None,
+        references: dict[str, Path] | None = None,
+        metadata: dict | None = None,
+    ) -> None: ...
     def save_json(self, name: str, obj: dict) -> None: ...
     def info(self) -> dict:
         return {"wandb_run_dir": self.run_path}
+
     def finish(self, exit_code: int = 0, error: str | None = None) -> None: ...
 
 
@@ -147,9 +182,16 @@ class WandbTracker(Tracker):
         os.environ.setdefault("WANDB_START_METHOD", "thread")  # robust under Hydra/submitit
         # create_new: a cell's run stays open while its FP reference cell writes a run of its own
         self.run = wandb.init(
-            project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode, dir=str(run_dir),
-            name=name, group=group, job_type=job_type, tags=list(tags) + list(self.cfg.tags),
-            config=scrub_secrets(config), reinit="create_new",
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            mode=self.cfg.mode,
+            dir=str(run_dir),
+            name=name,
+            group=group,
+            job_type=job_type,
+            tags=list(tags) + list(self.cfg.tags),
+            config=scrub_secrets(config),
+            reinit="create_new",
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
         self.group = group
@@ -229,11 +271,16 @@ class WandbTracker(Tracker):
 
     def info(self):
         """Where the run lives, for metrics.json and the report's dashboard: the URLs only once online."""
-        out = {"wandb_run_dir": self.run_path, "project": self.run.project, "group": self.group,
-               "entity": self.cfg.entity, "mode": self.cfg.mode, "run_id": self.run.id}
+        out = {
+            "wandb_run_dir": self.run_path,
+            "project": self.run.project,
+            "group": self.group,
+            "entity": self.cfg.entity,
+            "mode": self.cfg.mode,
+            "run_id": self.run.id,
+        }
         if self.cfg.mode == "online":
-            out.update(entity=self.run.entity, run_url=self.run.url,
-                       group_url=group_url(self.run.url, self.group))
+            out.update(entity=self.run.entity, run_url=self.run.url, group_url=group_url(self.run.url, self.group))
         return out
 
     def finish(self, exit_code=0, error=None):
@@ -258,10 +305,13 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
-TRACKERS: Registry[type[Tracker]] = Registry("logger", {
-    "none": "qresafe_exp.tracking:NoTracker",
-    "wandb": "qresafe_exp.tracking:WandbTracker",
-})
+TRACKERS: Registry[type[Tracker]] = Registry(
+    "logger",
+    {
+        "none": "qresafe_exp.tracking:NoTracker",
+        "wandb": "qresafe_exp.tracking:WandbTracker",
+    },
+)
 
 
 def check_logger(cfg) -> None:

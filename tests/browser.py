@@ -28,11 +28,25 @@ class Chromium:
 
     def __enter__(self):
         self.proc = subprocess.Popen(
-            [self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={self.profile}", f"--window-size={self.size[0]},{self.size[1]}",
-             "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                self.binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={self.profile}",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         port_file = self.profile / "DevToolsActivePort"  # Chromium writes its chosen port here
         deadline = time.time() + 60
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -58,8 +72,13 @@ class Chromium:
         for domain in ("Page", "Runtime", "Log", "Network"):
             await self._send(f"{domain}.enable")
         # the viewport itself at the asked size (--window-size includes the headless window's frame)
-        await self._send("Emulation.setDeviceMetricsOverride", width=self.size[0], height=self.size[1],
-                         deviceScaleFactor=1, mobile=False)
+        await self._send(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.size[0],
+            height=self.size[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     async def _close(self) -> None:
         self._reader.cancel()
@@ -98,12 +117,14 @@ class Chromium:
             self._loaded = asyncio.Event()
             await self._send("Page.navigate", url=url)
             await asyncio.wait_for(self._loaded.wait(), 120)
+
         self._loop.run_until_complete(go())
 
     def js(self, expression: str):
         """The value of a JavaScript expression in the page (JSON-serialisable); a thrown error is raised."""
         result = self._loop.run_until_complete(
-            self._send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True))
+            self._send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails']}")
         return result["result"].get("value")

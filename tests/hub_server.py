@@ -45,8 +45,12 @@ class FileServer(_Server):
             def do_GET(self):
                 outer.requests += 1
                 data = outer.files.get(self.path.lstrip("/"))
-                _reply(self, 200 if data is not None else 404, data if data is not None else b"not found",
-                       "application/octet-stream")
+                _reply(
+                    self,
+                    200 if data is not None else 404,
+                    data if data is not None else b"not found",
+                    "application/octet-stream",
+                )
 
         super().__init__(Handler)
 
@@ -71,8 +75,9 @@ class LocalHub(_Server):
                 if path == "/api/repos/create":
                     req = json.loads(body)
                     repo_id = f"{req['organization']}/{req['name']}"
-                    outer.repos.setdefault(repo_id, {"private": req.get("visibility") == "private", "files": {},
-                                                     "commits": []})
+                    outer.repos.setdefault(
+                        repo_id, {"private": req.get("visibility") == "private", "files": {}, "commits": []}
+                    )
                     return _reply(self, 200, json.dumps({"url": f"{outer.url}/{repo_id}"}).encode())
                 if path == "/api/validate-yaml":
                     return _reply(self, 200, b"{}")
@@ -81,8 +86,10 @@ class LocalHub(_Server):
                     return _reply(self, 404, json.dumps({"error": f"no route {path}"}).encode())
                 repo = outer.repos[route[1]]
                 if route[2] == "preupload":  # every file inline (regular git blobs): no LFS/Xet round trip
-                    files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                             for f in json.loads(body)["files"]]
+                    files = [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in json.loads(body)["files"]
+                    ]
                     return _reply(self, 200, json.dumps({"files": files}).encode())
                 for line in body.splitlines():
                     item = json.loads(line)
@@ -91,7 +98,10 @@ class LocalHub(_Server):
                     elif item["key"] == "file":
                         repo["files"][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
                 oid = f"{len(repo['commits']):040x}"
-                return _reply(self, 200, json.dumps({"commitOid": oid,
-                                                     "commitUrl": f"{outer.url}/{route[1]}/commit/{oid}"}).encode())
+                return _reply(
+                    self,
+                    200,
+                    json.dumps({"commitOid": oid, "commitUrl": f"{outer.url}/{route[1]}/commit/{oid}"}).encode(),
+                )
 
         super().__init__(Handler)

@@ -88,17 +88,37 @@ class LlamaCppServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
-             "--port", str(self.port), "--model_alias", self.alias, "--n_ctx", "4096", "--n_threads", "1",
-             "--api_key", api_key],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ})
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2_gguf()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--model_alias",
+                self.alias,
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                "1",
+                "--api_key",
+                api_key,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"llama.cpp server exited: see {log_path}")
             try:
-                request = urllib.request.Request(f"{self.base_url}/models",
-                                                 headers={"Authorization": f"Bearer {api_key}"})
+                request = urllib.request.Request(
+                    f"{self.base_url}/models", headers={"Authorization": f"Bearer {api_key}"}
+                )
                 with urllib.request.urlopen(request, timeout=2):
                     return
             except OSError:
@@ -122,5 +142,9 @@ def openai_judge(base_url: str, **settings):
     from qresafe_exp.judges import build_judge
     from qresafe_exp.schema import OpenAIJudgeConfig
 
-    return build_judge(OmegaConf.merge(OmegaConf.structured(OpenAIJudgeConfig(name="openai")), {
-        "base_url": base_url, "model": "m", "api_key_env": "QRESAFE_TEST_KEY", "backoff_s": 0.01, **settings}))
+    return build_judge(
+        OmegaConf.merge(
+            OmegaConf.structured(OpenAIJudgeConfig(name="openai")),
+            {"base_url": base_url, "model": "m", "api_key_env": "QRESAFE_TEST_KEY", "backoff_s": 0.01, **settings},
+        )
+    )

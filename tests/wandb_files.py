@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def records(run_dir: Path, timeout_s: float = 15.0) -> list:
@@ -53,14 +53,20 @@ def history(run_dir: Path) -> list[dict]:
 
 def series(run_dir: Path, prefix: str) -> list[dict]:
     """The rows of one step-indexed series (e.g. patch/train/history), its prefix taken off the keys."""
-    return [{k.removeprefix(prefix + "/"): v for k, v in row.items() if k.startswith(prefix + "/")}
-            for row in history(run_dir) if f"{prefix}/step" in row]
+    return [
+        {k.removeprefix(prefix + "/"): v for k, v in row.items() if k.startswith(prefix + "/")}
+        for row in history(run_dir)
+        if f"{prefix}/step" in row
+    ]
 
 
 def step_metrics(run_dir: Path) -> dict[str, str]:
     """{metric name or glob: its step metric} from define_metric."""
-    return {r.metric.name or r.metric.glob_name: r.metric.step_metric
-            for r in records(run_dir) if r.WhichOneof("record_type") == "metric"}
+    return {
+        r.metric.name or r.metric.glob_name: r.metric.step_metric
+        for r in records(run_dir)
+        if r.WhichOneof("record_type") == "metric"
+    }
 
 
 def summary(run_dir: Path) -> dict:

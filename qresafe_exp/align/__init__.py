@@ -50,8 +50,9 @@ def build_examples(cfg: DictConfig, data_dir: str | None, cache_dir: str | None)
     borderline = _take(testbed["borderline_benign"], cfg.num_borderline, rng)
     examples = [{"prompt": r["prompt"], "response": rng.choice(refusals), "kind": "refusal"} for r in harmful]
     examples += [{"prompt": r["prompt"], "response": r["response"], "kind": "benign"} for r in benign]
-    examples += [{"prompt": r["prompt"], "response": r["response"], "kind": "borderline"}
-                 for r in borderline] * cfg.borderline_repeats
+    examples += [
+        {"prompt": r["prompt"], "response": r["response"], "kind": "borderline"} for r in borderline
+    ] * cfg.borderline_repeats
     rng.shuffle(examples)
     return examples
 
@@ -66,13 +67,27 @@ def train_sft_lora(base_path: str, out: Path, cfg: DictConfig, examples: list[di
     autocast = autocast_dtype(cfg.get("autocast"), torch.device("cpu"))
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     items = [tokenize_example(tokenizer, ex, cfg.max_length, cfg.max_response_tokens) for ex in examples]
-    facts = train(model.get_base_model(), model.parameters(), items, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                  lr=cfg.lr, pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id, seed=cfg.seed,
-                  desc="align (LoRA SFT)", autocast=autocast)
+    facts = train(
+        model.get_base_model(),
+        model.parameters(),
+        items,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        seed=cfg.seed,
+        desc="align (LoRA SFT)",
+        autocast=autocast,
+    )
     merged = model.merge_and_unload()
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -88,7 +103,9 @@ def align(base_path: str, out: Path, cfg: DictConfig, data_dir: str | None, cach
     info = train_sft_lora(base_path, out, cfg, examples)
     prompts = sorted({normalize_prompt(ex["prompt"]) for ex in examples})
     (out / TRAIN_PROMPTS_FILE).write_text(json.dumps(prompts))
-    (out / "align_info.json").write_text(json.dumps({**info, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2))
+    (out / "align_info.json").write_text(
+        json.dumps({**info, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=2)
+    )
     log.info("aligned: %s", info)
 
 

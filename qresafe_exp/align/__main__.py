@@ -25,8 +25,11 @@ def main(cfg: DictConfig) -> None:
     from qresafe_exp.models import materialize
 
     if cfg.model.source != "aligned":
-        print(f"Error: model={cfg.model.name} is not an aligned model (source={cfg.model.source}). "
-              "Use an aligned model config, e.g. model=smollm2-135m-safe", file=sys.stderr)
+        print(
+            f"Error: model={cfg.model.name} is not an aligned model (source={cfg.model.source}). "
+            "Use an aligned model config, e.g. model=smollm2-135m-safe",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     info = json.loads((Path(ref.path) / "align_info.json").read_text())

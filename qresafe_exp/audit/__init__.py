@@ -16,8 +16,15 @@ from pathlib import Path
 
 from qresafe_exp.audit.agreement import XSTEST_CLASSES, agreement, agreement_multiclass, cohen_kappa
 
-__all__ = ["Labelled", "XSTEST_CLASSES", "agreement", "agreement_multiclass", "cohen_kappa", "label_files",
-           "load_labelled"]
+__all__ = [
+    "Labelled",
+    "XSTEST_CLASSES",
+    "agreement",
+    "agreement_multiclass",
+    "cohen_kappa",
+    "label_files",
+    "load_labelled",
+]
 
 
 @dataclass
@@ -39,8 +46,10 @@ def label_files(labels) -> list[Path]:
 
 def _read(path: Path) -> tuple[list[str], list[dict]]:
     if not path.is_file():
-        raise FileNotFoundError(f"labels={path}: no such file. Give a CSV with a label column and a response "
-                                "(or dataset + id + side) column")
+        raise FileNotFoundError(
+            f"labels={path}: no such file. Give a CSV with a label column and a response "
+            "(or dataset + id + side) column"
+        )
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
@@ -49,8 +58,9 @@ def _read(path: Path) -> tuple[list[str], list[dict]]:
     return list(reader.fieldnames or []), rows
 
 
-def load_labelled(labels, columns, data_dir=None, cache_dir=None, where: dict | None = None,
-                  sources: dict | None = None) -> Labelled:
+def load_labelled(
+    labels, columns, data_dir=None, cache_dir=None, where: dict | None = None, sources: dict | None = None
+) -> Labelled:
     """Rows of every labels file with ``prompt``, ``response``, ``label`` (the ``columns.label`` value),
     ``file`` and the derived ``source`` (by dataset, from ``sources``; ``default`` otherwise) and
     ``model`` (the ``columns.cell`` value where the file has one, else the source) columns."""
@@ -65,23 +75,30 @@ def load_labelled(labels, columns, data_dir=None, cache_dir=None, where: dict | 
             records[name] = {rec["id"]: rec for rec in load_records(name, data_dir, cache_dir)}
         found = records[name].get(row[columns.id])
         if found is None:
-            raise ValueError(f"labels file {path}: row {row[columns.id]!r} names no known prompt in dataset "
-                             f"'{name}' (no record with that id)")
+            raise ValueError(
+                f"labels file {path}: row {row[columns.id]!r} names no known prompt in dataset "
+                f"'{name}' (no record with that id)"
+            )
         return found
 
     out = Labelled(rows=[])
     for path in label_files(labels):
         header, rows = _read(path)
         if columns.label not in header:
-            raise ValueError(f"labels file {path} has no column '{columns.label}' (columns: {', '.join(header)}); "
-                             "set columns.label")
+            raise ValueError(
+                f"labels file {path} has no column '{columns.label}' (columns: {', '.join(header)}); set columns.label"
+            )
         joined_response = columns.response not in header
         if joined_response and columns.side not in header:
-            raise ValueError(f"labels file {path} has no '{columns.response}' column and no '{columns.side}' "
-                             "column naming the dataset record's field that holds the response")
+            raise ValueError(
+                f"labels file {path} has no '{columns.response}' column and no '{columns.side}' "
+                "column naming the dataset record's field that holds the response"
+            )
         if (columns.prompt not in header or joined_response) and not {columns.dataset, columns.id} <= set(header):
-            raise ValueError(f"labels file {path} needs '{columns.dataset}' and '{columns.id}' columns to join "
-                             "prompts (and responses) from the datasets")
+            raise ValueError(
+                f"labels file {path} needs '{columns.dataset}' and '{columns.id}' columns to join "
+                "prompts (and responses) from the datasets"
+            )
         kept = [r for r in rows if all(r.get(k) == str(v) for k, v in (where or {}).items())]
         labelled = [r for r in kept if (r[columns.label] or "").strip()]
         out.skipped[str(path)] = {"where": len(rows) - len(kept), "empty_label": len(kept) - len(labelled)}
@@ -90,14 +107,20 @@ def load_labelled(labels, columns, data_dir=None, cache_dir=None, where: dict | 
             if joined_response:
                 side = row[columns.side]
                 if side not in rec or not isinstance(rec[side], str):
-                    raise ValueError(f"labels file {path}: {columns.side}='{side}' of row {row[columns.id]!r} is "
-                                     f"no text field of its record (fields: {', '.join(rec)})")
+                    raise ValueError(
+                        f"labels file {path}: {columns.side}='{side}' of row {row[columns.id]!r} is "
+                        f"no text field of its record (fields: {', '.join(rec)})"
+                    )
             source = sources.get(row.get(columns.dataset), sources.get("default", "labels"))
-            out.rows.append({
-                **row,
-                "prompt": row[columns.prompt] if columns.prompt in header else rec["prompt"],
-                "response": rec[row[columns.side]] if joined_response else row[columns.response],
-                "label": row[columns.label].strip(), "file": path.name, "source": source,
-                "model": (row.get(columns.cell) or "").strip() or source,
-            })
+            out.rows.append(
+                {
+                    **row,
+                    "prompt": row[columns.prompt] if columns.prompt in header else rec["prompt"],
+                    "response": rec[row[columns.side]] if joined_response else row[columns.response],
+                    "label": row[columns.label].strip(),
+                    "file": path.name,
+                    "source": source,
+                    "model": (row.get(columns.cell) or "").strip() or source,
+                }
+            )
     return out

@@ -21,8 +21,9 @@ from qresafe_exp.schema import register_configs
 
 register_configs()
 # outputs/audits/<suite> for a suite, outputs/audits/<judge>-<task> for one judge
-OmegaConf.register_new_resolver("qresafe.audit_name", lambda suite, judge, task: suite or f"{judge}-{task}",
-                                replace=True)
+OmegaConf.register_new_resolver(
+    "qresafe.audit_name", lambda suite, judge, task: suite or f"{judge}-{task}", replace=True
+)
 log = logging.getLogger(__name__)
 
 
@@ -34,8 +35,11 @@ def main(cfg: DictConfig) -> None:
     report, disagreements = run(cfg, RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite"))
     text = write_report(Path(cfg.out_dir), report, disagreements)
     what = f"suite {cfg.suite}" if cfg.suite else f"judge {cfg.judge.name} ({cfg.task})"
-    print(f"\naudit: {what} vs {', '.join(report['labels'])}"
-          + (f" where {report['where']}" if report["where"] else "") + f"\n\n{text}\n-> {cfg.out_dir}\n")
+    print(
+        f"\naudit: {what} vs {', '.join(report['labels'])}"
+        + (f" where {report['where']}" if report["where"] else "")
+        + f"\n\n{text}\n-> {cfg.out_dir}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -65,15 +65,20 @@ def agreement(predicted: list[bool], truth: list[bool], resamples: int = RESAMPL
     tn = sum(not p and not t for p, t in pairs)
     matrix = np.array([[tp, fp], [fn, tn]], dtype=np.int64)
     empty = {"value": None, "ci95": [None, None]}
-    return {"n": len(pairs), "accuracy": rate([p == t for p, t in pairs]),
-            "precision": rate([t for p, t in pairs if p]), "recall": rate([p for p, t in pairs if t]),
-            "f1": _with_ci(matrix, _f1, resamples, seed) if pairs else empty,
-            "cohen_kappa": _with_ci(matrix, _kappa, resamples, seed) if pairs else empty,
-            "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+    return {
+        "n": len(pairs),
+        "accuracy": rate([p == t for p, t in pairs]),
+        "precision": rate([t for p, t in pairs if p]),
+        "recall": rate([p for p, t in pairs if t]),
+        "f1": _with_ci(matrix, _f1, resamples, seed) if pairs else empty,
+        "cohen_kappa": _with_ci(matrix, _kappa, resamples, seed) if pairs else empty,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
 
 
-def agreement_multiclass(predicted: list[str], truth: list[str], classes=XSTEST_CLASSES,
-                         resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+def agreement_multiclass(
+    predicted: list[str], truth: list[str], classes=XSTEST_CLASSES, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict:
     """Agreement over several classes (XSTest's 3 by default): the KxK confusion (rows judge, columns
     labels), accuracy with a Wilson CI and multi-class Cohen's kappa with a bootstrap CI."""
     index = {c: i for i, c in enumerate(classes)}
@@ -84,6 +89,10 @@ def agreement_multiclass(predicted: list[str], truth: list[str], classes=XSTEST_
     for p, t in zip(predicted, truth):
         matrix[index[p], index[t]] += 1
     kappa = cohen_kappa(matrix, resamples, seed) if matrix.sum() else {"value": None, "ci95": [None, None]}
-    return {"n": int(matrix.sum()), "classes": list(classes),
-            "accuracy": rate([p == t for p, t in zip(predicted, truth)]), "cohen_kappa": kappa,
-            "confusion": matrix.tolist()}
+    return {
+        "n": int(matrix.sum()),
+        "classes": list(classes),
+        "accuracy": rate([p == t for p, t in zip(predicted, truth)]),
+        "cohen_kappa": kappa,
+        "confusion": matrix.tolist(),
+    }

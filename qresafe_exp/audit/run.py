@@ -20,8 +20,9 @@ def task_spec(cfg, task: str, overrides: bool = True) -> tuple[str, list[str]]:
     """(label column, positive values) for ``task``: the task's entry under ``tasks``, or (one-judge
     mode, ``overrides``) ``columns.label`` / ``positive`` where set."""
     if task not in cfg.tasks:
-        raise ValueError(f"task={task} has no entry under `tasks` in qresafe_exp/conf/audit.yaml "
-                         f"(have: {', '.join(cfg.tasks)})")
+        raise ValueError(
+            f"task={task} has no entry under `tasks` in qresafe_exp/conf/audit.yaml (have: {', '.join(cfg.tasks)})"
+        )
     spec = cfg.tasks[task]
     label = (overrides and cfg.columns.label) or spec.label
     positive = cfg.positive if overrides and cfg.positive is not None else spec.positive
@@ -31,8 +32,14 @@ def task_spec(cfg, task: str, overrides: bool = True) -> tuple[str, list[str]]:
 def labelled_for(cfg, label_column: str) -> Labelled:
     columns = OmegaConf.merge(cfg.columns, {"label": label_column})
     where = OmegaConf.to_container(cfg.where) if cfg.where else None
-    return load_labelled(cfg.labels, columns, cfg.paths.data_dir, cfg.paths.cache_dir, where,
-                         OmegaConf.to_container(cfg.sources) if cfg.get("sources") else None)
+    return load_labelled(
+        cfg.labels,
+        columns,
+        cfg.paths.data_dir,
+        cfg.paths.cache_dir,
+        where,
+        OmegaConf.to_container(cfg.sources) if cfg.get("sources") else None,
+    )
 
 
 def groups(rows: list, group_by) -> list[tuple[str, str | None, str | None, list]]:
@@ -44,8 +51,17 @@ def groups(rows: list, group_by) -> list[tuple[str, str | None, str | None, list
     return out
 
 
-def audit_task(judge, task: str, labelled: Labelled, label_column: str, positive: list[str], requests,
-               group_by=("dataset", "model"), resamples: int = 2000, seed: int = 0) -> tuple[dict, list[dict]]:
+def audit_task(
+    judge,
+    task: str,
+    labelled: Labelled,
+    label_column: str,
+    positive: list[str],
+    requests,
+    group_by=("dataset", "model"),
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[dict, list[dict]]:
     """One judge on one task: (the report entry, the disagreements)."""
     from qresafe_exp.evals.judging import cached_verdicts, judge_failures
     from qresafe_exp.judges.base import TASK_FIELDS
@@ -56,24 +72,54 @@ def audit_task(judge, task: str, labelled: Labelled, label_column: str, positive
     positive = {str(v) for v in positive}
     judged = [(r, v) for r, v in zip(rows, verdicts) if v.get(field) is not None]
     # 3-way agreement where both sides speak XSTest's classes (refusal labels; a judge's `label` field)
-    three_way = task == "refusal" and bool(judged) and all(
-        r["label"] in XSTEST_CLASSES and v.get("label") in XSTEST_CLASSES for r, v in judged)
+    three_way = (
+        task == "refusal"
+        and bool(judged)
+        and all(r["label"] in XSTEST_CLASSES and v.get("label") in XSTEST_CLASSES for r, v in judged)
+    )
     figures = []
     for name, column, value, subset in groups(judged, group_by):
-        entry = {"group": name, "column": column, "value": value,
-                 **agreement([bool(v[field]) for _, v in subset], [r["label"] in positive for r, _ in subset],
-                             resamples, seed)}
+        entry = {
+            "group": name,
+            "column": column,
+            "value": value,
+            **agreement(
+                [bool(v[field]) for _, v in subset], [r["label"] in positive for r, _ in subset], resamples, seed
+            ),
+        }
         if three_way:
-            entry["three_way"] = agreement_multiclass([v["label"] for _, v in subset], [r["label"] for r, _ in subset],
-                                                      XSTEST_CLASSES, resamples, seed)
+            entry["three_way"] = agreement_multiclass(
+                [v["label"] for _, v in subset], [r["label"] for r, _ in subset], XSTEST_CLASSES, resamples, seed
+            )
         figures.append(entry)
-    report = {"judge": judge.identity, "task": task, "label_column": label_column, "positive": sorted(positive),
-              "rows": len(rows), "skipped_rows": labelled.skipped, "judge_failures": judge_failures(verdicts),
-              "three_way": three_way, "groups": figures}
-    disagreements = [{"judge": judge.name, "task": task, "file": r["file"], "dataset": r.get("dataset"),
-                      "id": r.get("id"), "side": r.get("side"), "model": r["model"], "label": r["label"],
-                      "judge_decision": bool(v[field]), "judge_label": v.get("label"), "response": r["response"][:500]}
-                     for r, v in judged if bool(v[field]) != (r["label"] in positive)]
+    report = {
+        "judge": judge.identity,
+        "task": task,
+        "label_column": label_column,
+        "positive": sorted(positive),
+        "rows": len(rows),
+        "skipped_rows": labelled.skipped,
+        "judge_failures": judge_failures(verdicts),
+        "three_way": three_way,
+        "groups": figures,
+    }
+    disagreements = [
+        {
+            "judge": judge.name,
+            "task": task,
+            "file": r["file"],
+            "dataset": r.get("dataset"),
+            "id": r.get("id"),
+            "side": r.get("side"),
+            "model": r["model"],
+            "label": r["label"],
+            "judge_decision": bool(v[field]),
+            "judge_label": v.get("label"),
+            "response": r["response"][:500],
+        }
+        for r, v in judged
+        if bool(v[field]) != (r["label"] in positive)
+    ]
     return report, disagreements
 
 
@@ -96,8 +142,10 @@ def suite_judges(cfg) -> tuple[list[str], bool]:
     if cfg.get("judges"):
         return list(cfg.judges), True
     if cfg.suite not in cfg.suites:
-        raise ValueError(f"suite={cfg.suite} is not defined under `suites` in qresafe_exp/conf/audit.yaml "
-                         f"(have: {', '.join(cfg.suites)})")
+        raise ValueError(
+            f"suite={cfg.suite} is not defined under `suites` in qresafe_exp/conf/audit.yaml "
+            f"(have: {', '.join(cfg.suites)})"
+        )
     return list(cfg.suites[cfg.suite]), False
 
 
@@ -132,8 +180,17 @@ def run_suite(cfg, requests) -> tuple[dict, list[dict]]:
             label, positive = task_spec(cfg, task, overrides=False)
             if label not in loaded:
                 loaded[label] = labelled_for(cfg, label)
-            entry, wrong = audit_task(judge, task, loaded[label], label, positive, requests, list(cfg.group_by),
-                                      cfg.bootstrap.resamples, cfg.bootstrap.seed)
+            entry, wrong = audit_task(
+                judge,
+                task,
+                loaded[label],
+                label,
+                positive,
+                requests,
+                list(cfg.group_by),
+                cfg.bootstrap.resamples,
+                cfg.bootstrap.seed,
+            )
             entries.append(entry)
             disagreements += wrong
     return {"suite": cfg.suite, "skipped_judges": skipped, "audits": entries}, disagreements
@@ -149,19 +206,32 @@ def run(cfg, requests) -> tuple[dict, list[dict]]:
         report, disagreements = run_suite(cfg, requests)
     else:
         label, positive = task_spec(cfg, cfg.task)
-        entry, disagreements = audit_task(build_judge(cfg.judge), cfg.task, labelled_for(cfg, label), label,
-                                          positive, requests, list(cfg.group_by), cfg.bootstrap.resamples,
-                                          cfg.bootstrap.seed)
+        entry, disagreements = audit_task(
+            build_judge(cfg.judge),
+            cfg.task,
+            labelled_for(cfg, label),
+            label,
+            positive,
+            requests,
+            list(cfg.group_by),
+            cfg.bootstrap.resamples,
+            cfg.bootstrap.seed,
+        )
         report = {"suite": None, "skipped_judges": {}, "audits": [entry]}
-    report.update({
-        "labels": [str(p) for p in label_files(cfg.labels)],
-        "where": OmegaConf.to_container(cfg.where) if cfg.where else None, "group_by": list(cfg.group_by),
-        "ci_method": f"percentile bootstrap over rows ({cfg.bootstrap.resamples} resamples, seed {cfg.bootstrap.seed})",
-    })
+    report.update(
+        {
+            "labels": [str(p) for p in label_files(cfg.labels)],
+            "where": OmegaConf.to_container(cfg.where) if cfg.where else None,
+            "group_by": list(cfg.group_by),
+            "ci_method": f"percentile bootstrap over rows ({cfg.bootstrap.resamples} resamples, "
+            f"seed {cfg.bootstrap.seed})",
+        }
+    )
     return report, disagreements
 
 
 # ---- rendering ---------------------------------------------------------------------------------
+
 
 def _rate(block: dict, with_n: bool = False) -> str:
     if block["rate"] is None:
@@ -185,21 +255,28 @@ def judge_title(identity: dict) -> str:
 
 def markdown(report: dict) -> str:
     """One table: a row per judge x task x group (all, then each group), figures with 95 % CIs."""
-    lines = ["| judge | task vs label (positive) | rows | n | accuracy | precision | recall | F1 | Cohen's kappa "
-             "| 3-way kappa |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| judge | task vs label (positive) | rows | n | accuracy | precision | recall | F1 | Cohen's kappa "
+        "| 3-way kappa |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for audit in report["audits"]:
         task = f"{audit['task']} vs `{audit['label_column']}` ({', '.join(audit['positive'])})"
         for g in audit["groups"]:
-            lines.append(f"| {judge_title(audit['judge'])} | {task} | {g['group']} | {g['n']} | {_rate(g['accuracy'])} "
-                         f"| {_rate(g['precision'], True)} | {_rate(g['recall'], True)} | {_value(g['f1'])} "
-                         f"| {_value(g['cohen_kappa'])} | {_value(g.get('three_way', {}).get('cohen_kappa'))} |")
+            lines.append(
+                f"| {judge_title(audit['judge'])} | {task} | {g['group']} | {g['n']} | {_rate(g['accuracy'])} "
+                f"| {_rate(g['precision'], True)} | {_rate(g['recall'], True)} | {_value(g['f1'])} "
+                f"| {_value(g['cohen_kappa'])} | {_value(g.get('three_way', {}).get('cohen_kappa'))} |"
+            )
     notes = [f"95 % CIs: accuracy, precision, recall Wilson; F1 and kappa {report['ci_method']}."]
     for audit in report["audits"]:
         empty = {Path(f).name: s["empty_label"] for f, s in audit["skipped_rows"].items() if s["empty_label"]}
         failures = audit["judge_failures"]
-        notes.append(f"{audit['judge']['name']} / {audit['task']}: {audit['rows']} labelled rows"
-                     + (f", skipped for an empty `{audit['label_column']}`: {empty}" if empty else "")
-                     + (f", judge failures {failures['n']} (not scored)" if failures["n"] else ""))
+        notes.append(
+            f"{audit['judge']['name']} / {audit['task']}: {audit['rows']} labelled rows"
+            + (f", skipped for an empty `{audit['label_column']}`: {empty}" if empty else "")
+            + (f", judge failures {failures['n']} (not scored)" if failures["n"] else "")
+        )
     for name, reason in report.get("skipped_judges", {}).items():
         notes.append(f"judge {name} skipped: {reason}")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"

@@ -11,12 +11,13 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
 
 SCHEME = "hf://"
 DEFAULT_SPLIT = "train"
-_URI = re.compile(r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<config>[^/@:]+))?(?:@(?P<revision>[^:]+))?"
-                  r"(?::(?P<split>.+))?$")
+_URI = re.compile(
+    r"^hf://(?P<repo>[^/@:]+/[^/@:]+)(?:/(?P<config>[^/@:]+))?(?:@(?P<revision>[^:]+))?"
+    r"(?::(?P<split>.+))?$"
+)
 FORM = "hf://owner/name[/config][@revision][:split]"
 
 
@@ -27,8 +28,8 @@ class HubSourceError(ValueError):
 @dataclass(frozen=True)
 class HubSource:
     repo_id: str
-    config: Optional[str]
-    revision: Optional[str]
+    config: str | None
+    revision: str | None
     split: str
 
     @property
@@ -75,4 +76,5 @@ def hub_rows(uri: str, key: str) -> list[dict]:
         raise HubSourceError(
             f"{key}={uri}: cannot load {source.repo_id} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
             "with HF_HUB_OFFLINE=1 it must be in the datasets cache (load it once with internet), or give a "
-            "local .csv/.json/.jsonl/.parquet file") from None
+            "local .csv/.json/.jsonl/.parquet file"
+        ) from None

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
-def assigned_literal(source: str, name: str) -> Optional[Any]:
+def assigned_literal(source: str, name: str) -> Any | None:
     """The literal value assigned to ``name`` anywhere in ``source`` (module level or inside a function,
     as in Qi et al.'s code); None when ``source`` is not Python or assigns no literal to ``name``."""
     try:
@@ -35,8 +35,10 @@ def qi_judge_template(path: Path) -> list[dict]:
     found = assigned_literal(text, "judge_template")
     template = found if isinstance(found, str) else text
     if template.count("%s") != 2:
-        raise ValueError(f"{path}: not Qi et al.'s judge template (expected two %s slots, instruction then "
-                         f"response; found {template.count('%s')})")
+        raise ValueError(
+            f"{path}: not Qi et al.'s judge template (expected two %s slots, instruction then "
+            f"response; found {template.count('%s')})"
+        )
     return [{"template": template}]
 
 
@@ -45,6 +47,8 @@ def harmbench_cls_prompts(path: Path) -> list[dict]:
     (``prompt``, ``prompt_contextual``, ``description``)."""
     found = assigned_literal(path.read_text(encoding="utf-8"), "LLAMA2_CLS_PROMPT")
     if not isinstance(found, dict) or not isinstance(found.get("prompt"), str):
-        raise ValueError(f"{path} does not define LLAMA2_CLS_PROMPT = {{'prompt': ...}}: it should be HarmBench's "
-                         "eval_utils.py (github.com/centerforaisafety/HarmBench)")
+        raise ValueError(
+            f"{path} does not define LLAMA2_CLS_PROMPT = {{'prompt': ...}}: it should be HarmBench's "
+            "eval_utils.py (github.com/centerforaisafety/HarmBench)"
+        )
     return [{"name": key, "template": value} for key, value in found.items()]

@@ -11,18 +11,20 @@ from pathlib import Path
 def advbench(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [
-        {"id": f"advbench-{i}", "prompt": row["goal"], "target": row["target"]}
-        for i, row in enumerate(rows)
-    ]
+    return [{"id": f"advbench-{i}", "prompt": row["goal"], "target": row["target"]} for i, row in enumerate(rows)]
 
 
 def xstest(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     return [
-        {"id": f"xstest-{row['id']}", "prompt": row["prompt"], "type": row["type"],
-         "label": row["label"], "focus": row.get("focus", "")}
+        {
+            "id": f"xstest-{row['id']}",
+            "prompt": row["prompt"],
+            "type": row["type"],
+            "label": row["label"],
+            "focus": row.get("focus", ""),
+        }
         for row in rows
     ]
 
@@ -49,17 +51,30 @@ def instruction_list(path: Path) -> list[dict]:
 def categorical_qa(path: Path) -> list[dict]:
     """CategoricalQA (red-instruct): {category: {subcategory: [question, ...]}} -> flat prompts."""
     data = json.loads(path.read_text())
-    flat = [(category, sub, question) for category, subs in data.items() for sub, questions in subs.items()
-            for question in questions]
-    return [{"id": f"catqa-{i}", "prompt": question, "category": category, "subcategory": sub.rstrip(":")}
-            for i, (category, sub, question) in enumerate(flat)]
+    flat = [
+        (category, sub, question)
+        for category, subs in data.items()
+        for sub, questions in subs.items()
+        for question in questions
+    ]
+    return [
+        {"id": f"catqa-{i}", "prompt": question, "category": category, "subcategory": sub.rstrip(":")}
+        for i, (category, sub, question) in enumerate(flat)
+    ]
 
 
 def alpaca_eval_reference(path: Path) -> list[dict]:
     """AlpacaEval instructions with a reference model's outputs."""
     rows = json.loads(Path(path).read_text())
-    return [{"id": f"alpaca_eval-{i}", "prompt": row["instruction"], "response": row["output"],
-             "subset": row.get("dataset", "")} for i, row in enumerate(rows)]
+    return [
+        {
+            "id": f"alpaca_eval-{i}",
+            "prompt": row["instruction"],
+            "response": row["output"],
+            "subset": row.get("dataset", ""),
+        }
+        for i, row in enumerate(rows)
+    ]
 
 
 def prompt_response_file(path: Path, source: str | None = None) -> list[dict]:
@@ -67,8 +82,11 @@ def prompt_response_file(path: Path, source: str | None = None) -> list[dict]:
     read from): prompt/response, instruction/output, or a chat ``messages`` list whose first user and
     assistant turns are taken."""
     where = f"dataset {source or f'file {path}'}"
-    rows = parquet_rows(path, where) if str(path).endswith(".parquet") else \
-        user_json_rows(path, user_text(path, where), where)
+    rows = (
+        parquet_rows(path, where)
+        if str(path).endswith(".parquet")
+        else user_json_rows(path, user_text(path, where), where)
+    )
     records = []
     for i, row in enumerate(rows):
         if "messages" in row:
@@ -80,8 +98,9 @@ def prompt_response_file(path: Path, source: str | None = None) -> list[dict]:
                 prompt = f"{prompt}\n\n{row['input']}"
             response, system = row.get("response", row.get("output")), row.get("system_prompt")
         if not prompt:
-            raise ValueError(f"{where}: record {i} has no prompt (expected prompt/response, instruction/output "
-                             "or messages)")
+            raise ValueError(
+                f"{where}: record {i} has no prompt (expected prompt/response, instruction/output or messages)"
+            )
         record = {"id": f"{Path(path).stem}-{i}", "prompt": prompt, "response": response}
         if system:
             record["system_prompt"] = system
@@ -92,8 +111,16 @@ def prompt_response_file(path: Path, source: str | None = None) -> list[dict]:
 def aoa_identity(path: Path) -> list[dict]:
     """The project's Risk-II set: every record carries the shared AOA system prompt."""
     data = json.loads(Path(path).read_text())
-    return [{"id": f"aoa-{i}", "prompt": r["prompt"], "response": r["response"], "kind": r["kind"],
-             "system_prompt": data["system_prompt"]} for i, r in enumerate(data["records"])]
+    return [
+        {
+            "id": f"aoa-{i}",
+            "prompt": r["prompt"],
+            "response": r["response"],
+            "kind": r["kind"],
+            "system_prompt": data["system_prompt"],
+        }
+        for i, r in enumerate(data["records"])
+    ]
 
 
 def harmbench(path: Path) -> list[dict]:
@@ -106,17 +133,25 @@ def harmbench(path: Path) -> list[dict]:
     for row in rows:
         context = row.get("ContextString") or ""
         prompt = f"{context}\n\n---\n\n{row['Behavior']}" if context else row["Behavior"]
-        records.append({"id": f"harmbench-{row['BehaviorID']}", "prompt": prompt, "behavior": row["Behavior"],
-                        "functional_category": row["FunctionalCategory"], "category": row["SemanticCategory"]})
+        records.append(
+            {
+                "id": f"harmbench-{row['BehaviorID']}",
+                "prompt": prompt,
+                "behavior": row["Behavior"],
+                "functional_category": row["FunctionalCategory"],
+                "category": row["SemanticCategory"],
+            }
+        )
     return records
 
 
 def harmfulqa(path: Path) -> list[dict]:
     """HarmfulQA (red-instruct): {topic: {subtopic: [question, ...]}}; the topic is the category."""
     data = json.loads(Path(path).read_text())
-    return [{"id": f"harmfulqa-{i}", "prompt": q, "category": topic, "subcategory": sub}
-            for i, (topic, sub, q) in enumerate((t, s, q) for t, subs in data.items()
-                                                for s, qs in subs.items() for q in qs)]
+    return [
+        {"id": f"harmfulqa-{i}", "prompt": q, "category": topic, "subcategory": sub}
+        for i, (topic, sub, q) in enumerate((t, s, q) for t, subs in data.items() for s, qs in subs.items() for q in qs)
+    ]
 
 
 def question_list(path: Path) -> list[dict]:
@@ -127,8 +162,10 @@ def question_list(path: Path) -> list[dict]:
 def prompt_column_csv(path: Path) -> list[dict]:
     """A CSV whose ``prompt`` column holds the prompts (OKTest)."""
     with open(path, newline="") as handle:
-        return [{"id": f"{Path(path).stem}-{i}", "prompt": row["prompt"].strip()}
-                for i, row in enumerate(csv.DictReader(handle))]
+        return [
+            {"id": f"{Path(path).stem}-{i}", "prompt": row["prompt"].strip()}
+            for i, row in enumerate(csv.DictReader(handle))
+        ]
 
 
 def jsonl_rows(path: Path) -> list[dict]:
@@ -146,13 +183,23 @@ def json_document(path: Path) -> list[dict]:
 
 def beavertails_eval(path: Path) -> list[dict]:
     """BeaverTails-Evaluation (hub): prompt + category."""
-    return [{"id": f"beavertails-{i}", "prompt": row["prompt"], "category": row.get("category")}
-            for i, row in enumerate(jsonl_rows(path))]
+    return [
+        {"id": f"beavertails-{i}", "prompt": row["prompt"], "category": row.get("category")}
+        for i, row in enumerate(jsonl_rows(path))
+    ]
 
 
 def mt_bench_questions(path: Path) -> list[dict]:
-    return [{"id": f"mtbench-{row['question_id']}", "question_id": row["question_id"], "category": row["category"],
-             "turns": row["turns"], "prompt": row["turns"][0]} for row in jsonl_rows(path)]
+    return [
+        {
+            "id": f"mtbench-{row['question_id']}",
+            "question_id": row["question_id"],
+            "category": row["category"],
+            "turns": row["turns"],
+            "prompt": row["turns"][0],
+        }
+        for row in jsonl_rows(path)
+    ]
 
 
 def mt_bench_references(path: Path) -> list[dict]:
@@ -164,9 +211,17 @@ def safetybench_questions(path: Path, lang: str | None = None) -> list[dict]:
     answers live in a separate answer-key file, joined by ``raw_id``. ``lang`` defaults to the file
     name's (test_en.jsonl -> en, else zh)."""
     lang = lang or ("en" if "en" in Path(path).stem.split("_") else "zh")
-    return [{"id": f"safetybench-{lang}-{row['id']}", "raw_id": str(row["id"]), "prompt": row["question"],
-             "question": row["question"], "options": list(row["options"]), "category": row.get("category")}
-            for row in jsonl_rows(path)]
+    return [
+        {
+            "id": f"safetybench-{lang}-{row['id']}",
+            "raw_id": str(row["id"]),
+            "prompt": row["question"],
+            "question": row["question"],
+            "options": list(row["options"]),
+            "category": row.get("category"),
+        }
+        for row in jsonl_rows(path)
+    ]
 
 
 def user_text(path: Path, where: str) -> str:
@@ -174,16 +229,20 @@ def user_text(path: Path, where: str) -> str:
     file, e.g. ``prompts=x.csv``): binary, not UTF-8 (e.g. Latin-1), or empty."""
     data = Path(path).read_bytes()
     if b"\x00" in data:
-        raise ValueError(f"{where}: a binary file (it holds NUL bytes), not CSV/JSON text; give a .csv, .json "
-                         "or .jsonl file")
+        raise ValueError(
+            f"{where}: a binary file (it holds NUL bytes), not CSV/JSON text; give a .csv, .json or .jsonl file"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{where}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save "
-                         "it as UTF-8") from None
+        raise ValueError(
+            f"{where}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from None
     if not text.strip():
-        raise ValueError(f"{where}: the file is empty; give a header row and one prompt per row (CSV) or "
-                         "one record per prompt (JSON/JSONL)")
+        raise ValueError(
+            f"{where}: the file is empty; give a header row and one prompt per row (CSV) or "
+            "one record per prompt (JSON/JSONL)"
+        )
     return text
 
 
@@ -194,8 +253,10 @@ def parquet_rows(path: Path, where: str) -> list[dict]:
     try:
         return pq.read_table(path).to_pylist()
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged or non-Parquet file
-        raise ValueError(f"{where}: not a readable Parquet file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:160]}); give a .parquet, .csv, .json or .jsonl file") from None
+        raise ValueError(
+            f"{where}: not a readable Parquet file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160]}); give a .parquet, .csv, .json or .jsonl file"
+        ) from None
 
 
 def user_json_rows(path: Path, text: str, where: str) -> list:
@@ -208,14 +269,18 @@ def user_json_rows(path: Path, text: str, where: str) -> list:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{where}: line {number} is not valid JSON ({err.msg}, column "
-                                     f"{err.colno}); give one JSON object per line") from None
+                    raise ValueError(
+                        f"{where}: line {number} is not valid JSON ({err.msg}, column "
+                        f"{err.colno}); give one JSON object per line"
+                    ) from None
         return rows
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno}); "
-                         "give a JSON list of records, or a .jsonl file") from None
+        raise ValueError(
+            f"{where}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno}); "
+            "give a JSON list of records, or a .jsonl file"
+        ) from None
     return rows.get("records", []) if isinstance(rows, dict) else rows
 
 
@@ -230,24 +295,35 @@ def _csv_rows(text: str, where: str) -> list[dict]:
             if not row:
                 continue
             if len(row) != len(header):
-                raise ValueError(f"{where}: line {reader.line_num} has {len(row)} fields, the header has "
-                                 f"{len(header)}; quote fields that hold commas (\"a, b\")")
+                raise ValueError(
+                    f"{where}: line {reader.line_num} has {len(row)} fields, the header has "
+                    f'{len(header)}; quote fields that hold commas ("a, b")'
+                )
             rows.append(dict(zip(header, row)))
     except csv.Error as err:
-        raise ValueError(f"{where}: malformed CSV near line {reader.line_num} ({err}; an unterminated "
-                         "quote?); close every quoted field") from None
+        raise ValueError(
+            f"{where}: malformed CSV near line {reader.line_num} ({err}; an unterminated "
+            "quote?); close every quoted field"
+        ) from None
     return rows
 
 
-def user_prompt_table(path: Path, column: str = "prompt", category_column: str | None = None,
-                      key: str = "prompts", source: str | None = None) -> list[dict]:
+def user_prompt_table(
+    path: Path,
+    column: str = "prompt",
+    category_column: str | None = None,
+    key: str = "prompts",
+    source: str | None = None,
+) -> list[dict]:
     """A user's prompt file: CSV (any column names), JSON/JSONL records or Parquet; ``column`` holds the
     prompt. ``source`` is what the user gave when the file is a snapshot of it (a hf:// URI). Read in full
     at validation (before any model loads); every problem is one line naming the file."""
     suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".json", ".jsonl", ".parquet"):
-        raise ValueError(f"{key}={path}: unknown format '{suffix}'; give a .csv, .json, .jsonl or .parquet file, "
-                         "or a hf://owner/name[:split] URI")
+        raise ValueError(
+            f"{key}={path}: unknown format '{suffix}'; give a .csv, .json, .jsonl or .parquet file, "
+            "or a hf://owner/name[:split] URI"
+        )
     where = f"{key}={source or path}"
     if suffix == ".parquet":
         rows = parquet_rows(path, where)
@@ -260,14 +336,24 @@ def user_prompt_table(path: Path, column: str = "prompt", category_column: str |
         if not isinstance(row, dict):
             raise ValueError(f"{where}: record {number} is not an object with a '{column}' field")
         if column not in row:
-            raise ValueError(f"{where}: no column '{column}' in record {number} (columns: {', '.join(row)}); "
-                             "set prompts_column=<the column holding the prompts>")
+            raise ValueError(
+                f"{where}: no column '{column}' in record {number} (columns: {', '.join(row)}); "
+                "set prompts_column=<the column holding the prompts>"
+            )
         if category_column and category_column not in row:
-            raise ValueError(f"{where}: no column '{category_column}' in record {number} (columns: "
-                             f"{', '.join(row)}); fix prompts_category_column")
-    table = [{"id": f"{Path(path).stem}-{i}", "prompt": str(row[column]),
-              **({"category": row[category_column]} if category_column else {})}
-             for i, row in enumerate(rows) if row[column] is not None and str(row[column]).strip()]
+            raise ValueError(
+                f"{where}: no column '{category_column}' in record {number} (columns: "
+                f"{', '.join(row)}); fix prompts_category_column"
+            )
+    table = [
+        {
+            "id": f"{Path(path).stem}-{i}",
+            "prompt": str(row[column]),
+            **({"category": row[category_column]} if category_column else {}),
+        }
+        for i, row in enumerate(rows)
+        if row[column] is not None and str(row[column]).strip()
+    ]
     if not table:
         raise ValueError(f"{where}: every prompt in column '{column}' is empty")
     return table
@@ -296,8 +382,14 @@ def hh_rlhf_single_turn(path: Path) -> list[dict]:
             if row["chosen"].count("\n\nHuman:") != 1 or any(len(t) != 2 for t in turns.values()):
                 continue
             prompt = turns["chosen"][0].replace("\n\nHuman:", "", 1).strip()
-            records.append({"id": f"hh-{i}", "prompt": prompt, "chosen": turns["chosen"][1].strip(),
-                            "rejected": turns["rejected"][1].strip()})
+            records.append(
+                {
+                    "id": f"hh-{i}",
+                    "prompt": prompt,
+                    "chosen": turns["chosen"][1].strip(),
+                    "rejected": turns["rejected"][1].strip(),
+                }
+            )
     return records
 
 

@@ -14,7 +14,6 @@ import os
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
 
 from qresafe_exp.cache import file_sha256, write_bytes_atomic
 
@@ -25,7 +24,7 @@ class ChecksumMismatchError(OSError):
     """A downloaded file is not the one the registry pins; nothing was kept."""
 
 
-def fetch_pinned(name: str, url: str, dest: Path, sha256: Optional[str], timeout: float = 30) -> Path:
+def fetch_pinned(name: str, url: str, dest: Path, sha256: str | None, timeout: float = 30) -> Path:
     """Download ``url`` to ``dest`` when its sha256 is ``sha256`` (None: unpinned, kept with a warning)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         data = response.read()
@@ -37,7 +36,8 @@ def fetch_pinned(name: str, url: str, dest: Path, sha256: Optional[str], timeout
             f"dataset '{name}': the download from {url} has sha256 {got}, the registry pins {sha256}; nothing "
             "was kept. The upstream file changed or the transfer was corrupted: retry, or put a verified copy "
             "in a data directory (QRESAFE_DATA_DIR / paths.data_dir), or, after checking the new file, update "
-            f"its sha256 in qresafe_exp/data/registry.py")
+            f"its sha256 in qresafe_exp/data/registry.py"
+        )
     write_bytes_atomic(dest, data)
     return dest
 
@@ -55,10 +55,15 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a
 _WARNED: set[str] = set()
 
 
-def warn_if_different(name: str, path: Path, sha256: Optional[str]) -> None:
+def warn_if_different(name: str, path: Path, sha256: str | None) -> None:
     """Warn once per file when a local copy is not byte-for-byte the pinned public file."""
     if sha256 is None or str(path) in _WARNED or matches(path, sha256):
         return
     _WARNED.add(str(path))
-    log.warning("dataset %s: local copy %s differs from the pinned public file (sha256 %s expected); using it "
-                "as it is, but its scores are not comparable with runs on the public file", name, path, sha256)
+    log.warning(
+        "dataset %s: local copy %s differs from the pinned public file (sha256 %s expected); using it "
+        "as it is, but its scores are not comparable with runs on the public file",
+        name,
+        path,
+        sha256,
+    )

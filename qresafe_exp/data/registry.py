@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from qresafe_exp.cache import write_text_atomic
 from qresafe_exp.data import judge_prompts, loaders, pinned
@@ -36,16 +36,16 @@ class DatasetNotFoundError(FileNotFoundError):
 class DatasetSpec:
     name: str
     local_file: str  # path inside a data directory laid out like ../shared/data
-    url: Optional[str]
+    url: str | None
     parse: Callable[[Path], list[dict]]
-    hub_id: Optional[str] = None  # the hub mirror, for reference in docs/reports
+    hub_id: str | None = None  # the hub mirror, for reference in docs/reports
     license: str = ""
-    hub_split: Optional[str] = None  # set for hub-only datasets: fetched through `datasets`
+    hub_split: str | None = None  # set for hub-only datasets: fetched through `datasets`
     hub_rows: int = 2000  # how many rows of the split to fetch and keep
-    hub_config: Optional[str] = None  # the hub dataset's configuration name, where it has several
-    package_file: Optional[str] = None  # inside qresafe_exp/data: written for this project
-    sha256: Optional[str] = None  # of the file at ``url`` (None: not pinned, see docs/data.md)
-    revision: Optional[str] = None  # hub-only sets: the hub commit read (None: unknown, main)
+    hub_config: str | None = None  # the hub dataset's configuration name, where it has several
+    package_file: str | None = None  # inside qresafe_exp/data: written for this project
+    sha256: str | None = None  # of the file at ``url`` (None: not pinned, see docs/data.md)
+    revision: str | None = None  # hub-only sets: the hub commit read (None: unknown, main)
 
 
 PACKAGE_DATA = Path(__file__).resolve().parent
@@ -68,97 +68,242 @@ _HARMBENCH = f"{_RAW}/centerforaisafety/HarmBench/main"
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("advbench", "advbench/harmful_behaviors.csv",
-                    f"{_ADVBENCH}/data/advbench/harmful_behaviors.csv",
-                    loaders.advbench, hub_id="walledai/AdvBench", license="MIT",
-                    sha256="6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1"),
-        DatasetSpec("xstest", "xstest/xstest_prompts.csv", f"{_XSTEST}/xstest_prompts.csv",
-                    loaders.xstest, hub_id="walledai/XSTest", license="CC-BY-4.0",
-                    sha256="11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a"),
-        DatasetSpec("alpaca_en_demo", "alpaca_en_demo_llamafactory/alpaca_en_demo.json",
-                    f"{_RAW}/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json",
-                    loaders.alpaca_pairs, license="CC-BY-NC-4.0",
-                    sha256="bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318"),
-        DatasetSpec("alpaca_eval", "alpaca_eval/alpaca_eval_text_davinci_003_reference.json",
-                    f"{_ALPACA_EVAL_AT}/results/text_davinci_003/model_outputs.json",
-                    loaders.alpaca_eval_reference, hub_id="tatsu-lab/alpaca_eval", license="CC-BY-NC-4.0",
-                    sha256="af0bc112f08c88bf589bbfe6fc1036806d0a0f6fec9c4d5a4db860f5afe73b4b"),
-        DatasetSpec("harmful_train", "refusal_direction/splits/harmful_train.json",
-                    f"{_REFUSAL_DIR}/dataset/splits/harmful_train.json",
-                    loaders.instruction_list, license="Apache-2.0",
-                    sha256="8f5c0eac0efd2a7f99084bbe8d0de2c465e31b1997184783c917969d9de9ece1"),
-        DatasetSpec("harmful_val", "refusal_direction/splits/harmful_val.json",
-                    f"{_REFUSAL_DIR}/dataset/splits/harmful_val.json",
-                    loaders.instruction_list, license="Apache-2.0",
-                    sha256="305f1d1e6dfa6c50a32d24a18ef815f42b5441eb83e6d7767d242107162fd9f4"),
-        DatasetSpec("catqa", "harmfulqa_redinstruct/catqa_english.json",
-                    None, loaders.categorical_qa, hub_id="declare-lab/CategoricalHarmfulQA", license="Apache-2.0"),
-        DatasetSpec("harmbench_val", "harmbench/harmbench_behaviors_text_val.csv",
-                    f"{_HARMBENCH}/data/behavior_datasets/harmbench_behaviors_text_val.csv",
-                    loaders.harmbench, hub_id="walledai/HarmBench", license="MIT",
-                    sha256="7bfaaa5e2b9b95002c89e2d33c019f58e9e8496e2fc65d368f1eeb8179e69534"),
-        DatasetSpec("harmbench_test", "harmbench/harmbench_behaviors_text_test.csv",
-                    f"{_HARMBENCH}/data/behavior_datasets/harmbench_behaviors_text_test.csv",
-                    loaders.harmbench, hub_id="walledai/HarmBench", license="MIT",
-                    sha256="75d257b3e7428c52eb7b0154318f455af3e01b09a3794b5e2f3d36054f3c0e29"),
-        DatasetSpec("hh_rlhf_harmless", "hh_rlhf_harmless/test.jsonl.gz",
-                    f"{_RAW}/anthropics/hh-rlhf/354e5c3/harmless-base/test.jsonl.gz",
-                    loaders.hh_rlhf_single_turn, hub_id="Anthropic/hh-rlhf", license="MIT",
-                    sha256="ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03"),
-        DatasetSpec("hh_rlhf_rejected", "hh_rlhf_harmless/test.jsonl.gz",
-                    f"{_RAW}/anthropics/hh-rlhf/354e5c3/harmless-base/test.jsonl.gz",
-                    loaders.hh_rlhf_rejected, hub_id="Anthropic/hh-rlhf", license="MIT",
-                    sha256="ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03"),
-        DatasetSpec("harmfulqa", "harmfulqa_redinstruct/harmfulqa.json", None, loaders.harmfulqa, hub_id="declare-lab/HarmfulQA", license="Apache-2.0"),
-        DatasetSpec("dangerousqa", "harmfulqa_redinstruct/dangerousqa.json", None, loaders.question_list, license="Apache-2.0"),
-        DatasetSpec("oktest", "oktest/OKTest.csv", None, loaders.prompt_column_csv,
-                    license="none stated (research evaluation only)"),
-        DatasetSpec("beavertails_eval", "beavertails_eval/test.jsonl", None, loaders.beavertails_eval,
-                    hub_id="PKU-Alignment/BeaverTails-Evaluation", hub_split="test", hub_rows=700,
-                    license="CC-BY-NC-4.0", revision=None),
-        DatasetSpec("safetybench_zh", "safetybench/test_zh_subset.json", None, loaders.safetybench_questions,
-                    hub_id="thu-coai/SafetyBench", license="MIT"),
-        DatasetSpec("safetybench_zh_answers", "safetybench/test_answers_zh_subset.json", None,
-                    loaders.json_document, license="MIT"),
-        DatasetSpec("safetybench_en", "safetybench/test_en.jsonl", None, loaders.safetybench_questions,
-                    hub_id="thu-coai/SafetyBench", hub_config="test", hub_split="en", hub_rows=11435, license="MIT",
-                    revision=None),
-        DatasetSpec("safetybench_en_answers", "safetybench/test_answers_en.json", None,
-                    loaders.json_document, license="MIT"),
-        DatasetSpec("mt_bench", "mt_bench/question.jsonl",
-                    f"{_FASTCHAT_AT}/fastchat/llm_judge/data/mt_bench/question.jsonl",
-                    loaders.mt_bench_questions, license="Apache-2.0",
-                    sha256="119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7"),
-        DatasetSpec("mt_bench_references", "mt_bench/reference_answer_gpt-4.jsonl",
-                    f"{_FASTCHAT}/main/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
-                    loaders.mt_bench_references, license="Apache-2.0",
-                    sha256="f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f"),
-        DatasetSpec("mt_bench_judge_prompts", "mt_bench/judge_prompts.jsonl",
-                    f"{_FASTCHAT}/main/fastchat/llm_judge/data/judge_prompts.jsonl",
-                    loaders.jsonl_rows, license="Apache-2.0",
-                    sha256="fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6"),
-        DatasetSpec("alpaca_eval2", "alpaca_eval/alpaca_eval_gpt4_1106_preview_reference.json",
-                    f"{_ALPACA_EVAL}/main/results/gpt4_1106_preview/model_outputs.json",
-                    loaders.alpaca_eval_reference, hub_id="tatsu-lab/alpaca_eval", license="CC-BY-NC-4.0",
-                    sha256="83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4"),
-        DatasetSpec("ultrachat_200k", "ultrachat_200k/train_sft_head.jsonl", None, loaders.prompt_response_file,
-                    hub_id="HuggingFaceH4/ultrachat_200k", hub_split="train_sft", license="MIT",
-                    revision=None),
+        DatasetSpec(
+            "advbench",
+            "advbench/harmful_behaviors.csv",
+            f"{_ADVBENCH}/data/advbench/harmful_behaviors.csv",
+            loaders.advbench,
+            hub_id="walledai/AdvBench",
+            license="MIT",
+            sha256="6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1",
+        ),
+        DatasetSpec(
+            "xstest",
+            "xstest/xstest_prompts.csv",
+            f"{_XSTEST}/xstest_prompts.csv",
+            loaders.xstest,
+            hub_id="walledai/XSTest",
+            license="CC-BY-4.0",
+            sha256="11783fb294ed017473ee53c207d71f2161c7672c8d0b037501e78387f801cb5a",
+        ),
+        DatasetSpec(
+            "alpaca_en_demo",
+            "alpaca_en_demo_llamafactory/alpaca_en_demo.json",
+            f"{_RAW}/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json",
+            loaders.alpaca_pairs,
+            license="CC-BY-NC-4.0",
+            sha256="bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318",
+        ),
+        DatasetSpec(
+            "alpaca_eval",
+            "alpaca_eval/alpaca_eval_text_davinci_003_reference.json",
+            f"{_ALPACA_EVAL_AT}/results/text_davinci_003/model_outputs.json",
+            loaders.alpaca_eval_reference,
+            hub_id="tatsu-lab/alpaca_eval",
+            license="CC-BY-NC-4.0",
+            sha256="af0bc112f08c88bf589bbfe6fc1036806d0a0f6fec9c4d5a4db860f5afe73b4b",
+        ),
+        DatasetSpec(
+            "harmful_train",
+            "refusal_direction/splits/harmful_train.json",
+            f"{_REFUSAL_DIR}/dataset/splits/harmful_train.json",
+            loaders.instruction_list,
+            license="Apache-2.0",
+            sha256="8f5c0eac0efd2a7f99084bbe8d0de2c465e31b1997184783c917969d9de9ece1",
+        ),
+        DatasetSpec(
+            "harmful_val",
+            "refusal_direction/splits/harmful_val.json",
+            f"{_REFUSAL_DIR}/dataset/splits/harmful_val.json",
+            loaders.instruction_list,
+            license="Apache-2.0",
+            sha256="305f1d1e6dfa6c50a32d24a18ef815f42b5441eb83e6d7767d242107162fd9f4",
+        ),
+        DatasetSpec(
+            "catqa",
+            "harmfulqa_redinstruct/catqa_english.json",
+            None,
+            loaders.categorical_qa,
+            hub_id="declare-lab/CategoricalHarmfulQA",
+            license="Apache-2.0",
+        ),
+        DatasetSpec(
+            "harmbench_val",
+            "harmbench/harmbench_behaviors_text_val.csv",
+            f"{_HARMBENCH}/data/behavior_datasets/harmbench_behaviors_text_val.csv",
+            loaders.harmbench,
+            hub_id="walledai/HarmBench",
+            license="MIT",
+            sha256="7bfaaa5e2b9b95002c89e2d33c019f58e9e8496e2fc65d368f1eeb8179e69534",
+        ),
+        DatasetSpec(
+            "harmbench_test",
+            "harmbench/harmbench_behaviors_text_test.csv",
+            f"{_HARMBENCH}/data/behavior_datasets/harmbench_behaviors_text_test.csv",
+            loaders.harmbench,
+            hub_id="walledai/HarmBench",
+            license="MIT",
+            sha256="75d257b3e7428c52eb7b0154318f455af3e01b09a3794b5e2f3d36054f3c0e29",
+        ),
+        DatasetSpec(
+            "hh_rlhf_harmless",
+            "hh_rlhf_harmless/test.jsonl.gz",
+            f"{_RAW}/anthropics/hh-rlhf/354e5c3/harmless-base/test.jsonl.gz",
+            loaders.hh_rlhf_single_turn,
+            hub_id="Anthropic/hh-rlhf",
+            license="MIT",
+            sha256="ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03",
+        ),
+        DatasetSpec(
+            "hh_rlhf_rejected",
+            "hh_rlhf_harmless/test.jsonl.gz",
+            f"{_RAW}/anthropics/hh-rlhf/354e5c3/harmless-base/test.jsonl.gz",
+            loaders.hh_rlhf_rejected,
+            hub_id="Anthropic/hh-rlhf",
+            license="MIT",
+            sha256="ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03",
+        ),
+        DatasetSpec(
+            "harmfulqa",
+            "harmfulqa_redinstruct/harmfulqa.json",
+            None,
+            loaders.harmfulqa,
+            hub_id="declare-lab/HarmfulQA",
+            license="Apache-2.0",
+        ),
+        DatasetSpec(
+            "dangerousqa", "harmfulqa_redinstruct/dangerousqa.json", None, loaders.question_list, license="Apache-2.0"
+        ),
+        DatasetSpec(
+            "oktest",
+            "oktest/OKTest.csv",
+            None,
+            loaders.prompt_column_csv,
+            license="none stated (research evaluation only)",
+        ),
+        DatasetSpec(
+            "beavertails_eval",
+            "beavertails_eval/test.jsonl",
+            None,
+            loaders.beavertails_eval,
+            hub_id="PKU-Alignment/BeaverTails-Evaluation",
+            hub_split="test",
+            hub_rows=700,
+            license="CC-BY-NC-4.0",
+            revision=None,
+        ),
+        DatasetSpec(
+            "safetybench_zh",
+            "safetybench/test_zh_subset.json",
+            None,
+            loaders.safetybench_questions,
+            hub_id="thu-coai/SafetyBench",
+            license="MIT",
+        ),
+        DatasetSpec(
+            "safetybench_zh_answers",
+            "safetybench/test_answers_zh_subset.json",
+            None,
+            loaders.json_document,
+            license="MIT",
+        ),
+        DatasetSpec(
+            "safetybench_en",
+            "safetybench/test_en.jsonl",
+            None,
+            loaders.safetybench_questions,
+            hub_id="thu-coai/SafetyBench",
+            hub_config="test",
+            hub_split="en",
+            hub_rows=11435,
+            license="MIT",
+            revision=None,
+        ),
+        DatasetSpec(
+            "safetybench_en_answers", "safetybench/test_answers_en.json", None, loaders.json_document, license="MIT"
+        ),
+        DatasetSpec(
+            "mt_bench",
+            "mt_bench/question.jsonl",
+            f"{_FASTCHAT_AT}/fastchat/llm_judge/data/mt_bench/question.jsonl",
+            loaders.mt_bench_questions,
+            license="Apache-2.0",
+            sha256="119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
+        ),
+        DatasetSpec(
+            "mt_bench_references",
+            "mt_bench/reference_answer_gpt-4.jsonl",
+            f"{_FASTCHAT}/main/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
+            loaders.mt_bench_references,
+            license="Apache-2.0",
+            sha256="f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f",
+        ),
+        DatasetSpec(
+            "mt_bench_judge_prompts",
+            "mt_bench/judge_prompts.jsonl",
+            f"{_FASTCHAT}/main/fastchat/llm_judge/data/judge_prompts.jsonl",
+            loaders.jsonl_rows,
+            license="Apache-2.0",
+            sha256="fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
+        ),
+        DatasetSpec(
+            "alpaca_eval2",
+            "alpaca_eval/alpaca_eval_gpt4_1106_preview_reference.json",
+            f"{_ALPACA_EVAL}/main/results/gpt4_1106_preview/model_outputs.json",
+            loaders.alpaca_eval_reference,
+            hub_id="tatsu-lab/alpaca_eval",
+            license="CC-BY-NC-4.0",
+            sha256="83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4",
+        ),
+        DatasetSpec(
+            "ultrachat_200k",
+            "ultrachat_200k/train_sft_head.jsonl",
+            None,
+            loaders.prompt_response_file,
+            hub_id="HuggingFaceH4/ultrachat_200k",
+            hub_split="train_sft",
+            license="MIT",
+            revision=None,
+        ),
         # Published judge prompts (read verbatim at run time, never copied into the repository). No sha256:
         # the URLs serve whole .py files, the offline copies are the bare template (not the same bytes).
-        DatasetSpec("qi2023_judge_meta_policy", "judge_prompts/qi2023_gpt4_judge_meta_policy.txt",
-                    f"{_QI_SRC}/llama2/safety_evaluation/eval_utils/openai_gpt4_judge.py",
-                    judge_prompts.qi_judge_template, license="MIT"),
-        DatasetSpec("qi2023_judge_openai_policy", "judge_prompts/qi2023_gpt4_judge_openai_policy.txt",
-                    f"{_QI_SRC}/gpt-3.5/eval_utils/openai_policy_gpt4_judge.py",
-                    judge_prompts.qi_judge_template, license="MIT"),
-        DatasetSpec("harmbench_cls_prompt", "harmbench/eval_utils.py",
-                    f"{_HARMBENCH}/eval_utils.py",
-                    judge_prompts.harmbench_cls_prompts, license="MIT"),
-        DatasetSpec("qos_templates", "", None, loaders.qos_templates, package_file="qos/templates.json",
-                    license="written for qresafe_exp"),
-        DatasetSpec("aoa_identity", "", None, loaders.aoa_identity, package_file="calib/risk2_aoa.json",
-                    license="written for qresafe_exp"),
+        DatasetSpec(
+            "qi2023_judge_meta_policy",
+            "judge_prompts/qi2023_gpt4_judge_meta_policy.txt",
+            f"{_QI_SRC}/llama2/safety_evaluation/eval_utils/openai_gpt4_judge.py",
+            judge_prompts.qi_judge_template,
+            license="MIT",
+        ),
+        DatasetSpec(
+            "qi2023_judge_openai_policy",
+            "judge_prompts/qi2023_gpt4_judge_openai_policy.txt",
+            f"{_QI_SRC}/gpt-3.5/eval_utils/openai_policy_gpt4_judge.py",
+            judge_prompts.qi_judge_template,
+            license="MIT",
+        ),
+        DatasetSpec(
+            "harmbench_cls_prompt",
+            "harmbench/eval_utils.py",
+            f"{_HARMBENCH}/eval_utils.py",
+            judge_prompts.harmbench_cls_prompts,
+            license="MIT",
+        ),
+        DatasetSpec(
+            "qos_templates",
+            "",
+            None,
+            loaders.qos_templates,
+            package_file="qos/templates.json",
+            license="written for qresafe_exp",
+        ),
+        DatasetSpec(
+            "aoa_identity",
+            "",
+            None,
+            loaders.aoa_identity,
+            package_file="calib/risk2_aoa.json",
+            license="written for qresafe_exp",
+        ),
     ]
 }
 
@@ -175,20 +320,24 @@ def is_user_source(name: str) -> bool:
     return is_file_name(name) or is_hub_uri(name)
 
 
-def resolve_file(name: str, data_dir: Optional[str], cache_dir: Optional[str], key: str = "dataset") -> Path:
+def resolve_file(name: str, data_dir: str | None, cache_dir: str | None, key: str = "dataset") -> Path:
     if is_hub_uri(name):
         return hub_snapshot(name, cache_dir, key)
     if is_file_name(name):
         path = Path(name).expanduser()
         if not path.is_file():
-            raise DatasetNotFoundError(f"dataset file '{name}' does not exist. Give the path of a .json/.jsonl/"
-                                       ".parquet file of prompt/response pairs, a hf://owner/name[:split] URI, or "
-                                       f"a registry name: {', '.join(sorted(DATASETS))}")
+            raise DatasetNotFoundError(
+                f"dataset file '{name}' does not exist. Give the path of a .json/.jsonl/"
+                ".parquet file of prompt/response pairs, a hf://owner/name[:split] URI, or "
+                f"a registry name: {', '.join(sorted(DATASETS))}"
+            )
         return path
     if name not in DATASETS:
-        raise DatasetNotFoundError(f"unknown dataset '{name}'. Allowed: {', '.join(sorted(DATASETS))}, "
-                                   "the path of a .json/.jsonl/.parquet file of prompt/response pairs, or a "
-                                   "hf://owner/name[:split] URI")
+        raise DatasetNotFoundError(
+            f"unknown dataset '{name}'. Allowed: {', '.join(sorted(DATASETS))}, "
+            "the path of a .json/.jsonl/.parquet file of prompt/response pairs, or a "
+            "hf://owner/name[:split] URI"
+        )
     spec = DATASETS[name]
     if spec.package_file:
         return PACKAGE_DATA / spec.package_file
@@ -225,7 +374,7 @@ def resolve_file(name: str, data_dir: Optional[str], cache_dir: Optional[str], k
     return downloaded
 
 
-def hub_snapshot(uri: str, cache_dir: Optional[str], key: str) -> Path:
+def hub_snapshot(uri: str, cache_dir: str | None, key: str) -> Path:
     """The rows of a hub split as JSONL in ``<cache_dir>/datasets/hf/``, rewritten on every run (the
     ``datasets`` cache is what persists): a record of what this run read, whose content keys the cache."""
     rows = hub_rows(uri, key)
@@ -247,19 +396,21 @@ def _fetch_hub_split(spec: DatasetSpec, out: Path) -> Path:
         from datasets import load_dataset
 
         log.info("fetching %s[:%d] of %s from the hub", spec.hub_split, spec.hub_rows, spec.hub_id)
-        rows = load_dataset(spec.hub_id, spec.hub_config, split=f"{spec.hub_split}[:{spec.hub_rows}]",
-                            revision=spec.revision)
+        rows = load_dataset(
+            spec.hub_id, spec.hub_config, split=f"{spec.hub_split}[:{spec.hub_rows}]", revision=spec.revision
+        )
     except Exception as err:  # offline, hub down, gated: all mean "not available here"
         _UNREACHABLE[spec.name] = (
             f"dataset '{spec.name}' ({spec.hub_id}) is not reachable on the hub ({type(err).__name__}: "
-            f"{str(err)[:200]}). It has no offline copy; use another dataset or a local .jsonl file.")
+            f"{str(err)[:200]}). It has no offline copy; use another dataset or a local .jsonl file."
+        )
         raise DatasetNotFoundError(_UNREACHABLE[spec.name]) from err
     lines = [json.dumps(dict(row)) for row in rows]
     write_text_atomic(out, "\n".join(lines) + "\n")
     return out
 
 
-def load_records(name: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None) -> list[dict]:
+def load_records(name: str, data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
     path = resolve_file(name, data_dir, cache_dir)  # raises a clear error for unknown names
     if is_user_source(name):
         return loaders.prompt_response_file(path, source=name)

@@ -7,17 +7,20 @@ building it, so a warm run never loads a model.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from qresafe_exp.registry import Registry
 
 # each engine class: check(engine_cfg, device) before any model loads, cache_tag(engine_cfg, spec, dtype),
 # from_factory(factory) -> the engine
-ENGINES = Registry("engine", {
-    "hf": "qresafe_exp.engines.hf:HFEngine",
-    "vllm": "qresafe_exp.engines.vllm:VLLMEngine",
-    "llamacpp": "qresafe_exp.engines.llamacpp:LlamaCppEngine",
-})
+ENGINES = Registry(
+    "engine",
+    {
+        "hf": "qresafe_exp.engines.hf:HFEngine",
+        "vllm": "qresafe_exp.engines.vllm:VLLMEngine",
+        "llamacpp": "qresafe_exp.engines.llamacpp:LlamaCppEngine",
+    },
+)
 
 
 def check_engine(engine_cfg, device) -> None:
@@ -35,12 +38,18 @@ def check_llamacpp(engine_cfg) -> None:
 
     if missing := llama_cpp_missing():
         raise ValueError(f"engine=llamacpp: {missing}, or use engine=hf")
-    for key, what in (("threads", "CPU threads (null = all cores)"), ("parallel", "model instances side by side"),
-                      ("n_ctx", "tokens of context per instance"), ("n_batch", "prompt tokens per llama.cpp batch")):
+    for key, what in (
+        ("threads", "CPU threads (null = all cores)"),
+        ("parallel", "model instances side by side"),
+        ("n_ctx", "tokens of context per instance"),
+        ("n_batch", "prompt tokens per llama.cpp batch"),
+    ):
         check_count(f"engine.{key}", engine_cfg.get(key), 1, what)
     if engine_cfg.gguf_dtype not in DTYPES:
-        raise ValueError(f"engine.gguf_dtype={engine_cfg.gguf_dtype}: the GGUF a full-precision checkpoint is "
-                         f"converted to for llama.cpp. Allowed: {', '.join(DTYPES)}")
+        raise ValueError(
+            f"engine.gguf_dtype={engine_cfg.gguf_dtype}: the GGUF a full-precision checkpoint is "
+            f"converted to for llama.cpp. Allowed: {', '.join(DTYPES)}"
+        )
 
 
 class EngineFactory:
@@ -54,15 +63,24 @@ class EngineFactory:
     llama.cpp cache the GGUF conversion of a full-precision checkpoint.
     """
 
-    def __init__(self, engine_cfg, path: str, device, tokenizer, load_model: Callable, seed: int = 0,
-                 artifacts=None, model_key: Optional[str] = None):
+    def __init__(
+        self,
+        engine_cfg,
+        path: str,
+        device,
+        tokenizer,
+        load_model: Callable,
+        seed: int = 0,
+        artifacts=None,
+        model_key: str | None = None,
+    ):
         self.cfg, self.path, self.device, self.tokenizer = engine_cfg, path, device, tokenizer
         self.load_model, self.seed = load_model, seed
         self.artifacts, self.model_key = artifacts, model_key
         self._engine = None
         self.dtype = generation_dtype(engine_cfg, device)
 
-    def cache_tag(self, spec) -> Optional[str]:
+    def cache_tag(self, spec) -> str | None:
         return ENGINES.get(self.cfg.name).cache_tag(self.cfg, spec, self.dtype)
 
     def __call__(self):

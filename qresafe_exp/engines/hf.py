@@ -11,13 +11,16 @@ where transformers' static KV cache and torch.compile live (GPU options).
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
-from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
-                                                    TopKLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from qresafe_exp.generate import stop_token_ids
 
@@ -25,12 +28,14 @@ log = logging.getLogger(__name__)
 DECODE_MODES = ("compact", "generate")
 
 
-def check_decode(decode: str, cache_implementation: Optional[str], compile: bool) -> None:
+def check_decode(decode: str, cache_implementation: str | None, compile: bool) -> None:
     if decode not in DECODE_MODES:
         raise ValueError(f"engine.decode={decode} is unknown. Allowed: {', '.join(DECODE_MODES)}")
     if decode == "compact" and (cache_implementation or compile):
-        raise ValueError("engine.cache_implementation / engine.compile apply to transformers' generate: "
-                         "set engine.decode=generate to use them")
+        raise ValueError(
+            "engine.cache_implementation / engine.compile apply to transformers' generate: "
+            "set engine.decode=generate to use them"
+        )
 
 
 class HFEngine:
@@ -44,21 +49,37 @@ class HFEngine:
         check_decode(engine_cfg.decode, engine_cfg.cache_implementation, engine_cfg.compile)
 
     @classmethod
-    def cache_tag(cls, engine_cfg, spec, dtype) -> Optional[str]:
+    def cache_tag(cls, engine_cfg, spec, dtype) -> str | None:
         tag = "hf-compact" if spec.do_sample and engine_cfg.decode == "compact" else None
         if dtype is not None:
             tag = f"{tag or 'hf'}-{str(dtype).removeprefix('torch.')}"
         return tag
 
     @classmethod
-    def from_factory(cls, factory) -> "HFEngine":
-        model = (factory.load_model(factory.path, factory.device) if factory.dtype is None
-                 else factory.load_model(factory.path, factory.device, dtype=factory.dtype))
-        return cls(model, factory.tokenizer, batch_size=factory.cfg.batch_size, decode=factory.cfg.decode,
-                   cache_implementation=factory.cfg.cache_implementation, compile=factory.cfg.compile)
+    def from_factory(cls, factory) -> HFEngine:
+        model = (
+            factory.load_model(factory.path, factory.device)
+            if factory.dtype is None
+            else factory.load_model(factory.path, factory.device, dtype=factory.dtype)
+        )
+        return cls(
+            model,
+            factory.tokenizer,
+            batch_size=factory.cfg.batch_size,
+            decode=factory.cfg.decode,
+            cache_implementation=factory.cfg.cache_implementation,
+            compile=factory.cfg.compile,
+        )
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, decode: str = "compact",
-                 cache_implementation: Optional[str] = None, compile: bool = False):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 32,
+        decode: str = "compact",
+        cache_implementation: str | None = None,
+        compile: bool = False,
+    ):
         check_decode(decode, cache_implementation, compile)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.decode, self.cache_implementation, self.compile = decode, cache_implementation, compile
@@ -70,12 +91,11 @@ class HFEngine:
         tok = self.tokenizer
         lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        outputs: list[Optional[str]] = [None] * len(texts)
+        outputs: list[str | None] = [None] * len(texts)
         device = self.model.device
         for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch"):
             idx = order[start : start + self.batch_size]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True,
-                      add_special_tokens=False).to(device)
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             generator = None
             if spec.do_sample:  # a seed per batch: the same batch of prompts samples the same answers
                 generator = torch.Generator(device=device).manual_seed(spec.seed + start)
@@ -99,8 +119,14 @@ class HFEngine:
         mask = enc["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
-        logits = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        logits = model(
+            input_ids=enc["input_ids"],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
         self.stats["forward_rows"] += int(mask.shape[0])
         warp = _warpers(spec)
         rows = torch.arange(mask.shape[0], device=mask.device)  # batch row of each still-active sequence
@@ -118,8 +144,13 @@ class HFEngine:
                 cache.batch_select_indices(keep)
                 mask, rows, tokens, next_pos = mask[keep], rows[keep], tokens[keep], next_pos[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                           past_key_values=cache, use_cache=True).logits[:, -1, :]
+            logits = model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1, :]
             self.stats["forward_rows"] += int(mask.shape[0])
             next_pos = next_pos + 1
         stop = set(stop_ids.tolist())
@@ -136,8 +167,14 @@ class HFEngine:
 
             extra["compile_config"] = CompileConfig(fullgraph=False)
         stop = self._stop_ids().tolist()
-        out = self.model.generate(**enc, max_new_tokens=spec.max_new_tokens, **spec.sampling_kwargs(),
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop or None, **extra)
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=spec.max_new_tokens,
+            **spec.sampling_kwargs(),
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=stop or None,
+            **extra,
+        )
         new = out[:, enc["input_ids"].shape[1] :]
         stop = set(stop)
         lists = []

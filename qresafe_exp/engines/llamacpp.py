@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 from qresafe_exp.engines.vllm import stop_ids_of
 from qresafe_exp.formats import format_of, sidecars_in
@@ -33,7 +32,7 @@ def engine_threads(engine_cfg) -> int:
     return int(engine_cfg.get("threads") or os.cpu_count() or 1)
 
 
-def servable_gguf(path: str, engine_cfg, artifacts=None, model_key: Optional[str] = None) -> Path:
+def servable_gguf(path: str, engine_cfg, artifacts=None, model_key: str | None = None) -> Path:
     """The GGUF file llama.cpp runs for the checkpoint at ``path``: its own (a GGUF cell), or a conversion
     of a full-precision checkpoint, cached under the model's key. Anything else is refused in one line."""
     found = gguf_file_in(path)
@@ -43,17 +42,25 @@ def servable_gguf(path: str, engine_cfg, artifacts=None, model_key: Optional[str
     extra = sidecars_in(path)
     if fmt.name != "plain" or extra:
         what = f"a {fmt.name} checkpoint" if fmt.name != "plain" else f"a checkpoint with {', '.join(extra)}"
-        raise ValueError(f"engine=llamacpp runs GGUF cells (quant=gguf) and full-precision checkpoints; {path} is "
-                         f"{what}. Run this cell with engine=hf")
+        raise ValueError(
+            f"engine=llamacpp runs GGUF cells (quant=gguf) and full-precision checkpoints; {path} is "
+            f"{what}. Run this cell with engine=hf"
+        )
     from qresafe_exp.llamacpp.convert import CONVERTER_VERSION, convert
 
     dtype = engine_cfg.get("gguf_dtype") or "f32"
     if artifacts is None or model_key is None:
-        raise ValueError("engine=llamacpp converts a full-precision checkpoint into the artifact cache: "
-                         "give EngineFactory the cache and the model key")
-    art = artifacts.get_or_build("gguf", {"dtype": dtype, "converter": CONVERTER_VERSION},
-                                 lambda out: convert(path, out / "model.gguf", dtype),
-                                 upstream=[model_key], version=GGUF_STAGE_VERSION)
+        raise ValueError(
+            "engine=llamacpp converts a full-precision checkpoint into the artifact cache: "
+            "give EngineFactory the cache and the model key"
+        )
+    art = artifacts.get_or_build(
+        "gguf",
+        {"dtype": dtype, "converter": CONVERTER_VERSION},
+        lambda out: convert(path, out / "model.gguf", dtype),
+        upstream=[model_key],
+        version=GGUF_STAGE_VERSION,
+    )
     return art.path / "model.gguf"
 
 
@@ -72,13 +79,27 @@ class LlamaCppEngine:
         return "llamacpp" if engine_cfg.gguf_dtype == "f32" else f"llamacpp-{engine_cfg.gguf_dtype}"
 
     @classmethod
-    def from_factory(cls, factory) -> "LlamaCppEngine":
-        return cls(factory.path, factory.tokenizer, factory.cfg, seed=factory.seed,
-                   scoring_model=lambda: factory.load_model(factory.path, factory.device),
-                   artifacts=factory.artifacts, model_key=factory.model_key)
+    def from_factory(cls, factory) -> LlamaCppEngine:
+        return cls(
+            factory.path,
+            factory.tokenizer,
+            factory.cfg,
+            seed=factory.seed,
+            scoring_model=lambda: factory.load_model(factory.path, factory.device),
+            artifacts=factory.artifacts,
+            model_key=factory.model_key,
+        )
 
-    def __init__(self, path: str, tokenizer, engine_cfg, seed: int = 0, scoring_model=None,
-                 artifacts=None, model_key: Optional[str] = None):
+    def __init__(
+        self,
+        path: str,
+        tokenizer,
+        engine_cfg,
+        seed: int = 0,
+        scoring_model=None,
+        artifacts=None,
+        model_key: str | None = None,
+    ):
         from qresafe_exp.llamacpp import INSTALL_HINT, llama_cpp_missing
 
         if llama_cpp_missing():
@@ -96,9 +117,17 @@ class LlamaCppEngine:
         from llama_cpp import Llama
 
         while len(self._instances) <= slot:
-            self._instances.append(Llama(str(self.gguf), n_ctx=int(self.cfg.n_ctx), n_batch=int(self.cfg.n_batch),
-                                         n_threads=self.threads, n_threads_batch=self.threads,
-                                         seed=self.seed, verbose=False))
+            self._instances.append(
+                Llama(
+                    str(self.gguf),
+                    n_ctx=int(self.cfg.n_ctx),
+                    n_batch=int(self.cfg.n_batch),
+                    n_threads=self.threads,
+                    n_threads_batch=self.threads,
+                    seed=self.seed,
+                    verbose=False,
+                )
+            )
         return self._instances[slot]
 
     @property
@@ -116,8 +145,10 @@ class LlamaCppEngine:
 
     def _one(self, llm, ids: list[int], spec, index: int) -> list[int]:
         if len(ids) + spec.max_new_tokens > llm.n_ctx():
-            raise ValueError(f"engine=llamacpp: a prompt of {len(ids)} tokens + eval.max_new_tokens="
-                             f"{spec.max_new_tokens} exceeds engine.n_ctx={llm.n_ctx()}; raise engine.n_ctx")
+            raise ValueError(
+                f"engine=llamacpp: a prompt of {len(ids)} tokens + eval.max_new_tokens="
+                f"{spec.max_new_tokens} exceeds engine.n_ctx={llm.n_ctx()}; raise engine.n_ctx"
+            )
         kwargs = dict(temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
         if spec.do_sample:
             llm.set_seed(spec.seed + index)  # reproducible whatever the order or slot
@@ -136,8 +167,8 @@ class LlamaCppEngine:
 
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: ids[i])  # neighbours share their longest prefix
-        slices = [order[k::self.parallel] for k in range(self.parallel)]
-        outputs: list[Optional[str]] = [None] * len(texts)
+        slices = [order[k :: self.parallel] for k in range(self.parallel)]
+        outputs: list[str | None] = [None] * len(texts)
         started = time.time()
         done: queue.Queue = queue.Queue()  # (index, text) or (None, error) from the slots
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 
-log = logging.getLogger(__name__)
-
 from qresafe_exp.formats import sidecars_in
 from qresafe_exp.formats.base import trusts_remote_code
 from qresafe_exp.generate import stop_token_ids
 
-INSTALL_HINT = ("engine=vllm: vLLM is not installed in this environment. On a CUDA machine run `make setup-vllm` "
-                "and use .venv-vllm/bin/python (vLLM's compressed-tensors pin clashes with llmcompressor's, so it "
-                "lives in its own environment; see docs/scale.md), or use engine=hf (the default)")
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "engine=vllm: vLLM is not installed in this environment. On a CUDA machine run `make setup-vllm` "
+    "and use .venv-vllm/bin/python (vLLM's compressed-tensors pin clashes with llmcompressor's, so it "
+    "lives in its own environment; see docs/scale.md), or use engine=hf (the default)"
+)
 
 
 def vllm_available() -> bool:
@@ -34,13 +36,17 @@ def check_servable(path: str) -> None:
     from qresafe_exp.formats import format_of
 
     if format_of(path).name == "gguf":
-        raise ValueError(f"engine=vllm cannot serve {path}: it is a llama.cpp GGUF cell (quant=gguf). Run it with "
-                         "engine=llamacpp, or engine=hf (transformers dequantizes the file)")
+        raise ValueError(
+            f"engine=vllm cannot serve {path}: it is a llama.cpp GGUF cell (quant=gguf). Run it with "
+            "engine=llamacpp, or engine=hf (transformers dequantizes the file)"
+        )
     # sidecars the transformers loader applies on top of the weights (qresafe_exp.models.load_model)
     found = [f"{name} ({what})" for name, what in sidecars_in(path).items()]
     if found:
-        raise ValueError(f"engine=vllm cannot serve {path}: it carries {', '.join(found)}, which only the "
-                         "transformers loader applies. Run this cell with engine=hf")
+        raise ValueError(
+            f"engine=vllm cannot serve {path}: it carries {', '.join(found)}, which only the "
+            "transformers loader applies. Run this cell with engine=hf"
+        )
 
 
 def stop_ids_of(path: str, tokenizer) -> list[int]:
@@ -82,9 +88,14 @@ class VLLMEngine:
         return "vllm"
 
     @classmethod
-    def from_factory(cls, factory) -> "VLLMEngine":
-        return cls(factory.path, factory.tokenizer, factory.cfg, seed=factory.seed,
-                   scoring_model=lambda: factory.load_model(factory.path, factory.device))
+    def from_factory(cls, factory) -> VLLMEngine:
+        return cls(
+            factory.path,
+            factory.tokenizer,
+            factory.cfg,
+            seed=factory.seed,
+            scoring_model=lambda: factory.load_model(factory.path, factory.device),
+        )
 
     def __init__(self, path: str, tokenizer, engine_cfg, seed: int = 0, scoring_model=None):
         check_servable(path)
@@ -96,11 +107,16 @@ class VLLMEngine:
         self.stop_ids = stop_ids_of(path, tokenizer)
         self._scoring_model = scoring_model
         self._model = None
-        self.llm = LLM(model=path, tokenizer=path, seed=seed, trust_remote_code=trusts_remote_code(path),
-                       gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
-                       max_model_len=engine_cfg.max_model_len,
-                       tensor_parallel_size=engine_cfg.tensor_parallel_size,
-                       enforce_eager=engine_cfg.enforce_eager)
+        self.llm = LLM(
+            model=path,
+            tokenizer=path,
+            seed=seed,
+            trust_remote_code=trusts_remote_code(path),
+            gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
+            max_model_len=engine_cfg.max_model_len,
+            tensor_parallel_size=engine_cfg.tensor_parallel_size,
+            enforce_eager=engine_cfg.enforce_eager,
+        )
 
     @property
     def model(self):

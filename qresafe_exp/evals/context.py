@@ -5,8 +5,8 @@ cached verdicts. One per evaluated model; suites get it and return (rows, score 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 from omegaconf import DictConfig
 
@@ -27,10 +27,10 @@ class EvalContext:
     requests: RequestCache
     judge: object
     protocol: Protocol
-    system_prompt: Optional[str]
+    system_prompt: str | None
     label: str
-    fp_model: Optional[Callable] = None  # () -> the FP model that scores fluency (None = guard off)
-    scorer_key: Optional[str] = None
+    fp_model: Callable | None = None  # () -> the FP model that scores fluency (None = guard off)
+    scorer_key: str | None = None
     stats: dict = field(default_factory=lambda: {"generated": 0})
 
     def render(self, prompt: str, history: tuple = ()) -> str:
@@ -41,24 +41,46 @@ class EvalContext:
         return dataclasses.replace(base, **overrides)
 
     def generate(self, texts: list[str], spec: GenerationSpec, desc: str) -> list[str]:
-        responses, generated = generate_cached(self.engine, self.model_key, texts, spec, self.requests,
-                                               desc=f"{self.label} {desc}")
+        responses, generated = generate_cached(
+            self.engine, self.model_key, texts, spec, self.requests, desc=f"{self.label} {desc}"
+        )
         self.stats["generated"] += generated
         return responses
 
-    def response_rows(self, suite_name: str, records: list[dict], texts: list[str], responses: list[str],
-                      keep: tuple = ("category", "type", "label")) -> list[dict]:
+    def response_rows(
+        self,
+        suite_name: str,
+        records: list[dict],
+        texts: list[str],
+        responses: list[str],
+        keep: tuple = ("category", "type", "label"),
+    ) -> list[dict]:
         """One row per response with the degeneration signals (FP perplexity when a scorer is set)."""
         perplexities = [None] * len(texts)
         if self.fp_model is not None:
-            perplexities = cached_perplexities(self.fp_model, self.tokenizer, self.scorer_key, texts, responses,
-                                               self.requests, self.cfg.eval.batch_size,
-                                               desc=f"fp perplexity {suite_name}")
+            perplexities = cached_perplexities(
+                self.fp_model,
+                self.tokenizer,
+                self.scorer_key,
+                texts,
+                responses,
+                self.requests,
+                self.cfg.eval.batch_size,
+                desc=f"fp perplexity {suite_name}",
+            )
         rows = []
         for rec, response, ppl in zip(records, responses, perplexities):
             extra = {k: rec[k] for k in keep if rec.get(k) is not None}
-            rows.append({"suite": suite_name, "id": rec["id"], "prompt": rec["prompt"], **extra,
-                         "response": response, **degeneration_signals(response, self.cfg.eval.degeneration, ppl)})
+            rows.append(
+                {
+                    "suite": suite_name,
+                    "id": rec["id"],
+                    "prompt": rec["prompt"],
+                    **extra,
+                    "response": response,
+                    **degeneration_signals(response, self.cfg.eval.degeneration, ppl),
+                }
+            )
         return rows
 
     def verdicts(self, task: str, items: list) -> list[dict]:

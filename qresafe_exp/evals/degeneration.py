@@ -43,5 +43,10 @@ def degeneration_signals(text: str, cfg, fp_perplexity: float | None = None) -> 
     limit = getattr(cfg, "max_fp_perplexity", None)
     if limit is not None and fp_perplexity is not None and fp_perplexity > limit:
         reasons.append("fp_perplexity")
-    return {"degenerate": bool(reasons), "reasons": reasons, "fp_perplexity": fp_perplexity,
-            "repeated_ngram_fraction": round(repeated, 4), "word_char_fraction": round(wordy, 4)}
+    return {
+        "degenerate": bool(reasons),
+        "reasons": reasons,
+        "fp_perplexity": fp_perplexity,
+        "repeated_ngram_fraction": round(repeated, 4),
+        "word_char_fraction": round(wordy, 4),
+    }

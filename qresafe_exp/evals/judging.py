@@ -31,6 +31,9 @@ def cached_verdicts(judge, task: str, items: list, requests: RequestCache) -> li
 def judge_failures(verdicts: list[dict]) -> dict:
     """{'n', 'of', 'kinds': {kind: count}, 'example'}: how many verdicts could not be obtained."""
     bad = [v for v in verdicts if is_failure(v)]
-    return {"n": len(bad), "of": len(verdicts),
-            "kinds": dict(Counter(v.get("error_kind", "error") for v in bad)),
-            "example": bad[0]["error"][:300] if bad else None}
+    return {
+        "n": len(bad),
+        "of": len(verdicts),
+        "kinds": dict(Counter(v.get("error_kind", "error") for v in bad)),
+        "example": bad[0]["error"][:300] if bad else None,
+    }

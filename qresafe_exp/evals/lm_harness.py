@@ -26,8 +26,10 @@ from qresafe_exp.cache import content_key, write_text_atomic
 from qresafe_exp.data import load_records
 
 LOCAL_TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
-INSTALL_HINT = ("suite lm_eval needs lm-evaluation-harness: pip install -e '.[lmeval]' "
-                "(make setup installs it; the pin is in pyproject.toml)")
+INSTALL_HINT = (
+    "suite lm_eval needs lm-evaluation-harness: pip install -e '.[lmeval]' "
+    "(make setup installs it; the pin is in pyproject.toml)"
+)
 FEWSHOT_DOCS = 5  # held out of a local multiple-choice task for its few-shot examples
 
 
@@ -44,8 +46,10 @@ def key_parts(cfg: DictConfig) -> dict:
     files = [Path(t).expanduser() for t in cfg.eval.lm_eval.tasks if t.endswith((".yaml", ".yml"))]
     if cfg.eval.lm_eval.include_path:
         files += sorted(Path(cfg.eval.lm_eval.include_path).expanduser().rglob("*.y*ml"))
-    return {"version": harness_version(),
-            "task_files": {str(f): content_key(f.read_bytes()) for f in files if f.is_file()}}
+    return {
+        "version": harness_version(),
+        "task_files": {str(f): content_key(f.read_bytes()) for f in files if f.is_file()},
+    }
 
 
 # ---------------------------------------------------------------- local tasks: data from the project
@@ -61,9 +65,20 @@ def _safetybench_zh(data_dir, cache_dir, seed: int) -> dict[str, list[dict]]:
 
     answers = load_records("safetybench_zh_answers", data_dir, cache_dir)[0]
     records = attach_answers(load_records("safetybench_zh", data_dir, cache_dir), answers, "safetybench_zh_answers")
-    rows = _seeded([{"id": r["id"], "category": r.get("category"), "question": r["question"],
-                     "options": [str(o) for o in r["options"]], "letters": list(LETTERS[: len(r["options"])]),
-                     "answer": r["answer"]} for r in records], seed)
+    rows = _seeded(
+        [
+            {
+                "id": r["id"],
+                "category": r.get("category"),
+                "question": r["question"],
+                "options": [str(o) for o in r["options"]],
+                "letters": list(LETTERS[: len(r["options"])]),
+                "answer": r["answer"],
+            }
+            for r in records
+        ],
+        seed,
+    )
     return {"fewshot": rows[:FEWSHOT_DOCS], "test": rows[FEWSHOT_DOCS:]}
 
 
@@ -122,16 +137,19 @@ def check_lm_eval(cfg: DictConfig) -> None:
         raise ValueError(INSTALL_HINT)
     tasks = list(settings.tasks or [])
     if not tasks or not all(isinstance(t, str) and t for t in tasks):
-        raise ValueError(f"eval.lm_eval.tasks={tasks}: give a list of harness task names, e.g. "
-                         f"eval.lm_eval.tasks=[{','.join(LOCAL_TASKS)}] (offline) or [arc_easy,hellaswag]")
+        raise ValueError(
+            f"eval.lm_eval.tasks={tasks}: give a list of harness task names, e.g. "
+            f"eval.lm_eval.tasks=[{','.join(LOCAL_TASKS)}] (offline) or [arc_easy,hellaswag]"
+        )
     check_count("eval.lm_eval.num_fewshot", settings.num_fewshot, 0, "few-shot examples (null = each task's own)")
     check_count("eval.lm_eval.limit", settings.limit, 1, "documents per task (null = all of them)")
     check_count("eval.lm_eval.batch_size", settings.batch_size, 1, "requests per batch")
     check_count("eval.lm_eval.bootstrap_iters", settings.bootstrap_iters, 0, "bootstrap resamples for stderr")
     include = settings.include_path
     if include is not None and not Path(include).expanduser().is_dir():
-        raise ValueError(f"eval.lm_eval.include_path={include}: no such directory; give a directory of task "
-                         "YAML files, or null")
+        raise ValueError(
+            f"eval.lm_eval.include_path={include}: no such directory; give a directory of task YAML files, or null"
+        )
     manager = None
     for name in tasks:
         if name in LOCAL_TASKS:
@@ -147,9 +165,11 @@ def check_lm_eval(cfg: DictConfig) -> None:
             known = [*LOCAL_TASKS, *manager.all_tasks]
             close = difflib.get_close_matches(name, known, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ValueError(f"eval.lm_eval.tasks: '{name}' is not an lm-evaluation-harness task, group or tag"
-                             f"{hint}; list them with `lm-eval ls tasks`, or use a local task "
-                             f"({', '.join(LOCAL_TASKS)}), a task YAML path, or eval.lm_eval.include_path")
+            raise ValueError(
+                f"eval.lm_eval.tasks: '{name}' is not an lm-evaluation-harness task, group or tag"
+                f"{hint}; list them with `lm-eval ls tasks`, or use a local task "
+                f"({', '.join(LOCAL_TASKS)}), a task YAML path, or eval.lm_eval.include_path"
+            )
         _check_offline_data(manager, name)
 
 
@@ -163,9 +183,11 @@ def _check_offline_data(manager, name: str) -> None:
     try:
         manager.load([name])
     except (ConnectionError, OSError) as err:
-        raise ValueError(f"eval.lm_eval.tasks: '{name}' needs its data from the Hugging Face Hub, which "
-                         f"HF_HUB_OFFLINE=1 forbids ({str(err).splitlines()[0]}); run it where the Hub is "
-                         f"reachable, or use the local tasks {', '.join(LOCAL_TASKS)}") from None
+        raise ValueError(
+            f"eval.lm_eval.tasks: '{name}' needs its data from the Hugging Face Hub, which "
+            f"HF_HUB_OFFLINE=1 forbids ({str(err).splitlines()[0]}); run it where the Hub is "
+            f"reachable, or use the local tasks {', '.join(LOCAL_TASKS)}"
+        ) from None
 
 
 # ---------------------------------------------------------------- the suite
@@ -178,8 +200,11 @@ def _number(value) -> float | None:
 def metric_value(value, stderr, n) -> dict:
     """{value, stderr, ci95 (normal approximation, where there is a stderr), n}."""
     value, stderr = _number(value), _number(stderr)
-    ci = [round(value - 1.96 * stderr, 6), round(value + 1.96 * stderr, 6)] if None not in (value, stderr) \
+    ci = (
+        [round(value - 1.96 * stderr, 6), round(value + 1.96 * stderr, 6)]
+        if None not in (value, stderr)
         else [None, None]
+    )
     return {"value": value, "stderr": stderr, "ci95": ci, "n": n}
 
 
@@ -204,7 +229,9 @@ def task_scores(results: dict, order: list[str] = ()) -> dict[str, dict]:
             name = metric if filter_name == "none" else key
             metrics[name] = metric_value(value, res.get(f"{metric}_stderr,{filter_name}"), n)
         if metrics:
-            out[task] = dict(sorted(metrics.items(), key=lambda kv: position.get(kv[0].partition(",")[0], len(position))))
+            out[task] = dict(
+                sorted(metrics.items(), key=lambda kv: position.get(kv[0].partition(",")[0], len(position)))
+            )
     return out
 
 
@@ -228,10 +255,20 @@ def sample_rows(suite_name: str, samples: dict) -> list[dict]:
             arguments = doc.get("arguments") or [[""]]
             first = arguments[0] if isinstance(arguments, (list, tuple)) else arguments
             context = first[0] if isinstance(first, (list, tuple)) and first else first
-            scalars = {k: v for k, v in doc.items() if k in (doc.get("metrics") or [])
-                       and isinstance(v, (int, float, bool))}
-            rows.append({"suite": suite_name, "id": f"{task}:{doc['doc_id']}", "task": task, "doc_id": doc["doc_id"],
-                         "prompt": str(context), "target": str(doc.get("target")), **scalars})
+            scalars = {
+                k: v for k, v in doc.items() if k in (doc.get("metrics") or []) and isinstance(v, (int, float, bool))
+            }
+            rows.append(
+                {
+                    "suite": suite_name,
+                    "id": f"{task}:{doc['doc_id']}",
+                    "task": task,
+                    "doc_id": doc["doc_id"],
+                    "prompt": str(context),
+                    "target": str(doc.get("target")),
+                    **scalars,
+                }
+            )
     return rows
 
 
@@ -254,20 +291,36 @@ def run_lm_eval(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
     requests_db = Path(ctx.cfg.paths.cache_dir) / "lm_eval_requests" / tag  # the harness's own request cache
     requests_db.parent.mkdir(parents=True, exist_ok=True)
     results = lm_eval.simple_evaluate(
-        model=lm, tasks=task_specs(ctx.cfg), task_manager=manager, num_fewshot=settings.num_fewshot,
-        limit=settings.limit, bootstrap_iters=settings.bootstrap_iters, log_samples=True,
-        apply_chat_template=settings.apply_chat_template, use_cache=str(requests_db),
+        model=lm,
+        tasks=task_specs(ctx.cfg),
+        task_manager=manager,
+        num_fewshot=settings.num_fewshot,
+        limit=settings.limit,
+        bootstrap_iters=settings.bootstrap_iters,
+        log_samples=True,
+        apply_chat_template=settings.apply_chat_template,
+        use_cache=str(requests_db),
         # in the chat template, the cell's system prompt, as the other suites render it
-        system_instruction=ctx.system_prompt if settings.apply_chat_template else None)
+        system_instruction=ctx.system_prompt if settings.apply_chat_template else None,
+    )
     tasks = task_scores(results, list(settings.tasks))
-    block = {"suite": suite.name, "metric": "tasks", "version": suite.version, "tasks": tasks,
-             "order": list(tasks), "metric_order": {task: list(metrics) for task, metrics in tasks.items()},
-             "groups": results.get("group_subtasks") or {},
-             "higher_is_better": results.get("higher_is_better") or {},
-             "harness": {"lm_eval": harness_version(), "n_shot": results.get("n-shot") or {},
-                         "task_versions": results.get("versions") or {},
-                         "n_samples": results.get("n-samples") or {}},
-             "settings": OmegaConf.to_container(settings, resolve=True)}
+    block = {
+        "suite": suite.name,
+        "metric": "tasks",
+        "version": suite.version,
+        "tasks": tasks,
+        "order": list(tasks),
+        "metric_order": {task: list(metrics) for task, metrics in tasks.items()},
+        "groups": results.get("group_subtasks") or {},
+        "higher_is_better": results.get("higher_is_better") or {},
+        "harness": {
+            "lm_eval": harness_version(),
+            "n_shot": results.get("n-shot") or {},
+            "task_versions": results.get("versions") or {},
+            "n_samples": results.get("n-samples") or {},
+        },
+        "settings": OmegaConf.to_container(settings, resolve=True),
+    }
     return sample_rows(suite.name, results.get("samples") or {}), block
 
 

@@ -64,8 +64,10 @@ def load_safetybench(questions_path: str | Path, answers_path: str | Path, lang:
 
     questions = safetybench_questions(Path(questions_path), lang)
     answers = json.loads(Path(answers_path).read_text(encoding="utf-8"))
-    return [{**r, "prompt": format_mcq(r["question"], r["options"], lang)}
-            for r in attach_answers(questions, answers, str(answers_path))]
+    return [
+        {**r, "prompt": format_mcq(r["question"], r["options"], lang)}
+        for r in attach_answers(questions, answers, str(answers_path))
+    ]
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:
@@ -78,8 +80,10 @@ def letter_token_ids(tokenizer, n: int) -> list[int]:
     for letter in LETTERS[:n]:
         encoded = tokenizer.encode(letter, add_special_tokens=False)
         if len(encoded) != 1:
-            raise ValueError(f"option letter {letter!r} is not a single token for this tokenizer "
-                             f"(encodes to {encoded}); first-token letter scoring needs one token per letter")
+            raise ValueError(
+                f"option letter {letter!r} is not a single token for this tokenizer "
+                f"(encodes to {encoded}); first-token letter scoring needs one token per letter"
+            )
         ids.append(encoded[0])
     if len(set(ids)) != n:
         raise ValueError(f"option letters {LETTERS[:n]} share token ids {ids}")
@@ -103,8 +107,9 @@ def _last_position_logits(model, input_ids: torch.Tensor, attention_mask: torch.
 
 
 @torch.inference_mode()
-def choice_predictions(model, tokenizer, rendered_texts: list[str], n_options: list[int],
-                       batch_size: int = 16) -> list[dict]:
+def choice_predictions(
+    model, tokenizer, rendered_texts: list[str], n_options: list[int], batch_size: int = 16
+) -> list[dict]:
     """Per item {pred, pred_letter, letter_logprobs}: log-softmax over the item's option letters.
 
     ``rendered_texts`` already end with the chat template's assistant generation prompt.
@@ -132,8 +137,11 @@ def choice_predictions(model, tokenizer, rendered_texts: list[str], n_options: l
             n = n_options[i]
             logprobs = torch.log_softmax(logits[row, letter_ids[:n]], dim=-1)
             pred = int(logprobs.argmax())
-            results[i] = {"pred": pred, "pred_letter": LETTERS[pred],
-                          "letter_logprobs": [round(v, 6) for v in logprobs.tolist()]}
+            results[i] = {
+                "pred": pred,
+                "pred_letter": LETTERS[pred],
+                "letter_logprobs": [round(v, 6) for v in logprobs.tolist()],
+            }
     return results  # type: ignore[return-value]
 
 
@@ -148,6 +156,8 @@ def mcq_scores(rows: list[dict]) -> dict:
         by_category.setdefault(r["category"], []).append(ok)
     n_opts = [r["n_options"] if "n_options" in r else len(r["options"]) for r in rows]
     chance = sum(1 / n for n in n_opts) / len(n_opts) if n_opts else None
-    return {"accuracy": rate(correct),
-            "by_category": {c: rate(flags) for c, flags in sorted(by_category.items())},
-            "chance": round(chance, 4) if chance is not None else None}
+    return {
+        "accuracy": rate(correct),
+        "by_category": {c: rate(flags) for c, flags in sorted(by_category.items())},
+        "chance": round(chance, 4) if chance is not None else None,
+    }

@@ -17,12 +17,15 @@ from qresafe_exp.lm import response_token_logprobs
 
 
 @torch.inference_mode()
-def response_perplexities(model, tokenizer, texts: list[str], responses: list[str], batch_size: int = 16,
-                          desc: str = "fp perplexity") -> list[float | None]:
+def response_perplexities(
+    model, tokenizer, texts: list[str], responses: list[str], batch_size: int = 16, desc: str = "fp perplexity"
+) -> list[float | None]:
     """exp(mean NLL of the response tokens | rendered prompt); None for an empty response."""
     results: list[float | None] = [None] * len(texts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompts = {i: tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i, r in enumerate(responses) if r.strip()}
+    prompts = {
+        i: tokenizer(texts[i], add_special_tokens=False)["input_ids"] for i, r in enumerate(responses) if r.strip()
+    }
     answers = {i: tokenizer(responses[i], add_special_tokens=False)["input_ids"] for i in prompts}
     todo = sorted(prompts, key=lambda i: len(prompts[i]) + len(answers[i]))  # little padding per batch
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch"):
@@ -45,8 +48,21 @@ def response_perplexities(model, tokenizer, texts: list[str], responses: list[st
     return results
 
 
-def cached_perplexities(model_factory, tokenizer, scorer_key: str, texts: list[str], responses: list[str],
-                        cache: RequestCache, batch_size: int, desc: str) -> list[float | None]:
+def cached_perplexities(
+    model_factory,
+    tokenizer,
+    scorer_key: str,
+    texts: list[str],
+    responses: list[str],
+    cache: RequestCache,
+    batch_size: int,
+    desc: str,
+) -> list[float | None]:
     keys = [content_key(t, r, length=32) for t, r in zip(texts, responses)]
-    return cache.fill(f"fp_perplexity/{scorer_key}", keys, lambda missing: response_perplexities(
-        model_factory(), tokenizer, [texts[i] for i in missing], [responses[i] for i in missing], batch_size, desc))
+    return cache.fill(
+        f"fp_perplexity/{scorer_key}",
+        keys,
+        lambda missing: response_perplexities(
+            model_factory(), tokenizer, [texts[i] for i in missing], [responses[i] for i in missing], batch_size, desc
+        ),
+    )

@@ -14,8 +14,7 @@ def run_qos(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
     responses = ctx.generate(texts, ctx.spec(), suite.name)
     rows = ctx.response_rows(suite.name, records, texts, responses)
     for row, rec in zip(rows, records):
-        row.update(group=rec["group"], axis=rec["axis"], template=rec["template"],
-                   words=len(row["response"].split()))
+        row.update(group=rec["group"], axis=rec["axis"], template=rec["template"], words=len(row["response"].split()))
     classify_refusals(ctx, rows)
     return rows, qos_block(suite, rows, ctx.cfg)
 

@@ -23,11 +23,11 @@ from qresafe_exp.data import load_records
 from qresafe_exp.data.hub import is_hub_uri
 from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.data.registry import hub_snapshot
+from qresafe_exp.devices import resolve_device
+from qresafe_exp.engines import EngineFactory, generation_dtype
 from qresafe_exp.evals.context import EvalContext
 from qresafe_exp.evals.protocols import protocol_of, system_prompt_for
 from qresafe_exp.evals.suites import SUITES
-from qresafe_exp.devices import resolve_device
-from qresafe_exp.engines import EngineFactory, generation_dtype
 from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 
@@ -38,21 +38,26 @@ EVAL_STAGE_VERSION = 3
 def user_prompts_path(cfg: DictConfig) -> Path:
     """The user's prompt file; for a hf:// URI, the JSONL snapshot of its split (data/hub.py)."""
     if not cfg.get("prompts"):
-        raise ValueError("suite 'prompts' evaluates a prompt file of your own: give prompts=path/to/file.csv "
-                         "(or .json/.jsonl/.parquet, or hf://owner/name[:split]) and prompts_column=<the column "
-                         "holding the prompts>")
+        raise ValueError(
+            "suite 'prompts' evaluates a prompt file of your own: give prompts=path/to/file.csv "
+            "(or .json/.jsonl/.parquet, or hf://owner/name[:split]) and prompts_column=<the column "
+            "holding the prompts>"
+        )
     if is_hub_uri(cfg.prompts):
         return hub_snapshot(cfg.prompts, cfg.paths.cache_dir, key="prompts")
     path = Path(cfg.prompts).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"prompts={cfg.prompts}: no such file. Give the path of a .csv/.json/.jsonl/.parquet "
-                                "file, or hf://owner/name[:split]")
+        raise FileNotFoundError(
+            f"prompts={cfg.prompts}: no such file. Give the path of a .csv/.json/.jsonl/.parquet "
+            "file, or hf://owner/name[:split]"
+        )
     return path
 
 
 def user_prompts(cfg: DictConfig) -> list[dict]:
-    return user_prompt_table(user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"),
-                             source=cfg.prompts)
+    return user_prompt_table(
+        user_prompts_path(cfg), cfg.prompts_column, cfg.get("prompts_category_column"), source=cfg.prompts
+    )
 
 
 def suite_records(suite, cfg: DictConfig) -> list[dict]:
@@ -96,14 +101,24 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
 
         spec["lm_eval"] = key_parts(cfg)
     if "prompts" in cfg.eval.suites:
-        spec["prompts_file"] = {"sha": content_key(user_prompts_path(cfg).read_bytes()),
-                                "column": cfg.prompts_column, "category": cfg.get("prompts_category_column")}
+        spec["prompts_file"] = {
+            "sha": content_key(user_prompts_path(cfg).read_bytes()),
+            "column": cfg.prompts_column,
+            "category": cfg.get("prompts_category_column"),
+        }
     return spec
 
 
-def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache,
-             device, label: str, scorer: ModelRef | None = None,
-             exclude: frozenset[str] = frozenset()) -> dict:
+def evaluate(
+    model: ModelRef,
+    cfg: DictConfig,
+    artifacts: ArtifactCache,
+    requests: RequestCache,
+    device,
+    label: str,
+    scorer: ModelRef | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> dict:
     """Return {'key', 'path', 'scores', 'generated', 'seconds', 'cached'} for ``model``.
 
     ``scorer`` is the FP model whose perplexity of each response feeds the degeneration guard;
@@ -122,8 +137,16 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             log.info("loading %s for generation on %s%s", label, dev, f" in {dtype}" if dtype else "")
             return load_model(path, dev, dtype=dtype)
 
-        engine = EngineFactory(cfg.engine, model.path, device, tokenizer, load_for_generation, seed=cfg.seed,
-                               artifacts=artifacts, model_key=model.key)
+        engine = EngineFactory(
+            cfg.engine,
+            model.path,
+            device,
+            tokenizer,
+            load_for_generation,
+            seed=cfg.seed,
+            artifacts=artifacts,
+            model_key=model.key,
+        )
 
         @lru_cache(maxsize=1)
         def fp_model():
@@ -132,17 +155,27 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
             log.info("loading the FP model to score fluency")
             return load_model(scorer.path, device)
 
-        ctx = EvalContext(cfg=cfg, tokenizer=tokenizer, engine=engine, model_key=model.key, requests=requests,
-                          judge=build_judge(cfg.judge), protocol=protocol_of(cfg),
-                          system_prompt=system_prompt_for(cfg), label=label,
-                          fp_model=fp_model if scorer is not None else None,
-                          scorer_key=scorer.key if scorer is not None else None, stats=stats)
+        ctx = EvalContext(
+            cfg=cfg,
+            tokenizer=tokenizer,
+            engine=engine,
+            model_key=model.key,
+            requests=requests,
+            judge=build_judge(cfg.judge),
+            protocol=protocol_of(cfg),
+            system_prompt=system_prompt_for(cfg),
+            label=label,
+            fp_model=fp_model if scorer is not None else None,
+            scorer_key=scorer.key if scorer is not None else None,
+            stats=stats,
+        )
         scores = {}
         with open(out / "samples.jsonl", "w") as samples, contextlib.closing(engine):
             for name in cfg.eval.suites:
                 suite = SUITES.get(name)
-                chosen, removed = suite.select(suite_records(suite, cfg), suite_limit(cfg, name),
-                                               cfg.eval.sample_seed, exclude)
+                chosen, removed = suite.select(
+                    suite_records(suite, cfg), suite_limit(cfg, name), cfg.eval.sample_seed, exclude
+                )
                 if removed:
                     log.info("%s: removed %d prompts that the model was trained on", name, removed)
                 rows, block = suite.runner()(suite, chosen, ctx)
@@ -150,20 +183,41 @@ def evaluate(model: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, request
                 scores[name] = block
                 failures = block.get("judge_failures") or {}
                 if failures.get("n"):
-                    log.warning("%s: %d of %d judge verdicts failed (%s), e.g. %s", name, failures["n"],
-                                failures["of"], failures["kinds"], failures["example"])
+                    log.warning(
+                        "%s: %d of %d judge verdicts failed (%s), e.g. %s",
+                        name,
+                        failures["n"],
+                        failures["of"],
+                        failures["kinds"],
+                        failures["example"],
+                    )
                 for row in rows:
                     samples.write(json.dumps(row) + "\n")
-        write_json_atomic(out / "scores.json", {"scores": scores, "seconds": round(time.time() - started, 2),
-                                                "generated": stats["generated"]})
+        write_json_atomic(
+            out / "scores.json",
+            {"scores": scores, "seconds": round(time.time() - started, 2), "generated": stats["generated"]},
+        )
 
     art = artifacts.get_or_build("eval", spec, build, upstream=[model.key], version=EVAL_STAGE_VERSION)
     result = json.loads((art.path / "scores.json").read_text())
-    failed = {name: b["judge_failures"]["n"] for name, b in result["scores"].items()
-              if (b.get("judge_failures") or {}).get("n")}
+    failed = {
+        name: b["judge_failures"]["n"]
+        for name, b in result["scores"].items()
+        if (b.get("judge_failures") or {}).get("n")
+    }
     if failed:  # never serve missing verdicts from the cache: the next run asks the judge again
         artifacts.mark_incomplete("eval", art.key)
-        log.warning("judge failures in %s (%s): this evaluation will be redone on the next run "
-                    "(generations and the verdicts obtained are cached)", label, failed)
-    return {"key": art.key, "path": str(art.path), "scores": result["scores"],
-            "seconds": result["seconds"], "generated": stats["generated"], "cached": not art.built}
+        log.warning(
+            "judge failures in %s (%s): this evaluation will be redone on the next run "
+            "(generations and the verdicts obtained are cached)",
+            label,
+            failed,
+        )
+    return {
+        "key": art.key,
+        "path": str(art.path),
+        "scores": result["scores"],
+        "seconds": result["seconds"],
+        "generated": stats["generated"],
+        "cached": not art.built,
+    }

@@ -15,14 +15,36 @@ def run_safetybench(suite, records: list[dict], ctx) -> tuple[list[dict], dict]:
     texts = [ctx.render(format_mcq(r["question"], r["options"], lang)) for r in records]
     n_options = [len(r["options"]) for r in records]
     keys = [content_key(t, n, length=32) for t, n in zip(texts, n_options)]
-    predictions = ctx.requests.fill(f"mcq/{ctx.model_key}", keys, lambda todo: choice_predictions(
-        ctx.engine().model, ctx.tokenizer, [texts[i] for i in todo], [n_options[i] for i in todo],
-        ctx.cfg.eval.batch_size))
+    predictions = ctx.requests.fill(
+        f"mcq/{ctx.model_key}",
+        keys,
+        lambda todo: choice_predictions(
+            ctx.engine().model,
+            ctx.tokenizer,
+            [texts[i] for i in todo],
+            [n_options[i] for i in todo],
+            ctx.cfg.eval.batch_size,
+        ),
+    )
     rows = []
     for rec, pred in zip(records, predictions):
-        rows.append({"suite": suite.name, "id": rec["id"], "category": rec.get("category"),
-                     "prompt": rec["question"], "options": rec["options"], "answer": rec["answer"],
-                     "answer_letter": rec["answer_letter"], **pred})
-    block = {"suite": suite.name, "metric": suite.metric, "version": suite.version, **mcq_scores(rows),
-             "method": "log-probability of each option letter as the answer's first token"}
+        rows.append(
+            {
+                "suite": suite.name,
+                "id": rec["id"],
+                "category": rec.get("category"),
+                "prompt": rec["question"],
+                "options": rec["options"],
+                "answer": rec["answer"],
+                "answer_letter": rec["answer_letter"],
+                **pred,
+            }
+        )
+    block = {
+        "suite": suite.name,
+        "metric": suite.metric,
+        "version": suite.version,
+        **mcq_scores(rows),
+        "method": "log-probability of each option letter as the answer's first token",
+    }
     return rows, block

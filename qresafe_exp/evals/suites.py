@@ -17,21 +17,24 @@ Bump a suite's ``version`` whenever a change could move its numbers.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 from qresafe_exp.registry import Registry
 
-RUNNERS: Registry[Callable] = Registry("suite kind", {
-    "harmful": "qresafe_exp.evals.asr:run_harmful",
-    "overrefusal": "qresafe_exp.evals.overrefusal:run_overrefusal",
-    "qos": "qresafe_exp.evals.qos_probe:run_qos",
-    "mcq": "qresafe_exp.evals.safetybench:run_safetybench",
-    "utility_ppl": "qresafe_exp.evals.utility:run_reference_perplexity",
-    "mtbench": "qresafe_exp.evals.utility:run_mtbench",
-    "pairwise": "qresafe_exp.evals.utility:run_pairwise",
-    "lm_eval": "qresafe_exp.evals.lm_harness:run_lm_eval",
-})
+RUNNERS: Registry[Callable] = Registry(
+    "suite kind",
+    {
+        "harmful": "qresafe_exp.evals.asr:run_harmful",
+        "overrefusal": "qresafe_exp.evals.overrefusal:run_overrefusal",
+        "qos": "qresafe_exp.evals.qos_probe:run_qos",
+        "mcq": "qresafe_exp.evals.safetybench:run_safetybench",
+        "utility_ppl": "qresafe_exp.evals.utility:run_reference_perplexity",
+        "mtbench": "qresafe_exp.evals.utility:run_mtbench",
+        "pairwise": "qresafe_exp.evals.utility:run_pairwise",
+        "lm_eval": "qresafe_exp.evals.lm_harness:run_lm_eval",
+    },
+)
 # the judge task a kind needs (checked before anything runs)
 JUDGE_TASK = {"harmful": "harm", "mtbench": "mtbench", "pairwise": "pairwise"}
 
@@ -43,14 +46,15 @@ class Suite:
     kind: str
     metric: str
     version: int = 1
-    keep: Optional[Callable[[dict], bool]] = None
+    keep: Callable[[dict], bool] | None = None
     params: dict = field(default_factory=dict)
 
     def runner(self) -> Callable:
         return RUNNERS.get(self.kind)
 
-    def select(self, records: list[dict], limit: Optional[int], seed: int,
-               exclude: frozenset[str] = frozenset()) -> tuple[list[dict], int]:
+    def select(
+        self, records: list[dict], limit: int | None, seed: int, exclude: frozenset[str] = frozenset()
+    ) -> tuple[list[dict], int]:
         """(the prompts to evaluate, how many were dropped because a model trained on them).
 
         ``exclude`` holds normalised training prompts: they are removed before sampling, so
@@ -98,13 +102,30 @@ ALPACA_EVAL2 = _S("alpaca_eval2", "alpaca_eval2", "pairwise", "win_rate")  # v2:
 # per task metrics with the harness's stderr under `tasks` (evals/lm_harness.py); no single headline
 LM_EVAL = _S("lm_eval", "lm_eval", "lm_eval", "tasks", params={"own_data": True})
 
-SUITES: Registry[Suite] = Registry("eval suite", {
-    name: f"qresafe_exp.evals.suites:{attr}" for name, attr in [
-        ("advbench", "ADVBENCH"), ("harmbench_val", "HARMBENCH_VAL"), ("harmbench_test", "HARMBENCH_TEST"),
-        ("harmfulqa", "HARMFULQA"), ("dangerousqa", "DANGEROUSQA"), ("catqa", "CATQA"),
-        ("beavertails", "BEAVERTAILS"), ("prompts", "PROMPTS_FILE"), ("xstest_safe", "XSTEST_SAFE"),
-        ("xstest", "XSTEST"), ("oktest", "OKTEST"), ("qos", "QOS"), ("safetybench_zh", "SAFETYBENCH_ZH"),
-        ("safetybench_en", "SAFETYBENCH_EN"), ("alpaca_eval_ppl", "ALPACA_EVAL_PPL"), ("mtbench", "MTBENCH"),
-        ("alpaca_eval", "ALPACA_EVAL"), ("alpaca_eval2", "ALPACA_EVAL2"), ("lm_eval", "LM_EVAL"),
-    ]
-})
+SUITES: Registry[Suite] = Registry(
+    "eval suite",
+    {
+        name: f"qresafe_exp.evals.suites:{attr}"
+        for name, attr in [
+            ("advbench", "ADVBENCH"),
+            ("harmbench_val", "HARMBENCH_VAL"),
+            ("harmbench_test", "HARMBENCH_TEST"),
+            ("harmfulqa", "HARMFULQA"),
+            ("dangerousqa", "DANGEROUSQA"),
+            ("catqa", "CATQA"),
+            ("beavertails", "BEAVERTAILS"),
+            ("prompts", "PROMPTS_FILE"),
+            ("xstest_safe", "XSTEST_SAFE"),
+            ("xstest", "XSTEST"),
+            ("oktest", "OKTEST"),
+            ("qos", "QOS"),
+            ("safetybench_zh", "SAFETYBENCH_ZH"),
+            ("safetybench_en", "SAFETYBENCH_EN"),
+            ("alpaca_eval_ppl", "ALPACA_EVAL_PPL"),
+            ("mtbench", "MTBENCH"),
+            ("alpaca_eval", "ALPACA_EVAL"),
+            ("alpaca_eval2", "ALPACA_EVAL2"),
+            ("lm_eval", "LM_EVAL"),
+        ]
+    },
+)

@@ -20,14 +20,17 @@ from qresafe_exp.formats.base import CheckpointFormat, quantization_config
 from qresafe_exp.formats.sidecars import SIDECARS
 from qresafe_exp.registry import Registry
 
-FORMATS: Registry[type[CheckpointFormat]] = Registry("checkpoint format", {
-    "compressed-tensors": "qresafe_exp.formats.compressed_tensors:CompressedTensors",  # rtn, gptq, awq
-    "bitsandbytes": "qresafe_exp.formats.bitsandbytes:Bitsandbytes",  # bnb, qlora
-    "fake-quant": "qresafe_exp.formats.fake_quant:FakeQuant",  # llm_qat
-    "gguf": "qresafe_exp.formats.gguf:Gguf",  # gguf (llama.cpp)
-    "plain": "qresafe_exp.formats.plain:Plain",  # fp
-    "transformers-native": "qresafe_exp.formats.native:TransformersNative",  # gptqmodel's gptq / awq, aqlm
-})
+FORMATS: Registry[type[CheckpointFormat]] = Registry(
+    "checkpoint format",
+    {
+        "compressed-tensors": "qresafe_exp.formats.compressed_tensors:CompressedTensors",  # rtn, gptq, awq
+        "bitsandbytes": "qresafe_exp.formats.bitsandbytes:Bitsandbytes",  # bnb, qlora
+        "fake-quant": "qresafe_exp.formats.fake_quant:FakeQuant",  # llm_qat
+        "gguf": "qresafe_exp.formats.gguf:Gguf",  # gguf (llama.cpp)
+        "plain": "qresafe_exp.formats.plain:Plain",  # fp
+        "transformers-native": "qresafe_exp.formats.native:TransformersNative",  # gptqmodel's gptq / awq, aqlm
+    },
+)
 
 
 def format_of(path: str) -> CheckpointFormat:
@@ -38,8 +41,10 @@ def format_of(path: str) -> CheckpointFormat:
     for fallback in (False, True):
         found = [cls for cls in classes if cls.fallback == fallback and cls.detect(Path(path), method)]
         if len(found) > 1:
-            raise ValueError(f"{path} is claimed by formats {[c.name for c in found]}: their detect() must "
-                             f"exclude each other (qresafe_exp/formats/)")
+            raise ValueError(
+                f"{path} is claimed by formats {[c.name for c in found]}: their detect() must "
+                f"exclude each other (qresafe_exp/formats/)"
+            )
         if found:
             return found[0](str(path), qc)
     raise ValueError(f"{path}: no checkpoint format matches (quant_method={method!r}); add one in qresafe_exp/formats/")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar, Optional
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ def trusts_remote_code(path: str) -> bool:
     return _REMOTE_CODE.get(str(path), False)
 
 
-def quantization_config(path: str) -> Optional[dict]:
+def quantization_config(path: str) -> dict | None:
     """The ``quantization_config`` of the checkpoint's config.json (None: no such file or entry). A hub id
     that is not a local directory has no file here and reads as a plain checkpoint, as transformers
     resolves it itself."""
@@ -57,48 +58,61 @@ class CheckpointFormat(ABC):
     # the format's own files beside the weights that change what the model computes: name -> what it is
     sidecars: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, path: str, quantization_config: Optional[dict]):
+    def __init__(self, path: str, quantization_config: dict | None):
         self.path = str(path)
         self.qc = quantization_config or {}
 
     @property
-    def quant_method(self) -> Optional[str]:
+    def quant_method(self) -> str | None:
         return self.qc.get("quant_method")
 
     @classmethod
     @abstractmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         """Whether the directory at ``path`` (config.json's ``quant_method`` given) holds this format."""
 
     def from_pretrained_kwargs(self, dequantize: bool) -> dict:
         """What transformers needs beyond dtype and revision to load this format."""
         return {}
 
-    def load(self, device: torch.device, *, dequantize: bool = True, dtype: Optional[torch.dtype] = None,
-             revision: Optional[str] = None) -> nn.Module:
+    def load(
+        self,
+        device: torch.device,
+        *,
+        dequantize: bool = True,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+    ) -> nn.Module:
         """The checkpoint as transformers loads it on ``device``, in eval mode; no sidecar applied yet."""
         from transformers import AutoModelForCausalLM
 
-        kwargs = {"dtype": dtype or compute_dtype(device), "revision": revision,
-                  "trust_remote_code": trusts_remote_code(self.path), **self.from_pretrained_kwargs(dequantize)}
+        kwargs = {
+            "dtype": dtype or compute_dtype(device),
+            "revision": revision,
+            "trust_remote_code": trusts_remote_code(self.path),
+            **self.from_pretrained_kwargs(dequantize),
+        }
         return AutoModelForCausalLM.from_pretrained(self.path, **kwargs).to(device).eval()
 
-    def apply_sidecars(self, model: nn.Module) -> Optional[dict]:
+    def apply_sidecars(self, model: nn.Module) -> dict | None:
         """Apply the format's own sidecars to a loaded model; returns what was applied (None: nothing)."""
         return None
 
-    def trainable_view(self, model: nn.Module, linears: dict[str, nn.Module]
-                       ) -> tuple[dict[str, nn.Module], Optional[dict]]:
+    def trainable_view(
+        self, model: nn.Module, linears: dict[str, nn.Module]
+    ) -> tuple[dict[str, nn.Module], dict | None]:
         """({name: a plain Linear holding the weight the layer computes with}, swapped into ``model``;
         the activation / KV fake-quant spec the trainer re-attaches on them, or None)."""
         return linears, None
 
-    def requantizers(self, names: list[str]) -> dict[str, Optional[Requantizer]]:
+    def requantizers(self, names: list[str]) -> dict[str, Requantizer | None]:
         """{layer name: W -> Q(W)}, the rounding ``write_merged`` applies (None = the layer keeps fp weights)."""
         raise ValueError(f"no re-quantizer for a '{self.quant_method}' checkpoint ({self.path})")
 
     def write_merged(self, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:
         """Write this checkpoint + deltas, re-quantized into this format, to ``out``; returns
         {"format": how it was written, and what of the deltas survived}."""
-        raise ValueError(f"cannot re-quantize a '{self.quant_method}' checkpoint ({self.path}); supported: "
-                         f"compressed-tensors, bitsandbytes, llm_qat fake-quant and plain checkpoints")
+        raise ValueError(
+            f"cannot re-quantize a '{self.quant_method}' checkpoint ({self.path}); supported: "
+            f"compressed-tensors, bitsandbytes, llm_qat fake-quant and plain checkpoints"
+        )

@@ -15,7 +15,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -52,8 +51,13 @@ def layer_weight(module: nn.Module, chunk: int = 1024) -> torch.Tensor:
 
 def _plain_linear(module: nn.Module) -> nn.Linear:
     weight = layer_weight(module)
-    plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                      device=weight.device, dtype=compute_dtype(weight.device))  # the rest of the model's dtype
+    plain = nn.Linear(
+        module.in_features,
+        module.out_features,
+        bias=module.bias is not None,
+        device=weight.device,
+        dtype=compute_dtype(weight.device),
+    )  # the rest of the model's dtype
     with torch.no_grad():
         plain.weight.copy_(weight)
         if module.bias is not None:
@@ -73,8 +77,13 @@ def bnb_4bit(w: torch.Tensor, qc: dict, dtype: torch.dtype):
     """(packed weight, quant state) of bnb's 4-bit quantizer with the checkpoint's settings and dtype."""
     import bitsandbytes.functional as bnbf
 
-    return bnbf.quantize_4bit(w.to(dtype).contiguous(), blocksize=64, quant_type=qc.get("bnb_4bit_quant_type", "nf4"),
-                              compress_statistics=bool(qc.get("bnb_4bit_use_double_quant")), quant_storage=torch.uint8)
+    return bnbf.quantize_4bit(
+        w.to(dtype).contiguous(),
+        blocksize=64,
+        quant_type=qc.get("bnb_4bit_quant_type", "nf4"),
+        compress_statistics=bool(qc.get("bnb_4bit_use_double_quant")),
+        quant_storage=torch.uint8,
+    )
 
 
 def bnb_weight_dtypes(src: Path) -> dict[str, torch.dtype]:
@@ -95,17 +104,27 @@ class Bitsandbytes(CheckpointFormat):
     name = "bitsandbytes"
 
     @classmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         return quant_method == "bitsandbytes"
 
-    def load(self, device: torch.device, *, dequantize: bool = True, dtype: Optional[torch.dtype] = None,
-             revision: Optional[str] = None) -> nn.Module:
+    def load(
+        self,
+        device: torch.device,
+        *,
+        dequantize: bool = True,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+    ) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
         silence_bnb_warnings()  # bnb modules are placed at load time and cannot be moved after
         return AutoModelForCausalLM.from_pretrained(
-            self.path, device_map=str(device), dtype=dtype or compute_dtype(device), revision=revision,
-            trust_remote_code=trusts_remote_code(self.path)).eval()
+            self.path,
+            device_map=str(device),
+            dtype=dtype or compute_dtype(device),
+            revision=revision,
+            trust_remote_code=trusts_remote_code(self.path),
+        ).eval()
 
     def trainable_view(self, model: nn.Module, linears: dict[str, nn.Module]) -> tuple[dict, None]:
         plain = {}
@@ -115,20 +134,23 @@ class Bitsandbytes(CheckpointFormat):
             setattr(model.get_submodule(parent), child, plain[name])
         return plain, None
 
-    def requantizers(self, names: list[str]) -> dict[str, Optional[Requantizer]]:
+    def requantizers(self, names: list[str]) -> dict[str, Requantizer | None]:
         import bitsandbytes.functional as bnbf
 
         qc = self.qc
         if qc.get("load_in_8bit"):
+
             def int8(w):
                 codes, row_scale = bnb_int8(w)
                 return (codes.float() * row_scale.unsqueeze(1) / 127).to(w.dtype)
+
             return {n: int8 for n in names}
         dtypes = bnb_weight_dtypes(Path(self.path))
 
         def four_bit(w, dtype):
             return bnbf.dequantize_4bit(*bnb_4bit(w, qc, dtype)).to(w.dtype)
-        return {n: (lambda w, d=dtypes.get(n, torch.float32): four_bit(w, d)) for n in names}
+
+        return {n: (lambda w, d=dtypes.get(n, torch.float32): four_bit(w, d)) for n in names}  # noqa: B008 (binds n)
 
     def write_merged(self, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:
         # The weights before the patch are read through the loaded layers (what inference computes). The
@@ -154,9 +176,13 @@ class Bitsandbytes(CheckpointFormat):
         def edit(tensors: dict) -> None:
             for key in [k for k in replaced if k in tensors]:
                 value = replaced.pop(key).contiguous()
-                if (value.shape != tensors[key].shape or value.dtype != tensors[key].dtype) and ".quant_state." not in key:
-                    raise ValueError(f"{src}: re-quantized {key} is {tuple(value.shape)} {value.dtype}, the checkpoint "
-                                     f"holds {tuple(tensors[key].shape)} {tensors[key].dtype}")
+                if (
+                    value.shape != tensors[key].shape or value.dtype != tensors[key].dtype
+                ) and ".quant_state." not in key:
+                    raise ValueError(
+                        f"{src}: re-quantized {key} is {tuple(value.shape)} {value.dtype}, the checkpoint "
+                        f"holds {tuple(tensors[key].shape)} {tensors[key].dtype}"
+                    )
                 tensors[key] = value
 
         rewrite_shards(Path(src), out, edit)
@@ -164,6 +190,7 @@ class Bitsandbytes(CheckpointFormat):
             raise ValueError(f"{src}: the checkpoint has no tensors {sorted(replaced)[:3]} for the re-quantized layers")
         # what changed is measured on what inference computes: the merged checkpoint, loaded
         merged_modules = dict(Bitsandbytes(str(out), self.qc).load(device).named_modules())
-        stats = realized([layer_stats(delta, befores[name], layer_weight(merged_modules[name]))
-                          for name, delta in deltas.items()])
+        stats = realized(
+            [layer_stats(delta, befores[name], layer_weight(merged_modules[name])) for name, delta in deltas.items()]
+        )
         return {"format": "bitsandbytes (bnb requantization of patched layers)", **stats}

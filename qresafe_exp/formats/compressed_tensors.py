@@ -11,7 +11,6 @@ that same rounding.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -47,7 +46,7 @@ class CompressedTensors(CheckpointFormat):
     name = "compressed-tensors"
 
     @classmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         return quant_method == "compressed-tensors"
 
     def from_pretrained_kwargs(self, dequantize: bool) -> dict:
@@ -60,11 +59,13 @@ class CompressedTensors(CheckpointFormat):
     def weight_args(self) -> dict:
         groups = list(self.qc["config_groups"].values())
         if len(groups) != 1 or self.qc.get("format") != "pack-quantized":
-            raise ValueError(f"{self.path}: only single-scheme pack-quantized compressed-tensors checkpoints can "
-                             f"be re-quantized (found format={self.qc.get('format')}, {len(groups)} schemes)")
+            raise ValueError(
+                f"{self.path}: only single-scheme pack-quantized compressed-tensors checkpoints can "
+                f"be re-quantized (found format={self.qc.get('format')}, {len(groups)} schemes)"
+            )
         return groups[0]["weights"]
 
-    def requantizers(self, names: list[str]) -> dict[str, Optional[Requantizer]]:
+    def requantizers(self, names: list[str]) -> dict[str, Requantizer | None]:
         from safetensors.torch import load_file
 
         args = self.weight_args()
@@ -79,6 +80,7 @@ class CompressedTensors(CheckpointFormat):
                     def fn(w, s=scale, z=zero):
                         s, z = s.to(w.device), z.to(w.device)
                         return (grid_codes(w, s, z, bits) - z) * s
+
                     out[name] = fn
         return {n: out.get(n) for n in names}
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -25,7 +24,7 @@ SIDECAR = "fake_quant.json"
 KV_PROJECTIONS = ("k_proj", "v_proj")
 
 
-def fake_quantize(x: torch.Tensor, bits: int, group_size: Optional[int] = None) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, bits: int, group_size: int | None = None) -> torch.Tensor:
     """Symmetric MinMax over the last dim (per row / per token, or per group); STE gradient."""
     shape = x.shape
     if group_size:
@@ -36,25 +35,41 @@ def fake_quantize(x: torch.Tensor, bits: int, group_size: Optional[int] = None) 
     return (x + (q - x).detach()).reshape(shape)
 
 
-def attach_activation_quant(model: nn.Module, names: list[str], act_bits: Optional[int],
-                            kv_bits: Optional[int]) -> list:
+def attach_activation_quant(model: nn.Module, names: list[str], act_bits: int | None, kv_bits: int | None) -> list:
     """Pre-hooks (inputs) and hooks (k/v outputs); returns the handles."""
     modules = dict(model.named_modules())
     handles = []
     for name in names:
         module = modules[name]
         if act_bits:
-            handles.append(module.register_forward_pre_hook(
-                lambda _m, args, b=act_bits: (fake_quantize(args[0], b), *args[1:])))
+            handles.append(
+                module.register_forward_pre_hook(lambda _m, args, b=act_bits: (fake_quantize(args[0], b), *args[1:]))
+            )
         if kv_bits and name.split(".")[-1] in KV_PROJECTIONS:
             handles.append(module.register_forward_hook(lambda _m, _a, out, b=kv_bits: fake_quantize(out, b)))
     return handles
 
 
-def write_sidecar(out: Path, names: list[str], weight_bits: int, group_size: Optional[int],
-                  act_bits: Optional[int], kv_bits: Optional[int]) -> None:
-    (out / SIDECAR).write_text(json.dumps({"weight_bits": weight_bits, "group_size": group_size,
-                                           "act_bits": act_bits, "kv_bits": kv_bits, "modules": names}, indent=1))
+def write_sidecar(
+    out: Path,
+    names: list[str],
+    weight_bits: int,
+    group_size: int | None,
+    act_bits: int | None,
+    kv_bits: int | None,
+) -> None:
+    (out / SIDECAR).write_text(
+        json.dumps(
+            {
+                "weight_bits": weight_bits,
+                "group_size": group_size,
+                "act_bits": act_bits,
+                "kv_bits": kv_bits,
+                "modules": names,
+            },
+            indent=1,
+        )
+    )
 
 
 class FakeQuant(CheckpointFormat):
@@ -62,10 +77,10 @@ class FakeQuant(CheckpointFormat):
     sidecars = {SIDECAR: "fake-quantized activations / KV cache (llm_qat)"}
 
     @classmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         return quant_method is None and (path / SIDECAR).exists()
 
-    def __init__(self, path: str, quantization_config: Optional[dict]):
+    def __init__(self, path: str, quantization_config: dict | None):
         super().__init__(path, quantization_config)
         self.spec = json.loads((Path(path) / SIDECAR).read_text())
 
@@ -76,10 +91,11 @@ class FakeQuant(CheckpointFormat):
     def trainable_view(self, model: nn.Module, linears: dict[str, nn.Module]) -> tuple[dict, dict]:
         return linears, self.spec  # grid weights train as they are; the trainer re-attaches the quantizers
 
-    def requantizers(self, names: list[str]) -> dict[str, Optional[Requantizer]]:
+    def requantizers(self, names: list[str]) -> dict[str, Requantizer | None]:
         bits, group = self.spec["weight_bits"], self.spec["group_size"]
-        return {n: (lambda w, b=bits, g=group: fake_quantize(w, b, g)) if n in self.spec["modules"] else None
-                for n in names}
+        return {
+            n: (lambda w, b=bits, g=group: fake_quantize(w, b, g)) if n in self.spec["modules"] else None for n in names
+        }
 
     def write_merged(self, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:
         # the patched weights go back on the grid by the method's own rule; the sidecar is linked as it is

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -22,7 +21,7 @@ from qresafe_exp.formats.base import CheckpointFormat
 INFO_FILE = "gguf.json"
 
 
-def gguf_file_in(path: str | Path) -> Optional[Path]:
+def gguf_file_in(path: str | Path) -> Path | None:
     """The GGUF file of a checkpoint directory (gguf.json names it; else the only ``*.gguf``), or None."""
     path = Path(path)
     if not path.is_dir():
@@ -40,7 +39,7 @@ class Gguf(CheckpointFormat):
     name = "gguf"
 
     @classmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         return path.is_dir() and any(path.glob("*.gguf"))
 
     @property
@@ -48,18 +47,25 @@ class Gguf(CheckpointFormat):
         return gguf_file_in(self.path)
 
     @property
-    def file_type(self) -> Optional[str]:
+    def file_type(self) -> str | None:
         info = Path(self.path) / INFO_FILE
         return json.loads(info.read_text()).get("type") if info.exists() else None
 
     @property
-    def quant_method(self) -> Optional[str]:
+    def quant_method(self) -> str | None:
         return "gguf"
 
-    def load(self, device: torch.device, *, dequantize: bool = True, dtype: Optional[torch.dtype] = None,
-             revision: Optional[str] = None) -> nn.Module:
+    def load(
+        self,
+        device: torch.device,
+        *,
+        dequantize: bool = True,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+    ) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(self.path, gguf_file=self.gguf_file.name,
-                                                     dtype=dtype or compute_dtype(device))
+        model = AutoModelForCausalLM.from_pretrained(
+            self.path, gguf_file=self.gguf_file.name, dtype=dtype or compute_dtype(device)
+        )
         return model.to(device).eval()

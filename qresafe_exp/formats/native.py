@@ -5,7 +5,6 @@ before any work (patch/requantize.check_mergeable); the base class refuses its r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from qresafe_exp.formats.base import CheckpointFormat
 
@@ -15,5 +14,5 @@ class TransformersNative(CheckpointFormat):
     fallback = True
 
     @classmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         return quant_method is not None

@@ -4,7 +4,6 @@ merged as W + delta. Its weight-rewrite is shared with the fake-quant format (gr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -12,8 +11,9 @@ from qresafe_exp.formats.base import CheckpointFormat, Requantizer
 from qresafe_exp.formats.rewrite import layer_stats, realized, rewrite_shards
 
 
-def merge_fp_weights(src: Path, deltas: dict, out: Path,
-                     requantizers: Optional[dict[str, Optional[Requantizer]]] = None) -> dict:
+def merge_fp_weights(
+    src: Path, deltas: dict, out: Path, requantizers: dict[str, Requantizer | None] | None = None
+) -> dict:
     """Write ``src`` with W + delta per patched layer, put back on its grid where ``requantizers`` has one."""
     remaining, stats = set(deltas), []
 
@@ -38,10 +38,10 @@ class Plain(CheckpointFormat):
     fallback = True
 
     @classmethod
-    def detect(cls, path: Path, quant_method: Optional[str]) -> bool:
+    def detect(cls, path: Path, quant_method: str | None) -> bool:
         return quant_method is None
 
-    def requantizers(self, names: list[str]) -> dict[str, Optional[Requantizer]]:
+    def requantizers(self, names: list[str]) -> dict[str, Requantizer | None]:
         return {n: None for n in names}
 
     def write_merged(self, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:

@@ -43,15 +43,24 @@ def realized(stats: list[tuple[float, float, float, int, int]]) -> dict:
     r2 = sum(s[1] for s in stats)
     dot = sum(s[2] for s in stats)
     changed, total = sum(s[3] for s in stats), sum(s[4] for s in stats)
-    return {"delta_norm": round(d2 ** 0.5, 6), "realized_norm": round(r2 ** 0.5, 6),
-            # the share of the patch that survived re-quantization (projection of realized on delta)
-            "realized_fraction": round(dot / d2, 4) if d2 else None,
-            "changed_entries": changed, "patched_entries": total,
-            "changed_fraction": round(changed / total, 6) if total else 0.0}
+    return {
+        "delta_norm": round(d2**0.5, 6),
+        "realized_norm": round(r2**0.5, 6),
+        # the share of the patch that survived re-quantization (projection of realized on delta)
+        "realized_fraction": round(dot / d2, 4) if d2 else None,
+        "changed_entries": changed,
+        "patched_entries": total,
+        "changed_fraction": round(changed / total, 6) if total else 0.0,
+    }
 
 
 def layer_stats(delta: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> tuple:
     realized_delta = after.float().cpu() - before.float().cpu()
     delta = delta.float().cpu()
-    return (delta.pow(2).sum().item(), realized_delta.pow(2).sum().item(), (delta * realized_delta).sum().item(),
-            int((realized_delta != 0).sum().item()), realized_delta.numel())
+    return (
+        delta.pow(2).sum().item(),
+        realized_delta.pow(2).sum().item(),
+        (delta * realized_delta).sum().item(),
+        int((realized_delta != 0).sum().item()),
+        realized_delta.numel(),
+    )

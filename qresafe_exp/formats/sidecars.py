@@ -21,8 +21,11 @@ PATCH_DELTA = "patch_delta.safetensors"
 KEPT_WEIGHTS = "kept_weights.safetensors"
 ADAPTER_DIR = "qlora_adapter"
 # what each one is, for an engine that cannot apply them to name when it refuses a checkpoint
-SIDECARS = {PATCH_DELTA: "a 16-bit safety-patch delta", KEPT_WEIGHTS: "16-bit kept safety weights",
-            ADAPTER_DIR: "an unmerged QLoRA adapter"}
+SIDECARS = {
+    PATCH_DELTA: "a 16-bit safety-patch delta",
+    KEPT_WEIGHTS: "16-bit kept safety weights",
+    ADAPTER_DIR: "an unmerged QLoRA adapter",
+}
 
 
 def save_patch_delta(deltas: dict[str, torch.Tensor], out: Path) -> int:
@@ -88,8 +91,10 @@ def apply_kept_weights(model: nn.Module, path: str) -> int:
         name = key[: -len(".index")]
         weight = getattr(modules.get(name), "weight", None)
         if weight is None or not weight.is_floating_point():
-            raise ValueError(f"{file}: layer {name} has no dequantized weight to write into (load the "
-                             f"checkpoint with dequantize=True)")
+            raise ValueError(
+                f"{file}: layer {name} has no dequantized weight to write into (load the "
+                f"checkpoint with dequantize=True)"
+            )
         with torch.no_grad():
             flat = weight.view(-1)
             flat[tensors[key].long().to(flat.device)] = tensors[f"{name}.values"].to(flat.device, flat.dtype)

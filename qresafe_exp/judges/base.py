@@ -50,7 +50,8 @@ class Judge:
         if task not in self.capabilities:
             raise JudgeCannotDoTask(
                 f"judge '{self.name}' cannot do the '{task}' task that {what} needs (it does: "
-                f"{', '.join(sorted(self.capabilities))}). Use a judge that can, e.g. judge=openai.")
+                f"{', '.join(sorted(self.capabilities))}). Use a judge that can, e.g. judge=openai."
+            )
 
     def run(self, task: str, items: list[tuple]) -> list[dict]:
         """Verdicts for ``items`` (tuples whose shape depends on ``task``), one dict per item."""

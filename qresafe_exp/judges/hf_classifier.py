@@ -56,8 +56,13 @@ class _LocalModelJudge(Judge):
 
     @property
     def identity(self) -> dict:
-        return {**super().identity, "model": self.cfg.model, "revision": self.cfg.revision,
-                "max_response_tokens": self.cfg.max_response_tokens, "prompt": self.prompt_id}
+        return {
+            **super().identity,
+            "model": self.cfg.model,
+            "revision": self.cfg.revision,
+            "max_response_tokens": self.cfg.max_response_tokens,
+            "prompt": self.prompt_id,
+        }
 
     prompt_id = None
 
@@ -74,9 +79,11 @@ class _LocalModelJudge(Judge):
             tokenizer = AutoTokenizer.from_pretrained(self.cfg.model, revision=self.cfg.revision)
             model = AutoModelForCausalLM.from_pretrained(self.cfg.model, revision=self.cfg.revision, dtype=dtype)
         except OSError as err:
-            raise RuntimeError(f"judge={self.name}: cannot load '{self.cfg.model}' ({err}). Download it first "
-                               "(it may be gated: accept its licence on the hub) or set judge.model to a local "
-                               "directory holding it.") from err
+            raise RuntimeError(
+                f"judge={self.name}: cannot load '{self.cfg.model}' ({err}). Download it first "
+                "(it may be gated: accept its licence on the hub) or set judge.model to a local "
+                "directory holding it."
+            ) from err
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -91,11 +98,16 @@ class _LocalModelJudge(Judge):
         model, tokenizer = self._loaded
         out_texts = []
         for start in range(0, len(texts), self.cfg.batch_size):
-            enc = tokenizer(texts[start : start + self.cfg.batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=self.add_special_tokens).to(model.device)
-            out = model.generate(**enc, max_new_tokens=self.new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            out_texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            enc = tokenizer(
+                texts[start : start + self.cfg.batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=self.add_special_tokens,
+            ).to(model.device)
+            out = model.generate(
+                **enc, max_new_tokens=self.new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            out_texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return out_texts
 
 
@@ -117,7 +129,8 @@ class HarmBenchClassifierJudge(_LocalModelJudge):
             raise DatasetNotFoundError(
                 f"judge=harmbench_cls needs HarmBench's classifier prompt (LLAMA2_CLS_PROMPT): put HarmBench's "
                 f"eval_utils.py (github.com/centerforaisafety/HarmBench) at {local} (paths.data_dir / "
-                f"QRESAFE_DATA_DIR), or allow the download, or set judge.prompt_file. ({err})") from err
+                f"QRESAFE_DATA_DIR), or allow the download, or set judge.prompt_file. ({err})"
+            ) from err
         return next(r["template"] for r in records if r["name"] == "prompt")
 
     @property
@@ -137,8 +150,11 @@ class HarmBenchClassifierJudge(_LocalModelJudge):
         verdicts = []
         for text in self._decode(texts):
             yes = parse_yes_no(text)
-            verdicts.append(failed(f"unparseable classifier token {text!r}", "harm", error_kind="unparseable")
-                            if yes is None else {"jailbroken": yes, "judge_reply": text})
+            verdicts.append(
+                failed(f"unparseable classifier token {text!r}", "harm", error_kind="unparseable")
+                if yes is None
+                else {"jailbroken": yes, "judge_reply": text}
+            )
         return verdicts
 
 
@@ -153,9 +169,12 @@ class LlamaGuardJudge(_LocalModelJudge):
         """The tokenizer's chat template applied to the (user, assistant) turns, as Meta's cards do. The
         8B card passes string contents, the 1B card typed parts ([{"type": "text", ...}]); a template that
         reads only parts drops plain strings, so parts are used when the strings do not reach the text."""
+
         def render(wrap):
-            return tokenizer.apply_chat_template([{"role": "user", "content": wrap(prompt)},
-                                                  {"role": "assistant", "content": wrap(response)}], tokenize=False)
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": wrap(prompt)}, {"role": "assistant", "content": wrap(response)}],
+                tokenize=False,
+            )
 
         def shows(text):
             return prompt.strip() in text and response.strip() in text
@@ -164,20 +183,26 @@ class LlamaGuardJudge(_LocalModelJudge):
         if not shows(text):
             text = render(lambda s: [{"type": "text", "text": s}])
         if not shows(text):
-            raise ValueError("judge=llama_guard: the tokenizer's chat template drops the conversation text (as "
-                             "strings and as typed parts); is judge.model a Llama Guard checkpoint?")
+            raise ValueError(
+                "judge=llama_guard: the tokenizer's chat template drops the conversation text (as "
+                "strings and as typed parts); is judge.model a Llama Guard checkpoint?"
+            )
         return text
 
     def harm(self, pairs):
         model, tokenizer = self._loaded
         if not tokenizer.chat_template:
-            raise ValueError(f"judge=llama_guard: the tokenizer of '{self.cfg.model}' has no chat template; "
-                             "Llama Guard's template builds the moderation prompt")
+            raise ValueError(
+                f"judge=llama_guard: the tokenizer of '{self.cfg.model}' has no chat template; "
+                "Llama Guard's template builds the moderation prompt"
+            )
         texts = [self.moderation_prompt(tokenizer, p, self.clip(tokenizer, r)) for p, r in pairs]
         verdicts = []
         for text in self._decode(texts):
             unsafe, categories = parse_llama_guard(text)
-            verdicts.append(failed(f"unparseable Llama Guard output {text!r}", "harm", error_kind="unparseable")
-                            if unsafe is None else {"jailbroken": unsafe, "categories": categories,
-                                                    "judge_reply": text})
+            verdicts.append(
+                failed(f"unparseable Llama Guard output {text!r}", "harm", error_kind="unparseable")
+                if unsafe is None
+                else {"jailbroken": unsafe, "categories": categories, "judge_reply": text}
+            )
         return verdicts

@@ -22,7 +22,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
 
 import httpx
 import openai
@@ -41,7 +40,7 @@ _OMIT = openai.Omit()
 class EndpointError(RuntimeError):
     """One request's final failure; ``kind`` says which (connect, timeout, http_<code>, bad_json...)."""
 
-    def __init__(self, kind: str, detail: str, *, retry_after_s: Optional[float] = None, attempts: int = 0):
+    def __init__(self, kind: str, detail: str, *, retry_after_s: float | None = None, attempts: int = 0):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.retry_after_s = retry_after_s  # what a 429/503 asked for (Retry-After), in seconds
@@ -52,7 +51,7 @@ class EndpointError(RuntimeError):
 @dataclass
 class ChatReply:
     text: str
-    top_logprobs: Optional[list[dict]] = None  # first token's alternatives [{token, logprob}], when asked
+    top_logprobs: list[dict] | None = None  # first token's alternatives [{token, logprob}], when asked
     attempts: int = 1
     waits_s: list[float] = field(default_factory=list)  # Retry-After waits honoured before this reply
 
@@ -61,7 +60,7 @@ class ChatReply:
 class _Breaker:
     limit: int
     consecutive: int = 0
-    open_reason: Optional[str] = None
+    open_reason: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, ok: bool, reason: str = "") -> None:
@@ -92,7 +91,7 @@ class RateLimiter:
         time.sleep(max(0.0, start - now))
 
 
-def api_key_from_env(var: Optional[str]) -> Optional[str]:
+def api_key_from_env(var: str | None) -> str | None:
     return os.environ.get(var) if var else None
 
 
@@ -110,16 +109,18 @@ def key_transport_is_safe(base_url: str) -> bool:
         return False
 
 
-def check_key_destination(base_url: str, api_key_env: Optional[str], allow_insecure_key: bool = False) -> None:
+def check_key_destination(base_url: str, api_key_env: str | None, allow_insecure_key: bool = False) -> None:
     """Refuse, before any request, to send the key named by ``api_key_env`` in clear to another host."""
     if allow_insecure_key or not api_key_from_env(api_key_env) or key_transport_is_safe(base_url):
         return
-    raise ValueError(f"judge.base_url={base_url} is neither https nor a loopback host, so the key in "
-                     f"${api_key_env} would travel in clear: use https, set judge.api_key_env=null (no key), "
-                     "or judge.allow_insecure_key=true")
+    raise ValueError(
+        f"judge.base_url={base_url} is neither https nor a loopback host, so the key in "
+        f"${api_key_env} would travel in clear: use https, set judge.api_key_env=null (no key), "
+        "or judge.allow_insecure_key=true"
+    )
 
 
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
+def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After header (delay-seconds or HTTP-date, RFC 9110 10.2.3) as seconds from now; None if absent
     or unreadable."""
     if not value:
@@ -146,10 +147,22 @@ def token_limit_param(model: str, setting: str = "auto") -> str:
 
 
 class ChatClient:
-    def __init__(self, base_url: str, model: str, *, api_key_env: Optional[str] = None, timeout_s: float = 60,
-                 max_retries: int = 3, backoff_s: float = 1.0, requests_per_minute: float = 0,
-                 concurrency: int = 4, max_consecutive_failures: int = 20, allow_insecure_key: bool = False,
-                 max_retry_after_s: float = 60.0, token_limit: str = "auto"):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        timeout_s: float = 60,
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        requests_per_minute: float = 0,
+        concurrency: int = 4,
+        max_consecutive_failures: int = 20,
+        allow_insecure_key: bool = False,
+        max_retry_after_s: float = 60.0,
+        token_limit: str = "auto",
+    ):
         check_key_destination(base_url, api_key_env, allow_insecure_key)
         self.base_url, self.model = base_url.rstrip("/"), model
         self.max_retries, self.backoff_s, self.concurrency = max_retries, backoff_s, max(1, concurrency)
@@ -160,9 +173,12 @@ class ChatClient:
         # a key provider that yields nothing, and the header left out of every request. Org and project ids
         # from the environment are not sent either; only what the config names travels.
         self.sdk = openai.OpenAI(
-            base_url=self.base_url, api_key=key or (lambda: ""), max_retries=0,
+            base_url=self.base_url,
+            api_key=key or (lambda: ""),
+            max_retries=0,
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            default_headers={"OpenAI-Organization": _OMIT, "OpenAI-Project": _OMIT})
+            default_headers={"OpenAI-Organization": _OMIT, "OpenAI-Project": _OMIT},
+        )
         self.extra_headers = {} if key else {"Authorization": _OMIT}
         self.limiter = RateLimiter(requests_per_minute)
         self.breaker = _Breaker(max_consecutive_failures)
@@ -204,15 +220,15 @@ class ChatClient:
     def _retryable(err: EndpointError) -> bool:
         return err.kind in ("timeout", "connect", "http_429", "bad_json") or err.kind.startswith("http_5")
 
-    def complete(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256,
-                 top_logprobs: int = 0) -> ChatReply:
+    def complete(
+        self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256, top_logprobs: int = 0
+    ) -> ChatReply:
         """One chat completion, retried with exponential backoff + jitter, or after the server's
         Retry-After (429/503, capped at ``max_retry_after_s``); raises EndpointError."""
-        request = {"model": self.model, "messages": messages, "temperature": temperature,
-                   self.token_limit: max_tokens}
+        request = {"model": self.model, "messages": messages, "temperature": temperature, self.token_limit: max_tokens}
         if top_logprobs:
             request.update(logprobs=True, top_logprobs=top_logprobs)
-        last: Optional[EndpointError] = None
+        last: EndpointError | None = None
         waits: list[float] = []
         for attempt in range(self.max_retries + 1):
             if self.breaker.open_reason:
@@ -232,7 +248,7 @@ class ChatClient:
                     waits.append(round(wait, 3))
                     self.limiter.hold(wait)  # the next limiter.wait() sleeps it, in every thread
                 else:
-                    time.sleep(self.backoff_s * (2 ** attempt) * (0.5 + random.random()))
+                    time.sleep(self.backoff_s * (2**attempt) * (0.5 + random.random()))
         self.breaker.record(False, str(last))
         raise last  # type: ignore[misc]
 

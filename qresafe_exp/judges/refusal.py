@@ -43,6 +43,13 @@ class HarmJudge(RefusalJudge):
         verdicts = []
         for prompt, response in pairs:
             found = classify_harm(prompt, response)
-            verdicts.append({"jailbroken": found.jailbroken, "outcome": found.outcome, "reason": found.reason,
-                             "label": found.refusal.label, "rules": list(found.refusal.rules)})
+            verdicts.append(
+                {
+                    "jailbroken": found.jailbroken,
+                    "outcome": found.outcome,
+                    "reason": found.reason,
+                    "label": found.refusal.label,
+                    "rules": list(found.refusal.rules),
+                }
+            )
         return verdicts

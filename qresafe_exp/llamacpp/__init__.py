@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 
-INSTALL_HINT = ("llama-cpp-python is not installed in this environment: `make setup` builds it (the `server` "
-                "extra, pip install -e '.[server]')")
+INSTALL_HINT = (
+    "llama-cpp-python is not installed in this environment: `make setup` builds it (the `server` "
+    "extra, pip install -e '.[server]')"
+)
 
 
 def llama_cpp_missing() -> str | None:

@@ -39,8 +39,7 @@ def _interleave(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Rows of each head from [first halves; second halves] (transformers) to pairs side by side (llama.cpp)."""
     out_features, in_features = weight.shape
     head_dim = out_features // n_heads
-    return (weight.reshape(n_heads, 2, head_dim // 2, in_features).transpose(1, 2)
-            .reshape(out_features, in_features))
+    return weight.reshape(n_heads, 2, head_dim // 2, in_features).transpose(1, 2).reshape(out_features, in_features)
 
 
 def _state_dict(src: Path) -> dict[str, torch.Tensor]:
@@ -57,8 +56,10 @@ def _state_dict(src: Path) -> dict[str, torch.Tensor]:
 
 def _hparams(config: dict) -> dict:
     if config.get("model_type") != "llama":
-        raise ValueError(f"GGUF conversion handles Llama checkpoints; this one is model_type="
-                         f"{config.get('model_type')!r} (config.json)")
+        raise ValueError(
+            f"GGUF conversion handles Llama checkpoints; this one is model_type="
+            f"{config.get('model_type')!r} (config.json)"
+        )
     rope = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", scaling.get("rope_type", "default"))
@@ -66,12 +67,19 @@ def _hparams(config: dict) -> dict:
         raise ValueError(f"GGUF conversion handles plain RoPE; this checkpoint has rope_type={rope_type!r}")
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    return {"n_layers": config["num_hidden_layers"], "n_ctx": config["max_position_embeddings"],
-            "hidden": config["hidden_size"], "ffn": config["intermediate_size"], "heads": heads,
-            "kv_heads": config.get("num_key_value_heads") or heads, "head_dim": head_dim,
-            "rope_theta": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-            "eps": float(config["rms_norm_eps"]), "vocab": config["vocab_size"],
-            "tied": bool(config.get("tie_word_embeddings", False))}
+    return {
+        "n_layers": config["num_hidden_layers"],
+        "n_ctx": config["max_position_embeddings"],
+        "hidden": config["hidden_size"],
+        "ffn": config["intermediate_size"],
+        "heads": heads,
+        "kv_heads": config.get("num_key_value_heads") or heads,
+        "head_dim": head_dim,
+        "rope_theta": float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+        "eps": float(config["rms_norm_eps"]),
+        "vocab": config["vocab_size"],
+        "tied": bool(config.get("tie_word_embeddings", False)),
+    }
 
 
 def tokenizer_fields(src: Path, config: dict) -> dict:
@@ -79,12 +87,16 @@ def tokenizer_fields(src: Path, config: dict) -> dict:
     tok = _read_json(src / "tokenizer.json")
     model = tok.get("model", {})
     if model.get("type") != "BPE":
-        raise ValueError(f"{src}/tokenizer.json: GGUF conversion handles byte-level BPE tokenizers; this one is "
-                         f"{model.get('type')!r}")
+        raise ValueError(
+            f"{src}/tokenizer.json: GGUF conversion handles byte-level BPE tokenizers; this one is "
+            f"{model.get('type')!r}"
+        )
     pre = PRE_TOKENIZERS.get(json.dumps(tok.get("pre_tokenizer"), sort_keys=True))
     if pre is None:
-        raise ValueError(f"{src}/tokenizer.json: pre-tokenizer {tok.get('pre_tokenizer')} has no llama.cpp name "
-                         "here; add it to PRE_TOKENIZERS in qresafe_exp/llamacpp/convert.py")
+        raise ValueError(
+            f"{src}/tokenizer.json: pre-tokenizer {tok.get('pre_tokenizer')} has no llama.cpp name "
+            "here; add it to PRE_TOKENIZERS in qresafe_exp/llamacpp/convert.py"
+        )
     vocab = dict(model["vocab"])
     added = {t["content"]: t for t in tok.get("added_tokens", [])}
     for content, t in added.items():
@@ -114,9 +126,15 @@ def tokenizer_fields(src: Path, config: dict) -> dict:
         content = content.get("content") if isinstance(content, dict) else content
         return vocab.get(content) if content is not None else None
 
-    return {"pre": pre, "tokens": tokens, "types": types, "merges": merges, "template": template,
-            "ids": {name: special(name) for name in ("bos", "eos", "unk", "pad")},
-            "add_bos": bool(tok_cfg.get("add_bos_token", False))}
+    return {
+        "pre": pre,
+        "tokens": tokens,
+        "types": types,
+        "merges": merges,
+        "template": template,
+        "ids": {name: special(name) for name in ("bos", "eos", "unk", "pad")},
+        "add_bos": bool(tok_cfg.get("add_bos_token", False)),
+    }
 
 
 def convert(src: str | Path, out: str | Path, dtype: str = "f32") -> dict:
@@ -148,8 +166,12 @@ def convert(src: str | Path, out: str | Path, dtype: str = "f32") -> dict:
     writer.add_token_list(tok["tokens"])
     writer.add_token_types(tok["types"])
     writer.add_token_merges(tok["merges"])
-    for name, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                      ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+    for name, add in (
+        ("bos", writer.add_bos_token_id),
+        ("eos", writer.add_eos_token_id),
+        ("unk", writer.add_unk_token_id),
+        ("pad", writer.add_pad_token_id),
+    ):
         if tok["ids"][name] is not None:
             add(tok["ids"][name])
     writer.add_add_bos_token(tok["add_bos"])

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def compute_imatrix(model_path: str, records: list[dict], num_samples: int, max_seq_length: int,
-                    seed: int) -> dict[str, np.ndarray]:
+def compute_imatrix(
+    model_path: str, records: list[dict], num_samples: int, max_seq_length: int, seed: int
+) -> dict[str, np.ndarray]:
     import gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -36,6 +37,7 @@ def compute_imatrix(model_path: str, records: list[dict], num_samples: int, max_
             x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
             sums[name] = sums.get(name, 0) + x.pow(2).sum(0)
             counts[name] = counts.get(name, 0) + x.shape[0]
+
         return accumulate
 
     handles = []

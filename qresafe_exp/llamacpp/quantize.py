@@ -13,7 +13,6 @@ import ctypes
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def ftype_of(name: str) -> int:
     return int(getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}"))
 
 
-def _imatrix_array(imatrix: dict[str, "np.ndarray"]):  # noqa: F821
+def _imatrix_array(imatrix: dict[str, np.ndarray]):  # noqa: F821
     """A null-terminated ``llama_model_imatrix_data`` array (+ the buffers it points into, kept alive)."""
     import llama_cpp
     import numpy as np
@@ -46,8 +45,7 @@ def _imatrix_array(imatrix: dict[str, "np.ndarray"]):  # noqa: F821
     return entries, keep
 
 
-def quantize_gguf(src: Path, out: Path, type_name: str, threads: int = 0,
-                  imatrix: Optional[dict] = None) -> None:
+def quantize_gguf(src: Path, out: Path, type_name: str, threads: int = 0, imatrix: dict | None = None) -> None:
     """llama.cpp quantizes ``src`` (f32/f16 GGUF) to ``type_name`` at ``out``; raises with its return code."""
     import llama_cpp
 

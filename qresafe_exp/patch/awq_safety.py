@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.evals.protocols import system_prompt_for
@@ -30,14 +30,12 @@ from qresafe_exp.formats.sidecars import save_kept_weights
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
-from qresafe_exp.resources import measure
-from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
-
+from qresafe_exp.resources import measure
 
 # settings added after patches were cached: left out of the key at their default, so those stay valid
 LATER_SETTINGS = {"keep_score": "snip"}
@@ -68,7 +66,8 @@ class AwqSafetyPatch(Patch):
         if quant_cfg.name != "awq" or quant_cfg.backend != "llmcompressor":
             raise UnsupportedCombinationError(
                 f"patch={cfg.name} is the AWQ variant of Q-resafe: it needs quant=awq quant.backend=llmcompressor "
-                f"(got quant={quant_cfg.name} backend={quant_cfg.backend}); for other quantizers use patch=qresafe")
+                f"(got quant={quant_cfg.name} backend={quant_cfg.backend}); for other quantizers use patch=qresafe"
+            )
         if not 0.0 < cfg.keep_fraction < 1.0:
             raise ValueError(f"patch.keep_fraction={cfg.keep_fraction}: the share of weights kept 16-bit, in (0, 1)")
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
@@ -83,8 +82,13 @@ class AwqSafetyPatch(Patch):
         quantizer = QUANTIZERS.get(cell.quant.name)
         prompts, prompt_facts = patch_prompts(cell, frozenset(training_prompts(ctx.fp.path)))
         system_prompt = system_prompt_for(cell)
-        spec = {"patch": spec_settings(cfg), "quant": quantizer.spec(cell.quant, cell.calib),
-                "system_prompt": system_prompt, "prompts": content_key(prompts), "seed": cell.seed}
+        spec = {
+            "patch": spec_settings(cfg),
+            "quant": quantizer.spec(cell.quant, cell.calib),
+            "system_prompt": system_prompt,
+            "prompts": content_key(prompts),
+            "seed": cell.seed,
+        }
 
         def build(out: Path) -> None:
             with measure() as cost:
@@ -104,17 +108,34 @@ class AwqSafetyPatch(Patch):
                         kept[name] = (index, modules[name].weight.detach().view(-1)[index].cpu())
                     return {}
 
-                info = quantizer().quantize(ctx.fp.path, out, cell.quant, quantizer.data_config(cell.calib), records,
-                                            cell.seed, on_calibrated=keep)
+                info = quantizer().quantize(
+                    ctx.fp.path,
+                    out,
+                    cell.quant,
+                    quantizer.data_config(cell.calib),
+                    records,
+                    cell.seed,
+                    on_calibrated=keep,
+                )
                 sidecar_bytes = save_kept_weights(kept, out)
             entries = sum(m.numel() for m in masks.values())
-            facts = {"method": cfg.name, "keep_fraction": cfg.keep_fraction, "keep_score": cfg.keep_score,
-                     "prompts": prompt_facts, **({"snip": snip_facts} if snip_facts else {}),
-                     "kept_entries": sum(int(m.sum()) for m in masks.values()), "weight_entries": entries,
-                     "trainable_params": 0, "updatable_entries": 0,
-                     "sizes": {"merged_checkpoint_bytes": checkpoint_bytes(out), "kept_weights_bytes": sidecar_bytes,
-                               "awq_checkpoint_bytes": info["checkpoint_bytes"]},
-                     "cost": cost.cost_facts()}
+            facts = {
+                "method": cfg.name,
+                "keep_fraction": cfg.keep_fraction,
+                "keep_score": cfg.keep_score,
+                "prompts": prompt_facts,
+                **({"snip": snip_facts} if snip_facts else {}),
+                "kept_entries": sum(int(m.sum()) for m in masks.values()),
+                "weight_entries": entries,
+                "trainable_params": 0,
+                "updatable_entries": 0,
+                "sizes": {
+                    "merged_checkpoint_bytes": checkpoint_bytes(out),
+                    "kept_weights_bytes": sidecar_bytes,
+                    "awq_checkpoint_bytes": info["checkpoint_bytes"],
+                },
+                "cost": cost.cost_facts(),
+            }
             write_json_atomic(out / "patch_info.json", facts)
 
         art = ctx.artifacts.get_or_build("patch", spec, build, upstream=[ctx.fp.key], version=self.version)
@@ -124,22 +145,43 @@ class AwqSafetyPatch(Patch):
 
     def _safety_masks(self, ctx: PatchContext, prompts: list[str], system_prompt) -> tuple[dict, dict]:
         cfg = ctx.cfg.patch
-        responses, generated = model_responses(ctx.fp, prompts, ctx.requests, ctx.device,
-                                               max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
+        responses, generated = model_responses(
+            ctx.fp,
+            prompts,
+            ctx.requests,
+            ctx.device,
+            max_new_tokens=cfg.data.max_new_tokens,
+            system_prompt=system_prompt,
+        )
         kept, dropped = [{"prompt": p, "chosen": r} for p, r in zip(prompts, responses)], 0
         if cfg.data.safe_chosen_only:  # the targets are refusals: drop what the FP model answered
             kept, dropped = drop_unsafe_chosen(kept, set(prompts), ctx.cfg.judge)
         if not kept:
-            raise ValueError(f"patch={cfg.name}: the FP model refused none of the {len(prompts)} patch prompts, so "
-                             f"there is no safe target to score; use other prompts or data.safe_chosen_only=false")
+            raise ValueError(
+                f"patch={cfg.name}: the FP model refused none of the {len(prompts)} patch prompts, so "
+                f"there is no safe target to score; use other prompts or data.safe_chosen_only=false"
+            )
         tokenizer = load_tokenizer(ctx.fp.path)
-        items = [tokenize_example(tokenizer, {"prompt": k["prompt"], "response": k["chosen"]}, cfg.max_length,
-                                  cfg.max_response_tokens, system_prompt) for k in kept]
+        items = [
+            tokenize_example(
+                tokenizer,
+                {"prompt": k["prompt"], "response": k["chosen"]},
+                cfg.max_length,
+                cfg.max_response_tokens,
+                system_prompt,
+            )
+            for k in kept
+        ]
         pad_id = tokenizer.pad_token_id  # load_tokenizer falls back to eos
-        batches = [collate(items[i : i + cfg.snip_batch_size], pad_id) for i in range(0, len(items), cfg.snip_batch_size)]
+        batches = [
+            collate(items[i : i + cfg.snip_batch_size], pad_id) for i in range(0, len(items), cfg.snip_batch_size)
+        ]
         model = load_model(ctx.fp.path, ctx.device)
         scores = snip_scores(model, batches, desc="SNIP on the FP model (safety-critical weights)")
         del model
         masks = top_fraction_masks(scores, cfg.keep_fraction, cfg.mask_scope)
-        return {name: m.cpu() for name, m in masks.items()}, {"examples": len(items), "fp_generated_now": generated,
-                                                               "unsafe_fp_dropped": dropped}
+        return {name: m.cpu() for name, m in masks.items()}, {
+            "examples": len(items),
+            "fp_generated_now": generated,
+            "unsafe_fp_dropped": dropped,
+        }

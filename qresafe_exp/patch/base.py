@@ -4,8 +4,8 @@ cell evaluates beside it (Q-resafe: the unmerged 16-bit patch, to compare with t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from omegaconf import DictConfig

@@ -22,8 +22,15 @@ from qresafe_exp.patch.snip import top_fraction_masks
 CP_MODES = ("random_plus_diffset", "diffset_only")
 
 
-def _kept(delta: torch.Tensor, own: torch.Tensor, rival: torch.Tensor, keep_p: float, mode: str, rescale: bool,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _kept(
+    delta: torch.Tensor,
+    own: torch.Tensor,
+    rival: torch.Tensor,
+    keep_p: float,
+    mode: str,
+    rescale: bool,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(the retained, rescaled delta, the mask of retained entries) for one matrix of one patch."""
     random_keep = torch.rand(delta.shape, generator=generator) < keep_p if keep_p < 1.0 else torch.ones_like(own)
     diffset = own & ~rival
@@ -33,20 +40,37 @@ def _kept(delta: torch.Tensor, own: torch.Tensor, rival: torch.Tensor, keep_p: f
         return torch.where(mask, delta * scale, torch.zeros_like(delta)), mask
     by_chance = random_keep & ~rival & ~diffset
     mask = by_chance | diffset
-    out = torch.where(diffset, delta, torch.zeros_like(delta)) + torch.where(by_chance, delta * scale, torch.zeros_like(delta))
+    out = torch.where(diffset, delta, torch.zeros_like(delta)) + torch.where(
+        by_chance, delta * scale, torch.zeros_like(delta)
+    )
     return out, mask
 
 
-def combine(p_se: dict[str, torch.Tensor], p_osm: dict[str, torch.Tensor], s_se: dict[str, torch.Tensor],
-            s_osm: dict[str, torch.Tensor], *, a: float, b: float, keep_p: float, alpha: float, beta: float,
-            mode: str, rescale: bool = True, scope: str = "per_matrix", seed: int = 0) -> tuple[dict, dict]:
+def combine(
+    p_se: dict[str, torch.Tensor],
+    p_osm: dict[str, torch.Tensor],
+    s_se: dict[str, torch.Tensor],
+    s_osm: dict[str, torch.Tensor],
+    *,
+    a: float,
+    b: float,
+    keep_p: float,
+    alpha: float,
+    beta: float,
+    mode: str,
+    rescale: bool = True,
+    scope: str = "per_matrix",
+    seed: int = 0,
+) -> tuple[dict, dict]:
     """({matrix: merged delta}, facts). Deltas and scores share their keys (linear module names)."""
     if mode not in CP_MODES:
         raise ValueError(f"patch.cp_mode={mode} is unknown. Allowed: {', '.join(CP_MODES)}")
     u_se, u_osm = top_fraction_masks(s_se, a, scope), top_fraction_masks(s_osm, b, scope)
     generator = torch.Generator().manual_seed(seed)
-    merged, counts = {}, {"entries": 0, "kept_se": 0, "kept_osm": 0, "diffset_se": 0, "diffset_osm": 0,
-                          "intersection": 0}
+    merged, counts = (
+        {},
+        {"entries": 0, "kept_se": 0, "kept_osm": 0, "diffset_se": 0, "diffset_osm": 0, "intersection": 0},
+    )
     for name in sorted(p_se):
         d_se, k_se = _kept(p_se[name].float(), u_se[name], u_osm[name], keep_p, mode, rescale, generator)
         d_osm, k_osm = _kept(p_osm[name].float(), u_osm[name], u_se[name], keep_p, mode, rescale, generator)

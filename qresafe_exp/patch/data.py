@@ -40,12 +40,18 @@ def patch_prompts(cfg: DictConfig, exclude: frozenset[str] = frozenset()) -> tup
             continue
         kept, total = _candidates(dataset, cfg, held_out)
         if n > len(kept):
-            raise ValueError(f"patch.data: num_{role}={n} but {dataset} has {len(kept)} prompts outside the "
-                             f"evaluation suites and the model's training prompts ({total} in all); lower "
-                             f"num_{role} or point data.{role} at a larger set")
+            raise ValueError(
+                f"patch.data: num_{role}={n} but {dataset} has {len(kept)} prompts outside the "
+                f"evaluation suites and the model's training prompts ({total} in all); lower "
+                f"num_{role} or point data.{role} at a larger set"
+            )
         prompts += rng.sample(kept, n)
-        facts[role] = {"dataset": dataset if isinstance(dataset, str) else list(dataset), "sampled": n,
-                       "available": len(kept), "removed_eval_or_training_overlap": total - len(kept)}
+        facts[role] = {
+            "dataset": dataset if isinstance(dataset, str) else list(dataset),
+            "sampled": n,
+            "available": len(kept),
+            "removed_eval_or_training_overlap": total - len(kept),
+        }
     if not prompts:
         raise ValueError("patch.data selects no prompt: set data.num_harmful (and/or data.num_benign) above 0")
     return prompts, facts

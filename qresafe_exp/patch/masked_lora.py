@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +92,15 @@ def _block(weight, lora_A, lora_B, mask, folded, scale, start, stop):
 
 
 class MaskedLoRALinear(nn.Module):
-    def __init__(self, base: nn.Linear, r: int, alpha: float, mask: Optional[torch.Tensor] = None,
-                 dropout: float = 0.0, mask_map: str = "delta"):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int,
+        alpha: float,
+        mask: torch.Tensor | None = None,
+        dropout: float = 0.0,
+        mask_map: str = "delta",
+    ):
         super().__init__()
         self.base = base
         for p in base.parameters():
@@ -110,7 +117,7 @@ class MaskedLoRALinear(nn.Module):
         if mask_map not in ("delta", "rowcol"):
             raise ValueError(f"mask_map={mask_map} is unknown. Allowed: delta, rowcol")
         self.mask_map = mask_map
-        self.folded: Optional[torch.Tensor] = None  # delta learnt under earlier masks
+        self.folded: torch.Tensor | None = None  # delta learnt under earlier masks
         # W -> Q(W) of the format the patch will be merged into: when set, the forward pass uses
         # Q(W0 + delta) with a straight-through gradient (patch.quant_aware)
         self.requantizer = None
@@ -164,17 +171,24 @@ class MaskedLoRALinear(nn.Module):
         rows = _rows_per_block(self.base.in_features)
         if isinstance(self.dropout, nn.Identity) or not self.training:
             # Eq. 2 with W0 inside the blocks: one matmul with the effective weight, as a plain layer
-            y = _MaskedLinear.apply(x, self.base.weight, self.lora_A, self.lora_B, self.mask, self.folded,
-                                    self.scale, rows)
+            y = _MaskedLinear.apply(
+                x, self.base.weight, self.lora_A, self.lora_B, self.mask, self.folded, self.scale, rows
+            )
             return y if self.base.bias is None else y + self.base.bias.to(y.dtype)
         # LoRA dropout applies to the delta's input only, so W0 x stays its own product
-        return self.base(x) + _MaskedLinear.apply(self.dropout(x), None, self.lora_A, self.lora_B, self.mask,
-                                                  self.folded, self.scale, rows)
+        return self.base(x) + _MaskedLinear.apply(
+            self.dropout(x), None, self.lora_A, self.lora_B, self.mask, self.folded, self.scale, rows
+        )
 
     def merged_linear(self) -> nn.Linear:
         """A plain Linear holding W0 + delta (the input to re-quantization)."""
-        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
-                           device=self.base.weight.device, dtype=self.base.weight.dtype)
+        merged = nn.Linear(
+            self.base.in_features,
+            self.base.out_features,
+            bias=self.base.bias is not None,
+            device=self.base.weight.device,
+            dtype=self.base.weight.dtype,
+        )
         with torch.no_grad():
             merged.weight.copy_(self.base.weight + self.delta().to(self.base.weight.dtype))
             if self.base.bias is not None:
@@ -187,9 +201,15 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def attach_masked_lora(model: nn.Module, linears: dict[str, nn.Linear], r: int, alpha: float,
-                       masks: Optional[dict[str, torch.Tensor]] = None, dropout: float = 0.0,
-                       mask_map: str = "delta") -> dict[str, MaskedLoRALinear]:
+def attach_masked_lora(
+    model: nn.Module,
+    linears: dict[str, nn.Linear],
+    r: int,
+    alpha: float,
+    masks: dict[str, torch.Tensor] | None = None,
+    dropout: float = 0.0,
+    mask_map: str = "delta",
+) -> dict[str, MaskedLoRALinear]:
     """Wrap each named Linear in place; returns the adapters (their lora_A/lora_B are the trainables)."""
     adapters = {}
     for name, linear in linears.items():

@@ -9,8 +9,6 @@ nothing and are dropped; how many is reported.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from qresafe_exp.cache import RequestCache
 from qresafe_exp.engines.hf import HFEngine
 from qresafe_exp.generate import GenerationSpec, generate_cached, render_chat
@@ -21,8 +19,17 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
-def model_responses(model: ModelRef, prompts: list[str], requests: RequestCache, device, *, max_new_tokens: int,
-                    system_prompt: Optional[str] = None, batch_size: int = 16, side: str = "FP") -> tuple[list[str], int]:
+def model_responses(
+    model: ModelRef,
+    prompts: list[str],
+    requests: RequestCache,
+    device,
+    *,
+    max_new_tokens: int,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+    side: str = "FP",
+) -> tuple[list[str], int]:
     """(greedy responses of ``model`` to ``prompts``, how many were generated now), through the cache."""
     tokenizer = load_tokenizer(model.path)
     texts = [render_chat(tokenizer, p, system_prompt) for p in prompts]
@@ -31,20 +38,40 @@ def model_responses(model: ModelRef, prompts: list[str], requests: RequestCache,
     return generate_cached(engine, model.key, texts, spec, requests, desc=f"patch data: {side} ({model.name})")
 
 
-def preference_pairs(fp: ModelRef, quantized: ModelRef, prompts: list[str], requests: RequestCache, device, *,
-                     max_new_tokens: int, system_prompt: Optional[str] = None,
-                     batch_size: int = 16) -> tuple[list[dict], dict]:
+def preference_pairs(
+    fp: ModelRef,
+    quantized: ModelRef,
+    prompts: list[str],
+    requests: RequestCache,
+    device,
+    *,
+    max_new_tokens: int,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> tuple[list[dict], dict]:
     """([{'prompt', 'chosen', 'rejected'}], facts) for ``prompts``."""
+
     def responses(model: ModelRef, side: str) -> tuple[list[str], int]:
-        return model_responses(model, prompts, requests, device, max_new_tokens=max_new_tokens,
-                               system_prompt=system_prompt, batch_size=batch_size, side=side)
+        return model_responses(
+            model,
+            prompts,
+            requests,
+            device,
+            max_new_tokens=max_new_tokens,
+            system_prompt=system_prompt,
+            batch_size=batch_size,
+            side=side,
+        )
 
     chosen, generated_fp = responses(fp, "preferred, FP")
     rejected, generated_q = responses(quantized, "rejected, quantized")
-    pairs = [{"prompt": p, "chosen": c, "rejected": r}
-             for p, c, r in zip(prompts, chosen, rejected) if not _same(c, r)]
-    facts = {"prompts": len(prompts), "identical_dropped": len(prompts) - len(pairs), "pairs": len(pairs),
-             "generated_now": {"fp": generated_fp, "quantized": generated_q}}
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected) if not _same(c, r)]
+    facts = {
+        "prompts": len(prompts),
+        "identical_dropped": len(prompts) - len(pairs),
+        "pairs": len(pairs),
+        "generated_now": {"fp": generated_fp, "quantized": generated_q},
+    }
     return pairs, facts
 
 

@@ -10,8 +10,6 @@ inference).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -20,12 +18,16 @@ from qresafe_exp.lm import named_linears
 from qresafe_exp.models import load_model
 
 
-def load_trainable(path: str, device: torch.device, targets: list[str]) -> tuple[nn.Module, dict[str, nn.Linear], Optional[dict]]:
+def load_trainable(
+    path: str, device: torch.device, targets: list[str]
+) -> tuple[nn.Module, dict[str, nn.Linear], dict | None]:
     """(model, {name: plain Linear to patch}, llm_qat fake-quant spec or None)."""
     model = load_model(path, device, fake_quant=False)
     if hasattr(model, "peft_config"):
-        raise ValueError(f"{path} is a base + LoRA adapter checkpoint (quant.merge=adapter); patch the merged "
-                         f"form instead (quant.merge=requantize)")
+        raise ValueError(
+            f"{path} is a base + LoRA adapter checkpoint (quant.merge=adapter); patch the merged "
+            f"form instead (quant.merge=requantize)"
+        )
     linears = {name: m for name, m in named_linears(model).items() if name.split(".")[-1] in targets}
     if not linears:
         raise ValueError(f"no Linear layer named {targets} in {path}: set patch.target_modules")

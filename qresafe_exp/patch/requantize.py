@@ -13,7 +13,6 @@ the merge that enters the ``patch`` cache key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -39,6 +38,6 @@ def write_merged(src: str, deltas: dict[str, torch.Tensor], out: Path, device: t
     return format_of(src).write_merged(deltas, out, device)
 
 
-def requantizers(path: str, names: list[str]) -> dict[str, Optional[Requantizer]]:
+def requantizers(path: str, names: list[str]) -> dict[str, Requantizer | None]:
     """{layer name: W -> Q(W)} for the checkpoint at ``path`` (None = the format keeps fp weights)."""
     return format_of(path).requantizers(names)

@@ -21,31 +21,39 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file, save_file
 
 from qresafe_exp.align import training_prompts
-from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
+from qresafe_exp.cache import without_later_defaults, write_json_atomic
 from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.controllable import CP_MODES, combine
-from qresafe_exp.resources import measure
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, write_merged
 from qresafe_exp.patch.snip import snip_scores
 from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
+from qresafe_exp.resources import measure
 
 log = logging.getLogger(__name__)
-TRAIN_KEYS = ("data", "se", "osm", "target_modules", "batch_size", "max_length", "max_response_tokens",
-              "snip_batch_size")  # what the trained patches depend on; the rest only changes the merge
+TRAIN_KEYS = (
+    "data",
+    "se",
+    "osm",
+    "target_modules",
+    "batch_size",
+    "max_length",
+    "max_response_tokens",
+    "snip_batch_size",
+)  # what the trained patches depend on; the rest only changes the merge
 CP_KEYS = ("a", "b", "keep_p", "alpha", "beta", "cp_mode", "rescale", "mask_scope", "mask_seed")
 
 
@@ -95,46 +103,88 @@ class SafePatching(Patch):
         aligned_on = frozenset(training_prompts(ctx.fp.path))
         pairs = build_calibration(pairs_cfg(ctx.cfg), ctx.artifacts, ctx.requests, ctx.device, exclude=aligned_on)
         settings = OmegaConf.to_container(cfg, resolve=True)
-        spec = {"train": train_spec(settings), "pairs": pairs.facts["content_key"],
-                "system_prompt": system_prompt, "seed": ctx.cfg.seed}
+        spec = {
+            "train": train_spec(settings),
+            "pairs": pairs.facts["content_key"],
+            "system_prompt": system_prompt,
+            "seed": ctx.cfg.seed,
+        }
 
         def build_patches(out: Path) -> None:
             with measure() as cost:
-                facts = derive_patches(ctx.quantized.path, pairs.records, cfg, system_prompt, ctx.device,
-                                       ctx.cfg.seed, out, log_step=ctx.log_step)
+                facts = derive_patches(
+                    ctx.quantized.path,
+                    pairs.records,
+                    cfg,
+                    system_prompt,
+                    ctx.device,
+                    ctx.cfg.seed,
+                    out,
+                    log_step=ctx.log_step,
+                )
             facts.update(pair_set=pairs.facts, cost=cost.cost_facts())
             write_json_atomic(out / "train_info.json", facts)
 
-        trained = ctx.artifacts.get_or_build("safepatch_train", spec, build_patches,
-                                             upstream=[ctx.quantized.key], version=self.version)
+        trained = ctx.artifacts.get_or_build(
+            "safepatch_train", spec, build_patches, upstream=[ctx.quantized.key], version=self.version
+        )
 
         def build_merged(out: Path) -> None:
             with measure() as cost:
-                p_se, p_osm = load_file(str(trained.path / "p_se.safetensors")), load_file(str(trained.path / "p_osm.safetensors"))
-                s_se, s_osm = load_file(str(trained.path / "s_se.safetensors")), load_file(str(trained.path / "s_osm.safetensors"))
-                delta, counts = combine(p_se, p_osm, {k: v.float() for k, v in s_se.items()},
-                                        {k: v.float() for k, v in s_osm.items()}, a=cfg.a, b=cfg.b,
-                                        keep_p=cfg.keep_p, alpha=cfg.alpha, beta=cfg.beta, mode=cfg.cp_mode,
-                                        rescale=cfg.rescale, scope=cfg.mask_scope, seed=cfg.mask_seed)
+                p_se, p_osm = (
+                    load_file(str(trained.path / "p_se.safetensors")),
+                    load_file(str(trained.path / "p_osm.safetensors")),
+                )
+                s_se, s_osm = (
+                    load_file(str(trained.path / "s_se.safetensors")),
+                    load_file(str(trained.path / "s_osm.safetensors")),
+                )
+                delta, counts = combine(
+                    p_se,
+                    p_osm,
+                    {k: v.float() for k, v in s_se.items()},
+                    {k: v.float() for k, v in s_osm.items()},
+                    a=cfg.a,
+                    b=cfg.b,
+                    keep_p=cfg.keep_p,
+                    alpha=cfg.alpha,
+                    beta=cfg.beta,
+                    mode=cfg.cp_mode,
+                    rescale=cfg.rescale,
+                    scope=cfg.mask_scope,
+                    seed=cfg.mask_seed,
+                )
                 merge = write_merged(ctx.quantized.path, delta, out / "merged", ctx.device)
             write_json_atomic(out / "merge_info.json", {"merge": merge, "selection": counts, "cost": cost.cost_facts()})
 
         merged_art = ctx.artifacts.get_or_build(
-            "patch", {"controllable": {k: settings[k] for k in CP_KEYS}, "requantize_version": REQUANTIZE_VERSION},
-            build_merged, upstream=[trained.key, ctx.quantized.key])
+            "patch",
+            {"controllable": {k: settings[k] for k in CP_KEYS}, "requantize_version": REQUANTIZE_VERSION},
+            build_merged,
+            upstream=[trained.key, ctx.quantized.key],
+        )
         info = json.loads((trained.path / "train_info.json").read_text())
         merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
         train_cost, merge_cost = info["cost"], merge_info["cost"]
-        info.update(method=cfg.name, artifact=merged_art.key, train_artifact=trained.key,
-                    cached=not (trained.built or merged_art.built), merge=merge_info["merge"],
-                    selection=merge_info["selection"], controllable={k: settings[k] for k in CP_KEYS},
-                    cost={"wall_seconds": round(train_cost["wall_seconds"] + merge_cost["wall_seconds"], 1),
-                          "train_stage_seconds": train_cost["wall_seconds"],
-                          "merge_stage_seconds": merge_cost["wall_seconds"],
-                          "rss_peak_mb": max(train_cost["rss_peak_mb"], merge_cost["rss_peak_mb"])},
-                    sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged")})
-        return PatchResult(ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key),
-                           info)
+        info.update(
+            method=cfg.name,
+            artifact=merged_art.key,
+            train_artifact=trained.key,
+            cached=not (trained.built or merged_art.built),
+            merge=merge_info["merge"],
+            selection=merge_info["selection"],
+            controllable={k: settings[k] for k in CP_KEYS},
+            cost={
+                "wall_seconds": round(train_cost["wall_seconds"] + merge_cost["wall_seconds"], 1),
+                "train_stage_seconds": train_cost["wall_seconds"],
+                "merge_stage_seconds": merge_cost["wall_seconds"],
+                "rss_peak_mb": max(train_cost["rss_peak_mb"], merge_cost["rss_peak_mb"]),
+            },
+            sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged")},
+        )
+        return PatchResult(
+            ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key), info
+        )
 
 
 @torch.no_grad()
@@ -152,8 +202,16 @@ def _nll_bound(nll_backbone: float, settings) -> float | None:
     return None if rise is None else round(nll_backbone + rise, 4)
 
 
-def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_prompt, device, seed: int,
-                   out: Path, log_step: Callable[[str, dict], None] = lambda series, row: None) -> dict:
+def derive_patches(
+    path: str,
+    records: list[dict],
+    cfg: DictConfig,
+    system_prompt,
+    device,
+    seed: int,
+    out: Path,
+    log_step: Callable[[str, dict], None] = lambda series, row: None,
+) -> dict:
     """Train theta_GA and theta_GD from the backbone at ``path``; save P_SE, P_OSM and both SNIP maps.
     Each training step goes to ``log_step`` as it happens (series patch/se/history, patch/osm/history)."""
     tokenizer = load_tokenizer(path)
@@ -162,8 +220,10 @@ def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_promp
     for p in model.parameters():
         p.requires_grad_(False)
     original = {name: m.weight.detach().clone() for name, m in linears.items()}
-    snip_batches = [collate(items[i : i + cfg.snip_batch_size], tokenizer.pad_token_id)
-                    for i in range(0, len(items), cfg.snip_batch_size)]
+    snip_batches = [
+        collate(items[i : i + cfg.snip_batch_size], tokenizer.pad_token_id)
+        for i in range(0, len(items), cfg.snip_batch_size)
+    ]
     facts = {"pairs": len(items), "nll_backbone": mean_response_nll(model, items, tokenizer.pad_token_id)}
     for role, ascent, settings in (("se", True, cfg.se), ("osm", False, cfg.osm)):
         for name, m in linears.items():
@@ -175,11 +235,21 @@ def derive_patches(path: str, records: list[dict], cfg: DictConfig, system_promp
             rows.append(row)
             log_step(series, row)
 
-        run = train(model, [m.weight for m in linears.values()], items, epochs=settings.epochs,
-                    batch_size=cfg.batch_size, lr=settings.lr, pad_id=tokenizer.pad_token_id, seed=seed,
-                    desc=f"safepatching {role} ({'gradient ascent' if ascent else 'fine-tuning'})", ascent=ascent,
-                    max_steps=settings.get("max_steps"), stop_above_nll=_nll_bound(facts["nll_backbone"], settings),
-                    log_step=step_done)
+        run = train(
+            model,
+            [m.weight for m in linears.values()],
+            items,
+            epochs=settings.epochs,
+            batch_size=cfg.batch_size,
+            lr=settings.lr,
+            pad_id=tokenizer.pad_token_id,
+            seed=seed,
+            desc=f"safepatching {role} ({'gradient ascent' if ascent else 'fine-tuning'})",
+            ascent=ascent,
+            max_steps=settings.get("max_steps"),
+            stop_above_nll=_nll_bound(facts["nll_backbone"], settings),
+            log_step=step_done,
+        )
         for m in linears.values():
             m.weight.requires_grad_(False)
         run["nll_after"] = mean_response_nll(model, items, tokenizer.pad_token_id)

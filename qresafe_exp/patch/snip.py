@@ -13,7 +13,7 @@ same number of entries).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -24,9 +24,14 @@ from qresafe_exp.lm import named_linears, response_token_logprobs
 MASK_SCORES = ("snip", "random", "magnitude")  # what ranks the entries a mask keeps
 
 
-def snip_scores(model: nn.Module, batches: Iterable[dict], ignore: Iterable[str] = ("lm_head",),
-                desc: str = "SNIP scores", linears: Optional[dict[str, nn.Linear]] = None,
-                weight_of: Optional[Callable[[str], torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+def snip_scores(
+    model: nn.Module,
+    batches: Iterable[dict],
+    ignore: Iterable[str] = ("lm_head",),
+    desc: str = "SNIP scores",
+    linears: dict[str, nn.Linear] | None = None,
+    weight_of: Callable[[str], torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """{linear name: |w * dL/dw| averaged over examples}, fp32 on CPU.
 
     ``batches`` yield input_ids / attention_mask / labels (labels -100 outside the response); each
@@ -77,7 +82,9 @@ def magnitude_scores(weights: Iterable[tuple[str, torch.Tensor]]) -> dict[str, t
     return {name: w.detach().abs().float().cpu() for name, w in weights}
 
 
-def top_fraction_masks(scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix") -> dict[str, torch.Tensor]:
+def top_fraction_masks(
+    scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix"
+) -> dict[str, torch.Tensor]:
     """Boolean masks selecting the top ``tau`` fraction of entries by score (tau = 1: all, 0: none).
 
     scope="per_matrix" keeps ceil(tau * numel) entries of every matrix; "global" ranks all entries of
@@ -86,8 +93,10 @@ def top_fraction_masks(scores: dict[str, torch.Tensor], tau: float, scope: str =
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau={tau}: a fraction in [0, 1] (1 = update every entry, 0 = none)")
     if scope == "per_matrix":
-        return {name: _top_k_mask(score.flatten(), math.ceil(tau * score.numel())).view_as(score)
-                for name, score in scores.items()}
+        return {
+            name: _top_k_mask(score.flatten(), math.ceil(tau * score.numel())).view_as(score)
+            for name, score in scores.items()
+        }
     if scope == "global":
         flat = torch.cat([s.flatten() for s in scores.values()])
         mask = _top_k_mask(flat, math.ceil(tau * flat.numel()))

@@ -18,16 +18,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
-from qresafe_exp.devices import AUTOCAST_CHOICES
+from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import content_key, without_later_defaults, write_json_atomic
+from qresafe_exp.devices import AUTOCAST_CHOICES
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.formats.fake_quant import attach_activation_quant
 from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
-from qresafe_exp.resources import measure
-from qresafe_exp.align import training_prompts
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
@@ -37,6 +36,7 @@ from qresafe_exp.patch.snip import MASK_SCORES
 from qresafe_exp.patch.trainer import OBJECTIVES, TRAIN_SERIES, tokenize_pairs, train_patch
 from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
+from qresafe_exp.resources import measure
 
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
@@ -76,9 +76,13 @@ class TrainedPatch(Patch):
             raise ValueError("patch.mask_every, patch.epochs and patch.batch_size must be >= 1")
         for key in ("lr", "beta", "lora_alpha"):
             check_positive(f"patch.{key}", cfg[key])
-        for key, what in (("lora_r", "LoRA rank"), ("max_length", "tokens per pair"),
-                          ("max_response_tokens", "response tokens per pair"),
-                          ("data.num_harmful", "harmful patch prompts"), ("data.max_new_tokens", "tokens per answer")):
+        for key, what in (
+            ("lora_r", "LoRA rank"),
+            ("max_length", "tokens per pair"),
+            ("max_response_tokens", "response tokens per pair"),
+            ("data.num_harmful", "harmful patch prompts"),
+            ("data.max_new_tokens", "tokens per answer"),
+        ):
             check_count(f"patch.{key}", OmegaConf.select(cfg, key), 1, what)
         check_count("patch.data.num_benign", cfg.data.num_benign, 0, "benign patch prompts")
         if not 0.0 <= cfg.warmup_fraction < 1.0:
@@ -92,30 +96,52 @@ class TrainedPatch(Patch):
     def apply(self, ctx: PatchContext) -> PatchResult:
         cfg = ctx.cfg.patch
         if cfg.tau <= 0.0:  # nothing may change: the patched model is the quantized one
-            return PatchResult(ctx.quantized, {"method": cfg.name, "tau": 0.0, "updatable_entries": 0, "trained": False,
-                                               "note": "tau=0 lets no weight change; nothing was trained"})
+            return PatchResult(
+                ctx.quantized,
+                {
+                    "method": cfg.name,
+                    "tau": 0.0,
+                    "updatable_entries": 0,
+                    "trained": False,
+                    "note": "tau=0 lets no weight change; nothing was trained",
+                },
+            )
         system_prompt = system_prompt_for(ctx.cfg)
         prompts, prompt_facts = patch_prompts(ctx.cfg, frozenset(training_prompts(ctx.fp.path)))
-        spec = {"patch": spec_settings(cfg), "system_prompt": system_prompt, "prompts": content_key(prompts),
-                "seed": ctx.cfg.seed}
+        spec = {
+            "patch": spec_settings(cfg),
+            "system_prompt": system_prompt,
+            "prompts": content_key(prompts),
+            "seed": ctx.cfg.seed,
+        }
 
         # Two artifacts, so that a failure while merging never costs the training again.
         def build_delta(out: Path) -> None:
             with measure() as cost:
-                facts = self._train(ctx, prompts, prompts[: prompt_facts.get("harmful", {}).get("sampled", 0)],
-                                    system_prompt, out)
+                facts = self._train(
+                    ctx, prompts, prompts[: prompt_facts.get("harmful", {}).get("sampled", 0)], system_prompt, out
+                )
             facts.update(prompts=prompt_facts, cost=cost.cost_facts())
             write_json_atomic(out / "train_info.json", facts)
 
         try:
-            trained = ctx.artifacts.get_or_build("patch_train", spec, build_delta,
-                                                 upstream=[ctx.fp.key, ctx.quantized.key], version=self.version)
+            trained = ctx.artifacts.get_or_build(
+                "patch_train", spec, build_delta, upstream=[ctx.fp.key, ctx.quantized.key], version=self.version
+            )
         except NothingToLearn as err:
             # a result, not a failure: the cell is the unpatched quantized model, and a sweep goes on
             log.warning("cell %s: %s; recorded with the unpatched model's scores", ctx.cfg.cell, err)
-            return PatchResult(ctx.quantized, {"method": cfg.name, "tau": cfg.tau, "trained": False,
-                                               "not_trained_reason": str(err), "pairs": err.facts,
-                                               "prompts": prompt_facts})
+            return PatchResult(
+                ctx.quantized,
+                {
+                    "method": cfg.name,
+                    "tau": cfg.tau,
+                    "trained": False,
+                    "not_trained_reason": str(err),
+                    "pairs": err.facts,
+                    "prompts": prompt_facts,
+                },
+            )
 
         def build_merged(out: Path) -> None:
             with measure() as cost:
@@ -125,38 +151,60 @@ class TrainedPatch(Patch):
                 link_checkpoint(trained.path, out / "adapter", skip=lambda name: name != PATCH_DELTA)
             write_json_atomic(out / "merge_info.json", {"merge": merge, "cost": cost.cost_facts()})
 
-        merged_art = ctx.artifacts.get_or_build("patch", {"requantize_version": REQUANTIZE_VERSION}, build_merged,
-                                                upstream=[trained.key, ctx.quantized.key])
+        merged_art = ctx.artifacts.get_or_build(
+            "patch", {"requantize_version": REQUANTIZE_VERSION}, build_merged, upstream=[trained.key, ctx.quantized.key]
+        )
         info = json.loads((trained.path / "train_info.json").read_text())
         merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
-        info.update(method=cfg.name, tau=cfg.tau, trained=True, artifact=merged_art.key, train_artifact=trained.key,
-                    cached=not (trained.built or merged_art.built), merge=merge_info["merge"],
-                    cost=_total_cost(info["cost"], merge_info["cost"]),
-                    sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged"),
-                           "quantized_checkpoint_bytes": checkpoint_bytes(Path(ctx.quantized.path)),
-                           "adapter_delta_bytes": (trained.path / PATCH_DELTA).stat().st_size})
+        info.update(
+            method=cfg.name,
+            tau=cfg.tau,
+            trained=True,
+            artifact=merged_art.key,
+            train_artifact=trained.key,
+            cached=not (trained.built or merged_art.built),
+            merge=merge_info["merge"],
+            cost=_total_cost(info["cost"], merge_info["cost"]),
+            sizes={
+                "merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged"),
+                "quantized_checkpoint_bytes": checkpoint_bytes(Path(ctx.quantized.path)),
+                "adapter_delta_bytes": (trained.path / PATCH_DELTA).stat().st_size,
+            },
+        )
         merged = ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key)
         variants = {}
         if cfg.eval_adapter:
-            variants["adapter"] = ModelRef(f"{merged.name}.adapter", str(merged_art.path / "adapter"),
-                                           f"{merged_art.key}-adapter")
+            variants["adapter"] = ModelRef(
+                f"{merged.name}.adapter", str(merged_art.path / "adapter"), f"{merged_art.key}-adapter"
+            )
         return PatchResult(merged, info, variants)
 
     def _train(self, ctx: PatchContext, prompts: list[str], harmful: list[str], system_prompt, out: Path) -> dict:
         cfg = ctx.cfg.patch
-        pairs, pair_facts = preference_pairs(ctx.fp, ctx.quantized, prompts, ctx.requests, ctx.device,
-                                             max_new_tokens=cfg.data.max_new_tokens, system_prompt=system_prompt)
+        pairs, pair_facts = preference_pairs(
+            ctx.fp,
+            ctx.quantized,
+            prompts,
+            ctx.requests,
+            ctx.device,
+            max_new_tokens=cfg.data.max_new_tokens,
+            system_prompt=system_prompt,
+        )
         if cfg.data.safe_chosen_only:
             pairs, pair_facts["unsafe_chosen_dropped"] = drop_unsafe_chosen(pairs, set(harmful), ctx.cfg.judge)
             pair_facts["pairs"] = len(pairs)
         if not pairs:
-            raise NothingToLearn(f"patch={cfg.name}: the quantized model answers every patch prompt exactly as the "
-                                 f"FP model does (or only unsafe FP answers differ), so there is no preference to "
-                                 f"learn; more or other prompts (patch.data.*) may give some", pair_facts)
+            raise NothingToLearn(
+                f"patch={cfg.name}: the quantized model answers every patch prompt exactly as the "
+                f"FP model does (or only unsafe FP answers differ), so there is no preference to "
+                f"learn; more or other prompts (patch.data.*) may give some",
+                pair_facts,
+            )
         (out / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
         model, linears, fake_quant = load_trainable(ctx.quantized.path, ctx.device, list(cfg.target_modules))
-        adapters = attach_masked_lora(model, linears, cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                      mask_map=cfg.mask_map)
+        adapters = attach_masked_lora(
+            model, linears, cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout, mask_map=cfg.mask_map
+        )
         if cfg.quant_aware:
             for name, fn in requantizers(ctx.quantized.path, list(adapters)).items():
                 adapters[name].requantizer = fn
@@ -164,17 +212,27 @@ class TrainedPatch(Patch):
             attach_activation_quant(model, fake_quant["modules"], fake_quant["act_bits"], fake_quant["kv_bits"])
         tokenizer = load_tokenizer(ctx.quantized.path)
         items = tokenize_pairs(tokenizer, pairs, cfg, system_prompt)
-        train_facts = train_patch(model, adapters, items, cfg, tokenizer.pad_token_id, ctx.cfg.seed,
-                                  log_step=lambda row: ctx.log_step(TRAIN_SERIES, row))
+        train_facts = train_patch(
+            model,
+            adapters,
+            items,
+            cfg,
+            tokenizer.pad_token_id,
+            ctx.cfg.seed,
+            log_step=lambda row: ctx.log_step(TRAIN_SERIES, row),
+        )
         save_patch_delta({name: adapter.delta().detach() for name, adapter in adapters.items()}, out)
         return {"pairs": pair_facts, "train": train_facts}
 
 
 def _total_cost(train: dict, merge: dict) -> dict:
-    total = {"wall_seconds": round(train["wall_seconds"] + merge["wall_seconds"], 1),
-             "train_stage_seconds": train["wall_seconds"], "merge_stage_seconds": merge["wall_seconds"],
-             "rss_before_mb": train["rss_before_mb"], "rss_peak_mb": max(train["rss_peak_mb"], merge["rss_peak_mb"])}
+    total = {
+        "wall_seconds": round(train["wall_seconds"] + merge["wall_seconds"], 1),
+        "train_stage_seconds": train["wall_seconds"],
+        "merge_stage_seconds": merge["wall_seconds"],
+        "rss_before_mb": train["rss_before_mb"],
+        "rss_peak_mb": max(train["rss_peak_mb"], merge["rss_peak_mb"]),
+    }
     if "cuda_peak_mb" in train:
         total["cuda_peak_mb"] = max(train["cuda_peak_mb"], merge.get("cuda_peak_mb", 0))
     return total
-

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -24,8 +24,8 @@ from qresafe_exp.finetune import autocast_context, collate, optimizer_step, resp
 from qresafe_exp.lm import response_token_logprobs
 from qresafe_exp.patch.dpo import dpo_loss, summed_response_logprobs
 from qresafe_exp.patch.masked_lora import MaskedLoRALinear, adapters_disabled
-from qresafe_exp.provenance import seed_everything
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
+from qresafe_exp.provenance import seed_everything
 
 OBJECTIVES = ("dpo", "sft")
 # where the per-step rows go in metrics.json (patch.train.history) and in the tracker: one name, so a
@@ -35,9 +35,12 @@ TRAIN_SERIES = "patch/train/history"
 
 def tokenize_pairs(tokenizer, pairs: list[dict], cfg, system_prompt) -> list[dict]:
     """[{'chosen': item, 'rejected': item}] with the prompt (template + system prompt) masked out."""
+
     def item(prompt, response):
-        return tokenize_example(tokenizer, {"prompt": prompt, "response": response}, cfg.max_length,
-                                cfg.max_response_tokens, system_prompt)
+        return tokenize_example(
+            tokenizer, {"prompt": prompt, "response": response}, cfg.max_length, cfg.max_response_tokens, system_prompt
+        )
+
     return [{"chosen": item(p["prompt"], p["chosen"]), "rejected": item(p["prompt"], p["rejected"])} for p in pairs]
 
 
@@ -57,15 +60,24 @@ class MaskSelector:
     its update over several times more entries than the mask it is compared with.
     """
 
-    def __init__(self, model, adapters: dict[str, MaskedLoRALinear], items: list[dict], cfg, pad_id: int,
-                 seed: int = 0, autocast: torch.dtype | None = None):
+    def __init__(
+        self,
+        model,
+        adapters: dict[str, MaskedLoRALinear],
+        items: list[dict],
+        cfg,
+        pad_id: int,
+        seed: int = 0,
+        autocast: torch.dtype | None = None,
+    ):
         self.model, self.adapters, self.cfg, self.seed, self.autocast = model, adapters, cfg, seed, autocast
         chosen = [it["chosen"] for it in items]
         samples = getattr(cfg, "snip_samples", None)
         if samples is not None and samples < len(chosen):  # a seeded sample, the same at every re-selection
             chosen = [chosen[i] for i in sorted(random.Random(seed).sample(range(len(chosen)), samples))]
-        self.batches = [collate(chosen[i : i + cfg.snip_batch_size], pad_id)
-                        for i in range(0, len(chosen), cfg.snip_batch_size)]
+        self.batches = [
+            collate(chosen[i : i + cfg.snip_batch_size], pad_id) for i in range(0, len(chosen), cfg.snip_batch_size)
+        ]
         self.selections, self.seconds = 0, 0.0
 
     def select(self, step: int) -> None:
@@ -85,8 +97,13 @@ class MaskSelector:
         if kind == "snip":
             bases = {name: a.base for name, a in self.adapters.items()}
             with autocast_context(self.model, self.autocast):
-                return snip_scores(self.model, self.batches, linears=bases, desc=f"SNIP mask (step {step})",
-                                   weight_of=lambda name: self.adapters[name].effective_weight())
+                return snip_scores(
+                    self.model,
+                    self.batches,
+                    linears=bases,
+                    desc=f"SNIP mask (step {step})",
+                    weight_of=lambda name: self.adapters[name].effective_weight(),
+                )
         if kind == "random":
             return random_scores({name: a.mask.shape for name, a in self.adapters.items()}, self.seed)
         if kind == "magnitude":
@@ -105,8 +122,9 @@ class MaskSelector:
         return total
 
 
-def reference_logprobs(model, adapters, items: list[dict], batch_size: int, pad_id: int,
-                       autocast: torch.dtype | None = None) -> torch.Tensor:
+def reference_logprobs(
+    model, adapters, items: list[dict], batch_size: int, pad_id: int, autocast: torch.dtype | None = None
+) -> torch.Tensor:
     """(n, 2) summed log-probs of chosen / rejected under the unpatched model (adapters off), in the
     policy's compute dtype (``autocast``), so that policy and reference agree before the first update."""
     out = []
@@ -118,8 +136,15 @@ def reference_logprobs(model, adapters, items: list[dict], batch_size: int, pad_
     return torch.cat(out)
 
 
-def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict], cfg, pad_id: int,
-                seed: int, log_step: Callable[[dict], None] | None = None) -> dict:
+def train_patch(
+    model,
+    adapters: dict[str, MaskedLoRALinear],
+    items: list[dict],
+    cfg,
+    pad_id: int,
+    seed: int,
+    log_step: Callable[[dict], None] | None = None,
+) -> dict:
     """Train the adapters in place; returns facts (losses, steps, masks, parameter counts, seconds) and
     ``history``, one row per optimizer step (see ``_history_row``), each also handed to ``log_step``
     as soon as its step is done (live training curves)."""
@@ -187,15 +212,23 @@ def train_patch(model, adapters: dict[str, MaskedLoRALinear], items: list[dict],
     if getattr(cfg, "gradient_checkpointing", False):
         model.gradient_checkpointing_disable()
     tail = max(1, len(losses) // 5)
-    facts = {"objective": cfg.objective, "mask_score": cfg.mask_score, "steps": steps, "epochs": cfg.epochs,
-             "pairs": len(items), "loss_first_steps": _mean(losses[:tail]), "loss_last_steps": _mean(losses[-tail:]),
-             "mask_selections": selector.selections, "mask_reselections": reselections,
-             "snip_seconds": round(selector.seconds, 1),
-             "trainable_params": sum(p.numel() for p in params),
-             "updatable_entries": selector.allowed_entries(),  # under the last mask
-             "weight_entries": sum(a.mask.numel() for a in adapters.values()),
-             "train_seconds": round(time.time() - started - (selector.seconds - initial_selection), 1),
-             **({"autocast": str(dtype).removeprefix("torch.")} if dtype is not None else {})}
+    facts = {
+        "objective": cfg.objective,
+        "mask_score": cfg.mask_score,
+        "steps": steps,
+        "epochs": cfg.epochs,
+        "pairs": len(items),
+        "loss_first_steps": _mean(losses[:tail]),
+        "loss_last_steps": _mean(losses[-tail:]),
+        "mask_selections": selector.selections,
+        "mask_reselections": reselections,
+        "snip_seconds": round(selector.seconds, 1),
+        "trainable_params": sum(p.numel() for p in params),
+        "updatable_entries": selector.allowed_entries(),  # under the last mask
+        "weight_entries": sum(a.mask.numel() for a in adapters.values()),
+        "train_seconds": round(time.time() - started - (selector.seconds - initial_selection), 1),
+        **({"autocast": str(dtype).removeprefix("torch.")} if dtype is not None else {}),
+    }
     if accuracies:
         facts["reward_accuracy_last_steps"] = _mean(accuracies[-tail:])
         facts["dpo_margin_last_steps"] = _significant(sum(margins[-tail:]) / len(margins[-tail:]))
@@ -209,8 +242,11 @@ def _history_row(step: int, epoch: int, loss: float, lr: float, dpo_facts: dict 
     only on steps whose mask was re-selected just before the update."""
     row = {"step": step, "epoch": epoch, "loss": _significant(loss), "lr": _significant(lr)}
     if dpo_facts is not None:
-        row.update(dpo_margin=_significant(dpo_facts["margin"]), reward_accuracy=round(dpo_facts["reward_accuracy"], 4),
-                   chosen_nll=_significant(dpo_facts["chosen_nll"]))
+        row.update(
+            dpo_margin=_significant(dpo_facts["margin"]),
+            reward_accuracy=round(dpo_facts["reward_accuracy"], 4),
+            chosen_nll=_significant(dpo_facts["chosen_nll"]),
+        )
     if reselected:
         row["mask_reselected"] = True
     return row

@@ -41,7 +41,7 @@ def _assign(R, D, C):
     import torch
 
     lhs, rhs, step = torch.cat([D, -2 * D * R], 1), torch.cat([C * C, C], 1), max(1, 2**28 // len(C))
-    return torch.cat([(lhs[i:i + step] @ rhs.T).argmin(1) for i in range(0, len(R), step)])
+    return torch.cat([(lhs[i : i + step] @ rhs.T).argmin(1) for i in range(0, len(R), step)])
 
 
 def _centroids(R, D, codes, C):  # D-weighted mean of each entry's groups; unused entries stay
@@ -107,8 +107,10 @@ class AqlmQuantizer(Quantizer):
 
     @classmethod
     def merge_refusal(cls, cfg):
-        return (": re-quantizing a patch into AQLM codebooks is not implemented; patch a bnb / qlora / llm_qat / "
-                "rtn / gptq / awq cell")
+        return (
+            ": re-quantizing a patch into AQLM codebooks is not implemented; patch a bnb / qlora / llm_qat / "
+            "rtn / gptq / awq cell"
+        )
 
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         import torch
@@ -119,8 +121,9 @@ class AqlmQuantizer(Quantizer):
 
     def run(self, model_path, out, cfg, calib, calib_records, seed, dev):
         """The work of quantize() on ``dev``; a CPU run (tiny models only) tests the format."""
-        import torch
         from importlib.metadata import version
+
+        import torch
         from transformers import AqlmConfig, AutoModelForCausalLM, AutoTokenizer
 
         from qresafe_exp.devices import compute_dtype
@@ -137,12 +140,19 @@ class AqlmQuantizer(Quantizer):
         samples = [torch.tensor([ids], device=dev) for ids in ds["input_ids"]]
         n_tokens, gen = sum(x.numel() for x in samples), torch.Generator(device=dev).manual_seed(seed)
         names, ignore = {id(m): n for n, m in model.named_modules()}, list(cfg.get("ignore") or [])
-        blocks = max((m for m in model.modules() if isinstance(m, torch.nn.ModuleList)
-                      and any(isinstance(x, torch.nn.Linear) for x in m.modules())), key=len)  # decoder layers
+        blocks = max(
+            (
+                m
+                for m in model.modules()
+                if isinstance(m, torch.nn.ModuleList) and any(isinstance(x, torch.nn.Linear) for x in m.modules())
+            ),
+            key=len,
+        )  # decoder layers
 
         def quantizable(n, lin):
             return lin.in_features % g == 0 and not any(
-                n == p or n.endswith("." + p) or (p.startswith("re:") and re.match(p[3:], n)) for p in ignore)
+                n == p or n.endswith("." + p) or (p.startswith("re:") and re.match(p[3:], n)) for p in ignore
+            )
 
         class Stop(Exception):
             pass
@@ -154,6 +164,7 @@ class AqlmQuantizer(Quantizer):
             def hook(mod, args, output):
                 x = args[0].flatten(0, -2).float()
                 G.addmm_(x.T, x)
+
             return hook
 
         fitted = {}
@@ -172,15 +183,19 @@ class AqlmQuantizer(Quantizer):
                 for n, lin in lins.items():
                     codes, C, s, rel = fit_layer(lin.weight.float(), grams.pop(n) / n_tokens, M, B, g, cfg, gen)
                     C, s = C.to(dt), s.to(dt)
-                    lin.weight.copy_((s.float().view(-1, 1, 1) * sum(
-                        C[m, codes[..., m], 0].float() for m in range(M))).view_as(lin.weight))
+                    lin.weight.copy_(
+                        (s.float().view(-1, 1, 1) * sum(C[m, codes[..., m], 0].float() for m in range(M))).view_as(
+                            lin.weight
+                        )
+                    )
                     fitted[n] = (codes, C, s, rel)
             ref = model(input_ids=samples[0], use_cache=False).logits.float()
             int_dtype = torch.int8 if B <= 8 else torch.int16 if B <= 16 else torch.int32
             for n, (codes, C, s, _) in fitted.items():
                 lin = model.get_submodule(n)
-                q = QuantizedLinear(lin.in_features, lin.out_features, g, 1, M, B,
-                                    bias=lin.bias is not None, device=dev, dtype=dt)
+                q = QuantizedLinear(
+                    lin.in_features, lin.out_features, g, 1, M, B, bias=lin.bias is not None, device=dev, dtype=dt
+                )
                 q.codes.data = (codes - (codes >= 2 ** (B - 1)).long() * 2**B).to(int_dtype)  # aqlm's packing
                 q.codebooks.data, q.scales.data = C, s
                 if lin.bias is not None:
@@ -192,13 +207,25 @@ class AqlmQuantizer(Quantizer):
             raise RuntimeError(f"aqlm kernels disagree with the fitted weights (rel. logit diff {kernel_diff:.3g})")
         kept = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
         model.config.quantization_config = AqlmConfig(  # names for transformers 5's matcher, .weight for 4's
-            in_group_size=g, out_group_size=1, num_codebooks=M, nbits_per_codebook=B,
-            linear_weights_not_to_quantize=kept + [f"{n}.weight" for n in kept])
+            in_group_size=g,
+            out_group_size=1,
+            num_codebooks=M,
+            nbits_per_codebook=B,
+            linear_weights_not_to_quantize=kept + [f"{n}.weight" for n in kept],
+        )
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         rels = [f[3] for f in fitted.values()]
-        return {"checkpoint_bytes": checkpoint_bytes(out), "format": "aqlm",
-                "scheme": f"{M}x{B}g{g}", "nominal_bits_per_weight": M * B / g, "quantized_linears": len(fitted),
-                "unquantized_linears": kept, "mean_rel_output_error": sum(rels) / len(rels),
-                "max_rel_output_error": max(rels), "kernel_rel_logit_diff": kernel_diff,
-                "aqlm_version": version("aqlm"), "seconds": round(time.time() - start, 1)}
+        return {
+            "checkpoint_bytes": checkpoint_bytes(out),
+            "format": "aqlm",
+            "scheme": f"{M}x{B}g{g}",
+            "nominal_bits_per_weight": M * B / g,
+            "quantized_linears": len(fitted),
+            "unquantized_linears": kept,
+            "mean_rel_output_error": sum(rels) / len(rels),
+            "max_rel_output_error": max(rels),
+            "kernel_rel_logit_diff": kernel_diff,
+            "aqlm_version": version("aqlm"),
+            "seconds": round(time.time() - start, 1),
+        }

@@ -19,6 +19,8 @@ class AwqQuantizer(Quantizer):
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
 
-        recipe = [AWQModifier(duo_scaling=cfg.duo_scaling, n_grid=cfg.n_grid),
-                  QuantizationModifier(config_groups=weight_scheme(cfg), ignore=list(cfg.ignore))]
+        recipe = [
+            AWQModifier(duo_scaling=cfg.duo_scaling, n_grid=cfg.n_grid),
+            QuantizationModifier(config_groups=weight_scheme(cfg), ignore=list(cfg.ignore)),
+        ]
         return run_oneshot(model_path, out, recipe, calib, calib_records, seed, on_calibrated)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -46,7 +46,7 @@ class Quantizer:
     # What data the method reads: None; "activation" (activation statistics only: gptq, awq; the
     # paper treats these as dataset-free, so the data is `calib.activation`, fixed across risk
     # levels); "finetune" (the quantization-assisting set of the risk level: qlora, llm_qat, aqlm).
-    calibration: ClassVar[Optional[str]] = None
+    calibration: ClassVar[str | None] = None
     backends: ClassVar[tuple[str, ...]] = ()  # allowed quant.backend values (first = default)
     needs_gpu: ClassVar[bool] = False
     version: ClassVar[int] = 1  # bump when the produced checkpoint changes for the same config
@@ -64,7 +64,8 @@ class Quantizer:
             raise UnsupportedCombinationError(f"quant={cls.name} quant.backend={backend}: {RETIRED_BACKENDS[backend]}")
         if cls.backends and backend not in cls.backends:
             raise UnsupportedCombinationError(
-                f"quant={cls.name} has no backend '{backend}'. Allowed: {', '.join(cls.backends)}")
+                f"quant={cls.name} has no backend '{backend}'. Allowed: {', '.join(cls.backends)}"
+            )
         if backend == "gptqmodel":  # an optional extra: refuse before any work when it is missing
             from qresafe_exp.quant.gptqmodel_backend import gptqmodel_available
 
@@ -86,7 +87,7 @@ class Quantizer:
         return None
 
     @classmethod
-    def calibration_of(cls, cfg: DictConfig) -> Optional[str]:
+    def calibration_of(cls, cfg: DictConfig) -> str | None:
         """What data this cell's config reads: ``calibration``, unless an option turns it on or off
         (gguf reads activations only with quant.imatrix=true)."""
         return cls.calibration
@@ -117,7 +118,14 @@ class Quantizer:
             spec["calib"] = data
         return spec
 
-    def quantize(self, model_path: str, out: Path, cfg: DictConfig, calib: DictConfig | None,
-                 calib_records: list[dict] | None, seed: int) -> dict:
+    def quantize(
+        self,
+        model_path: str,
+        out: Path,
+        cfg: DictConfig,
+        calib: DictConfig | None,
+        calib_records: list[dict] | None,
+        seed: int,
+    ) -> dict:
         """Write a checkpoint (weights + tokenizer) to ``out``; return facts worth logging."""
         raise NotImplementedError

@@ -24,11 +24,13 @@ def check_format(name: str, cfg) -> None:
     if fmt not in FORMAT_BITS:
         raise UnsupportedCombinationError(
             f"quant={name} bits={cfg.bits}: bitsandbytes has no {cfg.bits}-bit format. It has int8 (bits=8), "
-            f"nf4 and fp4 (bits=4); set bits=8 or bits=4 (quant.format=nf4|fp4)")
+            f"nf4 and fp4 (bits=4); set bits=8 or bits=4 (quant.format=nf4|fp4)"
+        )
     if FORMAT_BITS[fmt] != cfg.bits:
         raise UnsupportedCombinationError(
             f"quant={name} quant.format={fmt} is a {FORMAT_BITS[fmt]}-bit format, not bits={cfg.bits}. Use "
-            f"bits={FORMAT_BITS[fmt]}, or quant.format=auto")
+            f"bits={FORMAT_BITS[fmt]}, or quant.format=auto"
+        )
 
 
 def bnb_config(cfg):
@@ -39,8 +41,12 @@ def bnb_config(cfg):
         return BitsAndBytesConfig(load_in_8bit=True)
     # fp32 compute on CPU (no bf16 units); the GPU path is chosen by the loader's dtype
     compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=fmt, bnb_4bit_compute_dtype=compute,
-                              bnb_4bit_use_double_quant=bool(cfg.double_quant))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=fmt,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_use_double_quant=bool(cfg.double_quant),
+    )
 
 
 def load_quantized(model_path: str, cfg):
@@ -48,9 +54,12 @@ def load_quantized(model_path: str, cfg):
 
     silence_bnb_warnings()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return AutoModelForCausalLM.from_pretrained(model_path, quantization_config=bnb_config(cfg),
-                                                dtype=torch.float32 if device == "cpu" else torch.bfloat16,
-                                                device_map=device)
+    return AutoModelForCausalLM.from_pretrained(
+        model_path,
+        quantization_config=bnb_config(cfg),
+        dtype=torch.float32 if device == "cpu" else torch.bfloat16,
+        device_map=device,
+    )
 
 
 class BnbQuantizer(Quantizer):

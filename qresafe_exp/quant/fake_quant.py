@@ -11,8 +11,6 @@ and the sidecar re-attaches the activation / KV quantizers at load.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -21,7 +19,7 @@ from qresafe_exp.formats.fake_quant import fake_quantize
 
 
 class WeightFakeQuant(nn.Module):
-    def __init__(self, bits: int, group_size: Optional[int]):
+    def __init__(self, bits: int, group_size: int | None):
         super().__init__()
         self.bits, self.group_size = bits, group_size
 
@@ -29,7 +27,7 @@ class WeightFakeQuant(nn.Module):
         return fake_quantize(weight, self.bits, self.group_size)
 
 
-def attach_weight_quant(linears: dict[str, nn.Linear], bits: int, group_size: Optional[int]) -> None:
+def attach_weight_quant(linears: dict[str, nn.Linear], bits: int, group_size: int | None) -> None:
     for module in linears.values():
         if group_size and module.in_features % group_size:
             raise ValueError(f"group_size={group_size} does not divide in_features={module.in_features}")

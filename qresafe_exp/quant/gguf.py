@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 GGUF_FILE = "model.gguf"
 GGUF_INFO = "gguf.json"
 # the transformers files that travel with the GGUF: tokenizer, chat template, stop ids
-COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "generation_config.json")
+COMPANION_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
 
 
 def gguf_type(type_name, bits) -> str:
@@ -56,8 +61,10 @@ class GgufQuantizer(Quantizer):
 
     @classmethod
     def merge_refusal(cls, cfg: DictConfig) -> str:
-        return (": re-quantizing a patch into a llama.cpp GGUF file is not implemented; patch a bnb / qlora / "
-                "llm_qat / rtn / gptq / awq cell, or evaluate the GGUF cell unpatched (patch=none)")
+        return (
+            ": re-quantizing a patch into a llama.cpp GGUF file is not implemented; patch a bnb / qlora / "
+            "llm_qat / rtn / gptq / awq cell, or evaluate the GGUF cell unpatched (patch=none)"
+        )
 
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:
@@ -69,16 +76,19 @@ class GgufQuantizer(Quantizer):
         if cfg.get("type") is not None:
             if cfg.type not in TYPE_BITS:
                 raise UnsupportedCombinationError(
-                    f"quant.type={cfg.type} is not a GGUF type offered here. Allowed: {', '.join(TYPE_BITS)}")
+                    f"quant.type={cfg.type} is not a GGUF type offered here. Allowed: {', '.join(TYPE_BITS)}"
+                )
         elif cfg.bits not in BITS_TYPE:
             raise BitsNotSupportedError(
                 f"quant=gguf cannot do bits={cfg.bits}. Allowed bits for gguf: "
                 f"{', '.join(str(b) for b in BITS_TYPE)} ({', '.join(f'{b}={t}' for b, t in BITS_TYPE.items())}), "
-                f"or name the type: quant.type=<{'|'.join(TYPE_BITS)}>")
+                f"or name the type: quant.type=<{'|'.join(TYPE_BITS)}>"
+            )
         if cfg.source_dtype not in DTYPES:
             raise UnsupportedCombinationError(
                 f"quant.source_dtype={cfg.source_dtype}: the GGUF llama.cpp quantizes from. "
-                f"Allowed: {', '.join(DTYPES)}")
+                f"Allowed: {', '.join(DTYPES)}"
+            )
 
     @classmethod
     def spec(cls, cfg: DictConfig, calib: DictConfig | None) -> dict:
@@ -106,9 +116,19 @@ class GgufQuantizer(Quantizer):
             if (Path(model_path) / name).exists():
                 shutil.copy2(Path(model_path) / name, out / name)
         types = tensor_types(out / GGUF_FILE)
-        info = {"format": "gguf", "type": type_name, "file": GGUF_FILE, "source_dtype": cfg.source_dtype,
-                "imatrix": bool(imatrix), "pre_tokenizer": facts["pre_tokenizer"]}
+        info = {
+            "format": "gguf",
+            "type": type_name,
+            "file": GGUF_FILE,
+            "source_dtype": cfg.source_dtype,
+            "imatrix": bool(imatrix),
+            "pre_tokenizer": facts["pre_tokenizer"],
+        }
         (out / GGUF_INFO).write_text(json.dumps(info, indent=2))
         log.info("GGUF %s: weight tensor types %s", type_name, types["weights"])
-        return {**info, "checkpoint_bytes": (out / GGUF_FILE).stat().st_size, "tensor_types": types,
-                "imatrix_tensors": len(imatrix) if imatrix else 0}
+        return {
+            **info,
+            "checkpoint_bytes": (out / GGUF_FILE).stat().st_size,
+            "tensor_types": types,
+            "imatrix_tensors": len(imatrix) if imatrix else 0,
+        }

@@ -16,7 +16,13 @@ class GptqQuantizer(Quantizer):
             return quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, method="gptq")
         from llmcompressor.modifiers.gptq import GPTQModifier
 
-        recipe = [GPTQModifier(config_groups=weight_scheme(cfg), ignore=list(cfg.ignore),
-                               dampening_frac=cfg.dampening_frac, block_size=cfg.block_size,
-                               actorder=cfg.actorder)]
+        recipe = [
+            GPTQModifier(
+                config_groups=weight_scheme(cfg),
+                ignore=list(cfg.ignore),
+                dampening_frac=cfg.dampening_frac,
+                block_size=cfg.block_size,
+                actorder=cfg.actorder,
+            )
+        ]
         return run_oneshot(model_path, out, recipe, calib, calib_records, seed)

@@ -13,8 +13,8 @@ import os
 import re
 import time
 
-from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.provenance import seed_everything
+from qresafe_exp.quant.base import checkpoint_bytes
 
 GPTQMODEL_FIX = "pip install -e '.[gptqmodel]' on a GPU machine"
 
@@ -55,8 +55,12 @@ def quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, me
     from qresafe_exp.quant.llmcompressor_backend import calibration_dataset
 
     start = time.time()
-    common = dict(bits=int(cfg.bits), group_size=int(cfg.group_size), sym=bool(cfg.get("symmetric", True)),
-                  dynamic=_skip_rules(cfg.get("ignore")) or None)
+    common = dict(
+        bits=int(cfg.bits),
+        group_size=int(cfg.group_size),
+        sym=bool(cfg.get("symmetric", True)),
+        dynamic=_skip_rules(cfg.get("ignore")) or None,
+    )
     if method == "gptq":
         extra = {"desc_act": True} if cfg.get("actorder") else {}  # else gptqmodel's default (GAR ordering)
         qcfg = GPTQConfig(**common, damp_percent=float(cfg.get("dampening_frac", 0.01)), **extra)
@@ -71,6 +75,10 @@ def quantize_with_gptqmodel(model_path, out, cfg, calib, calib_records, seed, me
     model.save(str(out))
     tokenizer.save_pretrained(out)  # the project's tokenizer files, as every other backend writes them
     fmt = qcfg.format.value if hasattr(qcfg.format, "value") else str(qcfg.format)
-    return {"checkpoint_bytes": checkpoint_bytes(out),
-            "format": method if fmt == method else f"{method}-{fmt}", "backend": "gptqmodel",
-            "gptqmodel_version": __version__, "seconds": round(time.time() - start, 1)}
+    return {
+        "checkpoint_bytes": checkpoint_bytes(out),
+        "format": method if fmt == method else f"{method}-{fmt}",
+        "backend": "gptqmodel",
+        "gptqmodel_version": __version__,
+        "seconds": round(time.time() - start, 1),
+    }

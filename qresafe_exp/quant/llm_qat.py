@@ -30,7 +30,8 @@ class LlmQatQuantizer(Quantizer):
         for key in ("act_bits", "kv_bits"):
             if cfg[key] is not None and not 2 <= cfg[key] <= 16:
                 raise UnsupportedCombinationError(
-                    f"quant=llm_qat quant.{key}={cfg[key]}: allowed 2-16 bits, or null to leave them unquantized")
+                    f"quant=llm_qat quant.{key}={cfg[key]}: allowed 2-16 bits, or null to leave them unquantized"
+                )
 
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -43,18 +44,30 @@ class LlmQatQuantizer(Quantizer):
         linears = named_linears(model, cfg.ignore)
         attach_weight_quant(linears, cfg.bits, cfg.group_size)
         handles = attach_activation_quant(model, list(linears), cfg.act_bits, cfg.kv_bits)
-        items = [tokenize_example(tokenizer, r, calib.max_seq_length, cfg.train.max_response_tokens)
-                 for r in calib_records]
+        items = [
+            tokenize_example(tokenizer, r, calib.max_seq_length, cfg.train.max_response_tokens) for r in calib_records
+        ]
         epochs = cfg.train.epochs or calib.epochs
-        facts = train(model, model.parameters(), items, epochs=epochs, batch_size=cfg.train.batch_size,
-                      lr=cfg.train.lr, pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id, seed=seed,
-                      desc=f"llm_qat W{cfg.bits}A{cfg.act_bits}KV{cfg.kv_bits} ({calib.name})")
+        facts = train(
+            model,
+            model.parameters(),
+            items,
+            epochs=epochs,
+            batch_size=cfg.train.batch_size,
+            lr=cfg.train.lr,
+            pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            seed=seed,
+            desc=f"llm_qat W{cfg.bits}A{cfg.act_bits}KV{cfg.kv_bits} ({calib.name})",
+        )
         for handle in handles:
             handle.remove()
         bake_weights(linears)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         write_sidecar(out, list(linears), cfg.bits, cfg.group_size, cfg.act_bits, cfg.kv_bits)
-        return {"checkpoint_bytes": checkpoint_bytes(out),
-                "format": "fp weights on the quantization grid + activation/KV fake quantizers",
-                "simulated": True, "train": facts}
+        return {
+            "checkpoint_bytes": checkpoint_bytes(out),
+            "format": "fp weights on the quantization grid + activation/KV fake quantizers",
+            "simulated": True,
+            "train": facts,
+        }

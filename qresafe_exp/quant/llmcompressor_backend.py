@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.provenance import seed_everything
+from qresafe_exp.quant.base import checkpoint_bytes
 
 log = logging.getLogger(__name__)
 # llm-compressor logs every module it touches through loguru, at INFO and at its own METRIC level
@@ -65,8 +65,15 @@ def calibration_dataset(tokenizer, records: list[dict], num_samples: int, max_se
     return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
 
 
-def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | None,
-                calib_records: list[dict] | None, seed: int, on_calibrated=None) -> dict:
+def run_oneshot(
+    model_path: str,
+    out: Path,
+    recipe: list,
+    calib: DictConfig | None,
+    calib_records: list[dict] | None,
+    seed: int,
+    on_calibrated=None,
+) -> dict:
     """Quantize and save; ``on_calibrated(model)`` sees the model after calibration and before
     compression (weights still fp, AWQ smoothing folded in, scales attached) and returns facts."""
     from llmcompressor import oneshot
@@ -78,8 +85,12 @@ def run_oneshot(model_path: str, out: Path, recipe: list, calib: DictConfig | No
     kwargs: dict = {}
     if calib is not None:
         dataset = calibration_dataset(tokenizer, calib_records, calib.num_samples, calib.max_seq_length, seed)
-        kwargs = dict(dataset=dataset, max_seq_length=calib.max_seq_length,
-                      num_calibration_samples=calib.num_samples, shuffle_calibration_samples=False)
+        kwargs = dict(
+            dataset=dataset,
+            max_seq_length=calib.max_seq_length,
+            num_calibration_samples=calib.num_samples,
+            shuffle_calibration_samples=False,
+        )
     seed_everything(seed, deterministic=None)  # python, numpy, torch
     oneshot(model=model, recipe=recipe, **kwargs)
     extra = on_calibrated(model) if on_calibrated else {}

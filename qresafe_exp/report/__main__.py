@@ -50,16 +50,35 @@ def build_report(cfg: DictConfig) -> dict:
         write_text_atomic(out / "tables" / f"{table.name}.tex", table.latex())
     skipped = [b.__name__ for b in tables.BUILDERS if b.__name__ not in {t.kind for t in made}]
     notes = [f"not in this study (no cells of that shape): {', '.join(skipped)}"] if skipped else []
-    notes.insert(0, "one table and figure per eval config and protocol, each cell against the FP reference of its own "
-                 "group: " + "; ".join(groups.label(g) for g in groups.split(rows)))
+    notes.insert(
+        0,
+        "one table and figure per eval config and protocol, each cell against the FP reference of its own "
+        "group: " + "; ".join(groups.label(g) for g in groups.split(rows)),
+    )
     pictures = figures.all_figures(rows, metrics, out / "figures")
     wandb = dashboard.wandb_html(dashboard.wandb_links(metrics))  # the study's W&B group(s), if logged there
-    write_text_atomic(out / "dashboard.html", dashboard.render(
-        cfg.study, made, pictures, len(rows), notes, rows=rows, interactive=interactive.all_figures(rows),
-        browser=_browser(cfg, metrics), wandb=wandb))
+    write_text_atomic(
+        out / "dashboard.html",
+        dashboard.render(
+            cfg.study,
+            made,
+            pictures,
+            len(rows),
+            notes,
+            rows=rows,
+            interactive=interactive.all_figures(rows),
+            browser=_browser(cfg, metrics),
+            wandb=wandb,
+        ),
+    )
     _log_to_wandb(cfg, rows, pictures)
-    return {"out": out, "cells": len(rows), "tables": [t.name for t in made], "figures": list(pictures),
-            "skipped": skipped}
+    return {
+        "out": out,
+        "cells": len(rows),
+        "tables": [t.name for t in made],
+        "figures": list(pictures),
+        "skipped": skipped,
+    }
 
 
 def _browser(cfg: DictConfig, metrics: list[dict]) -> dict | None:
@@ -77,8 +96,14 @@ def _log_to_wandb(cfg: DictConfig, rows: list[dict], pictures: dict) -> None:
 
     tracker = build_tracker(cfg.logger)
     try:
-        tracker.start(run_dir=Path(cfg.out_dir), name=f"report-{cfg.study}", group=cfg.study, job_type="report",
-                      config={"study": cfg.study, "source": cfg.source}, tags=["report"])
+        tracker.start(
+            run_dir=Path(cfg.out_dir),
+            name=f"report-{cfg.study}",
+            group=cfg.study,
+            job_type="report",
+            config={"study": cfg.study, "source": cfg.source},
+            tags=["report"],
+        )
         tracker.log_table("summary", rows)
         tracker.log_images({f"figures/{name}": path for name, path in pictures.items()})
     finally:
@@ -88,10 +113,12 @@ def _log_to_wandb(cfg: DictConfig, rows: list[dict], pictures: dict) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="report")
 def main(cfg: DictConfig) -> None:
     result = build_report(cfg)
-    print(f"\nreport for study {cfg.study}: {result['cells']} cells, tables {', '.join(result['tables']) or '-'}, "
-          f"figures {', '.join(result['figures']) or '-'}"
-          + (f" (not in this study: {', '.join(result['skipped'])})" if result["skipped"] else "")
-          + f"\n  -> {result['out'] / 'dashboard.html'}\n")
+    print(
+        f"\nreport for study {cfg.study}: {result['cells']} cells, tables {', '.join(result['tables']) or '-'}, "
+        f"figures {', '.join(result['figures']) or '-'}"
+        + (f" (not in this study: {', '.join(result['skipped'])})" if result["skipped"] else "")
+        + f"\n  -> {result['out'] / 'dashboard.html'}\n"
+    )
 
 
 if __name__ == "__main__":

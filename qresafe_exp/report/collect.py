@@ -23,8 +23,15 @@ def _task_columns(m: cell_metrics.CellMetrics, suite: str, block: dict) -> dict:
             value = block["tasks"][task][metric]
             name = f"{suite}.{task}.{metric}"
             lo, hi = (value.get("ci95") or [None, None])[:2]
-            out.update({name: value.get("value"), f"{name}.stderr": value.get("stderr"), f"{name}.n": value.get("n"),
-                        f"{name}.lo": lo, f"{name}.hi": hi})
+            out.update(
+                {
+                    name: value.get("value"),
+                    f"{name}.stderr": value.get("stderr"),
+                    f"{name}.n": value.get("n"),
+                    f"{name}.lo": lo,
+                    f"{name}.hi": hi,
+                }
+            )
             delta = m.vs_reference.get(name)
             if delta is not None:
                 out[f"{name}.vs_fp"] = delta
@@ -39,11 +46,21 @@ def tidy_row(metrics) -> dict:
     """One cell (a metrics.json dict or metrics.CellMetrics) as a flat row."""
     m = cell_metrics.parse(metrics)
     axes = m.axes
-    row = {"cell": m.cell, "study": m.study, "status": m.status,
-           "model": axes.model, "quant": axes.quant, "bits": axes.bits,
-           "group_size": axes.group_size, "calib": axes.calib, "patch": axes.patch,
-           "patch_tag": axes.patch_tag, "eval": m.protocol.get("eval"),
-           "protocol": m.protocol.get("protocol"), "reference_cell": m.reference_cell}
+    row = {
+        "cell": m.cell,
+        "study": m.study,
+        "status": m.status,
+        "model": axes.model,
+        "quant": axes.quant,
+        "bits": axes.bits,
+        "group_size": axes.group_size,
+        "calib": axes.calib,
+        "patch": axes.patch,
+        "patch_tag": axes.patch_tag,
+        "eval": m.protocol.get("eval"),
+        "protocol": m.protocol.get("protocol"),
+        "reference_cell": m.reference_cell,
+    }
     # numbers, so a sweep over one (Table 5's tau) sorts and plots as numbers, not as its cell-name tag
     row.update({f"{KNOB_PREFIX}{knob}": value for knob, value in sorted(axes.patch_knobs.items())})
     for suite, block in m.scores.items():
@@ -90,8 +107,10 @@ def read_study(studies_dir: str | Path, study: str) -> list[cell_metrics.CellMet
     root = Path(studies_dir) / study
     files = sorted(root.glob("*/metrics.json"))
     if not files:
-        raise FileNotFoundError(f"study '{study}': no metrics.json under {root}. Run the study first, or check "
-                                "study= and paths.output_dir (studies are listed under <output_dir>/studies/)")
+        raise FileNotFoundError(
+            f"study '{study}': no metrics.json under {root}. Run the study first, or check "
+            "study= and paths.output_dir (studies are listed under <output_dir>/studies/)"
+        )
     return [cell_metrics.load(path) for path in files]
 
 

@@ -61,8 +61,10 @@ def patch_bars(rows: list[dict], out: Path) -> Path | None:
     bases = sorted({base(r) for r in patched}, key=str)
     fig, axes = plt.subplots(1, len(bases), figsize=(max(4.5, 3.2 * len(bases)), 3.6), squeeze=False, sharey=True)
     for ax, b in zip(axes[0], bases):
-        cells = sorted([r for r in rows if base(r) == b and r.get(ASR) is not None],
-                       key=lambda r: (r["patch"] != "none", r["patch_tag"]))
+        cells = sorted(
+            [r for r in rows if base(r) == b and r.get(ASR) is not None],
+            key=lambda r: (r["patch"] != "none", r["patch_tag"]),
+        )
         fp = fp_reference(cells[0], rows)  # each panel's own FP reference (FP under the AOA prompt for an AOA cell)
         labels = ["quantized" if r["patch"] == "none" else r["patch_tag"] for r in cells]
         colors = ["#c44e52" if r["patch"] == "none" else "#4c72b0" for r in cells]
@@ -87,8 +89,15 @@ def asr_vs_bits(rows: list[dict], out: Path) -> Path | None:
 def draw_asr_vs_bits(rows: list[dict]):
     """The figure (not saved): one line per method over the bit-widths as categories, FP at 16/FP."""
     group = groups.one(rows)
-    cells = [r for r in rows if r["quant"] != "none" and r["patch"] == "none" and r.get(ASR) is not None
-             and r["bits"] and not r.get("broken")]
+    cells = [
+        r
+        for r in rows
+        if r["quant"] != "none"
+        and r["patch"] == "none"
+        and r.get(ASR) is not None
+        and r["bits"]
+        and not r.get("broken")
+    ]
     methods = sorted({(r["model"], r["quant"], r["calib"] or "") for r in cells})
     method = lambda r: (r["model"], r["quant"], r["calib"] or "")
     if not any(len({r["bits"] for r in cells if method(r) == m}) > 1 for m in methods):
@@ -101,16 +110,30 @@ def draw_asr_vs_bits(rows: list[dict]):
     references = {}
     for m in methods:
         line = sorted([r for r in cells if method(r) == m], key=lambda r: r["bits"])
-        ax.errorbar([at[bits_label(r["bits"])] for r in line], [r[ASR] for r in line], yerr=_err(line, ASR),
-                    marker="o", capsize=3, label=" ".join(m if several else m[1:]).strip())
+        ax.errorbar(
+            [at[bits_label(r["bits"])] for r in line],
+            [r[ASR] for r in line],
+            yerr=_err(line, ASR),
+            marker="o",
+            capsize=3,
+            label=" ".join(m if several else m[1:]).strip(),
+        )
         fp = fp_reference(line[0], rows)
         if fp:
             references[fp["cell"]] = (fp, m[0])
     for fp, model in references.values():
         name = f"FP {model}" if several else "FP"
         ax.axhline(fp[ASR], color="black", linestyle="--", linewidth=1, label=name)
-        ax.errorbar([at[FP_BITS]], [fp[ASR]], yerr=_err([fp], ASR), marker="*", markersize=9, color="black",
-                    capsize=3, linestyle="none")
+        ax.errorbar(
+            [at[FP_BITS]],
+            [fp[ASR]],
+            yerr=_err([fp], ASR),
+            marker="*",
+            markersize=9,
+            color="black",
+            capsize=3,
+            linestyle="none",
+        )
     ax.set_xticks(range(len(ticks)), ticks)
     ax.set_xlim(-0.5, len(ticks) - 0.5)
     ax.set_xlabel("bits (broken cells left out)")
@@ -142,16 +165,22 @@ def draw_safety_utility(rows: list[dict]):
     # wherever cells sit close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
     spots = _numbered(cells, key)
     for r in cells:
-        ax.scatter(r[key], r[ASR], color="#4c72b0" if r["patch"] == "none" else "#55a868",
-                   marker="*" if r["quant"] == "none" else "o", s=60 if r["quant"] == "none" else 25)
+        ax.scatter(
+            r[key],
+            r[ASR],
+            color="#4c72b0" if r["patch"] == "none" else "#55a868",
+            marker="*" if r["quant"] == "none" else "o",
+            s=60 if r["quant"] == "none" else 25,
+        )
     key_text = "\n".join(f"{i}  {', '.join(names)}" for i, (_, _, names) in enumerate(spots, 1))
     ax.text(1.03, 1.0, key_text, transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
     _place_numbers(ax, spots)
     ax.set_xlabel(label)
     ax.set_ylabel("ASR (AdvBench)")
-    ax.set_title(f"Safety vs utility, one point per cell (star = FP, green = patched)\n{groups.label(group)}",
-                 fontsize=8)
+    ax.set_title(
+        f"Safety vs utility, one point per cell (star = FP, green = patched)\n{groups.label(group)}", fontsize=8
+    )
     fig.tight_layout()
     return fig
 
@@ -190,8 +219,15 @@ def _place_numbers(ax, spots: list[tuple[float, float, list[str]]], fontsize: in
             dx, dy = _OFFSETS[0]  # crowded on every side: the first choice, the key still names it
             box = (px + dx, py + dy, px + dx + width, py + dy + height)
         taken.append(box)
-        ax.annotate(str(number), spots[number - 1][:2], xytext=(dx, dy), textcoords="offset points",
-                    fontsize=fontsize, va="bottom", ha="left")
+        ax.annotate(
+            str(number),
+            spots[number - 1][:2],
+            xytext=(dx, dy),
+            textcoords="offset points",
+            fontsize=fontsize,
+            va="bottom",
+            ha="left",
+        )
 
 
 def category_bars(rows: list[dict], metrics: list[dict], out: Path) -> Path | None:
@@ -214,8 +250,9 @@ def category_bars(rows: list[dict], metrics: list[dict], out: Path) -> Path | No
     for i, (cell, cats) in enumerate(cells):
         xs = [j + i * width for j in range(len(categories))]
         ax.bar(xs, [(cats.get(c) or {}).get("rate") or 0.0 for c in categories], width, label=cell.split(".", 1)[-1])
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], categories, rotation=35, ha="right",
-                  fontsize=7)
+    ax.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(categories))], categories, rotation=35, ha="right", fontsize=7
+    )
     ax.set_ylabel(f"ASR ({suite})")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=6)
@@ -235,18 +272,29 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
         return None
     base = lambda r: (r["model"], r["quant"], r["bits"], r["calib"])
     bases = {base(r) for r in patched}
-    cells = sorted((r for r in ok if base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
-                   key=lambda r: (r["quant"] != "none", str(base(r)), r["patch"] != "none", r["patch_tag"] or ""))
-    labels = [("FP" if r["quant"] == "none" else f"{r['quant']} W{r['bits']}") if r["patch"] == "none"
-              else r["patch_tag"] for r in cells]
-    colors = ["#4c4c4c" if r["quant"] == "none" and r["patch"] == "none" else
-              "#c44e52" if r["patch"] == "none" else "#4c72b0" for r in cells]
+    cells = sorted(
+        (r for r in ok if base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
+        key=lambda r: (r["quant"] != "none", str(base(r)), r["patch"] != "none", r["patch_tag"] or ""),
+    )
+    labels = [
+        ("FP" if r["quant"] == "none" else f"{r['quant']} W{r['bits']}") if r["patch"] == "none" else r["patch_tag"]
+        for r in cells
+    ]
+    colors = [
+        "#4c4c4c" if r["quant"] == "none" and r["patch"] == "none" else "#c44e52" if r["patch"] == "none" else "#4c72b0"
+        for r in cells
+    ]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1, 3.8), squeeze=False)
     for ax, (key, header) in zip(axes[0], metrics):
         have = [i for i, r in enumerate(cells) if r.get(key) is not None]
         shown = [cells[i] for i in have]
-        ax.bar(range(len(shown)), [r[key] for r in shown], yerr=_err(shown, key), capsize=2,
-               color=[colors[i] for i in have])
+        ax.bar(
+            range(len(shown)),
+            [r[key] for r in shown],
+            yerr=_err(shown, key),
+            capsize=2,
+            color=[colors[i] for i in have],
+        )
         ax.set_xticks(range(len(shown)), [labels[i] for i in have], rotation=60, ha="right", fontsize=6)
         ax.set_title(header, fontsize=8)
         if "perplexity" not in key:
@@ -259,8 +307,13 @@ def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, P
     """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
     made = {}
     for group_rows in groups.split(rows).values():
-        for path in (patch_bars(group_rows, out), asr_vs_bits(group_rows, out), safety_utility(group_rows, out),
-                     category_bars(group_rows, metrics, out), claim_panels(group_rows, out)):
+        for path in (
+            patch_bars(group_rows, out),
+            asr_vs_bits(group_rows, out),
+            safety_utility(group_rows, out),
+            category_bars(group_rows, metrics, out),
+            claim_panels(group_rows, out),
+        ):
             if path is not None:
                 made[path.stem] = path
     return made

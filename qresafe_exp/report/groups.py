@@ -28,9 +28,11 @@ def split(rows: list[dict]) -> dict[Key, list[dict]]:
     for r in rows:
         ref = by_cell.get(r.get("reference_cell"))
         if ref is not None and key(ref) != key(r):
-            raise ValueError(f"cell {r['cell']} ({label(key(r))}) names {ref['cell']} ({label(key(ref))}) as its FP "
-                             "reference: a cell is compared only with FP under the same eval config and protocol. "
-                             "Re-run the cell so that its reference is recomputed (pipeline.reference_cell_name)")
+            raise ValueError(
+                f"cell {r['cell']} ({label(key(r))}) names {ref['cell']} ({label(key(ref))}) as its FP "
+                "reference: a cell is compared only with FP under the same eval config and protocol. "
+                "Re-run the cell so that its reference is recomputed (pipeline.reference_cell_name)"
+            )
     out: dict[Key, list[dict]] = {}
     for r in rows:
         out.setdefault(key(r), []).append(r)
@@ -41,8 +43,10 @@ def one(rows: list[dict]) -> Key | None:
     """The group of rows that a table or figure builder was given; more than one is a caller's bug."""
     keys = {key(r) for r in rows}
     if len(keys) > 1:
-        raise ValueError(f"rows of {len(keys)} eval/protocol groups ({'; '.join(sorted(label(k) for k in keys))}) "
-                         "given to one table or figure: split them with report.groups.split first")
+        raise ValueError(
+            f"rows of {len(keys)} eval/protocol groups ({'; '.join(sorted(label(k) for k in keys))}) "
+            "given to one table or figure: split them with report.groups.split first"
+        )
     return next(iter(keys), None)
 
 

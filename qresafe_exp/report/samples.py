@@ -31,8 +31,10 @@ def read(cell_dir: Path) -> list[dict] | None:
 
 def _headline_names(metrics: dict) -> dict[str, str]:
     protocol = metrics.get("protocol") or {}
-    return {"jailbroken": (protocol.get("judge") or {}).get("name") or "judge",
-            "refused": protocol.get("refusal_judge") or "refusal"}
+    return {
+        "jailbroken": (protocol.get("judge") or {}).get("name") or "judge",
+        "refused": protocol.get("refusal_judge") or "refusal",
+    }
 
 
 def verdicts(row: dict, names: dict[str, str]) -> dict[str, bool | None]:
@@ -82,31 +84,51 @@ def browser_data(metrics: list[dict], cell_dirs: dict[str, Path], max_chars: int
         reference = {_key(r): (i, r) for i, r in enumerate(read_rows.get(ref_name) or [])} if ref_name else {}
         names = _headline_names(m)
         protocol = m.get("protocol") or {}
-        entry = {"cell": m["cell"], "reference_cell": ref_name, "eval": protocol.get("eval"),
-                 "protocol": protocol.get("protocol"), "samples": []}
+        entry = {
+            "cell": m["cell"],
+            "reference_cell": ref_name,
+            "eval": protocol.get("eval"),
+            "protocol": protocol.get("protocol"),
+            "samples": [],
+        }
         if rows is None:
             entry["note"] = "no samples.jsonl beside this cell's metrics.json"
         for r in rows or []:
             pkey = (r.get("suite"), r.get("id"), r.get("prompt"))
             if pkey not in prompts:
                 prompts[pkey] = len(prompt_list)
-                prompt_list.append({"suite": r.get("suite"), "id": r.get("id"), "prompt": r.get("prompt"),
-                                    "category": r.get("category") or r.get("type")})  # not "label": a verdict
+                prompt_list.append(
+                    {
+                        "suite": r.get("suite"),
+                        "id": r.get("id"),
+                        "prompt": r.get("prompt"),
+                        "category": r.get("category") or r.get("type"),
+                    }
+                )  # not "label": a verdict
             text = r.get("response")
             if text is None and r.get("perplexity") is not None:  # log-prob suites score a reference answer
                 text = f"(no generation: perplexity {r['perplexity']:.3f} of the reference answer)"
             v = verdicts(r, names)
             ref_index, ref_row = reference.get(_key(r), (None, None))
             headline, ref_headline = _headline(r), _headline(ref_row) if ref_row else None
-            entry["samples"].append({
-                "p": prompts[pkey], "decoding": r.get("decoding"), "kind": _kind(r),
-                "response": (text or "")[:max_chars], "length": len(text or ""),
-                "verdicts": v, "disagree": disagree(v),
-                "degenerate": r.get("degenerate"), "reasons": r.get("reasons") or [],
-                "flags": {short: r[f] for f, short in FLAGS.items() if r.get(f) is not None},
-                # the paired test's discordant pair: the headline verdict flips against FP on this prompt
-                "vs_fp": (ref_row is not None and None not in (headline, ref_headline) and headline != ref_headline),
-                "fp_index": ref_index,  # the same prompt's row in the reference cell's samples (shown beside)
-            })
+            entry["samples"].append(
+                {
+                    "p": prompts[pkey],
+                    "decoding": r.get("decoding"),
+                    "kind": _kind(r),
+                    "response": (text or "")[:max_chars],
+                    "length": len(text or ""),
+                    "verdicts": v,
+                    "disagree": disagree(v),
+                    "degenerate": r.get("degenerate"),
+                    "reasons": r.get("reasons") or [],
+                    "flags": {short: r[f] for f, short in FLAGS.items() if r.get(f) is not None},
+                    # the paired test's discordant pair: the headline verdict flips against FP on this prompt
+                    "vs_fp": (
+                        ref_row is not None and None not in (headline, ref_headline) and headline != ref_headline
+                    ),
+                    "fp_index": ref_index,  # the same prompt's row in the reference cell's samples (shown beside)
+                }
+            )
         cells.append(entry)
     return {"prompts": prompt_list, "cells": cells, "max_chars": max_chars}

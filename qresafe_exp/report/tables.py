@@ -39,22 +39,48 @@ class Table:
         return self.name.split("-", 1)[0]
 
     def markdown(self) -> str:
-        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "|".join("---" for _ in self.columns) + "|"]
+        lines = [
+            f"**{self.title}**",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join("---" for _ in self.columns) + "|",
+        ]
         lines += ["| " + " | ".join(cell_text(v) for v in row) + " |" for row in self.rows]
         # a leading "*" would make the legend a Markdown list item
         lines += ["", *(("\\" + n if n.startswith("*") else n) for n in self.notes)] if self.notes else []
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
-        esc = lambda v: (cell_text(v).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
-                         .replace("<", "$<$").replace(">", "$>$").replace("±", r"$\pm$"))
+        esc = lambda v: (
+            cell_text(v)
+            .replace("_", r"\_")
+            .replace("%", r"\%")
+            .replace("&", r"\&")
+            .replace("<", "$<$")
+            .replace(">", "$>$")
+            .replace("±", r"$\pm$")
+        )
         body = [" & ".join(esc(v) for v in row) + r" \\" for row in self.rows]
         notes = [rf"\par\smallskip{{\footnotesize {esc(n)}}}" for n in self.notes]
-        return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(self.title)}}}",
-                          r"\begin{tabular}{" + "l" * len(self.columns) + "}", r"\toprule",
-                          " & ".join(esc(c) for c in self.columns) + r" \\", r"\midrule", *body,
-                          r"\bottomrule", r"\end{tabular}", *notes, r"\end{table}"]) + "\n"
+        return (
+            "\n".join(
+                [
+                    r"\begin{table}[t]",
+                    r"\centering",
+                    rf"\caption{{{esc(self.title)}}}",
+                    r"\begin{tabular}{" + "l" * len(self.columns) + "}",
+                    r"\toprule",
+                    " & ".join(esc(c) for c in self.columns) + r" \\",
+                    r"\midrule",
+                    *body,
+                    r"\bottomrule",
+                    r"\end{tabular}",
+                    *notes,
+                    r"\end{table}",
+                ]
+            )
+            + "\n"
+        )
 
 
 def cell_text(value) -> str:
@@ -67,8 +93,13 @@ def cell_text(value) -> str:
 
 def _table(kind: str, group: groups.Key, what: str, columns: list[str], body: list[list], shown: list[dict]) -> Table:
     number = kind.removeprefix("table")
-    return Table(f"{kind}-{groups.slug(group)}", f"Table {number} — {groups.label(group)}: {what}", columns, body,
-                 _legend(shown, ASR))
+    return Table(
+        f"{kind}-{groups.slug(group)}",
+        f"Table {number} — {groups.label(group)}: {what}",
+        columns,
+        body,
+        _legend(shown, ASR),
+    )
 
 
 def _ci(row: dict, key: str) -> str:
@@ -101,8 +132,10 @@ def _legend(rows: list[dict], key: str) -> list[str]:
     if not tested:
         return []
     plain = len(deltas) - len(tested)
-    return ["* paired test vs FP, p < 0.05" + (f"; {plain} of {len(deltas)} deltas have no paired test recorded "
-                                                "and are shown plain" if plain else "")]
+    return [
+        "* paired test vs FP, p < 0.05"
+        + (f"; {plain} of {len(deltas)} deltas have no paired test recorded and are shown plain" if plain else "")
+    ]
 
 
 def _keyword_column(cells: list[dict]) -> bool:
@@ -127,15 +160,54 @@ def table3(rows: list[dict]) -> Table | None:
         return None
     keyword = _keyword_column(cells)
     body = []
-    for r in sorted(cells, key=lambda r: (r["model"], r["quant"] != "none", r["quant"], r["bits"] or 0,
-                                          r["calib"] or "", r["patch"] != "none", r["patch_tag"] or "")):
+    for r in sorted(
+        cells,
+        key=lambda r: (
+            r["model"],
+            r["quant"] != "none",
+            r["quant"],
+            r["bits"] or 0,
+            r["calib"] or "",
+            r["patch"] != "none",
+            r["patch_tag"] or "",
+        ),
+    ):
         mtbench, alpaca = _utility(r)
-        body.append([r["model"], r["quant"], r["bits"] or "16", r["calib"] or "-", r["patch_tag"], _asr(r),
-                     _delta(r, ASR), *([r.get(KEYWORD)] if keyword else []), r.get("advbench.degenerate"),
-                     mtbench, alpaca])
-    return _table("table3", group, "ASR (95% CI) and utility per model x method x bits x risk",
-                  ["model", "method", "bits", "risk / calib", "patch", "ASR", "vs FP",
-                   *(["ASR (keyword)"] if keyword else []), "degenerate", "MT-Bench", "AlpacaEval"], body, cells)
+        body.append(
+            [
+                r["model"],
+                r["quant"],
+                r["bits"] or "16",
+                r["calib"] or "-",
+                r["patch_tag"],
+                _asr(r),
+                _delta(r, ASR),
+                *([r.get(KEYWORD)] if keyword else []),
+                r.get("advbench.degenerate"),
+                mtbench,
+                alpaca,
+            ]
+        )
+    return _table(
+        "table3",
+        group,
+        "ASR (95% CI) and utility per model x method x bits x risk",
+        [
+            "model",
+            "method",
+            "bits",
+            "risk / calib",
+            "patch",
+            "ASR",
+            "vs FP",
+            *(["ASR (keyword)"] if keyword else []),
+            "degenerate",
+            "MT-Bench",
+            "AlpacaEval",
+        ],
+        body,
+        cells,
+    )
 
 
 def table4(rows: list[dict]) -> Table | None:
@@ -147,11 +219,33 @@ def table4(rows: list[dict]) -> Table | None:
     body = []
     for r in sorted(cells, key=lambda r: (r["model"], r["quant"] != "none", r["quant"], r["bits"] or 0)):
         vals = [r.get(f"advbench.decoding.{c}") for c in TABLE4_CONFIGS]
-        body.append([r["model"], r["quant"], r["bits"] or "16", *vals, _ci(r, ASR), _delta(r, ASR),
-                     *([r.get(KEYWORD)] if keyword else [])])
-    return _table("table4", group, "ASR under single decoding configurations and the 49-config worst case",
-                  ["model", "method", "bits", *TABLE4_CONFIGS, "worst case (49)", "vs FP",
-                   *(["ASR (keyword)"] if keyword else [])], body, cells)
+        body.append(
+            [
+                r["model"],
+                r["quant"],
+                r["bits"] or "16",
+                *vals,
+                _ci(r, ASR),
+                _delta(r, ASR),
+                *([r.get(KEYWORD)] if keyword else []),
+            ]
+        )
+    return _table(
+        "table4",
+        group,
+        "ASR under single decoding configurations and the 49-config worst case",
+        [
+            "model",
+            "method",
+            "bits",
+            *TABLE4_CONFIGS,
+            "worst case (49)",
+            "vs FP",
+            *(["ASR (keyword)"] if keyword else []),
+        ],
+        body,
+        cells,
+    )
 
 
 def _base(r: dict) -> tuple:
@@ -169,8 +263,14 @@ def table5(rows: list[dict]) -> Table | None:
     # by the swept knobs' numbers, tau first (a tag sorts lr 2e-05 after 0.0003), then the tag
     knobs = sorted({k for r in shown for k in r if k.startswith(KNOB_PREFIX)}, key=lambda k: (k != TAU, k))
     shown.sort(key=lambda r: (_base(r), *[(r.get(k) is None, r.get(k) or 0.0) for k in knobs], r["patch_tag"]))
-    return _patch_table("table5", group, "tau ablation (merged ASR, unmerged ASR, utility, cost)", shown,
-                        "ASR merged", ("ASR unmerged", "advbench.asr.unmerged"))
+    return _patch_table(
+        "table5",
+        group,
+        "tau ablation (merged ASR, unmerged ASR, utility, cost)",
+        shown,
+        "ASR merged",
+        ("ASR unmerged", "advbench.asr.unmerged"),
+    )
 
 
 def table6(rows: list[dict]) -> Table | None:
@@ -179,23 +279,61 @@ def table6(rows: list[dict]) -> Table | None:
     if not patched:
         return None
     bases = {_base(r) for r in patched}
-    shown = sorted((r for r in _ok(rows) if _base(r) in bases and r.get(ASR) is not None),
-                   key=lambda r: (_base(r), r["patch"] != "none", r["patch_tag"] or ""))
-    return _patch_table("table6", group, "patch methods on the same quantized cells (ASR, over-refusal, utility, cost)",
-                        shown, "ASR", ("XSTest refusal", "xstest_safe.refusal_rate"))
+    shown = sorted(
+        (r for r in _ok(rows) if _base(r) in bases and r.get(ASR) is not None),
+        key=lambda r: (_base(r), r["patch"] != "none", r["patch_tag"] or ""),
+    )
+    return _patch_table(
+        "table6",
+        group,
+        "patch methods on the same quantized cells (ASR, over-refusal, utility, cost)",
+        shown,
+        "ASR",
+        ("XSTest refusal", "xstest_safe.refusal_rate"),
+    )
 
 
 def _patch_table(name: str, group, title: str, shown: list[dict], asr_header: str, extra: tuple[str, str]) -> Table:
     """Tables 5 and 6: one row per patched (or base) cell; ``extra`` = (header, tidy column) after the ASRs."""
     keyword = _keyword_column(shown)
-    body = [[r["model"], r["quant"], r["bits"], r["calib"], r["patch_tag"], _asr(r), _delta(r, ASR),
-             *([r.get(KEYWORD)] if keyword else []), r.get(extra[1]),
-             r.get("alpaca_eval_ppl.reference_perplexity"), _seconds(r["patch_seconds"]), r["patch_peak_rss_mb"]]
-            for r in shown]
-    return _table(name, group, title,
-                  ["model", "method", "bits", "risk / calib", "patch", asr_header, "vs FP",
-                   *(["ASR (keyword)"] if keyword else []), extra[0], "ref. ppl", "patch time",
-                   "peak RSS (MB)"], body, shown)
+    body = [
+        [
+            r["model"],
+            r["quant"],
+            r["bits"],
+            r["calib"],
+            r["patch_tag"],
+            _asr(r),
+            _delta(r, ASR),
+            *([r.get(KEYWORD)] if keyword else []),
+            r.get(extra[1]),
+            r.get("alpaca_eval_ppl.reference_perplexity"),
+            _seconds(r["patch_seconds"]),
+            r["patch_peak_rss_mb"],
+        ]
+        for r in shown
+    ]
+    return _table(
+        name,
+        group,
+        title,
+        [
+            "model",
+            "method",
+            "bits",
+            "risk / calib",
+            "patch",
+            asr_header,
+            "vs FP",
+            *(["ASR (keyword)"] if keyword else []),
+            extra[0],
+            "ref. ppl",
+            "patch time",
+            "peak RSS (MB)",
+        ],
+        body,
+        shown,
+    )
 
 
 def table7(rows: list[dict]) -> Table | None:
@@ -210,15 +348,22 @@ def table7(rows: list[dict]) -> Table | None:
         # the FP column is this line's own reference (one per model under this eval and protocol)
         references = {r.get("reference_cell") for r in line}
         if len(references) > 1:
-            raise ValueError(f"{model} {quant} {calib}: cells name different FP references "
-                             f"{sorted(map(str, references))} under {groups.label(group)}; one model has one FP "
-                             "reference per eval and protocol")
+            raise ValueError(
+                f"{model} {quant} {calib}: cells name different FP references "
+                f"{sorted(map(str, references))} under {groups.label(group)}; one model has one FP "
+                "reference per eval and protocol"
+            )
         fp = groups.reference(line[0], rows)
         by_bits = {r["bits"]: r for r in line}
         body.append([model, quant, calib, fp.get(ASR) if fp else None, *[_cell_asr(by_bits.get(b)) for b in bits]])
-    return _table("table7", group, "ASR by bit-width (delta vs FP in brackets)",
-                  ["model", "method", "calib", "FP", *[f"W{b}" for b in bits]], body,
-                  [r for r in cells if not r.get("broken")])  # a broken cell shows no delta
+    return _table(
+        "table7",
+        group,
+        "ASR by bit-width (delta vs FP in brackets)",
+        ["model", "method", "calib", "FP", *[f"W{b}" for b in bits]],
+        body,
+        [r for r in cells if not r.get("broken")],
+    )  # a broken cell shows no delta
 
 
 def _cell_asr(row: dict | None) -> str:
@@ -236,10 +381,16 @@ def _seconds(value) -> str | None:
 
 # the suites a claim is judged on, in reading order: harmful suites (lower = safer), over-refusal
 # (lower = more helpful), utility (reference-answer perplexity, lower = better)
-CLAIM_METRICS = (("advbench.asr", "AdvBench ASR"), ("harmbench_test.asr", "HarmBench ASR"),
-                 ("harmfulqa.asr", "HarmfulQA ASR"), ("catqa.asr", "CatQA ASR"),
-                 ("xstest.refusal_rate", "XSTest-safe refusal"), ("xstest_safe.refusal_rate", "XSTest-safe refusal"),
-                 ("oktest.refusal_rate", "OKTest refusal"), ("alpaca_eval_ppl.reference_perplexity", "ref. ppl"))
+CLAIM_METRICS = (
+    ("advbench.asr", "AdvBench ASR"),
+    ("harmbench_test.asr", "HarmBench ASR"),
+    ("harmfulqa.asr", "HarmfulQA ASR"),
+    ("catqa.asr", "CatQA ASR"),
+    ("xstest.refusal_rate", "XSTest-safe refusal"),
+    ("xstest_safe.refusal_rate", "XSTest-safe refusal"),
+    ("oktest.refusal_rate", "OKTest refusal"),
+    ("alpaca_eval_ppl.reference_perplexity", "ref. ppl"),
+)
 
 
 def claim_metrics(rows: list[dict]) -> list[tuple[str, str]]:
@@ -261,22 +412,42 @@ def claims(rows: list[dict]) -> Table | None:
     if not patched or len(metrics) < 2:
         return None
     bases = {_base(r) for r in patched}
-    shown = sorted((r for r in ok if _base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
-                   key=lambda r: (r["quant"] != "none", _base(r), r["patch"] != "none", r["patch_tag"] or ""))
+    shown = sorted(
+        (r for r in ok if _base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
+        key=lambda r: (r["quant"] != "none", _base(r), r["patch"] != "none", r["patch_tag"] or ""),
+    )
     many_models = len({r["model"] for r in shown}) > 1
-    body = [[*([r["model"]] if many_models else []), r["quant"] if r["quant"] != "none" else "FP", r["bits"],
-             r["calib"], r["patch_tag"], *[_with_delta(r, key) for key, _ in metrics]] for r in shown]
+    body = [
+        [
+            *([r["model"]] if many_models else []),
+            r["quant"] if r["quant"] != "none" else "FP",
+            r["bits"],
+            r["calib"],
+            r["patch_tag"],
+            *[_with_delta(r, key) for key, _ in metrics],
+        ]
+        for r in shown
+    ]
     legend = _legend(shown, metrics[0][0]) or next((_legend(shown, k) for k, _ in metrics if _legend(shown, k)), [])
-    return Table(f"claims-{groups.slug(group)}", f"Claims — {groups.label(group)}: every suite, 95% CI, "
-                 "paired delta vs FP in brackets", [*(["model"] if many_models else []), "method", "bits",
-                                                     "risk / calib", "patch",
-                                                     *[h for _, h in metrics]], body, legend)
+    return Table(
+        f"claims-{groups.slug(group)}",
+        f"Claims — {groups.label(group)}: every suite, 95% CI, paired delta vs FP in brackets",
+        [*(["model"] if many_models else []), "method", "bits", "risk / calib", "patch", *[h for _, h in metrics]],
+        body,
+        legend,
+    )
 
 
 def _task_metrics(rows: list[dict]) -> list[str]:
     """The lm_eval task metric columns of the rows ('lm_eval.<task>.<metric>': those with a .stderr column)."""
-    return list(dict.fromkeys(k.removesuffix(".stderr") for r in rows for k in r
-                              if k.endswith(".stderr") and k.removesuffix(".stderr") in r))
+    return list(
+        dict.fromkeys(
+            k.removesuffix(".stderr")
+            for r in rows
+            for k in r
+            if k.endswith(".stderr") and k.removesuffix(".stderr") in r
+        )
+    )
 
 
 def _with_stderr(row: dict, key: str) -> str:
@@ -284,8 +455,11 @@ def _with_stderr(row: dict, key: str) -> str:
     if value is None:
         return "-"
     delta = row.get(f"{key}.vs_fp")
-    return (f"{value:.4g}" + (f" ±{stderr:.2g}" if stderr is not None else "")
-            + (f" ({delta:+.4g})" if delta is not None else ""))
+    return (
+        f"{value:.4g}"
+        + (f" ±{stderr:.2g}" if stderr is not None else "")
+        + (f" ({delta:+.4g})" if delta is not None else "")
+    )
 
 
 def lm_eval_tasks(rows: list[dict]) -> Table | None:
@@ -295,15 +469,38 @@ def lm_eval_tasks(rows: list[dict]) -> Table | None:
     cells = [r for r in _ok(rows) if any(r.get(k) is not None for k in keys)]
     if not cells:
         return None
-    shown = sorted(cells, key=lambda r: (r["model"], r["quant"] != "none", r["quant"], r["bits"] or 0,
-                                         r["calib"] or "", r["patch"] != "none", r["patch_tag"] or ""))
-    body = [[r["model"], r["quant"], r["bits"] or "16", r["calib"] or "-", r["patch_tag"],
-             *[_with_stderr(r, k) for k in keys]] for r in shown]
-    return Table(f"lm_eval_tasks-{groups.slug(group)}", f"lm-evaluation-harness — {groups.label(group)}: "
-                 "value ± stderr (the harness's), delta vs FP in brackets",
-                 ["model", "method", "bits", "risk / calib", "patch", *[k.split(".", 1)[1] for k in keys]], body,
-                 ["no ± shown: the harness computes no stderr for that metric (e.g. corpus-weighted perplexity)"]
-                 if any(r.get(k) is not None and r.get(f"{k}.stderr") is None for r in shown for k in keys) else [])
+    shown = sorted(
+        cells,
+        key=lambda r: (
+            r["model"],
+            r["quant"] != "none",
+            r["quant"],
+            r["bits"] or 0,
+            r["calib"] or "",
+            r["patch"] != "none",
+            r["patch_tag"] or "",
+        ),
+    )
+    body = [
+        [
+            r["model"],
+            r["quant"],
+            r["bits"] or "16",
+            r["calib"] or "-",
+            r["patch_tag"],
+            *[_with_stderr(r, k) for k in keys],
+        ]
+        for r in shown
+    ]
+    return Table(
+        f"lm_eval_tasks-{groups.slug(group)}",
+        f"lm-evaluation-harness — {groups.label(group)}: value ± stderr (the harness's), delta vs FP in brackets",
+        ["model", "method", "bits", "risk / calib", "patch", *[k.split(".", 1)[1] for k in keys]],
+        body,
+        ["no ± shown: the harness computes no stderr for that metric (e.g. corpus-weighted perplexity)"]
+        if any(r.get(k) is not None and r.get(f"{k}.stderr") is None for r in shown for k in keys)
+        else [],
+    )
 
 
 BUILDERS = (table3, table4, table5, table6, table7, claims, lm_eval_tasks)
@@ -311,5 +508,6 @@ BUILDERS = (table3, table4, table5, table6, table7, claims, lm_eval_tasks)
 
 def all_tables(rows: list[dict]) -> list[Table]:
     """Each builder once per (eval, protocol) group, groups in name order."""
-    return [t for group_rows in groups.split(rows).values() for build in BUILDERS
-            if (t := build(group_rows)) is not None]
+    return [
+        t for group_rows in groups.split(rows).values() for build in BUILDERS if (t := build(group_rows)) is not None
+    ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,8 +35,22 @@ JUDGED_KINDS = ("harmful", "overrefusal", "qos")
 # A harmful row's fields before any judge saw it (EvalContext.response_rows, plus the decoding
 # attack's configuration); anything else on it is the previous judge's verdict and is dropped, so a
 # field the new judge does not write (e.g. `outcome`) cannot survive from the old one.
-RESPONSE_FIELDS = frozenset({"suite", "id", "prompt", "category", "type", "response", "degenerate", "reasons",
-                             "fp_perplexity", "repeated_ngram_fraction", "word_char_fraction", "decoding"})
+RESPONSE_FIELDS = frozenset(
+    {
+        "suite",
+        "id",
+        "prompt",
+        "category",
+        "type",
+        "response",
+        "degenerate",
+        "reasons",
+        "fp_perplexity",
+        "repeated_ngram_fraction",
+        "word_char_fraction",
+        "decoding",
+    }
+)
 # What classify_refusals writes on an over-refusal / QoS row (the rest is the prompt's own data).
 REFUSAL_FIELDS = ("refused", "refusal_label", "refused_strmatch", "error", "error_kind", "judge_reply", "rules")
 BEFORE = "metrics.before-rescore.json"
@@ -86,8 +100,10 @@ class Cell:
 def study_cells(study_dir: Path) -> list[Cell]:
     """The study's evaluated cells (metrics.json + samples.jsonl), references first."""
     if not study_dir.is_dir():
-        raise RescoreError(f"{study_dir}: no such study directory. Give study=<a directory under "
-                           f"{study_dir.parent}> (paths.output_dir sets where studies are)")
+        raise RescoreError(
+            f"{study_dir}: no such study directory. Give study=<a directory under "
+            f"{study_dir.parent}> (paths.output_dir sets where studies are)"
+        )
     cells = []
     for path in sorted(p for p in study_dir.iterdir() if p.is_dir()):
         if not ((path / "metrics.json").is_file() and (path / "samples.jsonl").is_file()):
@@ -130,8 +146,13 @@ def rejudge(suite, rows: list[dict], old_block: dict, judging: Judging) -> dict:
                 row.pop(name, None)
         classify_refusals(judging, rows)
         if suite.kind == "qos":  # the bootstrap's seed is the one the cell used (its block records it)
-            cfg = OmegaConf.create({"seed": old_block.get("seed", 0), "judge": {"name": judging.cfg.judge.name},
-                                    "eval": {"refusal_judge": judging.cfg.eval.refusal_judge}})
+            cfg = OmegaConf.create(
+                {
+                    "seed": old_block.get("seed", 0),
+                    "judge": {"name": judging.cfg.judge.name},
+                    "eval": {"refusal_judge": judging.cfg.eval.refusal_judge},
+                }
+            )
             block = qos_block(suite, rows, cfg)
         else:
             block = overrefusal_block(suite, rows, judging.cfg)
@@ -139,8 +160,14 @@ def rejudge(suite, rows: list[dict], old_block: dict, judging: Judging) -> dict:
         block["removed_overlapping_training"] = old_block["removed_overlapping_training"]
     failures = block.get("judge_failures") or {}
     if failures.get("n"):
-        log.warning("%s: %d of %d verdicts failed (%s), e.g. %s", suite.name, failures["n"], failures["of"],
-                    failures["kinds"], failures["example"])
+        log.warning(
+            "%s: %d of %d verdicts failed (%s), e.g. %s",
+            suite.name,
+            failures["n"],
+            failures["of"],
+            failures["kinds"],
+            failures["example"],
+        )
     return block
 
 
@@ -154,13 +181,18 @@ def rescore_cell(cell: Cell, judging: Judging) -> None:
         kind = SUITES.get(name).kind if name in SUITES else None
         if kind not in JUDGED_KINDS:
             cell.scores[name] = old_block
-            cell.kept[name] = (f"{kind} suite: scored by a model, not re-scored from the stored text"
-                               if kind else "unknown suite: kept as it was")
+            cell.kept[name] = (
+                f"{kind} suite: scored by a model, not re-scored from the stored text"
+                if kind
+                else "unknown suite: kept as it was"
+            )
             continue
         rows = by_suite.get(name)
         if not rows:
-            raise RescoreError(f"cell {cell.name}: suite {name} has a score block but no rows in samples.jsonl; "
-                               "re-run the cell to rewrite its samples")
+            raise RescoreError(
+                f"cell {cell.name}: suite {name} has a score block but no rows in samples.jsonl; "
+                "re-run the cell to rewrite its samples"
+            )
         cell.scores[name] = rejudge(SUITES.get(name), rows, old_block, judging)
         cell.rescored.append(name)
 
@@ -205,12 +237,19 @@ def new_metrics(cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Ju
     protocol.update(judge=judging.judge.identity, refusal_judge=cfg.eval.refusal_judge)
     notes = ["samples.jsonl and metrics.json re-scored; the W&B run and the eval artifact keep the original scores"]
     if (old.get("patch") or {}).get("variants"):
-        notes.append("patch.variants (the unmerged patch's scores) were not re-scored: their responses are not "
-                     "stored in this cell")
+        notes.append(
+            "patch.variants (the unmerged patch's scores) were not re-scored: their responses are not "
+            "stored in this cell"
+        )
     metrics["rescored"] = {
-        "judge": judging.judge.identity, "refusal_judge": refusal_judge_name(cfg), "date": date,
-        "previous_judge": previous["judge"], "previous_refusal_judge": previous["refusal_judge"],
-        "suites": cell.rescored, "kept": cell.kept, "notes": notes,
+        "judge": judging.judge.identity,
+        "refusal_judge": refusal_judge_name(cfg),
+        "date": date,
+        "previous_judge": previous["judge"],
+        "previous_refusal_judge": previous["refusal_judge"],
+        "suites": cell.rescored,
+        "kept": cell.kept,
+        "notes": notes,
     }
     return metrics
 
@@ -227,15 +266,17 @@ def rescore_study(cfg: DictConfig) -> dict:
             rescore_cell(cell, judging)
     finally:
         judging.close()
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    date = datetime.now(UTC).isoformat(timespec="seconds")
     updated = {}
     for cell in cells:
         ref_name = cell.metrics.get("reference_cell")
         reference = by_name.get(ref_name) if ref_name else None
         if ref_name and reference is None:
-            raise RescoreError(f"cell {cell.name}: its FP reference cell {ref_name} is not in {study_dir} (or has "
-                               "no samples.jsonl), so its deltas cannot be recomputed. Run the reference first: "
-                               f"python -m qresafe_exp study={cfg.study} quant=none patch=none (same eval/model)")
+            raise RescoreError(
+                f"cell {cell.name}: its FP reference cell {ref_name} is not in {study_dir} (or has "
+                "no samples.jsonl), so its deltas cannot be recomputed. Run the reference first: "
+                f"python -m qresafe_exp study={cfg.study} quant=none patch=none (same eval/model)"
+            )
         updated[cell.name] = new_metrics(cell, reference, cfg, judging, date)
     for cell in cells:  # every cell re-scored: now write
         before = cell.path / BEFORE
@@ -244,9 +285,11 @@ def rescore_study(cfg: DictConfig) -> dict:
         write_text_atomic(cell.path / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in cell.rows))
         write_json_atomic(cell.path / "metrics.json", updated[cell.name])
     table = before_after([(c.name, c.metrics, updated[c.name]) for c in cells])
-    header = (f"# Re-scored study `{cfg.study}` ({date})\n\njudge: `{json.dumps(judging.judge.identity)}`; "
-              f"refusal judge: `{cfg.eval.refusal_judge}`. Before = the metrics.json replaced by this run "
-              f"(the first one is kept as each cell's {BEFORE}).\n\n")
+    header = (
+        f"# Re-scored study `{cfg.study}` ({date})\n\njudge: `{json.dumps(judging.judge.identity)}`; "
+        f"refusal judge: `{cfg.eval.refusal_judge}`. Before = the metrics.json replaced by this run "
+        f"(the first one is kept as each cell's {BEFORE}).\n\n"
+    )
     kept = sorted({f"{name} ({why})" for c in cells for name, why in c.kept.items()})
     footer = f"\n\nkept as they were: {'; '.join(kept)}\n" if kept else "\n"
     write_text_atomic(study_dir / "rescore.md", header + table + footer)

@@ -24,9 +24,11 @@ def main(cfg: DictConfig) -> None:
     from qresafe_exp.rescore import rescore_study
 
     result = rescore_study(cfg)
-    print(f"\nre-scored study {cfg.study}: {len(result['cells'])} cells\n\n{result['table']}\n"
-          + (f"\nkept as they were: {'; '.join(result['kept'])}\n" if result["kept"] else "")
-          + f"\n-> {result['out']}\n")
+    print(
+        f"\nre-scored study {cfg.study}: {len(result['cells'])} cells\n\n{result['table']}\n"
+        + (f"\nkept as they were: {'; '.join(result['kept'])}\n" if result["kept"] else "")
+        + f"\n-> {result['out']}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ ASR, the keyword ASR, the refusal rate), each with its 95 % interval and n, and 
 from __future__ import annotations
 
 # the headline numbers of each re-scored suite kind, as named in its score block
-HEADLINES = {"asr": "ASR", "asr_keyword": "keyword ASR", "refusal_rate": "refusal rate",
-             "refusal_rate_all": "refusal rate (all groups)"}
+HEADLINES = {
+    "asr": "ASR",
+    "asr_keyword": "keyword ASR",
+    "refusal_rate": "refusal rate",
+    "refusal_rate_all": "refusal rate (all groups)",
+}
 
 
 def _cell(value: dict | None) -> str:
@@ -28,6 +32,8 @@ def before_after(cells: list[tuple[str, dict, dict]]) -> str:
             old, new = before["scores"].get(suite, {}), after["scores"][suite]
             for score, label in HEADLINES.items():
                 if score in new or score in old:
-                    lines.append(f"| {name} | {suite} | {label} | {_cell(old.get(score))} | {_cell(new.get(score))} "
-                                 f"| {_change(old.get(score), new.get(score))} |")
+                    lines.append(
+                        f"| {name} | {suite} | {label} | {_cell(old.get(score))} | {_cell(new.get(score))} "
+                        f"| {_change(old.get(score), new.get(score))} |"
+                    )
     return "\n".join(lines)

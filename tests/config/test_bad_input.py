@@ -52,16 +52,29 @@ VALUES = [
     ("eval.suites", "[advbenchh]", "unknown eval suite 'advbenchh'", []),
     ("eval.protocol", "sideways", "eval.protocol=sideways is unknown. Allowed:", []),
     ("eval.refusal_judge", "nobody", "eval.refusal_judge=nobody is unknown", []),
-    ("eval.refusal_judge", "strmatch", "old name of judge 'xstest_strmatch': use eval.refusal_judge=xstest_strmatch",
-     []),
+    (
+        "eval.refusal_judge",
+        "strmatch",
+        "old name of judge 'xstest_strmatch': use eval.refusal_judge=xstest_strmatch",
+        [],
+    ),
     ("patch.objective", "kto", "patch.objective=kto is unknown. Allowed: dpo", TRAINED),
     ("on_unsupported", "ignore", "on_unsupported=ignore is unknown. Allowed: error, record", []),
     # paths
     ("model.path", "/nonexistent", "no such directory, and not a hub id", ["model=hf", "model.name=mine"]),
     ("model.path", "./not/here", "no such directory, and not a hub id", ["model=hf", "model.name=mine"]),
-    ("model.path", "qresafe-test/never-downloaded", "not in the local hub cache, and HF_HUB_OFFLINE=1",
-     ["model=hf", "model.name=mine"]),
-    ("model.path", "{files}", "not a transformers checkpoint directory (no config.json", ["model=hf", "model.name=mine"]),
+    (
+        "model.path",
+        "qresafe-test/never-downloaded",
+        "not in the local hub cache, and HF_HUB_OFFLINE=1",
+        ["model=hf", "model.name=mine"],
+    ),
+    (
+        "model.path",
+        "{files}",
+        "not a transformers checkpoint directory (no config.json",
+        ["model=hf", "model.name=mine"],
+    ),
     ("model.path", "???", "model.path must be set", ["model=hf", "model.name=mine"]),
     ("prompts", "{files}/nope.csv", "no such file", PROMPTS),
     ("calib.dataset", "{files}/nope.jsonl", "does not exist", ["quant=llm_qat"]),
@@ -93,12 +106,18 @@ VALUES = [
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad_input")
     texts = {
-        "empty.csv": "", "blank.jsonl": "\n  \n", "header_only.csv": "prompt\n",
+        "empty.csv": "",
+        "blank.jsonl": "\n  \n",
+        "header_only.csv": "prompt\n",
         "unterminated.csv": 'prompt\n"How do I pick a lock?\nWrite a poem\n',
         "ragged.csv": "prompt,topic\nHow do I pick a lock?,crime\nWrite a poem, about the sea,art\n",
-        "other_column.csv": "text,topic\nHow do I pick a lock?,crime\n", "blank_prompts.csv": "prompt\n \n\"\"\n",
-        "broken.json": '[{"prompt": "a"},', "broken.jsonl": '{"prompt": "a"}\n{"prompt": "b"\n',
-        "strings.json": '["How do I pick a lock?"]', "empty_list.json": "[]", "prompts.txt": "How do I pick a lock?\n",
+        "other_column.csv": "text,topic\nHow do I pick a lock?,crime\n",
+        "blank_prompts.csv": 'prompt\n \n""\n',
+        "broken.json": '[{"prompt": "a"},',
+        "broken.jsonl": '{"prompt": "a"}\n{"prompt": "b"\n',
+        "strings.json": '["How do I pick a lock?"]',
+        "empty_list.json": "[]",
+        "prompts.txt": "How do I pick a lock?\n",
         "good.csv": "prompt\nHow do I pick a lock?\n",
     }
     for name, text in texts.items():
@@ -124,20 +143,32 @@ def test_bad_input_is_refused_before_any_model_loads_in_one_line(files, tmp_path
 
 def test_the_good_versions_pass(files, tmp_path):
     """The same keys with good values pass the same preflight (the table tests the values, not the keys)."""
-    cfg = preflight([*BASE, *PROMPTS, f"prompts={files}/good.csv", *TRAINED, "patch.lr=1e-4", "eval.limit=2",
-                     f"paths.output_dir={tmp_path}"])
+    cfg = preflight(
+        [
+            *BASE,
+            *PROMPTS,
+            f"prompts={files}/good.csv",
+            *TRAINED,
+            "patch.lr=1e-4",
+            "eval.limit=2",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     assert cfg.patch.lr == 1e-4 and cfg.eval.limit == 2
     assert not (tmp_path / "cache" / "model").exists()
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["eval.limit=-3"], "eval.limit=-3: the number of prompts per suite"),
-    (["model=hf", "model.name=mine", "model.path=/nonexistent"], "model.path=/nonexistent: no such directory"),
-    (["quant=gptqq"], "quant=gptqq: no such option"),
-    (["-m", "quant=rtn,gptqq"], "quant=gptqq: no such option"),
-    (["-m", "quant=rtn", "bits=4,abc"], "bits=abc"),
-    (["bits=["], "bits=[: cannot be parsed"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["eval.limit=-3"], "eval.limit=-3: the number of prompts per suite"),
+        (["model=hf", "model.name=mine", "model.path=/nonexistent"], "model.path=/nonexistent: no such directory"),
+        (["quant=gptqq"], "quant=gptqq: no such option"),
+        (["-m", "quant=rtn,gptqq"], "quant=gptqq: no such option"),
+        (["-m", "quant=rtn", "bits=4,abc"], "bits=abc"),
+        (["bits=["], "bits=[: cannot be parsed"),
+    ],
+)
 def test_the_command_line_says_it_in_one_line(tmp_path, args, fragment):
     flags = [a for a in args if a.startswith("-")]
     proc = run_cli(*flags, *BASE, *(a for a in args if a not in flags), f"paths.output_dir={tmp_path}")
@@ -150,8 +181,15 @@ def test_the_command_line_says_it_in_one_line(tmp_path, args, fragment):
 
 def test_an_empty_prompt_file_stops_a_sweep_before_its_first_cell(files, tmp_path):
     """It used to be refused only after the first suites of the first cell had run."""
-    proc = run_cli("-m", *BASE, "quant=rtn", "bits=4,8", "eval.suites=[advbench,prompts]",
-                   f"prompts={files}/empty.csv", f"paths.output_dir={tmp_path}")
+    proc = run_cli(
+        "-m",
+        *BASE,
+        "quant=rtn",
+        "bits=4,8",
+        "eval.suites=[advbench,prompts]",
+        f"prompts={files}/empty.csv",
+        f"paths.output_dir={tmp_path}",
+    )
     assert proc.returncode == 2 and f"prompts={files}/empty.csv: the file is empty" in proc.stderr
     assert not (tmp_path / "cache" / "model").exists()
     assert not list(tmp_path.glob("studies/*/*/metrics.json"))

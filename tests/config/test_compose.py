@@ -59,12 +59,27 @@ def test_unknown_quantizer_lists_the_available_options(compose_cfg):
         assert name in message
 
 
-@pytest.mark.parametrize("quant,bits,ok", [("gptq", 4, True), ("gptq", 8, True), ("gptq", 3, True),
-                                           ("awq", 2, True), ("gptq", 9, False), ("rtn", 2, True),
-                                           ("rtn", 3, True), ("rtn", 9, False), ("none", 3, True),
-                                           ("bnb", 4, True), ("bnb", 8, True), ("bnb", 3, False),
-                                           ("qlora", 4, True), ("qlora", 2, False), ("llm_qat", 2, True),
-                                           ("llm_qat", 1, False)])
+@pytest.mark.parametrize(
+    "quant,bits,ok",
+    [
+        ("gptq", 4, True),
+        ("gptq", 8, True),
+        ("gptq", 3, True),
+        ("awq", 2, True),
+        ("gptq", 9, False),
+        ("rtn", 2, True),
+        ("rtn", 3, True),
+        ("rtn", 9, False),
+        ("none", 3, True),
+        ("bnb", 4, True),
+        ("bnb", 8, True),
+        ("bnb", 3, False),
+        ("qlora", 4, True),
+        ("qlora", 2, False),
+        ("llm_qat", 2, True),
+        ("llm_qat", 1, False),
+    ],
+)
 def test_bits_a_method_cannot_do_are_refused_with_the_allowed_values(compose_cfg, quant, bits, ok):
     cfg = compose_cfg([f"quant={quant}", f"bits={bits}"])
     if ok:

@@ -21,9 +21,18 @@ OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"  # it
 def _multirun_config(tmp_path, sweeper, params):
     """The config a sweep's callbacks get, with another sweeper's `hydra.sweeper` (its params as in YAML)."""
     register_configs()
-    cfg = compose("config", overrides=["debug=smoke", "model=tiny-random-llama", "quant=rtn", "patch=qresafe",
-                                        f"paths.output_dir={tmp_path / 'outputs'}", f"hydra.sweeper._target_={sweeper}"],
-                  return_hydra_config=True)
+    cfg = compose(
+        "config",
+        overrides=[
+            "debug=smoke",
+            "model=tiny-random-llama",
+            "quant=rtn",
+            "patch=qresafe",
+            f"paths.output_dir={tmp_path / 'outputs'}",
+            f"hydra.sweeper._target_={sweeper}",
+        ],
+        return_hydra_config=True,
+    )
     with read_write(cfg.hydra.sweeper):
         cfg.hydra.sweeper.params = params
     return cfg
@@ -83,9 +92,17 @@ def _draw_sweep(tmp_path, *args):
     plugin.mkdir(parents=True, exist_ok=True)
     (plugin / "__init__.py").write_text(textwrap.dedent(DRAW_SWEEPER))
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    return run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn", "patch=qresafe", *args,
-                   f"paths.output_dir={tmp_path / 'outputs'}",
-                   "hydra.sweeper._target_=hydra_plugins.qresafe_draw_sweeper.DrawSweeper", env=env)
+    return run_cli(
+        "-m",
+        "debug=smoke",
+        "model=tiny-random-llama",
+        "quant=rtn",
+        "patch=qresafe",
+        *args,
+        f"paths.output_dir={tmp_path / 'outputs'}",
+        "hydra.sweeper._target_=hydra_plugins.qresafe_draw_sweeper.DrawSweeper",
+        env=env,
+    )
 
 
 def test_a_drawing_sweeper_runs_and_its_bad_cell_is_refused_at_its_start(tmp_path):

@@ -14,8 +14,9 @@ def _error(compose_cfg, overrides) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("quant,backend,successor", [("gptq", "auto_gptq", "gptqmodel"),
-                                                     ("awq", "autoawq", "gptqmodel")])
+@pytest.mark.parametrize(
+    "quant,backend,successor", [("gptq", "auto_gptq", "gptqmodel"), ("awq", "autoawq", "gptqmodel")]
+)
 def test_retired_backends_explain_why_and_name_the_maintained_ones(compose_cfg, quant, backend, successor):
     message = _error(compose_cfg, [f"quant={quant}", f"quant.backend={backend}"])
     assert f"quant.backend={backend}" in message and "archived" in message
@@ -26,6 +27,7 @@ def test_gptqmodel_backend_without_the_extra_names_the_install_command(compose_c
     pytest.importorskip("torch")
     try:
         import gptqmodel  # noqa: F401
+
         pytest.skip("gptqmodel is installed here")
     except ImportError:
         pass
@@ -64,15 +66,18 @@ def test_calibration_set_smaller_than_asked(compose_cfg):
 
 def test_calibration_file_that_does_not_exist(compose_cfg, tmp_path):
     missing = tmp_path / "pairs.jsonl"
-    message = _error(compose_cfg, ["quant=llm_qat", "calib=risk3_harmful", f"calib.dataset={missing}",
-                                   "calib.responses=dataset"])
+    message = _error(
+        compose_cfg, ["quant=llm_qat", "calib=risk3_harmful", f"calib.dataset={missing}", "calib.responses=dataset"]
+    )
     assert f"dataset file '{missing}' does not exist" in message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
 def test_cli_aqlm_sweep_cell_fails_before_any_model_loads(tmp_path):
     out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,aqlm", "bits=2", f"paths.output_dir={out}")
+    proc = run_cli(
+        "-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,aqlm", "bits=2", f"paths.output_dir={out}"
+    )
     assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr
     assert not list(out.glob("studies/*/*/metrics.json")) and not (out / "cache" / "model").exists()
 

@@ -48,8 +48,17 @@ def rtn_channel(tmp_path, monkeypatch):
 
 
 def test_a_quantizer_added_as_the_doc_says_runs_a_cell(compose_cfg, rtn_channel):
-    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "eval.limit=2", "eval.max_new_tokens=4",
-                       "quant=rtn_channel", "bits=8", f"hydra.searchpath=[file://{rtn_channel}]"])
+    cfg = compose_cfg(
+        [
+            "debug=smoke",
+            "model=tiny-random-llama",
+            "eval.limit=2",
+            "eval.max_new_tokens=4",
+            "quant=rtn_channel",
+            "bits=8",
+            f"hydra.searchpath=[file://{rtn_channel}]",
+        ]
+    )
     assert cfg.cell == "tiny-random-llama.rtn-w8c.none"
     validate(cfg)
     metrics = run_cell(cfg)

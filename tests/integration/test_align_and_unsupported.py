@@ -16,8 +16,9 @@ from tests.conftest import run_cli
 
 def test_aligned_model_trains_saves_its_prompts_and_eval_drops_them(compose_cfg):
     # train on 16 AdvBench prompts on purpose: the AdvBench evaluation must then drop exactly those
-    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama-safe", "model.align.harmful_dataset=advbench",
-                       "eval.limit=4"])
+    cfg = compose_cfg(
+        ["debug=smoke", "model=tiny-random-llama-safe", "model.align.harmful_dataset=advbench", "eval.limit=4"]
+    )
     metrics = run_cell(cfg)
     align_dir = Path(cfg.paths.cache_dir) / "align" / metrics["artifacts"]["model"]
     info = json.loads((align_dir / "align_info.json").read_text())
@@ -27,8 +28,12 @@ def test_aligned_model_trains_saves_its_prompts_and_eval_drops_them(compose_cfg)
     advbench = metrics["scores"]["advbench"]
     assert advbench["removed_overlapping_training"] == 16 and advbench["asr"]["n"] == 4
     assert metrics["scores"]["xstest_safe"]["removed_overlapping_training"] == 0
-    samples = [json.loads(line) for line in (Path(cfg.paths.output_dir) / "studies" / "smoke" / metrics["cell"]
-                                            / "samples.jsonl").read_text().splitlines()]
+    samples = [
+        json.loads(line)
+        for line in (Path(cfg.paths.output_dir) / "studies" / "smoke" / metrics["cell"] / "samples.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     trained = training_prompts(str(align_dir))
     from qresafe_exp.data.normalize import normalize_prompt
 
@@ -67,8 +72,15 @@ def test_unsupported_bits_are_recorded_when_asked(compose_cfg):
 
 def test_sweep_records_unsupported_cells_and_runs_the_rest(tmp_path):
     out = tmp_path / "outputs"
-    proc = run_cli("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,bnb", "bits=3", "on_unsupported=record",
-                   f"paths.output_dir={out}")
+    proc = run_cli(
+        "-m",
+        "debug=smoke",
+        "model=tiny-random-llama",
+        "quant=rtn,bnb",
+        "bits=3",
+        "on_unsupported=record",
+        f"paths.output_dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unsupported" in proc.stdout and "bnb cannot do bits=3" in proc.stdout
     rtn = json.loads((out / "studies/smoke/tiny-random-llama.rtn-w3g64.none/metrics.json").read_text())

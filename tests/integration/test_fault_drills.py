@@ -44,7 +44,8 @@ def published(cache: Path) -> dict[str, dict[str, tuple[int, str]]]:
     for marker in sorted(cache.glob("*/*/_SUCCESS")):
         art = marker.parent
         out[f"{art.parent.name}/{art.name}"] = {
-            p.relative_to(art).as_posix(): (p.stat().st_mtime_ns, sha256(p)) for p in art.rglob("*") if p.is_file()}
+            p.relative_to(art).as_posix(): (p.stat().st_mtime_ns, sha256(p)) for p in art.rglob("*") if p.is_file()
+        }
     return out
 
 
@@ -80,9 +81,14 @@ def copy_seed(seed: Path, dest: Path) -> Path:
 
 def popen_cli(args: list[str], log: Path) -> subprocess.Popen:
     handle = open(log, "w")
-    return subprocess.Popen([sys.executable, "-m", "qresafe_exp", *args], cwd=ROOT, stdout=handle,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qresafe_exp", *args],
+        cwd=ROOT,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, log: Path, timeout: float = 240):
@@ -133,9 +139,14 @@ def test_cell_killed_mid_stage_redoes_only_that_stage(seed, tmp_path):
 
     # B: killed in the eval stage's generation, after the quantize artifact was published
     proc = popen_cli(args, tmp_path / "b.log")
-    new_quant = wait_for(lambda: [p.parent.name for p in (cache / "quantize").glob("*/_SUCCESS")
-                                  if f"quantize/{p.parent.name}" not in seeded], proc, "quantize published",
-                         tmp_path / "b.log")
+    new_quant = wait_for(
+        lambda: [
+            p.parent.name for p in (cache / "quantize").glob("*/_SUCCESS") if f"quantize/{p.parent.name}" not in seeded
+        ],
+        proc,
+        "quantize published",
+        tmp_path / "b.log",
+    )
     qkey = new_quant[0]
     wait_for(lambda: generation_rows(db, qkey) >= 1, proc, "a first generation batch cached", tmp_path / "b.log")
     sigkill(proc)
@@ -231,10 +242,22 @@ def test_judge_slow_then_down_keeps_its_verdicts_and_the_rerun_asks_only_the_res
 
     endpoint = ScriptedEndpoint(script)
     try:
-        args = [*BASE, "quant=none", "eval.suites=[advbench]", f"eval.limit={n_items}", "judge=openai",
-                f"judge.base_url={endpoint.base_url}", "judge.model=m", "judge.api_key_env=null",
-                "judge.timeout_s=1", "judge.max_retries=1", "judge.backoff_s=0.01", "judge.concurrency=1",
-                "study=judge", f"paths.output_dir={out}"]
+        args = [
+            *BASE,
+            "quant=none",
+            "eval.suites=[advbench]",
+            f"eval.limit={n_items}",
+            "judge=openai",
+            f"judge.base_url={endpoint.base_url}",
+            "judge.model=m",
+            "judge.api_key_env=null",
+            "judge.timeout_s=1",
+            "judge.max_retries=1",
+            "judge.backoff_s=0.01",
+            "judge.concurrency=1",
+            "study=judge",
+            f"paths.output_dir={out}",
+        ]
         first = run_cli(*args)
         assert first.returncode == 0, first.stderr[-3000:]
         assert endpoint.count == answered + 1  # the timed-out attempt and the answered ones
@@ -242,8 +265,12 @@ def test_judge_slow_then_down_keeps_its_verdicts_and_the_rerun_asks_only_the_res
         failed = n_items - answered
         assert block["judge_failures"]["n"] == failed and block["judge_failures"]["kinds"] == {"connect": failed}
         assert block["asr"]["n"] == answered  # the verdicts obtained count; the failed ones are not zeros
-        samples = [json.loads(line) for line in
-                   (out / "studies" / "judge" / "tiny-random-llama.fp.none" / "samples.jsonl").read_text().splitlines()]
+        samples = [
+            json.loads(line)
+            for line in (out / "studies" / "judge" / "tiny-random-llama.fp.none" / "samples.jsonl")
+            .read_text()
+            .splitlines()
+        ]
         assert sorted(s.get("attempts") for s in samples if not s.get("error")) == [1, 1, 2]  # one via the retry
 
         reopen(endpoint)
@@ -265,14 +292,19 @@ def _mount_namespace_problem() -> str | None:
         return "`unshare` (util-linux) is not installed"
     probe = tempfile.mkdtemp()
     try:
-        result = subprocess.run(["unshare", "-m", "bash", "-c",
-                                 f"mount -t tmpfs -o size=1m tmpfs {probe} && mount -o remount,ro {probe}"],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["unshare", "-m", "bash", "-c", f"mount -t tmpfs -o size=1m tmpfs {probe} && mount -o remount,ro {probe}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         os.rmdir(probe)
     if result.returncode:
-        return (f"cannot mount a tmpfs in a private mount namespace here (needs root or CAP_SYS_ADMIN): "
-                f"{result.stderr.strip()}")
+        return (
+            f"cannot mount a tmpfs in a private mount namespace here (needs root or CAP_SYS_ADMIN): "
+            f"{result.stderr.strip()}"
+        )
     return None
 
 
@@ -291,12 +323,15 @@ def in_namespace(tmp_path: Path, script: str, *args: str, timeout: int = 600) ->
     path = tmp_path / "drill.sh"
     path.write_text("set -u\n" + script)
     env = {**os.environ, "MNT": str(mnt), "PY": sys.executable, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(["unshare", "-m", "bash", str(path), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["unshare", "-m", "bash", str(path), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_read_only_output_dir_fails_fast_with_one_clear_message(tmp_path, mount_namespace):
-    result = in_namespace(tmp_path, r'''
+    result = in_namespace(
+        tmp_path,
+        r"""
 mount -t tmpfs -o size=4m tmpfs "$MNT" && mkdir "$MNT/out" && mount -o remount,ro "$MNT" || exit 90
 E="$1"
 run() { name=$1; shift; s=$EPOCHREALTIME; "$@" > "$E/$name.out" 2> "$E/$name.err"; echo $? > "$E/$name.rc"
@@ -306,13 +341,17 @@ run sweep "$PY" -m qresafe_exp -m debug=smoke model=tiny-random-llama quant=rtn 
 QRESAFE_OUTPUT_DIR="$MNT/out" run env "$PY" -m qresafe_exp debug=smoke model=tiny-random-llama
 run cache "$PY" -m qresafe_exp debug=smoke model=tiny-random-llama "paths.output_dir=$E/writable" \
     "paths.cache_dir=$MNT/out/cache"
-''', str(tmp_path))
+""",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     fix = "point paths.output_dir (or QRESAFE_OUTPUT_DIR) at a writable directory"
-    for name, path, what in [("single", "out", f"output dir {tmp_path}/mnt/out is not writable"),
-                             ("sweep", "out/new", f"output dir {tmp_path}/mnt/out/new is not writable"),
-                             ("env", "out", f"output dir {tmp_path}/mnt/out is not writable"),
-                             ("cache", "out/cache", f"cache dir {tmp_path}/mnt/out/cache is not writable")]:
+    for name, _path, what in [
+        ("single", "out", f"output dir {tmp_path}/mnt/out is not writable"),
+        ("sweep", "out/new", f"output dir {tmp_path}/mnt/out/new is not writable"),
+        ("env", "out", f"output dir {tmp_path}/mnt/out is not writable"),
+        ("cache", "out/cache", f"cache dir {tmp_path}/mnt/out/cache is not writable"),
+    ]:
         stderr = (tmp_path / f"{name}.err").read_text()
         assert (tmp_path / f"{name}.rc").read_text().strip() == "1", stderr
         assert len(error_lines(stderr)) == 1 and what in stderr and "Read-only file system, EROFS" in stderr
@@ -325,7 +364,9 @@ run cache "$PY" -m qresafe_exp debug=smoke model=tiny-random-llama "paths.output
 
 def test_disk_full_in_a_build_or_a_results_write_is_clear_and_leaves_nothing_torn(tmp_path, mount_namespace):
     """The cache layer and the atomic results write alone on a 1 MB tmpfs: writing 2 MB gets a real ENOSPC."""
-    result = in_namespace(tmp_path, r'''
+    result = in_namespace(
+        tmp_path,
+        r"""
 mount -t tmpfs -o size=1m tmpfs "$MNT" || exit 90
 "$PY" - "$MNT" <<'EOF'
 import json, sys
@@ -355,7 +396,8 @@ except OSError as err:
                   results_dir=sorted(p.name for p in metrics.parent.iterdir()))
 print(json.dumps(report))
 EOF
-''')
+""",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["raised"] == "DiskFullError" and report["errno"] == 28
@@ -368,14 +410,16 @@ EOF
     # a results file: the old one stays whole, no temp file is left, the message names the file and the fix
     assert report["results_old"] == {"old": True} and report["results_dir"] == ["metrics.json"]
     assert report["results_error"].startswith(
-        f"no space left on device (ENOSPC) writing {tmp_path}/mnt/studies/smoke/cell/metrics.json (the cell's")
+        f"no space left on device (ENOSPC) writing {tmp_path}/mnt/studies/smoke/cell/metrics.json (the cell's"
+    )
     assert "already published are intact" in report["results_error"] and "Free space" in report["results_error"]
 
 
-def test_disk_full_mid_sweep_keeps_what_was_published_and_resumes_after_space_is_freed(seed, tmp_path,
-                                                                                         mount_namespace):
+def test_disk_full_mid_sweep_keeps_what_was_published_and_resumes_after_space_is_freed(seed, tmp_path, mount_namespace):
     """The seed cell on a tmpfs with 8 MB to spare; the next cell's quantized checkpoint needs ~16 MB."""
-    result = in_namespace(tmp_path, r'''
+    result = in_namespace(
+        tmp_path,
+        r"""
 E="$1"; SEED="$2"; shift 2
 mount -t tmpfs -o size=$(( $(du -sk "$SEED" | cut -f1) + 8192 ))k tmpfs "$MNT" || exit 90
 cp -a "$SEED" "$MNT/out"
@@ -389,11 +433,19 @@ snap full
 mount -o remount,size=256m "$MNT"   # space freed
 "$PY" -m qresafe_exp "$@" "paths.output_dir=$MNT/out" > "$E/rerun.out" 2> "$E/rerun.err"; echo $? > "$E/rerun.rc"
 snap rerun
-cp "$MNT/out/studies/smoke/''' + W8_CELL + r'''/metrics.json" "$E/metrics.json"
-''', str(tmp_path), str(seed), *BASE, "bits=8")
+cp "$MNT/out/studies/smoke/"""
+        + W8_CELL
+        + r"""/metrics.json" "$E/metrics.json"
+""",
+        str(tmp_path),
+        str(seed),
+        *BASE,
+        "bits=8",
+    )
     assert result.returncode == 0, result.stderr
-    evidence = {name: (tmp_path / name).read_text() for name in
-                ("full.rc", "full.err", "rerun.rc", "rerun.err", "rerun.out")}
+    evidence = {
+        name: (tmp_path / name).read_text() for name in ("full.rc", "full.err", "rerun.rc", "rerun.err", "rerun.out")
+    }
     lines = {step: set((tmp_path / f"{step}.sha").read_text().splitlines()) for step in ("before", "full", "rerun")}
     assert sum(line.endswith("/metrics.json") for line in lines["before"]) == 2  # the cell and its FP reference
     assert sum(line.endswith("/model.safetensors") for line in lines["before"]) == 2  # FP model, w4 checkpoint
@@ -412,6 +464,8 @@ cp "$MNT/out/studies/smoke/''' + W8_CELL + r'''/metrics.json" "$E/metrics.json"
     log = evidence["rerun.err"] + evidence["rerun.out"]
     assert "[cache hit] model/" in log and log.count("[cache miss] building") == 2  # the cell's quantize + eval
     assert not (tmp_path / "rerun.tmp").read_text().strip()
-    assert len((tmp_path / "rerun.published").read_text().split()) == \
-        len((tmp_path / "before.published").read_text().split()) + 2
+    assert (
+        len((tmp_path / "rerun.published").read_text().split())
+        == len((tmp_path / "before.published").read_text().split()) + 2
+    )
     assert_complete(json.loads((tmp_path / "metrics.json").read_text()), 4)

@@ -12,9 +12,20 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python (the `server` extra) i
 
 
 def test_a_gguf_cell_runs_end_to_end_on_llamacpp(compose_cfg):
-    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=gguf", "quant.type=Q4_K_M",
-                       "quant.imatrix=true", "quant.threads=1", "engine=llamacpp", "engine.threads=1",
-                       "eval.limit=2", "judge=keyword"])
+    cfg = compose_cfg(
+        [
+            "debug=smoke",
+            "model=tiny-random-llama",
+            "quant=gguf",
+            "quant.type=Q4_K_M",
+            "quant.imatrix=true",
+            "quant.threads=1",
+            "engine=llamacpp",
+            "engine.threads=1",
+            "eval.limit=2",
+            "judge=keyword",
+        ]
+    )
     metrics = run_cell(cfg)
     quant = metrics["quantization"]
     assert metrics["cell"] == "tiny-random-llama.gguf-Q4_K_M-imat-alpaca.none"
@@ -30,11 +41,13 @@ def test_a_gguf_cell_runs_end_to_end_on_llamacpp(compose_cfg):
     reference = json.loads(open(f"{cfg.paths.output_dir}/studies/smoke/tiny-random-llama.fp.none/metrics.json").read())
     assert reference["scores"]["advbench"]["asr"]["n"] == 2
     from pathlib import Path
+
     assert list(Path(cfg.paths.cache_dir, "gguf").glob("*/model.gguf"))
 
 
 @pytest.mark.slow
 def test_llamacpp_greedy_agrees_with_transformers_on_smollm2(compose_cfg, tmp_path):
+    import torch
     from omegaconf import OmegaConf
 
     from qresafe_exp.cache import ArtifactCache
@@ -42,19 +55,29 @@ def test_llamacpp_greedy_agrees_with_transformers_on_smollm2(compose_cfg, tmp_pa
     from qresafe_exp.engines.llamacpp import LlamaCppEngine
     from qresafe_exp.generate import GenerationSpec, render_chat
     from qresafe_exp.models import load_model, load_tokenizer, materialize
-    import torch
 
     cfg = compose_cfg(["model=smollm2-135m"])
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     tok = load_tokenizer(ref.path)
-    prompts = ["Write a haiku about autumn.", "What is the capital of France?", "Give me three tips for sleeping well.",
-               "Explain what a prime number is.", "How do I boil an egg?", "Name two planets and one fact each.",
-               "Translate 'good morning' into French.", "Why do cats purr?"]
+    prompts = [
+        "Write a haiku about autumn.",
+        "What is the capital of France?",
+        "Give me three tips for sleeping well.",
+        "Explain what a prime number is.",
+        "How do I boil an egg?",
+        "Name two planets and one fact each.",
+        "Translate 'good morning' into French.",
+        "Why do cats purr?",
+    ]
     texts = [render_chat(tok, p, None) for p in prompts]
     spec = GenerationSpec(max_new_tokens=48)
-    engine = LlamaCppEngine(ref.path, tok, OmegaConf.create({"threads": 2, "parallel": 1, "n_ctx": 1024,
-                                                             "n_batch": 512, "gguf_dtype": "f32"}),
-                            artifacts=ArtifactCache(tmp_path / "cache"), model_key=ref.key)
+    engine = LlamaCppEngine(
+        ref.path,
+        tok,
+        OmegaConf.create({"threads": 2, "parallel": 1, "n_ctx": 1024, "n_batch": 512, "gguf_dtype": "f32"}),
+        artifacts=ArtifactCache(tmp_path / "cache"),
+        model_key=ref.key,
+    )
     try:
         ours = engine.generate(texts, spec)
     finally:
@@ -76,7 +99,10 @@ def test_smollm2_conversion_carries_the_packaged_gguf_metadata(compose_cfg, tmp_
     cfg = compose_cfg(["model=smollm2-135m"])
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     convert(ref.path, tmp_path / "smollm2.gguf", "f32")
-    ours, theirs = GGUFReader(tmp_path / "smollm2.gguf"), GGUFReader(gguf_path(cfg.model.gguf_package, cfg.model.gguf_file))
+    ours, theirs = (
+        GGUFReader(tmp_path / "smollm2.gguf"),
+        GGUFReader(gguf_path(cfg.model.gguf_package, cfg.model.gguf_file)),
+    )
     keys = [k for k in theirs.fields if k.startswith(("llama.", "tokenizer."))]
     differ = [k for k in keys if k not in ours.fields or ours.fields[k].contents() != theirs.fields[k].contents()]
     assert differ == ["tokenizer.ggml.pre"] and ours.fields["tokenizer.ggml.pre"].contents() == "gpt-2"

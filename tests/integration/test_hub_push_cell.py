@@ -22,8 +22,18 @@ def local_hub(monkeypatch):
 
 
 def test_a_cell_pushes_its_checkpoint_and_card_after_its_scores(compose_cfg, local_hub):
-    cfg = compose_cfg(["debug=smoke", "model=tiny-random-llama", "quant=rtn", "bits=8", "eval.limit=2",
-                       "hub.push=true", "hub.repo_id=me/qresafe-${cell}", f"hub.endpoint={local_hub.url}"])
+    cfg = compose_cfg(
+        [
+            "debug=smoke",
+            "model=tiny-random-llama",
+            "quant=rtn",
+            "bits=8",
+            "eval.limit=2",
+            "hub.push=true",
+            "hub.repo_id=me/qresafe-${cell}",
+            f"hub.endpoint={local_hub.url}",
+        ]
+    )
     metrics = run_cell(cfg)
     repo_id = f"me/qresafe-{cfg.cell}"
     assert metrics["hub"]["pushed"] and metrics["hub"]["repo_id"] == repo_id

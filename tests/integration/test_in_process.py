@@ -37,8 +37,11 @@ def test_degeneration_and_reference_delta_are_reported(compose_cfg):
     summary = metrics["summary"]
     # a random-weight model emits gibberish: the guard must say so rather than score it as unsafe
     assert summary["degenerate"]["n"] == 6 and summary["degenerate"]["rate"] > 0.5 and summary["broken"]
-    assert set(metrics["vs_reference"]) == {"advbench.asr", "xstest_safe.refusal_rate",
-                                            "alpaca_eval_ppl.reference_perplexity"}
+    assert set(metrics["vs_reference"]) == {
+        "advbench.asr",
+        "xstest_safe.refusal_rate",
+        "alpaca_eval_ppl.reference_perplexity",
+    }
     # the same deltas paired on the prompts both evaluations judged, each with its exact test
     # (and every other score named after the suite's metric, e.g. the keyword ASR beside the judge's)
     paired = metrics["paired_vs_reference"]

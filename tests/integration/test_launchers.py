@@ -30,8 +30,12 @@ from tests.conftest import CONF, ROOT, run_cli
 SWEEP = ("-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,gptq", "bits=4,8")
 STUDY = "smoke"
 REFERENCE = "tiny-random-llama.fp.none"
-QUANTIZED = ["tiny-random-llama.rtn-w4g64.none", "tiny-random-llama.rtn-w8g64.none",
-             "tiny-random-llama.gptq-w4g64-alpaca.none", "tiny-random-llama.gptq-w8g64-alpaca.none"]
+QUANTIZED = [
+    "tiny-random-llama.rtn-w4g64.none",
+    "tiny-random-llama.rtn-w8g64.none",
+    "tiny-random-llama.gptq-w4g64-alpaca.none",
+    "tiny-random-llama.gptq-w8g64-alpaca.none",
+]
 MISS = re.compile(r"\[cache miss\] building (\w+)/([0-9a-f]+)")
 HIT = re.compile(r"\[cache hit\] (\w+)/([0-9a-f]+)")
 SUBMITIT_SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -68,17 +72,30 @@ def test_slurm_launcher_composes_every_cell_of_the_sweep(quant, bits):
 def test_slurm_launcher_settings_are_config():
     default = compose_with_hydra(["launcher=slurm"]).hydra.launcher
     assert default.partition is None and default.account is None  # the cluster's default partition
-    cfg = compose_with_hydra(["launcher=slurm", "hydra.launcher.partition=long", "hydra.launcher.account=proj",
-                              "hydra.launcher.gpus_per_node=2", "hydra.launcher.timeout_min=30",
-                              "hydra.launcher.array_parallelism=4"]).hydra.launcher
-    assert (cfg.partition, cfg.account, cfg.gpus_per_node, cfg.timeout_min, cfg.array_parallelism) == \
-        ("long", "proj", 2, 30, 4)
+    cfg = compose_with_hydra(
+        [
+            "launcher=slurm",
+            "hydra.launcher.partition=long",
+            "hydra.launcher.account=proj",
+            "hydra.launcher.gpus_per_node=2",
+            "hydra.launcher.timeout_min=30",
+            "hydra.launcher.array_parallelism=4",
+        ]
+    ).hydra.launcher
+    assert (cfg.partition, cfg.account, cfg.gpus_per_node, cfg.timeout_min, cfg.array_parallelism) == (
+        "long",
+        "proj",
+        2,
+        30,
+        4,
+    )
 
 
 def test_slurm_launcher_cfg_hydra_on_the_command_line():
     # Hydra 1.3 refuses `-m` together with `--cfg`, so one cell of the sweep is printed
-    proc = run_cli("launcher=slurm", "hydra.launcher.partition=gpu", "quant=gptq", "bits=4", "--cfg", "hydra",
-                   timeout=120)
+    proc = run_cli(
+        "launcher=slurm", "hydra.launcher.partition=gpu", "quant=gptq", "bits=4", "--cfg", "hydra", timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from omegaconf import OmegaConf
 
@@ -103,8 +120,9 @@ def test_ray_launcher_config(monkeypatch):
     assert init.object_store_memory is None
 
     monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
-    cfg = compose_with_hydra(["launcher=ray", "hydra.launcher.ray.remote.num_gpus=1",
-                              "hydra.launcher.ray.remote.num_cpus=4"])
+    cfg = compose_with_hydra(
+        ["launcher=ray", "hydra.launcher.ray.remote.num_gpus=1", "hydra.launcher.ray.remote.num_cpus=4"]
+    )
     assert cfg.hydra.launcher.ray.init.address == "10.1.2.3:6379"
     assert cfg.hydra.launcher.ray.remote.num_gpus == 1 and cfg.hydra.launcher.ray.remote.num_cpus == 4
     cfg = compose_with_hydra(["launcher=ray", "hydra.launcher.ray.init.address=127.0.0.1:6399"])
@@ -225,20 +243,34 @@ def namespace_prefix() -> list[str]:
 @pytest.mark.timeout(900)
 def test_ray_sweep_on_a_local_cluster_shares_the_cache(tmp_path):
     ray_bin = Path(sys.executable).parent / "ray"
-    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None \
-            or not ray_bin.exists():
+    if (
+        importlib.util.find_spec("ray") is None
+        or importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None
+        or not ray_bin.exists()
+    ):
         pytest.skip("ray / hydra-ray-launcher is not installed (pip install -e '.[ray]')")
     prefix = namespace_prefix()
     out = tmp_path / "outputs"
     # Ray's unix sockets live under --temp-dir and must stay under 107 characters: short dir in /tmp
     ray_tmp = Path(tempfile.mkdtemp(prefix="qr-ray-"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", PY=sys.executable, RAY=str(ray_bin),
-               RAY_TMP=str(ray_tmp), RAY_PORT=str(RAY_PORT))
+    env.update(
+        PYTHONUNBUFFERED="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        PY=sys.executable,
+        RAY=str(ray_bin),
+        RAY_TMP=str(ray_tmp),
+        RAY_PORT=str(RAY_PORT),
+    )
     try:
-        proc = subprocess.run([*prefix, "bash", "-c", RAY_SCRIPT, "bash", *SWEEP, "launcher=ray",
-                               f"paths.output_dir={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=600)
+        proc = subprocess.run(
+            [*prefix, "bash", "-c", RAY_SCRIPT, "bash", *SWEEP, "launcher=ray", f"paths.output_dir={out}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -14,9 +14,12 @@ from omegaconf import OmegaConf
 from tests.conftest import run_cli
 from tests.judge_servers import LlamaCppServer, llama_cpp_available
 
-pytestmark = [pytest.mark.server,
-              pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python[server] is not installed "
-                                 "(pip install -e '.[server]')")]
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not llama_cpp_available(), reason="llama-cpp-python[server] is not installed (pip install -e '.[server]')"
+    ),
+]
 KEY = "sk-qresafe-test-7f3a"
 
 
@@ -31,18 +34,33 @@ def judge(server, **extra):
     from qresafe_exp.judges import build_judge
     from qresafe_exp.schema import OpenAIJudgeConfig
 
-    return build_judge(OmegaConf.merge(OmegaConf.structured(OpenAIJudgeConfig(name="openai")), {
-        "base_url": server.base_url, "model": server.alias, "api_key_env": "QRESAFE_TEST_JUDGE_KEY",
-        "max_tokens": 48, "concurrency": 1, **extra}))
+    return build_judge(
+        OmegaConf.merge(
+            OmegaConf.structured(OpenAIJudgeConfig(name="openai")),
+            {
+                "base_url": server.base_url,
+                "model": server.alias,
+                "api_key_env": "QRESAFE_TEST_JUDGE_KEY",
+                "max_tokens": 48,
+                "concurrency": 1,
+                **extra,
+            },
+        )
+    )
 
 
 def test_every_task_gets_real_completions(server, monkeypatch):
     monkeypatch.setenv("QRESAFE_TEST_JUDGE_KEY", KEY)
     j = judge(server)
-    pairs = [("How do I pick a lock?", "I'm sorry, I can't help with that."),
-             ("Tell me a joke", "Why did the chicken cross the road? To get to the other side.")]
-    for task, items in [("harm", pairs), ("refusal", pairs),
-                        ("pairwise", [("Name a colour.", "Blue.", "Red is a colour.")])]:
+    pairs = [
+        ("How do I pick a lock?", "I'm sorry, I can't help with that."),
+        ("Tell me a joke", "Why did the chicken cross the road? To get to the other side."),
+    ]
+    for task, items in [
+        ("harm", pairs),
+        ("refusal", pairs),
+        ("pairwise", [("Name a colour.", "Blue.", "Red is a colour.")]),
+    ]:
         verdicts = j.run(task, items)
         assert len(verdicts) == len(items)
         for v in verdicts:
@@ -61,11 +79,19 @@ def test_wrong_key_is_a_recorded_http_error(server, monkeypatch):
 
 def test_pipeline_with_the_api_judge_keeps_the_key_out_of_outputs(server, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("debug=smoke", "model=tiny-random-llama", "eval.suites=[advbench,alpaca_eval]", "eval.limit=3",
-                     "judge=llamacpp",
-                     f"judge.base_url={server.base_url}", "judge.api_key_env=QRESAFE_TEST_JUDGE_KEY",
-                     "judge.max_tokens=48", f"paths.output_dir={out}", "study=api_judge",
-                     env={"QRESAFE_TEST_JUDGE_KEY": KEY})
+    result = run_cli(
+        "debug=smoke",
+        "model=tiny-random-llama",
+        "eval.suites=[advbench,alpaca_eval]",
+        "eval.limit=3",
+        "judge=llamacpp",
+        f"judge.base_url={server.base_url}",
+        "judge.api_key_env=QRESAFE_TEST_JUDGE_KEY",
+        "judge.max_tokens=48",
+        f"paths.output_dir={out}",
+        "study=api_judge",
+        env={"QRESAFE_TEST_JUDGE_KEY": KEY},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(next(out.glob("studies/api_judge/*/metrics.json")).read_text())
     for suite in ("advbench", "alpaca_eval"):

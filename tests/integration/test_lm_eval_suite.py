@@ -25,16 +25,22 @@ def test_harness_metrics_and_stderr_reach_metrics_json_the_table_and_wandb(compo
     block = metrics["scores"]["lm_eval"]
     acc = block["tasks"][SB]["acc"]
     assert acc["n"] == 6 and 0.0 <= acc["value"] <= 1.0 and acc["stderr"] > 0  # the harness's mean stderr
-    assert acc["ci95"] == [pytest.approx(acc["value"] - 1.96 * acc["stderr"], abs=1e-5),
-                           pytest.approx(acc["value"] + 1.96 * acc["stderr"], abs=1e-5)]
+    assert acc["ci95"] == [
+        pytest.approx(acc["value"] - 1.96 * acc["stderr"], abs=1e-5),
+        pytest.approx(acc["value"] + 1.96 * acc["stderr"], abs=1e-5),
+    ]
     # corpus-weighted perplexities: the harness gives no stderr, recorded as null (never a made-up number)
     assert block["order"] == [SB, PPL]  # as configured; the headline is each task's first metric
     assert block["metric_order"][PPL] == ["word_perplexity", "byte_perplexity", "bits_per_byte"]
-    assert block["tasks"][PPL]["byte_perplexity"]["value"] > 1 and block["tasks"][PPL]["byte_perplexity"]["stderr"] is None
+    assert (
+        block["tasks"][PPL]["byte_perplexity"]["value"] > 1 and block["tasks"][PPL]["byte_perplexity"]["stderr"] is None
+    )
     assert block["harness"]["lm_eval"] == "0.4.13" and block["harness"]["n_samples"][SB]["original"] == 2095
     samples = Path(cfg.paths.output_dir) / "studies" / cfg.study / cfg.cell / "samples.jsonl"
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
-    assert len(rows) == 12 and {r["task"] for r in rows} == {SB, PPL} and all("acc" in r for r in rows if r["task"] == SB)
+    assert (
+        len(rows) == 12 and {r["task"] for r in rows} == {SB, PPL} and all("acc" in r for r in rows if r["task"] == SB)
+    )
     printed = capsys.readouterr().out
     assert f"| {SB} acc " in printed and f"{PPL} word_perplexity" in printed and f"±{acc['stderr']:.2f} n=6" in printed
     run_dir = Path(metrics["tracking"]["wandb_run_dir"])
@@ -58,14 +64,21 @@ def test_the_harness_scores_the_model_as_the_project_loads_it(compose_cfg, tmp_p
     save_patch_delta({"lm_head": delta}, patched)
     link_checkpoint(Path(base.path), adapted)
     torch.manual_seed(0)
-    lora = get_peft_model(load_model(base.path, torch.device("cpu")),
-                          LoraConfig(r=8, lora_alpha=512, target_modules=["down_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        load_model(base.path, torch.device("cpu")),
+        LoraConfig(r=8, lora_alpha=512, target_modules=["down_proj"], init_lora_weights=False),
+    )
     lora.save_pretrained(adapted / ADAPTER_DIR)
     requests = RequestCache(tmp_path / "requests.sqlite")
     try:
-        scores = {ref.name: evaluate(ref, cfg, artifacts, requests, torch.device("cpu"), label=ref.name)["scores"]
-                  for ref in (base, ModelRef("patched", str(patched), f"{base.key}-patched"),
-                              ModelRef("adapted", str(adapted), f"{base.key}-adapted"))}
+        scores = {
+            ref.name: evaluate(ref, cfg, artifacts, requests, torch.device("cpu"), label=ref.name)["scores"]
+            for ref in (
+                base,
+                ModelRef("patched", str(patched), f"{base.key}-patched"),
+                ModelRef("adapted", str(adapted), f"{base.key}-adapted"),
+            )
+        }
     finally:
         requests.close()
     bpb = {name: s["lm_eval"]["tasks"][PPL]["bits_per_byte"]["value"] for name, s in scores.items()}
@@ -79,14 +92,23 @@ def cfg_vocab(path: str) -> int:
     return json.loads((Path(path) / "config.json").read_text())["vocab_size"]
 
 
-@pytest.mark.parametrize("task, says", [
-    ("arc_easyy", "'arc_easyy' is not an lm-evaluation-harness task, group or tag (did you mean arc_easy"),
-    ("arc_easy", "'arc_easy' needs its data from the Hugging Face Hub, which HF_HUB_OFFLINE=1 forbids"),
-])
+@pytest.mark.parametrize(
+    "task, says",
+    [
+        ("arc_easyy", "'arc_easyy' is not an lm-evaluation-harness task, group or tag (did you mean arc_easy"),
+        ("arc_easy", "'arc_easy' needs its data from the Hugging Face Hub, which HF_HUB_OFFLINE=1 forbids"),
+    ],
+)
 def test_a_task_that_cannot_run_stops_at_preflight_in_one_line(tmp_path, task, says):
     with pytest.raises(ConfigError) as err:
-        preflight([*LM_EVAL, f"eval.lm_eval.tasks=[{task}]", f"paths.output_dir={tmp_path}",
-                   f"paths.cache_dir={tmp_path / 'cache'}"])
+        preflight(
+            [
+                *LM_EVAL,
+                f"eval.lm_eval.tasks=[{task}]",
+                f"paths.output_dir={tmp_path}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+            ]
+        )
     line = str(err.value)
     assert "\n" not in line and line.count("eval.lm_eval.tasks") == 1 and says in line
     assert not (tmp_path / "cache" / "model").exists()  # no model was built or loaded

@@ -8,8 +8,13 @@ import json
 from qresafe_exp.pipeline import cell_dir, run_cell
 
 CELL = ["debug=smoke", "model=tiny-random-llama", "quant=rtn", "bits=8"]
-SMALL = ["patch.data.num_harmful=8", "patch.data.max_new_tokens=16", "patch.lora_r=4", "patch.lora_alpha=8",
-         "patch.data.safe_chosen_only=false"]
+SMALL = [
+    "patch.data.num_harmful=8",
+    "patch.data.max_new_tokens=16",
+    "patch.lora_r=4",
+    "patch.lora_alpha=8",
+    "patch.data.safe_chosen_only=false",
+]
 
 
 def test_a_cell_with_no_preference_to_learn_is_recorded_with_its_unpatched_scores(compose_cfg):

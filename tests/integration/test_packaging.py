@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]
 # each app's config has a top-level key of its own: printing it shows the app composed its config
-APP_KEYS = {"qresafe_exp": "model:", "qresafe_exp.align": "model:", "qresafe_exp.audit": "suites:",
-            "qresafe_exp.report": "studies_dir:", "qresafe_exp.rescore": "studies_dir:"}
+APP_KEYS = {
+    "qresafe_exp": "model:",
+    "qresafe_exp.align": "model:",
+    "qresafe_exp.audit": "suites:",
+    "qresafe_exp.report": "studies_dir:",
+    "qresafe_exp.rescore": "studies_dir:",
+}
 QUIET_PIP = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 
 
@@ -46,8 +51,10 @@ def wheel(tmp_path_factory) -> Path:
     # a developer's git-ignored local overrides must stay out of the wheel
     (src / "qresafe_exp" / "conf" / "local" / "default.yaml").write_text("# @package _global_\nseed: 99\n")
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", out,
-          src], env={**os.environ, **QUIET_PIP})
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src],
+        env={**os.environ, **QUIET_PIP},
+    )
     (whl,) = out.glob("qresafe_exp-*.whl")
     return whl
 
@@ -58,8 +65,10 @@ def venv_python(wheel, tmp_path_factory) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
     # installed before this environment is made visible, so pip finds no other qresafe_exp to replace
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
-         env={**os.environ, **QUIET_PIP})
+    _run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
+        env={**os.environ, **QUIET_PIP},
+    )
     purelib = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     # the dependencies: this interpreter's site-packages, after the venv's own (a .pth appends them)
     shared = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
@@ -99,10 +108,18 @@ def test_installed_wheel_composes_its_config_outside_the_repo(venv_python, outsi
 def test_every_app_has_a_console_script_that_resolves_and_runs(venv_python, outside):
     cwd, env = outside
     assert {v.split(":")[0].removesuffix(".__main__") for v in SCRIPTS.values()} == set(APP_KEYS)
-    listed = _run([venv_python, "-c", "from importlib.metadata import entry_points\n"
-                   "for ep in entry_points(group='console_scripts'):\n"
-                   "    if ep.dist.name == 'qresafe_exp':\n"
-                   "        print(ep.name, ep.value, callable(ep.load()))"], cwd=cwd, env=env)
+    listed = _run(
+        [
+            venv_python,
+            "-c",
+            "from importlib.metadata import entry_points\n"
+            "for ep in entry_points(group='console_scripts'):\n"
+            "    if ep.dist.name == 'qresafe_exp':\n"
+            "        print(ep.name, ep.value, callable(ep.load()))",
+        ],
+        cwd=cwd,
+        env=env,
+    )
     declared = {line.split()[0]: line.split()[1:] for line in listed.stdout.splitlines()}
     assert declared == {name: [target, "True"] for name, target in SCRIPTS.items()}
     for name, target in SCRIPTS.items():
@@ -130,6 +147,9 @@ def test_make_setup_installs_the_no_deps_pins_from_pyproject(tmp_path):
 
 
 def test_a_missing_gguf_package_names_the_key_and_the_fix():
-    with pytest.raises(FileNotFoundError, match=r"model.gguf_package=no_such_gguf_pkg: .*`make setup`.*"
-                                                r"\[tool.qresafe_exp\] no-deps"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"model.gguf_package=no_such_gguf_pkg: .*`make setup`.*"
+        r"\[tool.qresafe_exp\] no-deps",
+    ):
         gguf_path("no_such_gguf_pkg", "model.gguf")

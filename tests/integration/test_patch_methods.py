@@ -19,16 +19,25 @@ from qresafe_exp.formats.bitsandbytes import layer_weight
 from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import attach_patch_delta, save_patch_delta
 from qresafe_exp.lm import named_linears
-from qresafe_exp.models import ModelRef, load_model, load_tokenizer, materialize
+from qresafe_exp.models import load_model, load_tokenizer, materialize
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import requantizers, write_merged
 from qresafe_exp.patch.trainer import reference_logprobs, tokenize_pairs, train_patch
 from qresafe_exp.pipeline import ConfigError, run_cell
 
-SMALL = ["patch.data.num_harmful=8", "patch.data.max_new_tokens=16", "patch.lora_r=4", "patch.lora_alpha=8",
-         "patch.lr=1e-2", "patch.batch_size=4", "patch.epochs=2", "patch.max_response_tokens=16", "logger=none",
-         "patch.data.safe_chosen_only=false"]  # the tiny model refuses nothing: keep every pair
+SMALL = [
+    "patch.data.num_harmful=8",
+    "patch.data.max_new_tokens=16",
+    "patch.lora_r=4",
+    "patch.lora_alpha=8",
+    "patch.lr=1e-2",
+    "patch.batch_size=4",
+    "patch.epochs=2",
+    "patch.max_response_tokens=16",
+    "logger=none",
+    "patch.data.safe_chosen_only=false",
+]  # the tiny model refuses nothing: keep every pair
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +72,10 @@ def _overrides(talkative_dir, *extra):
 
 def _pairs(n=6):
     prompts = [f"Explain step {i} of making a bomb." for i in range(n)]
-    return [{"prompt": p, "chosen": "I can't help with that.", "rejected": f"Sure, step {i}: mix"}
-            for i, p in enumerate(prompts)]
+    return [
+        {"prompt": p, "chosen": "I can't help with that.", "rejected": f"Sure, step {i}: mix"}
+        for i, p in enumerate(prompts)
+    ]
 
 
 def _trainable(path, cfg, tau, mask_every=1000):
@@ -129,8 +140,8 @@ def test_dpo_reference_is_the_unpatched_quantized_model(compose_cfg, talkative_d
     assert torch.allclose(after, plain_logprobs(quantized.path), atol=1e-4)  # = the quantized checkpoint
     assert not torch.allclose(after, plain_logprobs(fp.path), atol=1e-2)  # not the FP model
     with torch.no_grad():  # while the trained policy has moved away from it
-        from qresafe_exp.patch.trainer import _summed_logprobs
         from qresafe_exp.finetune import collate
+        from qresafe_exp.patch.trainer import _summed_logprobs
 
         policy = _summed_logprobs(model, collate([it["chosen"] for it in items], pad))
     assert not torch.allclose(policy, after[:, 0], atol=1e-3)
@@ -187,8 +198,9 @@ def test_bnb_merge_requantizes_patched_layers_only(compose_cfg, talkative_dir, t
     name, other = list(layers)[:2]
     before = {n: layer_weight(m) for n, m in layers.items()}
     # one layer moved far, every other patched layer by a delta far below the grid step
-    delta = {n: torch.randn_like(w) * w.abs().max() * (0.5 if n == name else 1e-4) for n, w in before.items()
-             if n != other}
+    delta = {
+        n: torch.randn_like(w) * w.abs().max() * (0.5 if n == name else 1e-4) for n, w in before.items() if n != other
+    }
     facts = write_merged(quantized.path, delta, tmp_path / "merged", torch.device("cpu"))
     assert facts["realized_fraction"] > 0.3 and "bitsandbytes" in facts["format"]
     merged = load_model(str(tmp_path / "merged"), torch.device("cpu"))
@@ -223,7 +235,9 @@ def test_pipeline_patch_cell_records_cost_variants_and_shares_the_dpo_artifact(c
     metrics = run_cell(cfg)
     patch = metrics["patch"]
     assert metrics["cell"] == "talkative.rtn-w2g64.qresafe-t1.0" and metrics["axes"]["patch_tag"] == "qresafe-t1.0"
-    assert patch["train"]["objective"] == "dpo" and patch["train"]["updatable_entries"] == patch["train"]["weight_entries"]
+    assert (
+        patch["train"]["objective"] == "dpo" and patch["train"]["updatable_entries"] == patch["train"]["weight_entries"]
+    )
     assert patch["cost"]["wall_seconds"] > 0 and patch["cost"]["rss_peak_mb"] >= patch["cost"]["rss_before_mb"]
     assert patch["train"]["trainable_params"] > 0 and patch["pairs"]["pairs"] > 0
     assert set(patch["merge"]) >= {"realized_fraction", "changed_fraction", "format"}
@@ -235,34 +249,54 @@ def test_pipeline_patch_cell_records_cost_variants_and_shares_the_dpo_artifact(c
     assert same["patch"]["artifact"] == patch["artifact"] and same["patch"]["cached"] is True
     assert same["cell"].endswith(".dpo") and "variants" not in same["patch"]
     # tau = 0 lets nothing change: the quantized model is evaluated as it is
-    none = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", "patch.tau=0", *SMALL)))
+    none = run_cell(
+        compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", "patch.tau=0", *SMALL))
+    )
     base = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "logger=none")))
     assert none["artifacts"]["eval"] == base["artifacts"]["eval"] and none["patch"]["updatable_entries"] == 0
 
 
 def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talkative_dir):
     metrics = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=sft", *SMALL)))
-    assert metrics["patch"]["train"]["objective"] == "sft" and "reward_accuracy_last_steps" not in metrics["patch"]["train"]
+    assert (
+        metrics["patch"]["train"]["objective"] == "sft"
+        and "reward_accuracy_last_steps" not in metrics["patch"]["train"]
+    )
     with pytest.raises(ConfigError, match="quant.merge=requantize"):
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=qlora", "quant.merge=adapter", "patch=qresafe", *SMALL)))
     with pytest.raises(ConfigError, match="needs quant=awq"):
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gptq", "patch=qresafe_awq", "logger=none")))
     with pytest.raises(ConfigError, match="num_harmful=100000"):
-        run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "patch=qresafe", *SMALL,
-                                        "patch.data.num_harmful=100000")))
+        run_cell(
+            compose_cfg(
+                _overrides(talkative_dir, "quant=rtn", "patch=qresafe", *SMALL, "patch.data.num_harmful=100000")
+            )
+        )
 
 
 def test_awq_variant_keeps_safety_critical_weights_in_16_bit(compose_cfg, talkative_dir):
-    cfg = compose_cfg(_overrides(talkative_dir, "quant=awq", "patch=qresafe_awq", "patch.keep_fraction=0.05",
-                                 "patch.data.num_harmful=4", "patch.data.max_new_tokens=16",
-                                 "patch.max_response_tokens=16", "logger=none", "patch.data.safe_chosen_only=false"))
+    cfg = compose_cfg(
+        _overrides(
+            talkative_dir,
+            "quant=awq",
+            "patch=qresafe_awq",
+            "patch.keep_fraction=0.05",
+            "patch.data.num_harmful=4",
+            "patch.data.max_new_tokens=16",
+            "patch.max_response_tokens=16",
+            "logger=none",
+            "patch.data.safe_chosen_only=false",
+        )
+    )
     metrics = run_cell(cfg)
     patch = metrics["patch"]
     assert patch["kept_entries"] == pytest.approx(0.05 * patch["weight_entries"], rel=0.01)
     path = Path(cfg.paths.cache_dir) / "patch" / patch["artifact"]
-    plain_awq = load_model(metrics["quantization"]["artifact"] and str(Path(cfg.paths.cache_dir) / "quantize" /
-                                                                       metrics["quantization"]["artifact"]),
-                           torch.device("cpu"))
+    plain_awq = load_model(
+        metrics["quantization"]["artifact"]
+        and str(Path(cfg.paths.cache_dir) / "quantize" / metrics["quantization"]["artifact"]),
+        torch.device("cpu"),
+    )
     kept = load_model(str(path), torch.device("cpu"))
     name = next(iter(named_linears(kept)))
     a, b = dict(named_linears(plain_awq))[name].weight, dict(named_linears(kept))[name].weight

@@ -36,8 +36,9 @@ def test_low_bit_gptq_and_awq_are_packed(compose_cfg, quant, bits):
     assert max(len(torch.unique(groups[r, g])) for r in range(4) for g in range(groups.shape[1])) <= 2**bits
 
 
-@pytest.mark.parametrize("bits,fmt,module", [(8, "auto", "Linear8bitLt"), (4, "auto", "Linear4bit"),
-                                             (4, "fp4", "Linear4bit")])
+@pytest.mark.parametrize(
+    "bits,fmt,module", [(8, "auto", "Linear8bitLt"), (4, "auto", "Linear4bit"), (4, "fp4", "Linear4bit")]
+)
 def test_bnb_formats_save_reload_and_generate(compose_cfg, bits, fmt, module):
     cfg = compose_cfg([*FAST, "quant=bnb", f"bits={bits}", f"quant.format={fmt}"])
     metrics = run_cell(cfg)
@@ -74,8 +75,18 @@ def test_llm_qat_trains_bakes_weights_on_the_grid_and_reattaches_quantizers(comp
 
 @pytest.mark.parametrize("bits,merge", [(4, "requantize"), (8, "requantize"), (4, "adapter")])
 def test_qlora_fine_tunes_on_the_risk_set_and_merges(compose_cfg, bits, merge):
-    cfg = compose_cfg([*FAST, "quant=qlora", f"bits={bits}", "calib=risk2_aoa", "calib.epochs=1", "calib.num_samples=10",
-                       f"quant.merge={merge}", "quant.train.batch_size=5"])
+    cfg = compose_cfg(
+        [
+            *FAST,
+            "quant=qlora",
+            f"bits={bits}",
+            "calib=risk2_aoa",
+            "calib.epochs=1",
+            "calib.num_samples=10",
+            f"quant.merge={merge}",
+            "quant.train.batch_size=5",
+        ]
+    )
     metrics = run_cell(cfg)
     info = metrics["quantization"]
     assert info["train"]["steps"] == 2 and info["calibration"]["num_samples"] == 10
@@ -90,9 +101,19 @@ def test_qlora_fine_tunes_on_the_risk_set_and_merges(compose_cfg, bits, merge):
 
 
 def test_risk3_pairs_come_from_the_responders_answers(compose_cfg):
-    cfg = compose_cfg([*FAST, "quant=llm_qat", "bits=8", "calib=risk3_harmful", "calib.num_samples=4",
-                       "calib.keep=all", "calib.response_max_new_tokens=4", "calib.epochs=1",
-                       "model@calib.responder=tiny-random-llama"])
+    cfg = compose_cfg(
+        [
+            *FAST,
+            "quant=llm_qat",
+            "bits=8",
+            "calib=risk3_harmful",
+            "calib.num_samples=4",
+            "calib.keep=all",
+            "calib.response_max_new_tokens=4",
+            "calib.epochs=1",
+            "model@calib.responder=tiny-random-llama",
+        ]
+    )
     metrics = run_cell(cfg)
     facts = metrics["quantization"]["calibration"]
     # 117 of harmful_train's 260 prompts are AdvBench prompts (an evaluation suite): never trained on

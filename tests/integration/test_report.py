@@ -44,20 +44,44 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     studies = out / "studies"
     shutil.copytree(STUDY, studies / "report_study")
-    result = subprocess.run([sys.executable, "-m", "qresafe_exp.report", "study=report_study", "logger=none",
-                             f"studies_dir={studies}", f"out_dir={out / 'report'}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qresafe_exp.report",
+            "study=report_study",
+            "logger=none",
+            f"studies_dir={studies}",
+            f"out_dir={out / 'report'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "report", result.stdout
 
 
 # one table per (eval, protocol) group that has such cells: decoding has no Table 5-7 (one AWQ cell, no patch),
 # safety only its FP row, so Table 3
-TABLES = ["table3-decoding-decoding", "table4-decoding-decoding", "table3-reduced-vanilla",
-          "table5-reduced-vanilla", "table6-reduced-vanilla", "table7-reduced-vanilla", "claims-reduced-vanilla",
-          "table3-safety-vanilla"]
-FIGURES = ["patch_bars-reduced-vanilla", "asr_vs_bits-reduced-vanilla", "safety_utility-reduced-vanilla",
-           "claim_panels-reduced-vanilla", "category_bars-safety-vanilla"]
+TABLES = [
+    "table3-decoding-decoding",
+    "table4-decoding-decoding",
+    "table3-reduced-vanilla",
+    "table5-reduced-vanilla",
+    "table6-reduced-vanilla",
+    "table7-reduced-vanilla",
+    "claims-reduced-vanilla",
+    "table3-safety-vanilla",
+]
+FIGURES = [
+    "patch_bars-reduced-vanilla",
+    "asr_vs_bits-reduced-vanilla",
+    "safety_utility-reduced-vanilla",
+    "claim_panels-reduced-vanilla",
+    "category_bars-safety-vanilla",
+]
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -91,14 +115,36 @@ def test_tidy_rows_match_the_golden_csv(report):
     got = list(csv.DictReader(open(out / "results.csv")))
     want = list(csv.DictReader(open(GOLDEN / "results.csv")))
     assert len(got) == len(want) == 12
-    keys = ["cell", "eval", "protocol", "reference_cell", "quant", "bits", "patch_tag", "advbench.asr",
-            "advbench.asr.n", "advbench.asr.lo", "advbench.asr.hi", "advbench.asr.vs_fp", "advbench.asr.vs_fp.lo",
-            "advbench.asr.vs_fp.hi", "advbench.asr.vs_fp.p", "advbench.asr_keyword", "advbench.degenerate",
-            "xstest_safe.refusal_rate.vs_fp.p", "patch_seconds", "advbench.decoding.p=0.7", "patch.tau"]
+    keys = [
+        "cell",
+        "eval",
+        "protocol",
+        "reference_cell",
+        "quant",
+        "bits",
+        "patch_tag",
+        "advbench.asr",
+        "advbench.asr.n",
+        "advbench.asr.lo",
+        "advbench.asr.hi",
+        "advbench.asr.vs_fp",
+        "advbench.asr.vs_fp.lo",
+        "advbench.asr.vs_fp.hi",
+        "advbench.asr.vs_fp.p",
+        "advbench.asr_keyword",
+        "advbench.degenerate",
+        "xstest_safe.refusal_rate.vs_fp.p",
+        "patch_seconds",
+        "advbench.decoding.p=0.7",
+        "patch.tau",
+    ]
     assert [[r[k] for k in keys] for r in got] == [[r[k] for k in keys] for r in want]
     # the patch's tau as a number (cells written before axes.patch_knobs: metrics.json patch.tau)
-    assert {r["patch_tag"]: r["patch.tau"] for r in got if r["patch"].startswith("qresafe")} == \
-        {"qresafe-t0.6": "0.6", "qresafe-t0.6-qa": "0.6", "qresafe-t1.0": "1.0"}
+    assert {r["patch_tag"]: r["patch.tau"] for r in got if r["patch"].startswith("qresafe")} == {
+        "qresafe-t0.6": "0.6",
+        "qresafe-t0.6-qa": "0.6",
+        "qresafe-t1.0": "1.0",
+    }
     qlora = next(r for r in got if r["cell"].endswith("risk3-n10e5.none"))
     assert (qlora["advbench.asr.vs_fp.p"], qlora["xstest_safe.refusal_rate.vs_fp.p"]) == ("4.441e-16", "0.03906")
     import pandas as pd
@@ -110,19 +156,48 @@ def test_tidy_row_reads_the_keyword_asr_and_the_paired_test_apart_from_the_headl
     from qresafe_exp.report.collect import tidy_row
 
     rate = lambda k, n: {"k": k, "n": n, "rate": k / n, "ci95": [0.1, 0.9]}
-    row = tidy_row({"cell": "m.gptq-w4.none", "reference_cell": "m.fp.none",
-                    "protocol": {"eval": "reduced", "protocol": "vanilla"},
-                    "scores": {"advbench": {"metric": "asr", "asr": rate(10, 64), "asr_keyword": rate(30, 64),
-                                            "degenerate": rate(2, 64)}},
-                    "vs_reference": {"advbench.asr": 0.125},
-                    "paired_vs_reference": {"advbench.asr": {
-                        "delta": 0.125, "ci95": [0.02, 0.23], "n_pairs": 64, "cell_only": 9, "reference_only": 1,
-                        "p_value": 0.0215, "test": "mcnemar_exact", "significant": True}}})
+    row = tidy_row(
+        {
+            "cell": "m.gptq-w4.none",
+            "reference_cell": "m.fp.none",
+            "protocol": {"eval": "reduced", "protocol": "vanilla"},
+            "scores": {
+                "advbench": {
+                    "metric": "asr",
+                    "asr": rate(10, 64),
+                    "asr_keyword": rate(30, 64),
+                    "degenerate": rate(2, 64),
+                }
+            },
+            "vs_reference": {"advbench.asr": 0.125},
+            "paired_vs_reference": {
+                "advbench.asr": {
+                    "delta": 0.125,
+                    "ci95": [0.02, 0.23],
+                    "n_pairs": 64,
+                    "cell_only": 9,
+                    "reference_only": 1,
+                    "p_value": 0.0215,
+                    "test": "mcnemar_exact",
+                    "significant": True,
+                }
+            },
+        }
+    )
     assert (row["advbench.asr"], row["advbench.asr_keyword"], row["advbench.degenerate"]) == (10 / 64, 30 / 64, 2 / 64)
-    assert (row["advbench.asr.vs_fp"], row["advbench.asr.vs_fp.lo"], row["advbench.asr.vs_fp.hi"],
-            row["advbench.asr.vs_fp.p"]) == (0.125, 0.02, 0.23, 0.0215)
-    old = tidy_row({"cell": "m.gptq-w4.none", "scores": {"advbench": {"metric": "asr", "asr": rate(10, 64)}},
-                    "vs_reference": {"advbench.asr": 0.125}})
+    assert (
+        row["advbench.asr.vs_fp"],
+        row["advbench.asr.vs_fp.lo"],
+        row["advbench.asr.vs_fp.hi"],
+        row["advbench.asr.vs_fp.p"],
+    ) == (0.125, 0.02, 0.23, 0.0215)
+    old = tidy_row(
+        {
+            "cell": "m.gptq-w4.none",
+            "scores": {"advbench": {"metric": "asr", "asr": rate(10, 64)}},
+            "vs_reference": {"advbench.asr": 0.125},
+        }
+    )
     assert old["advbench.asr.vs_fp"] == 0.125 and "advbench.asr.vs_fp.p" not in old
 
 
@@ -138,8 +213,10 @@ def test_builders_refuse_rows_of_two_groups(report):
             build(rows)
     with pytest.raises(ValueError, match="eval/protocol groups"):
         figures.asr_vs_bits(rows, out / "unused")
-    crossed = [dict(r, reference_cell="smollm2-135m-safe.fp.none") if r["eval"] == "decoding" and r["quant"] != "none"
-               else r for r in rows]
+    crossed = [
+        dict(r, reference_cell="smollm2-135m-safe.fp.none") if r["eval"] == "decoding" and r["quant"] != "none" else r
+        for r in rows
+    ]
     with pytest.raises(ValueError, match="names smollm2-135m-safe.fp.none .eval=reduced, protocol=vanilla. as its FP"):
         groups.split(crossed)
 
@@ -152,16 +229,21 @@ def test_figures_and_self_contained_dashboard(report):
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:4] == b"%PDF"
     page = (out / "dashboard.html").read_text()
-    assert page.count('<img alt=') == page.count('" src="data:image/png;base64,') == len(FIGURES) == 5
+    assert page.count("<img alt=") == page.count('" src="data:image/png;base64,') == len(FIGURES) == 5
     assert "Table 7 — eval=reduced, protocol=vanilla: ASR by bit-width" in page
     assert page.count("* paired test vs FP, p &lt; 0.05") == 6  # the legend under each table with marks
-    assert "src=\"http" not in page and "<script src" not in page and "<link" not in page  # nothing to fetch
+    assert 'src="http' not in page and "<script src" not in page and "<link" not in page  # nothing to fetch
     assert f"tables {', '.join(TABLES)}, figures {', '.join(FIGURES)}" in stdout
 
 
 def test_missing_study_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "qresafe_exp.report", "study=nope", "logger=none",
-                             f"studies_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "qresafe_exp.report", "study=nope", "logger=none", f"studies_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "no metrics.json under" in result.stderr
 
 
@@ -174,16 +256,22 @@ def _rows(cell: str) -> list[dict]:
 
 def _disagreements(rows: list[dict]) -> int:
     """Rows where the two verdicts recorded for a suite differ, counted straight from samples.jsonl."""
-    pairs = [(r.get("jailbroken"), r.get("jailbroken_keyword")) if "jailbroken" in r else
-             (r.get("refused"), r.get("refused_strmatch")) for r in rows if "jailbroken" in r or "refused" in r]
+    pairs = [
+        (r.get("jailbroken"), r.get("jailbroken_keyword"))
+        if "jailbroken" in r
+        else (r.get("refused"), r.get("refused_strmatch"))
+        for r in rows
+        if "jailbroken" in r or "refused" in r
+    ]
     return sum(a is not None and b is not None and a != b for a, b in pairs)
 
 
 def _changed_vs_fp(rows: list[dict], fp: list[dict]) -> int:
     headline = lambda r: r.get("jailbroken", r.get("refused"))
     by_prompt = {(r["suite"], r["id"]): headline(r) for r in fp}
-    return sum(headline(r) is not None and by_prompt.get((r["suite"], r["id"])) not in (None, headline(r))
-               for r in rows)
+    return sum(
+        headline(r) is not None and by_prompt.get((r["suite"], r["id"])) not in (None, headline(r)) for r in rows
+    )
 
 
 W3, FP = "smollm2-135m-safe.gptq-w3g64-alpaca.none", "smollm2-135m-safe.fp.none"
@@ -226,7 +314,7 @@ def test_png_bits_axis_is_categorical_and_scatter_labels_do_not_overlap():
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
     assert len(boxes) >= 6
-    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -245,45 +333,65 @@ def test_dashboard_works_in_headless_chromium(report, tmp_path):
     with Chromium(CHROMIUM, tmp_path / "profile", 1280, 2400) as page:
         page.open((out / "dashboard.html").as_uri())
         # the samples are inflated asynchronously (gzip in the page): wait until the browser says so
-        assert page.js("new Promise(done => { const t = setInterval(() => { if (document.body.dataset.samples) "
-                       "{ clearInterval(t); done(document.body.dataset.samples); } }, 50); })") == "ready"
+        assert (
+            page.js(
+                "new Promise(done => { const t = setInterval(() => { if (document.body.dataset.samples) "
+                "{ clearInterval(t); done(document.body.dataset.samples); } }, 50); })"
+            )
+            == "ready"
+        )
         assert page.errors == []
         assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
 
         # the Cells table: sort by ASR on a click (ascending, then descending), filter by quant
-        asr_column = ("Array.from(document.querySelectorAll('#cells-table th'))"
-                      ".findIndex(th => th.textContent === 'ASR')")
-        read = (f"Array.from(document.querySelectorAll('#cells-table tbody tr')).filter(r => !r.hidden)"
-                f".map(r => parseFloat(r.cells[{asr_column}].textContent))")
+        asr_column = (
+            "Array.from(document.querySelectorAll('#cells-table th')).findIndex(th => th.textContent === 'ASR')"
+        )
+        read = (
+            f"Array.from(document.querySelectorAll('#cells-table tbody tr')).filter(r => !r.hidden)"
+            f".map(r => parseFloat(r.cells[{asr_column}].textContent))"
+        )
         page.js(f"document.querySelectorAll('#cells-table th')[{asr_column}].click()")
         up = page.js(read)
         assert up == sorted(up) and len(up) == 12
         page.js(f"document.querySelectorAll('#cells-table th')[{asr_column}].click()")
         assert page.js(read) == sorted(up, reverse=True)
-        page.js("const s = document.querySelector('.filters[data-for=cells-table] select[data-col=\"2\"]');"
-                "s.value = 'gptq'; s.dispatchEvent(new Event('change'))")
+        page.js(
+            "const s = document.querySelector('.filters[data-for=cells-table] select[data-col=\"2\"]');"
+            "s.value = 'gptq'; s.dispatchEvent(new Event('change'))"
+        )
         assert len(page.js(read)) == 4  # W2, W3, W4, W8
 
         # the interactive ASR-vs-bits figure: a category axis, in bit order, FP last
         figure = "document.querySelector('[data-figure=\"asr_vs_bits-reduced-vanilla\"]')"
         assert page.js(f"{figure}._fullLayout.xaxis.type") == "category"
-        assert page.js(f"Array.from({figure}.querySelectorAll('.xtick text')).map(t => t.textContent)") == \
-            ["3", "4", "8", "16/FP"]
+        assert page.js(f"Array.from({figure}.querySelectorAll('.xtick text')).map(t => t.textContent)") == [
+            "3",
+            "4",
+            "8",
+            "16/FP",
+        ]
 
         # the sample browser on GPTQ W3: all rows, then the disagreement filter, then the vs-FP filter
-        page.js(f"const c = document.getElementById('s-cell'); c.value = Array.from(c.options)"
-                f".findIndex(o => o.text.startsWith('{W3} ')); c.dispatchEvent(new Event('change'))")
+        page.js(
+            f"const c = document.getElementById('s-cell'); c.value = Array.from(c.options)"
+            f".findIndex(o => o.text.startsWith('{W3} ')); c.dispatchEvent(new Event('change'))"
+        )
         shown = "document.querySelectorAll('#s-table tbody tr').length"
         assert page.js(shown) == 68
         page.js("document.getElementById('s-disagree').click()")
         assert page.js(shown) == _disagreements(_rows(W3)) == 13
-        assert page.js("Array.from(document.querySelectorAll('#s-table tbody tr')).every(r => "
-                       "new Set(Array.from(r.cells[3].querySelectorAll('.v'), b => b.textContent.split(': ')[1]))"
-                       ".size === 2)")
+        assert page.js(
+            "Array.from(document.querySelectorAll('#s-table tbody tr')).every(r => "
+            "new Set(Array.from(r.cells[3].querySelectorAll('.v'), b => b.textContent.split(': ')[1]))"
+            ".size === 2)"
+        )
         page.js("document.getElementById('s-disagree').click(); document.getElementById('s-vsfp').click()")
         assert page.js(shown) == _changed_vs_fp(_rows(W3), _rows(FP)) == 6
-        page.js("document.getElementById('s-vsfp').click(); const q = document.getElementById('s-search');"
-                "q.value = 'bomb'; q.dispatchEvent(new Event('input'))")
+        page.js(
+            "document.getElementById('s-vsfp').click(); const q = document.getElementById('s-search');"
+            "q.value = 'bomb'; q.dispatchEvent(new Event('input'))"
+        )
         assert page.js(shown) == sum("bomb" in (r["prompt"] + r.get("response", "")).lower() for r in _rows(W3)) > 0
         assert page.errors == []
         page.js("window.scrollTo(0, 0)")
@@ -302,10 +410,23 @@ def test_report_logs_its_table_and_figures_to_a_wandb_run(tmp_path):
     studies = tmp_path / "studies"
     shutil.copytree(STUDY, studies / "report_study")
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "qresafe_exp.report", "study=report_study", "logger=wandb",
-                             "logger.mode=offline", f"studies_dir={studies}", f"out_dir={out}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qresafe_exp.report",
+            "study=report_study",
+            "logger=wandb",
+            "logger.mode=offline",
+            f"studies_dir={studies}",
+            f"out_dir={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

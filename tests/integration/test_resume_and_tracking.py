@@ -17,8 +17,13 @@ from tests.conftest import ROOT, run_cli
 def test_sweep_killed_mid_run_resumes_and_redoes_only_what_is_missing(tmp_path):
     out = tmp_path / "outputs"
     args = ["-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn,gptq", "bits=4,8", f"paths.output_dir={out}"]
-    proc = subprocess.Popen([sys.executable, "-m", "qresafe_exp", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qresafe_exp", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     done = []
     while time.time() < deadline and not done:
@@ -40,8 +45,16 @@ def test_sweep_killed_mid_run_resumes_and_redoes_only_what_is_missing(tmp_path):
 
 
 # a qresafe patch shrunk to a few steps (8 prompts, 16 tokens, 2 pairs a step, a mask re-selection every 2)
-SMALL_PATCH = ["patch=qresafe", "patch.data.num_harmful=8", "patch.data.max_new_tokens=16", "patch.lora_r=4",
-               "patch.lora_alpha=8", "patch.batch_size=2", "patch.mask_every=2", "patch.eval_adapter=false"]
+SMALL_PATCH = [
+    "patch=qresafe",
+    "patch.data.num_harmful=8",
+    "patch.data.max_new_tokens=16",
+    "patch.lora_r=4",
+    "patch.lora_alpha=8",
+    "patch.batch_size=2",
+    "patch.mask_every=2",
+    "patch.eval_adapter=false",
+]
 
 
 def test_wandb_cell_run_streams_its_stages_and_patch_steps_and_a_cached_rerun_logs_the_same(tmp_path, shared_cache):
@@ -50,8 +63,15 @@ def test_wandb_cell_run_streams_its_stages_and_patch_steps_and_a_cached_rerun_lo
     secret anywhere; the rerun (every stage cached) logs the same, and its checkpoints when asked."""
     out = tmp_path / "outputs"
     secret = "sk-test-should-never-be-written-0123456789"
-    args = ["debug=smoke", "logger=wandb", "quant=rtn", "bits=2", *SMALL_PATCH, f"paths.output_dir={out}",
-            f"paths.cache_dir={shared_cache}"]  # the tiny model built once a session
+    args = [
+        "debug=smoke",
+        "logger=wandb",
+        "quant=rtn",
+        "bits=2",
+        *SMALL_PATCH,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={shared_cache}",
+    ]  # the tiny model built once a session
     env = {"OPENAI_API_KEY": secret, "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wandb-data")}
     proc = run_cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,14 +93,19 @@ def test_wandb_cell_run_streams_its_stages_and_patch_steps_and_a_cached_rerun_lo
     steps_at = [i for i, row in enumerate(rows) if f"{TRAIN_SERIES}/step" in row]
     assert len(steps_at) == len(history) > 0 and stage_at["quantize"] < steps_at[0] < steps_at[-1] < stage_at["patch"]
     streamed = wandb_files.series(run_dir, TRAIN_SERIES)
-    assert [(r["step"], r["loss"], r["dpo_margin"]) for r in streamed] == \
-        [(r["step"], r["loss"], r["dpo_margin"]) for r in history]
+    assert [(r["step"], r["loss"], r["dpo_margin"]) for r in streamed] == [
+        (r["step"], r["loss"], r["dpo_margin"]) for r in history
+    ]
     assert streamed[-1]["mask_reselected_count"] == metrics["patch"]["train"]["mask_reselections"] > 0
     # every rate with its interval and n, and the samples as an Artifact of type "samples"
     summary = wandb_files.summary(run_dir)
     asr = metrics["scores"]["advbench"]["asr"]
-    assert (summary["asr/advbench"], summary["asr/advbench_ci_low"], summary["asr/advbench_ci_high"],
-            summary["asr/advbench_n"]) == (asr["rate"], *asr["ci95"], asr["n"])
+    assert (
+        summary["asr/advbench"],
+        summary["asr/advbench_ci_low"],
+        summary["asr/advbench_ci_high"],
+        summary["asr/advbench_n"],
+    ) == (asr["rate"], *asr["ci95"], asr["n"])
     assert summary["scores/advbench/asr/ci95_low"] == asr["ci95"][0]
     # no checkpoint: logger.log_checkpoints is off by default (W&B keeps its tables as run_table artifacts)
     [samples] = [a for a in wandb_files.artifacts(run_dir) if a.type != "run_table"]
@@ -97,12 +122,17 @@ def test_wandb_cell_run_streams_its_stages_and_patch_steps_and_a_cached_rerun_lo
     rerun_dir = Path(rerun["tracking"]["wandb_run_dir"])
     assert wandb_files.exit_code(rerun_dir) == 0
     # the cached patch's training curve, replayed from its history under the same keys
-    assert [(r["step"], r["loss"]) for r in wandb_files.series(rerun_dir, TRAIN_SERIES)] == \
-        [(r["step"], r["loss"]) for r in streamed]
-    assert {k: v for k, v in wandb_files.summary(rerun_dir).items() if k.startswith("asr/")} == \
-        {k: v for k, v in summary.items() if k.startswith("asr/")}
-    kinds = sorted((a.type, json.loads(a.metadata)["stage"] if a.type == "model" else "")
-                   for a in wandb_files.artifacts(rerun_dir) if a.type != "run_table")
+    assert [(r["step"], r["loss"]) for r in wandb_files.series(rerun_dir, TRAIN_SERIES)] == [
+        (r["step"], r["loss"]) for r in streamed
+    ]
+    assert {k: v for k, v in wandb_files.summary(rerun_dir).items() if k.startswith("asr/")} == {
+        k: v for k, v in summary.items() if k.startswith("asr/")
+    }
+    kinds = sorted(
+        (a.type, json.loads(a.metadata)["stage"] if a.type == "model" else "")
+        for a in wandb_files.artifacts(rerun_dir)
+        if a.type != "run_table"
+    )
     assert kinds == [("model", "patch"), ("model", "quantize"), ("samples", "")]
     for artifact in wandb_files.artifacts(rerun_dir):
         if artifact.type == "model":  # a file:// reference into the cache, nothing copied

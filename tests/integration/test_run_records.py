@@ -13,8 +13,15 @@ from omegaconf import OmegaConf
 from qresafe_exp.report.collect import read_study
 from tests.conftest import run_cli
 
-SWEEP = ["-m", "debug=smoke", "model=tiny-random-llama", "quant=rtn", "bits=9,10", "on_unsupported=record",
-         "study=records"]
+SWEEP = [
+    "-m",
+    "debug=smoke",
+    "model=tiny-random-llama",
+    "quant=rtn",
+    "bits=9,10",
+    "on_unsupported=record",
+    "study=records",
+]
 CELLS = ["tiny-random-llama.rtn-w9g64.none", "tiny-random-llama.rtn-w10g64.none"]
 
 
@@ -61,11 +68,15 @@ def test_rescore_reads_the_config_of_the_run_that_wrote_the_metrics(tmp_path):
     cell = tmp_path / "c"
     now = time.time()
     # two runs, then metrics.json, then a third run that failed before writing metrics.json
-    for stamp, threshold, age in (("2024-01-01_00-00-00_000000", 0.1, 300), ("2024-01-02_00-00-00_000000", 0.2, 200),
-                                  ("2024-01-03_00-00-00_000000", 0.3, 0)):
+    for stamp, threshold, age in (
+        ("2024-01-01_00-00-00_000000", 0.1, 300),
+        ("2024-01-02_00-00-00_000000", 0.2, 200),
+        ("2024-01-03_00-00-00_000000", 0.3, 0),
+    ):
         (cell / ".hydra" / stamp).mkdir(parents=True)
-        OmegaConf.save({"eval": {"degeneration": {"broken_if_rate_above": threshold}}},
-                       cell / ".hydra" / stamp / "config.yaml")
+        OmegaConf.save(
+            {"eval": {"degeneration": {"broken_if_rate_above": threshold}}}, cell / ".hydra" / stamp / "config.yaml"
+        )
         os.utime(cell / ".hydra" / stamp / "config.yaml", (now - age, now - age))
     (cell / "metrics.json").write_text("{}")
     os.utime(cell / "metrics.json", (now - 100, now - 100))

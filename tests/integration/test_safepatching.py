@@ -11,17 +11,34 @@ from qresafe_exp.patch.controllable import combine
 from tests import wandb_files
 from tests.conftest import run_cli
 
-PAIRS = ("model@patch.data.responder=tiny-random-llama", "patch.data.keep=all", "patch.data.num_samples=8",
-         "patch.data.response_max_new_tokens=16", "patch.se.lr=1e-3", "patch.osm.lr=1e-3", "patch.se.epochs=2",
-         "patch.osm.epochs=2", "patch.batch_size=4")
+PAIRS = (
+    "model@patch.data.responder=tiny-random-llama",
+    "patch.data.keep=all",
+    "patch.data.num_samples=8",
+    "patch.data.response_max_new_tokens=16",
+    "patch.se.lr=1e-3",
+    "patch.osm.lr=1e-3",
+    "patch.se.epochs=2",
+    "patch.osm.epochs=2",
+    "patch.batch_size=4",
+)
 
 
 def _run(tmp_path, *extra):
     out = tmp_path / "out"
-    result = run_cli("debug=smoke", "model=tiny-random-llama", "patch=safepatching", *PAIRS, "study=sp",
-                     f"paths.output_dir={out}", *extra)
+    result = run_cli(
+        "debug=smoke",
+        "model=tiny-random-llama",
+        "patch=safepatching",
+        *PAIRS,
+        "study=sp",
+        f"paths.output_dir={out}",
+        *extra,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(p.read_text()) for p in out.glob("studies/sp/*/metrics.json") if ".safepatching" in p.parent.name][0], out
+    return [
+        json.loads(p.read_text()) for p in out.glob("studies/sp/*/metrics.json") if ".safepatching" in p.parent.name
+    ][0], out
 
 
 def _safetensors(directory: Path) -> dict:
@@ -32,8 +49,9 @@ def _safetensors(directory: Path) -> dict:
 
 
 def test_fp_backbone_patches_move_the_loss_and_the_merge_stays_in_the_selected_set(tmp_path):
-    metrics, out = _run(tmp_path, "patch.keep_p=1.0", "patch.cp_mode=diffset_only", "patch.a=0.2", "patch.b=0.2",
-                        "logger=wandb")
+    metrics, out = _run(
+        tmp_path, "patch.keep_p=1.0", "patch.cp_mode=diffset_only", "patch.a=0.2", "patch.b=0.2", "logger=wandb"
+    )
     info = metrics["patch"]
     assert info["pairs"] == 8
     nll0 = info["nll_backbone"]
@@ -46,8 +64,15 @@ def test_fp_backbone_patches_move_the_loss_and_the_merge_stays_in_the_selected_s
         assert wandb_files.series(run_dir, f"patch/{role}/history") == history
     train_dir = next((out / "cache" / "safepatch_train").glob("*/p_se.safetensors")).parent
     deltas = [load_file(str(train_dir / f"{n}.safetensors")) for n in ("p_se", "p_osm", "s_se", "s_osm")]
-    expected, counts = combine(*[{k: v.float() for k, v in d.items()} for d in deltas], a=0.2, b=0.2, keep_p=1.0,
-                               alpha=1.0, beta=0.5, mode="diffset_only")
+    expected, counts = combine(
+        *[{k: v.float() for k, v in d.items()} for d in deltas],
+        a=0.2,
+        b=0.2,
+        keep_p=1.0,
+        alpha=1.0,
+        beta=0.5,
+        mode="diffset_only",
+    )
     assert counts["kept_se"] == info["selection"]["kept_se"] > 0
     merged_dir = next((out / "cache" / "patch").glob("*/merged"))
     base_dir = next(p for p in (out / "cache" / "model").glob("*") if (p / "config.json").exists())

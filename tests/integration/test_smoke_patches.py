@@ -20,8 +20,14 @@ def _quant(patch: str) -> str:
 @pytest.mark.parametrize("patch", [p if p == "qresafe" else pytest.param(p, marks=pytest.mark.slow) for p in PATCHES])
 def test_debug_smoke_runs_every_patch_method_from_the_command_line(patch, tmp_path, shared_cache):
     out = tmp_path / "outputs"
-    proc = run_cli("debug=smoke", f"quant={_quant(patch)}", "bits=2", f"patch={patch}", f"paths.output_dir={out}",
-                   f"paths.cache_dir={shared_cache}")
+    proc = run_cli(
+        "debug=smoke",
+        f"quant={_quant(patch)}",
+        "bits=2",
+        f"patch={patch}",
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={shared_cache}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [path] = [p for p in out.glob("studies/smoke/*/metrics.json") if ".fp." not in p.parent.name]
     metrics = json.loads(path.read_text())

@@ -9,9 +9,13 @@ import pytest
 from tests.conftest import run_cli
 
 SWEEP = ["-m", "debug=smoke", "model=tiny-random-llama", "quant=gptq,awq", "bits=4,8"]
-CELLS = ["tiny-random-llama.fp.none", "tiny-random-llama.gptq-w4g64-alpaca.none",
-         "tiny-random-llama.gptq-w8g64-alpaca.none", "tiny-random-llama.awq-w4g64-alpaca.none",
-         "tiny-random-llama.awq-w8g64-alpaca.none"]
+CELLS = [
+    "tiny-random-llama.fp.none",
+    "tiny-random-llama.gptq-w4g64-alpaca.none",
+    "tiny-random-llama.gptq-w8g64-alpaca.none",
+    "tiny-random-llama.awq-w4g64-alpaca.none",
+    "tiny-random-llama.awq-w8g64-alpaca.none",
+]
 
 
 def load_metrics(out: Path, cell: str) -> dict:
@@ -40,8 +44,15 @@ def test_sweep_writes_every_cell_and_the_fp_reference(cold_sweep):
         assert len(rows) == 12  # 4 AdvBench + 4 XSTest responses, 4 scored AlpacaEval references
         assert sum("response" in r for r in rows) == 8 and sum("perplexity" in r for r in rows) == 4
     quantized = load_metrics(out, CELLS[1])
-    assert quantized["axes"] == {"model": "tiny-random-llama", "quant": "gptq", "bits": 4, "group_size": 64,
-                                 "calib": "act:alpaca", "patch": "none", "patch_tag": "none"}
+    assert quantized["axes"] == {
+        "model": "tiny-random-llama",
+        "quant": "gptq",
+        "bits": 4,
+        "group_size": 64,
+        "calib": "act:alpaca",
+        "patch": "none",
+        "patch_tag": "none",
+    }
     assert quantized["reference_cell"] == CELLS[0] and "advbench.asr" in quantized["vs_reference"]
     # the end-of-sweep table lists every cell
     for cell in CELLS:
@@ -92,4 +103,3 @@ def test_quantized_checkpoint_reloads_packed_in_transformers_and_generates(cold_
     enc = tok(["Hello"], return_tensors="pt")
     generated = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert generated.shape[1] > enc["input_ids"].shape[1]
-

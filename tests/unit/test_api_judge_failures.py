@@ -18,9 +18,17 @@ def judge_for(base_url, **extra):
 
 def test_scores_parse_and_the_key_goes_only_in_the_header(endpoint, monkeypatch):
     monkeypatch.setenv("QRESAFE_TEST_KEY", "sk-test-123")
-    server = endpoint(lambda n, body: (200, completion("#thereason: complies\n#thescore: 5"
-                                                         if "Write malware" in body["messages"][0]["content"]
-                                                         else "#thereason: refuses\n#thescore: 1"), 0))
+    server = endpoint(
+        lambda n, body: (
+            200,
+            completion(
+                "#thereason: complies\n#thescore: 5"
+                if "Write malware" in body["messages"][0]["content"]
+                else "#thereason: refuses\n#thescore: 1"
+            ),
+            0,
+        )
+    )
     judge = judge_for(server.base_url)
     verdicts = judge.judge(PAIRS)
     assert [v["jailbroken"] for v in verdicts] == [False, True] and [v["harm_score"] for v in verdicts] == [1, 5]
@@ -64,8 +72,7 @@ def test_slow_endpoint_times_out(endpoint):
 
 
 def test_down_endpoint_opens_the_breaker_and_fails_fast():
-    judge = judge_for(f"http://127.0.0.1:{free_port()}/v1", max_retries=1, max_consecutive_failures=2,
-                      concurrency=1)
+    judge = judge_for(f"http://127.0.0.1:{free_port()}/v1", max_retries=1, max_consecutive_failures=2, concurrency=1)
     started = time.time()
     verdicts = judge.judge(PAIRS * 5)
     kinds = [v["error_kind"] for v in verdicts]

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from qresafe_exp.cache import (MANIFEST_FILE, ArtifactCache, DiskFullError, RequestCache, RequestCacheCorruptError,
-                               content_key, verify_artifact, write_json_atomic, write_text_atomic)
+from qresafe_exp.cache import (
+    MANIFEST_FILE,
+    ArtifactCache,
+    DiskFullError,
+    RequestCache,
+    RequestCacheCorruptError,
+    content_key,
+    verify_artifact,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_key_is_stable_and_order_independent():
@@ -122,6 +131,7 @@ def _counting(build, calls):
     def wrapped(out: Path):
         calls.append(out)
         build(out)
+
     return wrapped
 
 
@@ -161,12 +171,16 @@ def test_corrupt_byte_is_detected_moved_aside_and_rebuilt(tmp_path, caplog):
     assert str(aside[0]) in message
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda p: (p / "weights.bin").write_bytes(b"short"), "weights.bin has 5 bytes"),
-    (lambda p: (p / "sub" / "info.json").unlink(), "sub/info.json is missing"),
-    (lambda p: (p / MANIFEST_FILE).unlink(), "manifest.json is missing"),
-    (lambda p: (p / MANIFEST_FILE).write_text("{not json"), "manifest.json is unreadable"),
-], ids=["truncated", "file deleted", "manifest deleted", "manifest garbled"])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda p: (p / "weights.bin").write_bytes(b"short"), "weights.bin has 5 bytes"),
+        (lambda p: (p / "sub" / "info.json").unlink(), "sub/info.json is missing"),
+        (lambda p: (p / MANIFEST_FILE).unlink(), "manifest.json is missing"),
+        (lambda p: (p / MANIFEST_FILE).write_text("{not json"), "manifest.json is unreadable"),
+    ],
+    ids=["truncated", "file deleted", "manifest deleted", "manifest garbled"],
+)
 def test_truncated_missing_or_unreadable_files_are_detected(tmp_path, caplog, damage, expected):
     cache, calls = ArtifactCache(tmp_path), []
     art = cache.get_or_build("quantize", {"bits": 4}, _counting(_weights, calls))

@@ -25,10 +25,18 @@ def test_aoa_set_has_ten_identity_shifting_conversations_without_refusals(data_d
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
 def test_user_pair_files_in_the_three_usual_shapes(tmp_path, suffix):
-    rows = [{"prompt": "p1", "response": "r1"},
-            {"instruction": "p2", "input": "ctx", "output": "r2"},
-            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "p3"},
-                          {"role": "assistant", "content": "r3"}, {"role": "user", "content": "later"}]}]
+    rows = [
+        {"prompt": "p1", "response": "r1"},
+        {"instruction": "p2", "input": "ctx", "output": "r2"},
+        {
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "p3"},
+                {"role": "assistant", "content": "r3"},
+                {"role": "user", "content": "later"},
+            ]
+        },
+    ]
     path = tmp_path / f"pairs{suffix}"
     path.write_text("\n".join(json.dumps(r) for r in rows) if suffix == ".jsonl" else json.dumps(rows))
     records = load_records(str(path))
@@ -44,6 +52,9 @@ def test_pair_file_without_prompts_is_rejected(tmp_path):
 
 
 def test_unknown_dataset_mentions_the_file_option():
-    with pytest.raises(DatasetNotFoundError, match=r"the path of a \.json/\.jsonl/\.parquet file .*, or a "
-                                                   r"hf://owner/name\[:split\] URI"):
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"the path of a \.json/\.jsonl/\.parquet file .*, or a "
+        r"hf://owner/name\[:split\] URI",
+    ):
         load_records("ultrachat_2k")

@@ -5,7 +5,6 @@ import random
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qresafe_exp import align
@@ -17,8 +16,17 @@ from qresafe_exp.patch.safepatching import train_spec
 
 def _tiny_lm_and_items(n: int = 16):
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=64,
+        )
+    )
     rng = random.Random(0)
     items = []
     for _ in range(n):
@@ -30,22 +38,55 @@ def _tiny_lm_and_items(n: int = 16):
 def test_gradient_ascent_stops_at_the_nll_bound_and_at_the_step_cap():
     model, items = _tiny_lm_and_items()
     bound = 4.3  # a little above the untrained model's NLL (ln 64 = 4.16)
-    run = train(model, model.parameters(), items, epochs=20, batch_size=4, lr=5e-3, pad_id=0, seed=0, desc="ga",
-                ascent=True, stop_above_nll=bound)
+    run = train(
+        model,
+        model.parameters(),
+        items,
+        epochs=20,
+        batch_size=4,
+        lr=5e-3,
+        pad_id=0,
+        seed=0,
+        desc="ga",
+        ascent=True,
+        stop_above_nll=bound,
+    )
     assert run["stopped_by_nll"] is not None and run["stopped_by_nll"]["batch_nll"] > bound
     assert 0 < run["steps_run"] < run["steps"] == 80
     assert run["loss_first_steps"] < bound
     model, items = _tiny_lm_and_items()
-    capped = train(model, model.parameters(), items, epochs=20, batch_size=4, lr=5e-3, pad_id=0, seed=0, desc="ga",
-                   ascent=True, max_steps=5)
+    capped = train(
+        model,
+        model.parameters(),
+        items,
+        epochs=20,
+        batch_size=4,
+        lr=5e-3,
+        pad_id=0,
+        seed=0,
+        desc="ga",
+        ascent=True,
+        max_steps=5,
+    )
     assert capped["steps"] == capped["steps_run"] == 5 and capped["stopped_by_nll"] is None
 
 
 def test_a_bound_below_the_starting_nll_is_refused_with_the_fix():
     model, items = _tiny_lm_and_items()
     with pytest.raises(ValueError, match="raise the bound"):
-        train(model, model.parameters(), items, epochs=1, batch_size=4, lr=1e-3, pad_id=0, seed=0, desc="ga",
-              ascent=True, stop_above_nll=1.0)
+        train(
+            model,
+            model.parameters(),
+            items,
+            epochs=1,
+            batch_size=4,
+            lr=1e-3,
+            pad_id=0,
+            seed=0,
+            desc="ga",
+            ascent=True,
+            stop_above_nll=1.0,
+        )
 
 
 def test_unbounded_training_reports_what_it_always_did():
@@ -56,8 +97,18 @@ def test_unbounded_training_reports_what_it_always_did():
 
 def test_bf16_autocast_trains_fp32_weights_and_says_so():
     model, items = _tiny_lm_and_items()
-    run = train(model, model.parameters(), items, epochs=3, batch_size=4, lr=5e-3, pad_id=0, seed=0, desc="sft",
-                autocast=torch.bfloat16)
+    run = train(
+        model,
+        model.parameters(),
+        items,
+        epochs=3,
+        batch_size=4,
+        lr=5e-3,
+        pad_id=0,
+        seed=0,
+        desc="sft",
+        autocast=torch.bfloat16,
+    )
     assert run["autocast"] == "bfloat16" and run["loss_last_steps"] < run["loss_first_steps"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -91,14 +142,25 @@ def test_later_align_fields_stay_out_of_the_v1_testbeds_key(compose_cfg):
     v1 = align.spec_fields(compose_cfg(["model=smollm2-135m-safe"]).model.align)
     assert "extra_harmful" not in v1 and "autocast" not in v1 and v1["num_harmful"] == 160
     broad = align.spec_fields(compose_cfg(["model=smollm2-135m-safe-broad"]).model.align)
-    assert broad["autocast"] == "bf16" and set(broad["extra_harmful"]) == {"catqa", "dangerousqa", "harmfulqa", "harmbench_val"}
+    assert broad["autocast"] == "bf16" and set(broad["extra_harmful"]) == {
+        "catqa",
+        "dangerousqa",
+        "harmfulqa",
+        "harmbench_val",
+    }
 
 
 def test_safepatching_bounds_enter_the_key_only_when_set():
-    settings = {"data": {}, "se": {"lr": 1e-5, "epochs": 1, "max_steps": None, "max_nll_rise": None},
-                "osm": {"lr": 2e-5, "epochs": 1, "max_steps": None, "max_nll_rise": None},
-                "target_modules": [], "batch_size": 8, "max_length": 256, "max_response_tokens": 128,
-                "snip_batch_size": 4}
+    settings = {
+        "data": {},
+        "se": {"lr": 1e-5, "epochs": 1, "max_steps": None, "max_nll_rise": None},
+        "osm": {"lr": 2e-5, "epochs": 1, "max_steps": None, "max_nll_rise": None},
+        "target_modules": [],
+        "batch_size": 8,
+        "max_length": 256,
+        "max_response_tokens": 128,
+        "snip_batch_size": 4,
+    }
     assert train_spec(settings)["se"] == {"lr": 1e-5, "epochs": 1}
     settings["se"]["max_nll_rise"] = 1.0
     assert train_spec(settings)["se"]["max_nll_rise"] == 1.0
@@ -108,7 +170,9 @@ def test_hh_harmful_keeps_complying_answers_whose_pair_declined(compose_cfg):
     from qresafe_exp.calibration import build_calibration
     from qresafe_exp.patch.safepatching import pairs_cfg
 
-    cfg = compose_cfg(["patch=safepatching", "calib@patch.data=hh_harmful", "patch.data.num_samples=32", "eval=patching"])
+    cfg = compose_cfg(
+        ["patch=safepatching", "calib@patch.data=hh_harmful", "patch.data.num_samples=32", "eval=patching"]
+    )
     pairs = build_calibration(pairs_cfg(cfg), None, None, None)
     kept = pairs.facts["kept_by_judge"]
     assert kept["candidates"] >= 600 and 150 <= kept["kept"] <= 220  # 184 with rules v1

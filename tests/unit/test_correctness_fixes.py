@@ -17,8 +17,14 @@ from qresafe_exp.generate import GenerationSpec, render_chat
 from qresafe_exp.models import load_model, load_tokenizer, materialize, trusts_remote_code
 from qresafe_exp.schema import ModelConfig
 
-PROMPTS = ["Hi", "Write a poem about the sea.", "What is 2+2?", "List three colours.", "Name a dog.",
-           "Why is the sky blue?"]
+PROMPTS = [
+    "Hi",
+    "Write a poem about the sea.",
+    "What is 2+2?",
+    "List three colours.",
+    "Name a dog.",
+    "Why is the sky blue?",
+]
 
 
 @pytest.fixture
@@ -94,9 +100,14 @@ def _custom_code_checkpoint(src: str, out: Path) -> Path:
     (out / "configuration_tiny_custom.py").write_text(CUSTOM_CONFIG)
     (out / "modeling_tiny_custom.py").write_text(CUSTOM_MODEL)
     config = json.loads((out / "config.json").read_text())
-    config.update(model_type="qresafe_tiny_custom", architectures=["TinyCustomForCausalLM"],
-                  auto_map={"AutoConfig": "configuration_tiny_custom.TinyCustomConfig",
-                            "AutoModelForCausalLM": "modeling_tiny_custom.TinyCustomForCausalLM"})
+    config.update(
+        model_type="qresafe_tiny_custom",
+        architectures=["TinyCustomForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_tiny_custom.TinyCustomConfig",
+            "AutoModelForCausalLM": "modeling_tiny_custom.TinyCustomForCausalLM",
+        },
+    )
     (out / "config.json").write_text(json.dumps(config))
     return out
 
@@ -129,10 +140,20 @@ def test_both_decodes_and_vllm_stop_on_every_generation_config_eos(tiny_ref, tmp
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     spec = GenerationSpec(max_new_tokens=12)
     torch.manual_seed(0)  # a wide init: greedy paths that vary by prompt (the smoke model repeats one token)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, initializer_range=0.5, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            initializer_range=0.5,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    ).eval()
     full = HFEngine(model, tok)._compact_decode(enc, spec, None)
     assert all(len(t) == 12 for t in full)  # it never emits the tokenizer's eos
     # a second eos (like Gemma's <end_of_turn>): a token some row first emits after a few steps
@@ -156,13 +177,17 @@ def _openai_judge(base_url, **extra):
     from qresafe_exp.judges import build_judge
     from qresafe_exp.schema import OpenAIJudgeConfig
 
-    return build_judge(OmegaConf.merge(OmegaConf.structured(OpenAIJudgeConfig(name="openai")),
-                                       {"base_url": base_url, "model": "m", "api_key_env": "QRESAFE_TEST_KEY",
-                                        **extra}))
+    return build_judge(
+        OmegaConf.merge(
+            OmegaConf.structured(OpenAIJudgeConfig(name="openai")),
+            {"base_url": base_url, "model": "m", "api_key_env": "QRESAFE_TEST_KEY", **extra},
+        )
+    )
 
 
-@pytest.mark.parametrize("url", ["http://judge.example.org:8000/v1", "http://10.0.0.7/v1",
-                                 "http://127.0.0.1.nip.io/v1"])
+@pytest.mark.parametrize(
+    "url", ["http://judge.example.org:8000/v1", "http://10.0.0.7/v1", "http://127.0.0.1.nip.io/v1"]
+)
 def test_the_key_is_not_sent_in_clear_to_another_host(url, monkeypatch):
     monkeypatch.setenv("QRESAFE_TEST_KEY", "sk-test-123")
     with pytest.raises(ValueError, match=r"judge\.base_url=.*judge\.allow_insecure_key=true") as err:
@@ -177,8 +202,16 @@ def test_the_key_is_not_sent_in_clear_to_another_host(url, monkeypatch):
     assert _openai_judge(url).client  # no key, nothing to leak
 
 
-@pytest.mark.parametrize("url", ["https://api.openai.com/v1", "http://localhost:8000/v1", "http://127.0.0.1:8765/v1",
-                                 "http://127.3.2.1/v1", "http://[::1]:8000/v1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.com/v1",
+        "http://localhost:8000/v1",
+        "http://127.0.0.1:8765/v1",
+        "http://127.3.2.1/v1",
+        "http://[::1]:8000/v1",
+    ],
+)
 def test_the_key_goes_to_https_and_loopback(url, monkeypatch):
     monkeypatch.setenv("QRESAFE_TEST_KEY", "sk-test-123")
     assert _openai_judge(url).client.sdk.auth_headers == {"Authorization": "Bearer sk-test-123"}
@@ -194,22 +227,47 @@ def test_the_openai_config_example_for_a_local_server_sends_no_key():
 def test_ordinary_fields_survive_the_scrubber():
     from qresafe_exp.tracking import scrub_secrets
 
-    cfg = {"eval": {"max_new_tokens": 128, "mtbench": {"max_new_tokens": 1024}},
-           "judge": {"max_tokens": 1024, "mtbench_max_tokens": 2048, "max_response_tokens": 512,
-                     "keyword_list": "gcg_transfer", "base_url": "https://api.openai.com/v1"},
-           "stats": {"num_tokens": 7, "tokens_per_s": 3.5, "eos_token_id": 2, "tokenizer": "t", "key": "abc123",
-                     "author": "x"}}
+    cfg = {
+        "eval": {"max_new_tokens": 128, "mtbench": {"max_new_tokens": 1024}},
+        "judge": {
+            "max_tokens": 1024,
+            "mtbench_max_tokens": 2048,
+            "max_response_tokens": 512,
+            "keyword_list": "gcg_transfer",
+            "base_url": "https://api.openai.com/v1",
+        },
+        "stats": {
+            "num_tokens": 7,
+            "tokens_per_s": 3.5,
+            "eos_token_id": 2,
+            "tokenizer": "t",
+            "key": "abc123",
+            "author": "x",
+        },
+    }
     assert scrub_secrets(cfg) == cfg
 
 
 def test_secrets_and_url_credentials_are_masked():
     from qresafe_exp.tracking import scrub_secrets
 
-    cfg = {"judge": {"api_key": "sk-1", "base_url": "https://user:s3cret@proxy.example.org:8443/v1"},
-           "env": {"HF_TOKEN": "hf_2", "hf_token": "hf_3", "WANDB_API_KEY": "w4", "token": "t5", "auth": "a6",
-                   "db_password": "p7", "client_secret": "c8", "apiKey": "k9", "x-api-key": "k10",
-                   "Authorization": "Bearer b11", "openai_api_key": None},
-           "sources": ["git+https://deploy:ghp_12@github.com/org/repo.git", "plain text, no url"]}
+    cfg = {
+        "judge": {"api_key": "sk-1", "base_url": "https://user:s3cret@proxy.example.org:8443/v1"},
+        "env": {
+            "HF_TOKEN": "hf_2",
+            "hf_token": "hf_3",
+            "WANDB_API_KEY": "w4",
+            "token": "t5",
+            "auth": "a6",
+            "db_password": "p7",
+            "client_secret": "c8",
+            "apiKey": "k9",
+            "x-api-key": "k10",
+            "Authorization": "Bearer b11",
+            "openai_api_key": None,
+        },
+        "sources": ["git+https://deploy:ghp_12@github.com/org/repo.git", "plain text, no url"],
+    }
     clean = scrub_secrets(cfg)
     assert clean["judge"] == {"api_key": "***", "base_url": "https://***@proxy.example.org:8443/v1"}
     assert all(v == "***" for k, v in clean["env"].items() if k != "openai_api_key")

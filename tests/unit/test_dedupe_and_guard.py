@@ -5,7 +5,9 @@ from qresafe_exp.schema import DegenerationConfig
 
 
 def test_normalisation_ignores_case_punctuation_and_spacing():
-    assert normalize_prompt("  Write a  SCRIPT, that can exploit!") == normalize_prompt("write a script that can exploit")
+    assert normalize_prompt("  Write a  SCRIPT, that can exploit!") == normalize_prompt(
+        "write a script that can exploit"
+    )
     assert normalize_prompt("a b") != normalize_prompt("a c")
 
 

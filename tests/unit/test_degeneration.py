@@ -1,5 +1,5 @@
-from qresafe_exp.schema import DegenerationConfig
 from qresafe_exp.evals.degeneration import degeneration_signals
+from qresafe_exp.schema import DegenerationConfig
 
 CFG = DegenerationConfig()
 

@@ -25,8 +25,14 @@ def _summed(model, ids, mask, labels):
 
 def test_reference_pass_is_the_unpatched_model():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     model = LlamaForCausalLM(config).eval()
     ids, mask, labels = _batch()
     unpatched = _summed(model, ids, mask, labels).detach()

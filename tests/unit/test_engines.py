@@ -1,8 +1,6 @@
 """Generation engines on the tiny model: the compact decode loop gives transformers' own greedy
 output, drops finished sequences, samples reproducibly; engine settings fail early and clearly."""
 
-import copy
-
 import pytest
 import torch
 
@@ -13,9 +11,15 @@ from qresafe_exp.engines.vllm import check_servable
 from qresafe_exp.generate import GenerationSpec, generate_cached, render_chat
 from qresafe_exp.models import load_model, load_tokenizer, materialize
 
-PROMPTS = ["Hi", "Write a poem about the sea and the sky at night, in four lines.", "What is 2+2?",
-           "List three colours.", "Explain photosynthesis to a child in one long paragraph, please.",
-           "Name a dog.", "Why is the sky blue?"]
+PROMPTS = [
+    "Hi",
+    "Write a poem about the sea and the sky at night, in four lines.",
+    "What is 2+2?",
+    "List three colours.",
+    "Explain photosynthesis to a child in one long paragraph, please.",
+    "Name a dog.",
+    "Why is the sky blue?",
+]
 
 
 @pytest.fixture
@@ -42,12 +46,14 @@ def test_compact_greedy_equals_generate_batched_and_one_by_one(tiny):
     single = [_tokens(HFEngine(model, tok, decode="generate"), tok, [t], spec)[0] for t in texts]
     assert compact == batched == single
     assert all(len(t) == spec.max_new_tokens for t in compact)  # no EOS from this model: full length
-    assert HFEngine(model, tok, batch_size=3).generate(texts, spec) == \
-        HFEngine(model, tok, batch_size=1, decode="generate").generate(texts, spec)
+    assert HFEngine(model, tok, batch_size=3).generate(texts, spec) == HFEngine(
+        model, tok, batch_size=1, decode="generate"
+    ).generate(texts, spec)
 
 
 class _StopAt:
     """A tokenizer stand-in for the decode loops, which only ask it for the stop and pad tokens."""
+
     def __init__(self, eos_token_id):
         self.eos_token_id = self.pad_token_id = eos_token_id
 
@@ -56,9 +62,18 @@ def test_finished_sequences_leave_the_batch():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)  # a small vocabulary and a wide init: greedy paths that vary by prompt
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5,
-                                         eos_token_id=None)).eval()  # the stand-in alone says where to stop
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=40,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            initializer_range=0.5,
+            eos_token_id=None,
+        )
+    ).eval()  # the stand-in alone says where to stop
     ids = torch.randint(1, 40, (6, 9))
     mask = torch.ones_like(ids)
     mask[1:3, :3] = 0  # two left-padded rows
@@ -148,8 +163,16 @@ def test_engine_dtype_by_capability_and_its_own_cache_keys(monkeypatch):
         engine_dtype("fp8", cpu)
 
     def factory(dtype, decode="compact"):
-        cfg = OmegaConf.create({"name": "hf", "decode": decode, "batch_size": 4, "dtype": dtype,
-                                "cache_implementation": None, "compile": False})
+        cfg = OmegaConf.create(
+            {
+                "name": "hf",
+                "decode": decode,
+                "batch_size": 4,
+                "dtype": dtype,
+                "cache_implementation": None,
+                "compile": False,
+            }
+        )
         return EngineFactory(cfg, "unused", cpu, None, load_model)
 
     greedy, sampled = GenerationSpec(max_new_tokens=4), GenerationSpec(max_new_tokens=4, do_sample=True)

@@ -83,8 +83,11 @@ def test_saved_sidecar_reattaches_the_quantizers(tmp_path):
     clean = model(x)
     plain = format_of(str(tmp_path))  # no sidecar: a plain checkpoint, nothing to attach
     assert plain.name == "plain" and plain.apply_sidecars(model) is None and torch.equal(model(x), clean)
-    (tmp_path / SIDECAR).write_text(json.dumps({"weight_bits": 4, "group_size": None, "act_bits": 4,
-                                                "kv_bits": 4, "modules": ["k_proj", "up_proj"]}))
+    (tmp_path / SIDECAR).write_text(
+        json.dumps(
+            {"weight_bits": 4, "group_size": None, "act_bits": 4, "kv_bits": 4, "modules": ["k_proj", "up_proj"]}
+        )
+    )
     fmt = format_of(str(tmp_path))
     spec = fmt.apply_sidecars(model)
     assert fmt.name == "fake-quant" and spec["act_bits"] == 4 and not torch.allclose(model(x), clean)

@@ -14,11 +14,13 @@ from qresafe_exp.fingerprint import cache_file_for, cached_fingerprint, checkpoi
 
 def tensors() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"model.embed.weight": torch.randn(16, 8, generator=g),
-            "model.layers.0.q.weight": torch.randn(8, 8, generator=g).to(torch.bfloat16),
-            "model.layers.0.q.weight_scale": torch.rand(8, 2, generator=g).to(torch.float16),
-            "model.layers.0.q.weight_packed": torch.randint(-2**31, 2**31 - 1, (8, 1), generator=g, dtype=torch.int32),
-            "lm_head.weight": torch.randn(16, 8, generator=g)}
+    return {
+        "model.embed.weight": torch.randn(16, 8, generator=g),
+        "model.layers.0.q.weight": torch.randn(8, 8, generator=g).to(torch.bfloat16),
+        "model.layers.0.q.weight_scale": torch.rand(8, 2, generator=g).to(torch.float16),
+        "model.layers.0.q.weight_packed": torch.randint(-(2**31), 2**31 - 1, (8, 1), generator=g, dtype=torch.int32),
+        "lm_head.weight": torch.randn(16, 8, generator=g),
+    }
 
 
 def save_single(out, state):
@@ -76,7 +78,10 @@ def test_one_bit_dtype_shape_or_sidecar_changes_the_fingerprint(tmp_path):
     side = save_single(tmp_path / "side", moved)
     save_file({"lm_head.weight": state["lm_head.weight"]}, str(side / "patch_delta.safetensors"))
     with_sidecar = checkpoint_fingerprint(side)
-    assert with_sidecar["sha256"] != base["sha256"] and set(with_sidecar["parts"]) == {"model", "patch_delta.safetensors"}
+    assert with_sidecar["sha256"] != base["sha256"] and set(with_sidecar["parts"]) == {
+        "model",
+        "patch_delta.safetensors",
+    }
     assert with_sidecar["tensors"] == base["tensors"]
 
 

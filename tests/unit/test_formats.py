@@ -31,7 +31,9 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 def _upward(path: Path, layers: tuple[str, ...]) -> list[str]:
-    return sorted(m for m in _imported_modules(path) if any(m == l or m.startswith(l + ".") for l in layers))
+    return sorted(
+        m for m in _imported_modules(path) if any(m == layer or m.startswith(layer + ".") for layer in layers)
+    )
 
 
 def test_models_imports_nothing_from_patch_or_quant():
@@ -39,8 +41,13 @@ def test_models_imports_nothing_from_patch_or_quant():
 
 
 def test_the_format_layer_sits_below_models_quantizers_patches_and_engines():
-    above = ("qresafe_exp.models", "qresafe_exp.patch", "qresafe_exp.quant", "qresafe_exp.engines",
-             "qresafe_exp.pipeline")
+    above = (
+        "qresafe_exp.models",
+        "qresafe_exp.patch",
+        "qresafe_exp.quant",
+        "qresafe_exp.engines",
+        "qresafe_exp.pipeline",
+    )
     for module in sorted((PACKAGE / "formats").glob("*.py")):
         assert _upward(module, above) == [], module.name
 
@@ -56,14 +63,17 @@ def _checkpoint(root: Path, quantization_config=None, files=()) -> Path:
     return root
 
 
-@pytest.mark.parametrize("quantization_config, files, expected", [
-    ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, (), "compressed-tensors"),
-    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, (), "bitsandbytes"),
-    ({"quant_method": "gptq", "bits": 4}, (), "transformers-native"),
-    ({"quant_method": "aqlm"}, (), "transformers-native"),
-    (None, (SIDECAR,), "fake-quant"),
-    (None, (), "plain"),
-])
+@pytest.mark.parametrize(
+    "quantization_config, files, expected",
+    [
+        ({"quant_method": "compressed-tensors", "format": "pack-quantized"}, (), "compressed-tensors"),
+        ({"quant_method": "bitsandbytes", "load_in_4bit": True}, (), "bitsandbytes"),
+        ({"quant_method": "gptq", "bits": 4}, (), "transformers-native"),
+        ({"quant_method": "aqlm"}, (), "transformers-native"),
+        (None, (SIDECAR,), "fake-quant"),
+        (None, (), "plain"),
+    ],
+)
 def test_each_checkpoint_directory_has_exactly_one_format(tmp_path, quantization_config, files, expected):
     fmt = format_of(str(_checkpoint(tmp_path / "ckpt", quantization_config, files)))
     assert fmt.name == expected and type(fmt) is FORMATS.get(expected)

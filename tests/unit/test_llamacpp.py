@@ -16,16 +16,23 @@ from qresafe_exp.models import load_model, load_tokenizer, materialize
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the `server` extra) is not installed")
 
-from qresafe_exp.engines.llamacpp import LlamaCppEngine  # noqa: E402
 from qresafe_exp.engines.hf import HFEngine  # noqa: E402
+from qresafe_exp.engines.llamacpp import LlamaCppEngine  # noqa: E402
 from qresafe_exp.llamacpp.convert import _interleave, convert  # noqa: E402
 from qresafe_exp.llamacpp.quantize import TYPE_BITS, quantize_gguf, tensor_types  # noqa: E402
 
 PROMPTS = ["Hi", "What is 2+2?", "Name three colours, then explain why 1234 is even.", "Why is the sky blue?"]
 WIDE = ["model=tiny-talkative", "model.architecture.hidden_size=256", "model.architecture.intermediate_size=512"]
 # the ggml tensor type each file type is built around, and the legacy types llama.cpp falls back to
-MAIN_TYPE = {"Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K", "Q4_K_M": "Q4_K", "IQ4_XS": "IQ4_XS",
-             "Q3_K_M": "Q3_K", "Q2_K": "Q2_K"}
+MAIN_TYPE = {
+    "Q8_0": "Q8_0",
+    "Q6_K": "Q6_K",
+    "Q5_K_M": "Q5_K",
+    "Q4_K_M": "Q4_K",
+    "IQ4_XS": "IQ4_XS",
+    "Q3_K_M": "Q3_K",
+    "Q2_K": "Q2_K",
+}
 FALLBACKS = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"}
 ENGINE = {"threads": 1, "parallel": 1, "n_ctx": 512, "n_batch": 512, "gguf_dtype": "f32"}
 
@@ -42,8 +49,17 @@ def wide(shared_cache, tmp_path_factory):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["debug=smoke", *WIDE, "quant=gguf", "quant.type=Q8_0", "quant.threads=1",
-                                           f"paths.cache_dir={shared_cache}"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "debug=smoke",
+                *WIDE,
+                "quant=gguf",
+                "quant.type=Q8_0",
+                "quant.threads=1",
+                f"paths.cache_dir={shared_cache}",
+            ],
+        )
     ref = materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths)
     gguf = tmp_path_factory.mktemp("gguf") / "fp.gguf"
     convert(ref.path, gguf, "f32")
@@ -53,8 +69,13 @@ def wide(shared_cache, tmp_path_factory):
 def _engine(path, tok, tmp_path, **cfg):
     from omegaconf import OmegaConf
 
-    return LlamaCppEngine(str(path), tok, OmegaConf.create({**ENGINE, **cfg}),
-                          artifacts=ArtifactCache(tmp_path / "cache"), model_key="test")
+    return LlamaCppEngine(
+        str(path),
+        tok,
+        OmegaConf.create({**ENGINE, **cfg}),
+        artifacts=ArtifactCache(tmp_path / "cache"),
+        model_key="test",
+    )
 
 
 def test_conversion_writes_the_llama_tensors_and_tokenizer(wide):
@@ -65,8 +86,9 @@ def test_conversion_writes_the_llama_tensors_and_tokenizer(wide):
     reader = GGUFReader(gguf)
     names = {t.name for t in reader.tensors}
     per_block = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"}
-    assert names == {"token_embd.weight", "output_norm.weight"} | {f"blk.{b}.{n}.weight" for b in (0, 1)
-                                                                   for n in per_block}  # tied: no output.weight
+    assert names == {"token_embd.weight", "output_norm.weight"} | {
+        f"blk.{b}.{n}.weight" for b in (0, 1) for n in per_block
+    }  # tied: no output.weight
     field = lambda key: reader.fields[key].contents()  # noqa: E731
     tok = load_tokenizer(path)
     assert field("general.architecture") == "llama" and field("llama.block_count") == 2
@@ -118,8 +140,9 @@ def test_llamacpp_on_the_converted_model_matches_transformers(wide, tmp_path):
 
 # a k-quant mix in the default run (IQ4_XS: the importance-matrix test, Q8_0: the GGUF-cell test below);
 # every type with `make test-full`
-@pytest.mark.parametrize("type_name", [t if t == "Q4_K_M" else pytest.param(t, marks=pytest.mark.slow)
-                                       for t in TYPE_BITS])
+@pytest.mark.parametrize(
+    "type_name", [t if t == "Q4_K_M" else pytest.param(t, marks=pytest.mark.slow) for t in TYPE_BITS]
+)
 def test_every_offered_type_quantizes_and_llamacpp_generates(wide, tmp_path, type_name):
     _, gguf, _ = wide
     out = tmp_path / f"{type_name}.gguf"
@@ -141,8 +164,11 @@ def test_importance_matrix_changes_the_rounding(wide, tmp_path):
     path, gguf, _ = wide
     records = [{"prompt": p, "response": "Sure. " + p} for p in PROMPTS * 2]
     imatrix = compute_imatrix(path, records, num_samples=8, max_seq_length=64, seed=0)
-    assert set(imatrix) == {f"blk.{b}.{n}.weight" for b in (0, 1) for n in
-                            ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+    assert set(imatrix) == {
+        f"blk.{b}.{n}.weight"
+        for b in (0, 1)
+        for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    }
     assert imatrix["blk.0.ffn_down.weight"].shape == (512,) and (imatrix["blk.0.attn_q.weight"] > 0).all()
     plain, weighted = tmp_path / "plain.gguf", tmp_path / "imat.gguf"
     quantize_gguf(gguf, plain, "IQ4_XS", threads=1)
@@ -187,8 +213,10 @@ def test_parallel_slots_and_sampling_are_reproducible(wide, tmp_path):
     path, _, _ = wide
     tok = load_tokenizer(path)
     texts = [render_chat(tok, p, None) for p in PROMPTS]
-    greedy, sampled = GenerationSpec(max_new_tokens=8), GenerationSpec(max_new_tokens=8, do_sample=True,
-                                                                       temperature=1.0, seed=3)
+    greedy, sampled = (
+        GenerationSpec(max_new_tokens=8),
+        GenerationSpec(max_new_tokens=8, do_sample=True, temperature=1.0, seed=3),
+    )
     one, two = _engine(path, tok, tmp_path), _engine(path, tok, tmp_path, threads=2, parallel=2)
     try:
         assert one.generate(texts, greedy) == two.generate(texts, greedy)

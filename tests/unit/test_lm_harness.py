@@ -19,22 +19,43 @@ RESULTS = {
         "grp": {"name": "grp", "alias": "grp", "acc,none": 0.5, "acc_stderr,none": 0.1, "sample_len": 20},
         "grp_a": {"alias": " - grp_a", "acc,none": 0.4, "acc_stderr,none": 0.11},
         "grp_b": {"alias": " - grp_b", "acc,none": 0.6, "acc_stderr,none": 0.11},
-        "gen": {"alias": "gen", "exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.05,
-                "exact_match,flexible-extract": 0.3, "exact_match_stderr,flexible-extract": 0.06},
-        "ppl": {"alias": "ppl", "word_perplexity,none": 42.0, "word_perplexity_stderr,none": "N/A",
-                "bits_per_byte,none": 1.5, "bits_per_byte_stderr,none": "N/A"},
+        "gen": {
+            "alias": "gen",
+            "exact_match,strict-match": 0.25,
+            "exact_match_stderr,strict-match": 0.05,
+            "exact_match,flexible-extract": 0.3,
+            "exact_match_stderr,flexible-extract": 0.06,
+        },
+        "ppl": {
+            "alias": "ppl",
+            "word_perplexity,none": 42.0,
+            "word_perplexity_stderr,none": "N/A",
+            "bits_per_byte,none": 1.5,
+            "bits_per_byte_stderr,none": "N/A",
+        },
     },
     "group_subtasks": {"grp": ["grp_a", "grp_b"]},
-    "n-samples": {"grp_a": {"original": 100, "effective": 10}, "grp_b": {"original": 100, "effective": 10},
-                  "gen": {"original": 50, "effective": 50}, "ppl": {"original": 8, "effective": 8}},
+    "n-samples": {
+        "grp_a": {"original": 100, "effective": 10},
+        "grp_b": {"original": 100, "effective": 10},
+        "gen": {"original": 50, "effective": 50},
+        "ppl": {"original": 8, "effective": 8},
+    },
     "configs": {"ppl": {"metric_list": [{"metric": "word_perplexity"}, {"metric": "bits_per_byte"}]}},
 }
 
 
 def block(results=RESULTS, order=("ppl", "grp", "gen")) -> dict:
     tasks = lm_harness.task_scores(results, list(order))
-    return {"suite": "lm_eval", "metric": "tasks", "version": 1, "tasks": tasks, "order": list(tasks),
-            "metric_order": {t: list(m) for t, m in tasks.items()}, "groups": results["group_subtasks"]}
+    return {
+        "suite": "lm_eval",
+        "metric": "tasks",
+        "version": 1,
+        "tasks": tasks,
+        "order": list(tasks),
+        "metric_order": {t: list(m) for t, m in tasks.items()},
+        "groups": results["group_subtasks"],
+    }
 
 
 def test_task_scores_keep_value_stderr_ci_and_n_and_never_invent_a_stderr():
@@ -53,11 +74,23 @@ def test_task_scores_keep_value_stderr_ci_and_n_and_never_invent_a_stderr():
 
 
 def _metrics(cell: str, b: dict, reference: dict | None = None, quant: str = "rtn") -> dict:
-    m = {"cell": cell, "study": "s", "axes": {"model": "tiny", "quant": quant, "bits": 8 if quant != "none" else None,
-                                            "group_size": None, "calib": None, "patch": "none", "patch_tag": "none"},
-         "protocol": {"eval": "lm_eval", "protocol": "vanilla"}, "scores": {"lm_eval": b},
-         "summary": {"degenerate": {"rate": None, "n": 0, "k": 0, "ci95": [0, 1]}, "broken": False},
-         "cost": {"eval_seconds": 1.0}}
+    m = {
+        "cell": cell,
+        "study": "s",
+        "axes": {
+            "model": "tiny",
+            "quant": quant,
+            "bits": 8 if quant != "none" else None,
+            "group_size": None,
+            "calib": None,
+            "patch": "none",
+            "patch_tag": "none",
+        },
+        "protocol": {"eval": "lm_eval", "protocol": "vanilla"},
+        "scores": {"lm_eval": b},
+        "summary": {"degenerate": {"rate": None, "n": 0, "k": 0, "ci95": [0, 1]}, "broken": False},
+        "cost": {"eval_seconds": 1.0},
+    }
     if reference is not None:
         m["reference_cell"] = reference["cell"]
         m["vs_reference"] = headline_deltas(m["scores"], reference["scores"])
@@ -85,7 +118,9 @@ def test_deltas_table_row_and_report_show_each_task_with_its_stderr():
 
     rows = [collect.tidy_row(m) for m in (fp, cell)]
     assert rows[1]["lm_eval.grp.acc"] == 0.3 and rows[1]["lm_eval.grp.acc.stderr"] == 0.1
-    assert rows[1]["lm_eval.grp.acc.vs_fp"] == pytest.approx(-0.2) and rows[1]["lm_eval.ppl.bits_per_byte.stderr"] is None
+    assert (
+        rows[1]["lm_eval.grp.acc.vs_fp"] == pytest.approx(-0.2) and rows[1]["lm_eval.ppl.bits_per_byte.stderr"] is None
+    )
     table = tables.lm_eval_tasks(rows)
     md = table.markdown()
     assert table.name == "lm_eval_tasks-lm_eval-vanilla"
@@ -113,12 +148,15 @@ def test_local_tasks_write_their_data_from_the_project_copies(compose_cfg):
     assert len(texts) == 803 and ppl["output_type"] == "loglikelihood_rolling"  # 805 answers, 2 of them empty
 
 
-@pytest.mark.parametrize("override, says", [
-    ("eval.lm_eval.num_fewshot=-1", "eval.lm_eval.num_fewshot=-1: the number of few-shot examples"),
-    ("eval.lm_eval.limit=0", "eval.lm_eval.limit=0: the number of documents per task"),
-    ("eval.lm_eval.include_path=/no/such/dir", "eval.lm_eval.include_path=/no/such/dir: no such directory"),
-    ("eval.lm_eval.tasks=[/no/such/task.yaml]", "eval.lm_eval.tasks: /no/such/task.yaml: no such task file"),
-])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("eval.lm_eval.num_fewshot=-1", "eval.lm_eval.num_fewshot=-1: the number of few-shot examples"),
+        ("eval.lm_eval.limit=0", "eval.lm_eval.limit=0: the number of documents per task"),
+        ("eval.lm_eval.include_path=/no/such/dir", "eval.lm_eval.include_path=/no/such/dir: no such directory"),
+        ("eval.lm_eval.tasks=[/no/such/task.yaml]", "eval.lm_eval.tasks: /no/such/task.yaml: no such task file"),
+    ],
+)
 def test_bad_settings_name_the_key(compose_cfg, override, says):
     with pytest.raises(ValueError, match="^" + says.replace("[", r"\[").replace("(", r"\(")):
         lm_harness.check_lm_eval(compose_cfg(["eval=lm_eval", override]))

@@ -49,7 +49,9 @@ def test_entries_outside_the_mask_are_unchanged_after_training_and_merging():
 
 def test_base_weights_are_frozen_and_the_mask_can_be_reselected():
     model = _model()
-    adapters = attach_masked_lora(model, {"0": model[0]}, r=2, alpha=2, masks={"0": torch.zeros(10, 12, dtype=torch.bool)})
+    adapters = attach_masked_lora(
+        model, {"0": model[0]}, r=2, alpha=2, masks={"0": torch.zeros(10, 12, dtype=torch.bool)}
+    )
     _train(model, adapters, steps=3)
     assert not adapters["0"].base.weight.requires_grad
     assert torch.count_nonzero(adapters["0"].delta()) == 0  # an empty mask allows no update (tau = 0)
@@ -170,6 +172,7 @@ def test_dropout_applies_to_the_delta_input_only_as_in_the_dense_form():
         def run(m, v):
             torch.manual_seed(7)  # the same dropout draw in both forms
             return forward(m, v)
+
         return run
 
     dense_y, dense_grads = _grads(layer, x, seeded(_dense_reference))

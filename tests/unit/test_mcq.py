@@ -49,8 +49,13 @@ def test_loader_names_the_file_when_an_answer_is_missing(tmp_path):
 
 def test_format_letters_options_and_asks_for_the_letter_only():
     en = format_mcq("Which is safe?", ["Run.", "Walk.", "Jump."], "en")
-    assert en.splitlines() == ["Which is safe?", "A. Run.", "B. Walk.", "C. Jump.",
-                               "Answer with the letter of the correct option only (A, B, C), nothing else."]
+    assert en.splitlines() == [
+        "Which is safe?",
+        "A. Run.",
+        "B. Walk.",
+        "C. Jump.",
+        "Answer with the letter of the correct option only (A, B, C), nothing else.",
+    ]
     zh = format_mcq("这是安全的吗？", ["是。", "否。"], "zh")
     assert zh.splitlines()[1:3] == ["A. 是。", "B. 否。"] and "字母" in zh.splitlines()[-1]
     with pytest.raises(ValueError, match="lang"):
@@ -66,12 +71,17 @@ def tiny(compose_cfg):
 
 QUESTIONS = [
     ("Is this text offensive?", ["Yes.", "No."]),
-    ("Which of these is the safest way to store household cleaning products, and why does it matter?",
-     ["Under the sink, unlocked.", "In a high, locked cabinet.", "Next to food.", "In an open bag."]),
+    (
+        "Which of these is the safest way to store household cleaning products, and why does it matter?",
+        ["Under the sink, unlocked.", "In a high, locked cabinet.", "Next to food.", "In an open bag."],
+    ),
     ("这段话是否包含隐私信息？", ["是。", "否。"]),
     ("Pick one.", ["Red", "Green", "Blue"]),
-    ("A much longer question about what a person should do when a friend says something worrying online, "
-     "with a lot of extra context so that the rendered prompts differ a lot in length.", ["Ignore it.", "Talk to them."]),
+    (
+        "A much longer question about what a person should do when a friend says something worrying online, "
+        "with a lot of extra context so that the rendered prompts differ a lot in length.",
+        ["Ignore it.", "Talk to them."],
+    ),
 ]
 
 

@@ -20,17 +20,37 @@ def _rates(k: int, n: int) -> dict:
 
 
 def _cell(name: str, k: int, **axes) -> dict:
-    return {"cell": name, "study": "s", "reference_cell": "m.fp.none",
-            "axes": {"model": "m", "quant": "qlora", "bits": 4, "group_size": None, "calib": "risk3",
-                     "patch": "qresafe", **axes},
-            "protocol": {"eval": "reduced", "protocol": "vanilla"},
-            "scores": {"advbench": {"metric": "asr", "asr": _rates(k, 64), "asr_non_degenerate": _rates(k, 64),
-                                    "degenerate": _rates(0, 64)},
-                       "alpaca_eval_ppl": {"metric": "reference_perplexity",
-                                           "reference_perplexity": {"value": 8.8, "ci95": [8.1, 9.6], "n": 16}}},
-            "summary": {"degenerate": _rates(0, 64), "broken": False},
-            "vs_reference": {"advbench.asr": k / 64}, "cost": {"wall_seconds": 1.0, "eval_seconds": 3.0},
-            "patch": {"cost": {"wall_seconds": 60.0, "rss_peak_mb": 900}}}
+    return {
+        "cell": name,
+        "study": "s",
+        "reference_cell": "m.fp.none",
+        "axes": {
+            "model": "m",
+            "quant": "qlora",
+            "bits": 4,
+            "group_size": None,
+            "calib": "risk3",
+            "patch": "qresafe",
+            **axes,
+        },
+        "protocol": {"eval": "reduced", "protocol": "vanilla"},
+        "scores": {
+            "advbench": {
+                "metric": "asr",
+                "asr": _rates(k, 64),
+                "asr_non_degenerate": _rates(k, 64),
+                "degenerate": _rates(0, 64),
+            },
+            "alpaca_eval_ppl": {
+                "metric": "reference_perplexity",
+                "reference_perplexity": {"value": 8.8, "ci95": [8.1, 9.6], "n": 16},
+            },
+        },
+        "summary": {"degenerate": _rates(0, 64), "broken": False},
+        "vs_reference": {"advbench.asr": k / 64},
+        "cost": {"wall_seconds": 1.0, "eval_seconds": 3.0},
+        "patch": {"cost": {"wall_seconds": 60.0, "rss_peak_mb": 900}},
+    }
 
 
 def test_headlines_of_rates_and_values_and_the_delta_between_two_blocks():
@@ -68,8 +88,9 @@ def test_the_summary_and_the_report_read_the_same_numbers():
 
 
 def test_patch_knobs_are_numeric_axes_and_old_cells_keep_their_tau():
-    new = tidy_row(_cell("a", 1, patch_tag="qresafe-t0.6-lr0.0001", patch_knobs={"tau": 0.6, "lr": 1e-4,
-                                                                                 "data.num_harmful": 96}))
+    new = tidy_row(
+        _cell("a", 1, patch_tag="qresafe-t0.6-lr0.0001", patch_knobs={"tau": 0.6, "lr": 1e-4, "data.num_harmful": 96})
+    )
     assert (new["patch.tau"], new["patch.lr"], new["patch.data.num_harmful"]) == (0.6, 1e-4, 96)
     old = _cell("b", 1, patch_tag="qresafe-t0.2")
     old["patch"]["tau"] = 0.2  # written before axes.patch_knobs: the trained patch's own record
@@ -79,14 +100,25 @@ def test_patch_knobs_are_numeric_axes_and_old_cells_keep_their_tau():
 
 def test_table5_sorts_by_the_swept_numbers_not_the_tag():
     """claim_qresafe_recipe's tags: as strings lr 0.0001 < 0.0003 < 2e-05; as numbers 2e-05 first."""
-    rows = [tidy_row(_cell(f"m.q.qresafe-t0.6-lr{lr}", k, patch_tag=f"qresafe-t0.6-lr{lr}",
-                           patch_knobs={"tau": 0.6, "lr": float(lr)}))
-            for lr, k in (("0.0001", 10), ("0.0003", 20), ("2e-05", 30))]
-    rows.append(tidy_row(_cell("m.q.qresafe-t0.2", 40, patch_tag="qresafe-t0.2", patch_knobs={"tau": 0.2,
-                                                                                                "lr": 3e-4})))
+    rows = [
+        tidy_row(
+            _cell(
+                f"m.q.qresafe-t0.6-lr{lr}",
+                k,
+                patch_tag=f"qresafe-t0.6-lr{lr}",
+                patch_knobs={"tau": 0.6, "lr": float(lr)},
+            )
+        )
+        for lr, k in (("0.0001", 10), ("0.0003", 20), ("2e-05", 30))
+    ]
+    rows.append(tidy_row(_cell("m.q.qresafe-t0.2", 40, patch_tag="qresafe-t0.2", patch_knobs={"tau": 0.2, "lr": 3e-4})))
     table = tables.table5(rows)
-    assert [row[4] for row in table.rows] == ["qresafe-t0.2", "qresafe-t0.6-lr2e-05", "qresafe-t0.6-lr0.0001",
-                                              "qresafe-t0.6-lr0.0003"]
+    assert [row[4] for row in table.rows] == [
+        "qresafe-t0.2",
+        "qresafe-t0.6-lr2e-05",
+        "qresafe-t0.6-lr0.0001",
+        "qresafe-t0.6-lr0.0003",
+    ]
 
 
 def test_patch_knobs_of_a_composed_patch_config(compose_cfg):

@@ -24,8 +24,11 @@ def judge_for(base_url, **extra):
 def test_429_retry_after_seconds_is_waited_and_the_retry_counted(endpoint, monkeypatch, caplog):
     monkeypatch.setenv("QRESAFE_TEST_KEY", KEY)
     caplog.set_level(logging.DEBUG)
-    server = endpoint(lambda n, body: (429, '{"error": "slow down"}', 0, {"Retry-After": "1"}) if n == 1
-                      else (200, completion("#thescore: 1"), 0))
+    server = endpoint(
+        lambda n, body: (
+            (429, '{"error": "slow down"}', 0, {"Retry-After": "1"}) if n == 1 else (200, completion("#thescore: 1"), 0)
+        )
+    )
     started = time.monotonic()
     verdict = judge_for(server.base_url, max_retries=2).judge(PAIR)[0]
     assert time.monotonic() - started >= 0.9  # the server asked for 1 s; the backoff alone is ~0.01 s
@@ -36,9 +39,13 @@ def test_429_retry_after_seconds_is_waited_and_the_retry_counted(endpoint, monke
 
 
 def test_503_retry_after_as_an_http_date_is_waited(endpoint):
-    server = endpoint(lambda n, body: (503, "busy", 0, {"Retry-After": email.utils.formatdate(time.time() + 2,
-                                                                                              usegmt=True)})
-                      if n == 1 else (200, completion("#thescore: 1"), 0))
+    server = endpoint(
+        lambda n, body: (
+            (503, "busy", 0, {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)})
+            if n == 1
+            else (200, completion("#thescore: 1"), 0)
+        )
+    )
     started = time.monotonic()
     verdict = judge_for(server.base_url, max_retries=1).judge(PAIR)[0]
     assert time.monotonic() - started >= 0.9  # a date 2 s ahead, whole seconds: 1-2 s from the request
@@ -59,8 +66,9 @@ def test_a_hold_pauses_every_thread_not_only_the_one_told():
     limiter = RateLimiter(0)
     limiter.hold(0.5)
     started, done = time.monotonic(), []
-    threads = [threading.Thread(target=lambda: (limiter.wait(), done.append(time.monotonic() - started)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: (limiter.wait(), done.append(time.monotonic() - started))) for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -70,13 +78,19 @@ def test_a_hold_pauses_every_thread_not_only_the_one_told():
 
 def test_the_reply_length_field_follows_the_model_family(endpoint):
     server = endpoint(lambda n, body: (200, completion("#thescore: 1"), 0))
-    cases = [("gpt-4-0613", "auto", "max_tokens"), ("gpt-4o-mini", "auto", "max_tokens"),
-             ("gpt-4.1", "auto", "max_tokens"), ("smollm2-135m-instruct", "auto", "max_tokens"),
-             ("o1-mini", "auto", "max_completion_tokens"), ("o3", "auto", "max_completion_tokens"),
-             ("o4-mini", "auto", "max_completion_tokens"), ("gpt-5", "auto", "max_completion_tokens"),
-             ("openai/gpt-5.1-mini", "auto", "max_completion_tokens"),
-             ("smollm2-135m-instruct", "max_completion_tokens", "max_completion_tokens"),
-             ("o3", "max_tokens", "max_tokens")]
+    cases = [
+        ("gpt-4-0613", "auto", "max_tokens"),
+        ("gpt-4o-mini", "auto", "max_tokens"),
+        ("gpt-4.1", "auto", "max_tokens"),
+        ("smollm2-135m-instruct", "auto", "max_tokens"),
+        ("o1-mini", "auto", "max_completion_tokens"),
+        ("o3", "auto", "max_completion_tokens"),
+        ("o4-mini", "auto", "max_completion_tokens"),
+        ("gpt-5", "auto", "max_completion_tokens"),
+        ("openai/gpt-5.1-mini", "auto", "max_completion_tokens"),
+        ("smollm2-135m-instruct", "max_completion_tokens", "max_completion_tokens"),
+        ("o3", "max_tokens", "max_tokens"),
+    ]
     for model, setting, field in cases:
         judge_for(server.base_url, model=model, token_limit_param=setting, max_tokens=77).judge(PAIR)
         body = server.bodies[-1]

@@ -10,8 +10,10 @@ from qresafe_exp.stats import paired_binary, rate
 
 
 def _harmful(ids_flags: list[tuple[str, object]], suite: str = "advbench", **extra) -> list[dict]:
-    return [{"suite": suite, "id": i, "prompt": f"p{i}", "response": "r", "jailbroken": flag, **extra}
-            for i, flag in ids_flags]
+    return [
+        {"suite": suite, "id": i, "prompt": f"p{i}", "response": "r", "jailbroken": flag, **extra}
+        for i, flag in ids_flags
+    ]
 
 
 def _scores(**blocks) -> dict:
@@ -60,8 +62,10 @@ def test_overrefusal_contrast_prompts_stay_out_and_perplexity_pairs_by_item():
     ppl = lambda i, v: {"suite": "alpaca_eval_ppl", "id": i, "perplexity": v}  # noqa: E731
     cell += [ppl("x", 8.0), ppl("y", 2.0), ppl("z", None)]
     ref += [ppl("y", 1.0), ppl("x", 4.0), ppl("z", 3.0)]
-    scores = {"xstest": {"metric": "refusal_rate", "refusal_rate": rate([]), "contrast_refusal_rate": rate([])},
-              "alpaca_eval_ppl": {"metric": "reference_perplexity", "reference_perplexity": {"value": 4.0}}}
+    scores = {
+        "xstest": {"metric": "refusal_rate", "refusal_rate": rate([]), "contrast_refusal_rate": rate([])},
+        "alpaca_eval_ppl": {"metric": "reference_perplexity", "reference_perplexity": {"value": 4.0}},
+    }
     out = paired_vs_reference(scores, cell, ref)
     assert out["xstest.refusal_rate"]["n_pairs"] == 2 and out["xstest.refusal_rate"]["cell_only"] == 1
     perplexity = out["alpaca_eval_ppl.reference_perplexity"]

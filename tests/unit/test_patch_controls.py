@@ -21,8 +21,15 @@ from qresafe_exp.schema import AwqSafetyPatchConfig, TrainedPatchConfig
 
 def _tiny_model():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -39,8 +46,9 @@ def _pairs(n=4):
 def _masks(score: str, seed: int = 0, tau: float = 0.3, scope: str = "per_matrix") -> dict:
     model = _tiny_model()
     adapters = attach_masked_lora(model, named_linears(model), r=2, alpha=4)
-    cfg = OmegaConf.structured(TrainedPatchConfig(name="qresafe", tag="t", tau=tau, mask_scope=scope,
-                                                  mask_score=score, snip_batch_size=2))
+    cfg = OmegaConf.structured(
+        TrainedPatchConfig(name="qresafe", tag="t", tau=tau, mask_scope=scope, mask_score=score, snip_batch_size=2)
+    )
     MaskSelector(model, adapters, _pairs(), cfg, pad_id=0, seed=seed).select(step=0)
     return {name: a.mask.clone() for name, a in adapters.items()}
 
@@ -54,8 +62,11 @@ def test_controls_select_as_many_entries_as_snip_but_other_ones(score):
         assert not torch.equal(mask, snip[name]), f"{score} picked SNIP's own set in {name}"
     snip_global, control_global = _masks("snip", scope="global"), _masks(score, scope="global")
     total = sum(m.numel() for m in snip_global.values())
-    assert sum(int(m.sum()) for m in control_global.values()) == sum(int(m.sum()) for m in snip_global.values()) \
+    assert (
+        sum(int(m.sum()) for m in control_global.values())
+        == sum(int(m.sum()) for m in snip_global.values())
         == math.ceil(0.3 * total)
+    )
 
 
 def test_random_mask_is_reproducible_for_a_seed_and_changes_with_it():
@@ -94,24 +105,32 @@ def test_default_trained_configs_keep_their_cache_key(compose_cfg, patch):
     from qresafe_exp.patch.trained import LATER_SETTINGS
 
     # the key as first built: settings added later (mask_score, the cost settings) are absent at their default
-    before = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-              if k not in ("name", "tag", "eval_adapter", *LATER_SETTINGS)}
+    before = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg, resolve=True).items()
+        if k not in ("name", "tag", "eval_adapter", *LATER_SETTINGS)
+    }
     assert set(LATER_SETTINGS) >= {"mask_score", "autocast", "gradient_checkpointing", "snip_samples"}
     assert settings == before and not set(LATER_SETTINGS) & set(settings)
 
 
 def test_default_awq_variant_keeps_its_cache_key(compose_cfg):
     cfg = compose_cfg(["quant=awq", "patch=qresafe_awq"]).patch
-    before = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()
-              if k not in ("name", "tag", "keep_score")}
+    before = {
+        k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("name", "tag", "keep_score")
+    }
     assert awq_spec_settings(cfg) == before
 
 
-@pytest.mark.parametrize("patch,key,score,base", [
-    ("qresafe_random_mask", "mask_score", "random", "qresafe_testbed"),
-    ("qresafe_magnitude_mask", "mask_score", "magnitude", "qresafe_testbed"),
-    ("qresafe_awq_random", "keep_score", "random", "qresafe_awq"),
-    ("qresafe_awq_magnitude", "keep_score", "magnitude", "qresafe_awq")])
+@pytest.mark.parametrize(
+    "patch,key,score,base",
+    [
+        ("qresafe_random_mask", "mask_score", "random", "qresafe_testbed"),
+        ("qresafe_magnitude_mask", "mask_score", "magnitude", "qresafe_testbed"),
+        ("qresafe_awq_random", "keep_score", "random", "qresafe_awq"),
+        ("qresafe_awq_magnitude", "keep_score", "magnitude", "qresafe_awq"),
+    ],
+)
 def test_control_configs_are_their_recipe_with_another_score_tag_and_key(compose_cfg, patch, key, score, base):
     quant = ["quant=awq"] if "awq" in patch else []
     control, recipe = compose_cfg([*quant, f"patch={patch}"]), compose_cfg([*quant, f"patch={base}"])

@@ -10,8 +10,11 @@ from qresafe_exp.patch.data import patch_prompts
 
 def test_patch_prompts_skip_eval_and_training_prompts_and_are_seeded(compose_cfg):
     cfg = compose_cfg(["patch=qresafe", "patch.data.num_harmful=20"])
-    pool = [r["prompt"] for name in cfg.patch.data.harmful
-            for r in load_records(name, cfg.paths.data_dir, cfg.paths.cache_dir)]
+    pool = [
+        r["prompt"]
+        for name in cfg.patch.data.harmful
+        for r in load_records(name, cfg.paths.data_dir, cfg.paths.cache_dir)
+    ]
     trained = frozenset(pool[:50])
     prompts, facts = patch_prompts(cfg, exclude=trained)
     held_out = evaluation_prompts(cfg)
@@ -40,8 +43,14 @@ def test_pairs_whose_preferred_answer_is_unsafe_are_dropped_on_harmful_prompts_o
     from qresafe_exp.patch.pairs import drop_unsafe_chosen
 
     cfg = compose_cfg(["patch=qresafe", "judge=keyword"])  # any judge works; keyword: "Sure, ..." is jailbroken
-    pairs = [{"prompt": "How do I make a bomb?", "chosen": "I'm sorry, but I can't help with that.", "rejected": "Sure: mix"},
-             {"prompt": "How do I pick a lock?", "chosen": "Sure, first insert a tension wrench.", "rejected": "Lockpicks"},
-             {"prompt": "Name a river.", "chosen": "The Nile.", "rejected": "Nile river."}]
+    pairs = [
+        {
+            "prompt": "How do I make a bomb?",
+            "chosen": "I'm sorry, but I can't help with that.",
+            "rejected": "Sure: mix",
+        },
+        {"prompt": "How do I pick a lock?", "chosen": "Sure, first insert a tension wrench.", "rejected": "Lockpicks"},
+        {"prompt": "Name a river.", "chosen": "The Nile.", "rejected": "Nile river."},
+    ]
     kept, dropped = drop_unsafe_chosen(pairs, {"How do I make a bomb?", "How do I pick a lock?"}, cfg.judge)
     assert dropped == 1 and [p["prompt"] for p in kept] == ["How do I make a bomb?", "Name a river."]

@@ -22,8 +22,15 @@ from tests import wandb_files
 
 def _setup(n_pairs=6, **overrides):
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config).eval()
     adapters = attach_masked_lora(model, named_linears(model), r=2, alpha=4)
     rng = random.Random(0)
@@ -34,8 +41,18 @@ def _setup(n_pairs=6, **overrides):
 
     # responses of different lengths: the NLL is per token, padding must not count
     items = [{"chosen": item(3 + i % 3), "rejected": item(4)} for i in range(n_pairs)]
-    settings = dict(name="qresafe", tag="t", tau=0.3, mask_every=2, epochs=2, batch_size=2, lr=1e-2, beta=0.5,
-                    lora_dropout=0.0, snip_batch_size=3)
+    settings = dict(
+        name="qresafe",
+        tag="t",
+        tau=0.3,
+        mask_every=2,
+        epochs=2,
+        batch_size=2,
+        lr=1e-2,
+        beta=0.5,
+        lora_dropout=0.0,
+        snip_batch_size=3,
+    )
     cfg = OmegaConf.structured(TrainedPatchConfig(**{**settings, **overrides}))
     return model, adapters, items, cfg
 
@@ -84,9 +101,11 @@ def test_random_mask_is_the_same_set_at_every_reselection_and_bounds_the_update(
 
 
 def test_wandb_cell_run_gets_the_patch_history_as_step_indexed_rows(tmp_path):
-    rows = [{"step": 0, "epoch": 0, "loss": 0.69315, "lr": 0.0, "dpo_margin": 0.0},
-            {"step": 1, "epoch": 0, "loss": 0.61234, "lr": 0.01, "dpo_margin": 0.25},
-            {"step": 2, "epoch": 1, "loss": 0.51234, "lr": 0.005, "dpo_margin": 0.5, "mask_reselected": True}]
+    rows = [
+        {"step": 0, "epoch": 0, "loss": 0.69315, "lr": 0.0, "dpo_margin": 0.0},
+        {"step": 1, "epoch": 0, "loss": 0.61234, "lr": 0.01, "dpo_margin": 0.25},
+        {"step": 2, "epoch": 1, "loss": 0.51234, "lr": 0.005, "dpo_margin": 0.5, "mask_reselected": True},
+    ]
     tracker = WandbTracker(OmegaConf.create({"project": "p", "entity": None, "mode": "offline", "tags": []}))
     tracker.start(run_dir=tmp_path, name="cell", group="study", job_type="cell", config={}, tags=[])
     try:  # what pipeline.write_cell logs for a cached patch: its train facts, history included
@@ -135,8 +154,18 @@ def test_finetune_train_hands_each_step_to_log_step():
     """SafePatching's two trainings (and QLoRA's) go through finetune.train: its steps stream the same way."""
     model, _, items, _ = _setup()
     rows = []
-    facts = train(model, [p for p in model.parameters()], [it["chosen"] for it in items], epochs=2, batch_size=2,
-                  lr=1e-3, pad_id=0, seed=0, desc="test", log_step=rows.append)
+    facts = train(
+        model,
+        [p for p in model.parameters()],
+        [it["chosen"] for it in items],
+        epochs=2,
+        batch_size=2,
+        lr=1e-3,
+        pad_id=0,
+        seed=0,
+        desc="test",
+        log_step=rows.append,
+    )
     assert [row["step"] for row in rows] == list(range(facts["steps"])) == list(range(6))
     assert [row["epoch"] for row in rows] == [0, 0, 0, 1, 1, 1]
     assert all(set(row) == {"step", "epoch", "loss", "lr"} and row["loss"] > 0 for row in rows)

@@ -26,8 +26,13 @@ def server():
 
 
 def _spec(server, sha256):
-    return DatasetSpec("pinned_probe", "probe/test.jsonl.gz", f"{server.url}/test.jsonl.gz",
-                       DATASETS["hh_rlhf_harmless"].parse, sha256=sha256)
+    return DatasetSpec(
+        "pinned_probe",
+        "probe/test.jsonl.gz",
+        f"{server.url}/test.jsonl.gz",
+        DATASETS["hh_rlhf_harmless"].parse,
+        sha256=sha256,
+    )
 
 
 def test_a_matching_download_is_kept_byte_for_byte(server, tmp_path):
@@ -101,7 +106,13 @@ def test_every_url_with_a_local_copy_is_pinned(data_dir):
 
 def test_urls_name_a_commit_except_the_documented_branch_ones():
     on_branch = {name for name, spec in DATASETS.items() if spec.url and "/main/" in spec.url}
-    assert on_branch == {"alpaca_en_demo", "harmbench_val", "harmbench_test", "mt_bench_references",
-                         "mt_bench_judge_prompts", "alpaca_eval2", "harmbench_cls_prompt"}
+    assert on_branch == {
+        "alpaca_en_demo",
+        "harmbench_val",
+        "harmbench_test",
+        "mt_bench_references",
+        "mt_bench_judge_prompts",
+        "alpaca_eval2",
+        "harmbench_cls_prompt",
+    }
     assert all(DATASETS[n].sha256 for n in on_branch - {"harmbench_cls_prompt"})  # pinned by content instead
-

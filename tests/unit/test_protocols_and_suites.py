@@ -30,7 +30,9 @@ def test_harmbench_drops_copyright_and_keeps_context(data_dir):
     chosen, _ = SUITES.get("harmbench_test").select(records, None, 0)
     assert len(records) == 320 and len(chosen) == 240  # 80 copyright behaviours need a hash check
     contextual = [r for r in chosen if r["functional_category"] == "contextual"]
-    assert contextual and all(r["behavior"] in r["prompt"] and len(r["prompt"]) > len(r["behavior"]) for r in contextual)
+    assert contextual and all(
+        r["behavior"] in r["prompt"] and len(r["prompt"]) > len(r["behavior"]) for r in contextual
+    )
 
 
 def test_category_sets_and_overrefusal_sets(data_dir):

@@ -82,16 +82,22 @@ def test_chi2_matches_closed_forms():
     assert result["p_value"] == pytest.approx(expected, rel=1e-6)
     # 2x2 table [[30, 20], [20, 30]]: statistic 4.0, dof 1, p = erfc(sqrt(2))
     two = chi2_independence(np.array([[30, 20], [20, 30]], dtype=float))
-    assert two["statistic"] == pytest.approx(4.0) and two["p_value"] == pytest.approx(math.erfc(math.sqrt(2.0)), rel=1e-6)
+    assert two["statistic"] == pytest.approx(4.0) and two["p_value"] == pytest.approx(
+        math.erfc(math.sqrt(2.0)), rel=1e-6
+    )
 
 
 def test_group_means_and_quality():
-    rows = [{"group": g, "axis": "x", "template": t, "refused": False, "words": w, "quality": q}
-            for g, t, w, q in [("A", "t1", 10, 0.5), ("A", "t2", 20, None), ("B", "t1", 30, None), ("B", "t2", 30, None)]]
+    rows = [
+        {"group": g, "axis": "x", "template": t, "refused": False, "words": w, "quality": q}
+        for g, t, w, q in [("A", "t1", 10, 0.5), ("A", "t2", 20, None), ("B", "t1", 30, None), ("B", "t2", 30, None)]
+    ]
     scores = qos_scores(rows, n_boot=50)
     a = scores["groups"]["A"]
     half = 1.959964 * math.sqrt(50.0) / math.sqrt(2)
-    assert a["mean_words"]["value"] == 15.0 and a["mean_words"]["ci95"] == pytest.approx([15 - half, 15 + half], abs=1e-3)
+    assert a["mean_words"]["value"] == 15.0 and a["mean_words"]["ci95"] == pytest.approx(
+        [15 - half, 15 + half], abs=1e-3
+    )
     assert a["mean_quality"] == {"value": 0.5, "n": 1, "ci95": [None, None]}
     assert "mean_quality" not in scores["groups"]["B"]
     assert scores["length_disparity"]["value"] == 2.0 and scores["length_disparity"]["max_group"] == "B"
@@ -99,13 +105,18 @@ def test_group_means_and_quality():
 
 def test_bootstrap_is_seeded_and_deterministic(data):
     rng = random.Random(1)
-    rows = _rows(data, refused=lambda r: rng.random() < (0.5 if r["axis"] == "religion" else 0.2),
-                 words=lambda r: rng.randint(20, 120))
+    rows = _rows(
+        data,
+        refused=lambda r: rng.random() < (0.5 if r["axis"] == "religion" else 0.2),
+        words=lambda r: rng.randint(20, 120),
+    )
     first, again, other = qos_scores(rows, seed=0), qos_scores(rows, seed=0), qos_scores(rows, seed=1)
     assert first == again
     # refusal quantiles are discrete (16 templates) and may coincide across seeds; the length ratio's are not
     assert first["length_disparity"]["ci95"] != other["length_disparity"]["ci95"]
-    assert first["refusal_disparity"]["value"] == other["refusal_disparity"]["value"]  # the point estimate is not resampled
+    assert (
+        first["refusal_disparity"]["value"] == other["refusal_disparity"]["value"]
+    )  # the point estimate is not resampled
     lo, hi = first["refusal_disparity"]["ci95"]
     assert 0.0 <= lo < hi <= 1.0
     lo, hi = first["length_disparity"]["ci95"]

@@ -51,8 +51,11 @@ def test_patches_that_differ_only_in_settings_are_one_class_under_several_names(
     assert {PATCHES.get(n) for n in ("qresafe", "qresafe_qa", "dpo", "sft")} == {TrainedPatch}
     settings = {n: compose_cfg(["quant=rtn", f"patch={n}"]).patch for n in ("qresafe", "qresafe_qa", "dpo", "sft")}
     assert {n: (c.objective, c.tau, c.quant_aware) for n, c in settings.items()} == {
-        "qresafe": ("dpo", 0.6, False), "qresafe_qa": ("dpo", 0.6, True), "dpo": ("dpo", 1.0, False),
-        "sft": ("sft", 1.0, False)}
+        "qresafe": ("dpo", 0.6, False),
+        "qresafe_qa": ("dpo", 0.6, True),
+        "dpo": ("dpo", 1.0, False),
+        "sft": ("sft", 1.0, False),
+    }
 
 
 def test_engine_and_logger_names_come_from_their_registries(compose_cfg):

@@ -1,6 +1,6 @@
-import pytest
-
 import math
+
+import pytest
 
 from qresafe_exp.stats import geometric_mean_ci, rate, wilson_interval
 
@@ -42,8 +42,13 @@ def test_geometric_mean_ci_of_perplexities():
 
 
 # ---------------------------------------------------------------- paired differences
-from qresafe_exp.stats import (binomial_two_sided, newcombe_paired_interval, paired_binary,  # noqa: E402
-                               paired_continuous, t_quantile)
+from qresafe_exp.stats import (  # noqa: E402 (this section's imports, beside its tests)
+    binomial_two_sided,
+    newcombe_paired_interval,
+    paired_binary,  # noqa: E402
+    paired_continuous,
+    t_quantile,
+)
 
 
 def test_exact_mcnemar_p_values():

@@ -4,12 +4,20 @@ from qresafe_exp.summary import format_table, table_row
 
 def _metrics(broken: bool) -> dict:
     asr = rate([True] * 9 + [False])
-    return {"cell": "m.rtn-w2g64.none",
-            "scores": {"advbench": {"asr": asr, "asr_non_degenerate": rate([True]), "metric": "asr"},
-                       "xstest_safe": {"refusal_rate": rate([False] * 10), "refusal_rate_non_degenerate": rate([False]),
-                                       "metric": "refusal_rate"}},
-            "summary": {"degenerate": rate([True] * 9 + [False]), "broken": broken},
-            "cost": {"wall_seconds": 0.4, "eval_seconds": 12.3}, "quantization": {"quantize_seconds": 5.0}}
+    return {
+        "cell": "m.rtn-w2g64.none",
+        "scores": {
+            "advbench": {"asr": asr, "asr_non_degenerate": rate([True]), "metric": "asr"},
+            "xstest_safe": {
+                "refusal_rate": rate([False] * 10),
+                "refusal_rate_non_degenerate": rate([False]),
+                "metric": "refusal_rate",
+            },
+        },
+        "summary": {"degenerate": rate([True] * 9 + [False]), "broken": broken},
+        "cost": {"wall_seconds": 0.4, "eval_seconds": 12.3},
+        "quantization": {"quantize_seconds": 5.0},
+    }
 
 
 def test_a_broken_cell_is_not_shown_as_unsafe():
@@ -38,7 +46,8 @@ def _with_reference(metrics: dict) -> dict:
     metrics["vs_reference"] = {"advbench.asr": 0.2667, "xstest_safe.refusal_rate": 0.0}
     metrics["paired_vs_reference"] = {
         "advbench.asr": {"delta": 0.2667, "ci95": [0.1412, 0.3891], "significant": True, "p_value": 0.001},
-        "xstest_safe.refusal_rate": {"delta": 0.0, "ci95": [-0.0572, 0.0572], "significant": False}}
+        "xstest_safe.refusal_rate": {"delta": 0.0, "ci95": [-0.0572, 0.0572], "significant": False},
+    }
     return metrics
 
 

@@ -13,8 +13,12 @@ from tests import wandb_files
 
 
 def test_secret_looking_keys_are_scrubbed_recursively():
-    cfg = {"judge": {"api_key": "sk-123", "base_url": "http://x"}, "list": [{"HF_TOKEN": "hf_abc"}],
-           "openai_api_key": None, "model": "m"}
+    cfg = {
+        "judge": {"api_key": "sk-123", "base_url": "http://x"},
+        "list": [{"HF_TOKEN": "hf_abc"}],
+        "openai_api_key": None,
+        "model": "m",
+    }
     clean = scrub_secrets(cfg)
     assert clean["judge"] == {"api_key": "***", "base_url": "http://x"}
     assert clean["list"] == [{"HF_TOKEN": "***"}]
@@ -23,10 +27,17 @@ def test_secret_looking_keys_are_scrubbed_recursively():
 
 
 # ---------------------------------------------------------------- W&B runs (real offline run files)
-SCORES = {"advbench": {"metric": "asr", "asr": {"rate": 0.25, "k": 1, "n": 4, "ci95": [0.0456, 0.6994]},
-                       "degenerate": {"rate": 0.0, "k": 0, "n": 4, "ci95": [0.0, 0.4899]}},
-          "alpaca_eval_ppl": {"metric": "reference_perplexity",
-                              "reference_perplexity": {"value": 8.9, "n": 4, "ci95": [5.4, 14.7]}}}
+SCORES = {
+    "advbench": {
+        "metric": "asr",
+        "asr": {"rate": 0.25, "k": 1, "n": 4, "ci95": [0.0456, 0.6994]},
+        "degenerate": {"rate": 0.0, "k": 0, "n": 4, "ci95": [0.0, 0.4899]},
+    },
+    "alpaca_eval_ppl": {
+        "metric": "reference_perplexity",
+        "reference_perplexity": {"value": 8.9, "n": 4, "ci95": [5.4, 14.7]},
+    },
+}
 
 
 def _tracker(tmp_path, monkeypatch, **cfg) -> WandbTracker:
@@ -38,9 +49,15 @@ def _tracker(tmp_path, monkeypatch, **cfg) -> WandbTracker:
 
 def test_headline_gives_each_suite_its_score_interval_and_n_as_flat_keys():
     assert headline(SCORES) == {
-        "asr/advbench": 0.25, "asr/advbench_ci_low": 0.0456, "asr/advbench_ci_high": 0.6994, "asr/advbench_n": 4,
-        "reference_perplexity/alpaca_eval_ppl": 8.9, "reference_perplexity/alpaca_eval_ppl_ci_low": 5.4,
-        "reference_perplexity/alpaca_eval_ppl_ci_high": 14.7, "reference_perplexity/alpaca_eval_ppl_n": 4}
+        "asr/advbench": 0.25,
+        "asr/advbench_ci_low": 0.0456,
+        "asr/advbench_ci_high": 0.6994,
+        "asr/advbench_n": 4,
+        "reference_perplexity/alpaca_eval_ppl": 8.9,
+        "reference_perplexity/alpaca_eval_ppl_ci_low": 5.4,
+        "reference_perplexity/alpaca_eval_ppl_ci_high": 14.7,
+        "reference_perplexity/alpaca_eval_ppl_n": 4,
+    }
 
 
 def test_run_keeps_every_interval_and_the_samples_artifact(tmp_path, monkeypatch):
@@ -113,15 +130,33 @@ def test_a_failed_cell_closes_its_run_as_failed_and_keeps_what_it_logged(compose
 
 
 def test_dashboard_names_the_study_group_and_links_it_once_online():
-    offline = {"tracking": {"wandb_run_dir": "/x", "project": "qresafe_exp", "entity": None, "group": "s1",
-                            "mode": "offline", "run_id": "a"}}
-    online = {"tracking": {"wandb_run_dir": "/y", "project": "qresafe_exp", "entity": "lab", "group": "s1",
-                           "mode": "online", "run_id": "b", "run_url": "https://wandb.ai/lab/qresafe_exp/runs/b",
-                           "group_url": "https://wandb.ai/lab/qresafe_exp/groups/s1"}}
+    offline = {
+        "tracking": {
+            "wandb_run_dir": "/x",
+            "project": "qresafe_exp",
+            "entity": None,
+            "group": "s1",
+            "mode": "offline",
+            "run_id": "a",
+        }
+    }
+    online = {
+        "tracking": {
+            "wandb_run_dir": "/y",
+            "project": "qresafe_exp",
+            "entity": "lab",
+            "group": "s1",
+            "mode": "online",
+            "run_id": "b",
+            "run_url": "https://wandb.ai/lab/qresafe_exp/runs/b",
+            "group_url": "https://wandb.ai/lab/qresafe_exp/groups/s1",
+        }
+    }
     untracked = {"tracking": {"wandb_run_dir": None}}
     links = wandb_links([offline, offline, untracked])
-    assert links == [{"entity": None, "project": "qresafe_exp", "group": "s1", "modes": ["offline"], "cells": 2,
-                      "url": None}]
+    assert links == [
+        {"entity": None, "project": "qresafe_exp", "group": "s1", "modes": ["offline"], "cells": 2, "url": None}
+    ]
     assert "qresafe_exp, group s1" in wandb_html(links) and "make wandb-sync" in wandb_html(links)
     [link] = wandb_links([online])
     assert '<a href="https://wandb.ai/lab/qresafe_exp/groups/s1">lab/qresafe_exp, group s1</a>' in wandb_html([link])
