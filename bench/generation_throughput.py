@@ -132,16 +132,6 @@ def per_prompt_loop(model, tok, texts: list[str], spec: GenerationSpec) -> tuple
     return outputs, new_lens
 
 
-def _shared_prefix(a: str, b: str) -> int:
-    """Characters two answers share from the start (how far a changed greedy answer still agrees)."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def git_commit() -> str | None:
     try:
         return subprocess.run(
@@ -237,7 +227,9 @@ def main() -> None:
             "refusal_verdict_same_as_loop": sum(a == b for a, b in zip(refused, base_refused)),
             "refused": sum(refused),
             "shared_prefix_chars": round(
-                sum(_shared_prefix(a, b) for a, b in zip(outputs, baseline)) / max(1, sum(len(b) for b in baseline)), 4
+                sum(len(os.path.commonprefix([a, b])) for a, b in zip(outputs, baseline))
+                / max(1, sum(len(b) for b in baseline)),
+                4,
             ),
             "useful_gflops": round(work / seconds, 2),
             "fraction_of_matmul_peak": round(work / seconds / mode_peak, 4),

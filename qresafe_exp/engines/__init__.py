@@ -31,27 +31,6 @@ def check_engine(engine_cfg, device) -> None:
     ENGINES.get(engine_cfg.name).check(engine_cfg, device)
 
 
-def check_llamacpp(engine_cfg) -> None:
-    from qresafe_exp.llamacpp import llama_cpp_missing
-    from qresafe_exp.llamacpp.convert import DTYPES
-    from qresafe_exp.preflight import check_count
-
-    if missing := llama_cpp_missing():
-        raise ValueError(f"engine=llamacpp: {missing}, or use engine=hf")
-    for key, what in (
-        ("threads", "CPU threads (null = all cores)"),
-        ("parallel", "model instances side by side"),
-        ("n_ctx", "tokens of context per instance"),
-        ("n_batch", "prompt tokens per llama.cpp batch"),
-    ):
-        check_count(f"engine.{key}", engine_cfg.get(key), 1, what)
-    if engine_cfg.gguf_dtype not in DTYPES:
-        raise ValueError(
-            f"engine.gguf_dtype={engine_cfg.gguf_dtype}: the GGUF a full-precision checkpoint is "
-            f"converted to for llama.cpp. Allowed: {', '.join(DTYPES)}"
-        )
-
-
 class EngineFactory:
     """``factory()`` builds the engine once (lazily); ``cache_tag(spec)`` names its outputs in the cache.
 

@@ -153,6 +153,19 @@ def _ok(rows):
     return [r for r in rows if r["status"] == "ok"]
 
 
+def _cell_order(r: dict) -> tuple:
+    """Model, FP first, then quantizer, bits, calib, unpatched first, patch: the order of the per-cell tables."""
+    return (
+        r["model"],
+        r["quant"] != "none",
+        r["quant"],
+        r["bits"] or 0,
+        r["calib"] or "",
+        r["patch"] != "none",
+        r["patch_tag"] or "",
+    )
+
+
 def table3(rows: list[dict]) -> Table | None:
     group = groups.one(rows)
     cells = [r for r in _ok(rows) if r.get(ASR) is not None]
@@ -160,18 +173,7 @@ def table3(rows: list[dict]) -> Table | None:
         return None
     keyword = _keyword_column(cells)
     body = []
-    for r in sorted(
-        cells,
-        key=lambda r: (
-            r["model"],
-            r["quant"] != "none",
-            r["quant"],
-            r["bits"] or 0,
-            r["calib"] or "",
-            r["patch"] != "none",
-            r["patch_tag"] or "",
-        ),
-    ):
+    for r in sorted(cells, key=_cell_order):
         mtbench, alpaca = _utility(r)
         body.append(
             [
@@ -469,18 +471,7 @@ def lm_eval_tasks(rows: list[dict]) -> Table | None:
     cells = [r for r in _ok(rows) if any(r.get(k) is not None for k in keys)]
     if not cells:
         return None
-    shown = sorted(
-        cells,
-        key=lambda r: (
-            r["model"],
-            r["quant"] != "none",
-            r["quant"],
-            r["bits"] or 0,
-            r["calib"] or "",
-            r["patch"] != "none",
-            r["patch_tag"] or "",
-        ),
-    )
+    shown = sorted(cells, key=_cell_order)
     body = [
         [
             r["model"],
