@@ -61,22 +61,28 @@ def _asked(cache: PlanOnly, call) -> list[str]:
 
 
 # ------------------------------------------------------------ the stage calls (the API may change, keys may not)
+def _ctx(cache, requests):
+    from qresafe_exp.stages import StageContext
+
+    return StageContext(cache, requests, torch.device("cpu"))
+
+
 def _quantize(cfg, fp):
     from qresafe_exp.pipeline import quantize
 
-    return lambda cache, requests: quantize(fp, cfg, cache, requests, torch.device("cpu"))
+    return lambda cache, requests: quantize(fp, cfg, _ctx(cache, requests))
 
 
 def _patch(cfg, fp, quantized):
     from qresafe_exp.pipeline import patch
 
-    return lambda cache, requests: patch(fp, quantized, cfg, cache, requests, torch.device("cpu"))
+    return lambda cache, requests: patch(fp, quantized, cfg, _ctx(cache, requests))
 
 
 def _evaluate(cfg, model):
-    from qresafe_exp.evals.runner import evaluate
+    from qresafe_exp.pipeline import evaluate
 
-    return lambda cache, requests: evaluate(model, cfg, cache, requests, torch.device("cpu"), label="t", scorer=model)
+    return lambda cache, requests: evaluate(model, cfg, _ctx(cache, requests), label="t", scorer=model)
 
 
 # ------------------------------------------------------------ pinned keys
