@@ -63,22 +63,16 @@ def check_cell(cfg, recorded: dict, ctx) -> list[str]:
     from qresafe_exp.align import training_prompts
     from qresafe_exp.evals.runner import eval_plan
     from qresafe_exp.models import materialize
-    from qresafe_exp.patch import PATCHES
-    from qresafe_exp.patch.base import PatchContext
-    from qresafe_exp.pipeline import run_plan
+    from qresafe_exp.pipeline import patch, run_plan
     from qresafe_exp.quant import QUANTIZERS
-    from qresafe_exp.stages import config_view
 
+    # pipeline.quantize and pipeline.evaluate less what writes (a fingerprint, un-publishing an evaluation)
     keys = recorded["artifacts"]
     fp = materialize(cfg.model, ctx.artifacts, cfg.paths)
     exclude = frozenset(training_prompts(fp.path))
     reference = run_plan(eval_plan(fp, cfg, ctx, "reference", scorer=fp, exclude=exclude), ctx)
     quant = run_plan(QUANTIZERS.get(cfg.quant.name).plan(fp, cfg, ctx), ctx)
-    method = PATCHES.get(cfg.patch.name)
-    view = config_view(cfg, method.reads)
-    patched = run_plan(
-        method().plan(PatchContext(**vars(ctx), cfg=view, cell=cfg.cell, fp=fp, quantized=quant.model)), ctx
-    )
+    patched = patch(fp, quant.model, cfg, ctx)
     if patched.model.key == fp.key:
         result = reference
     else:
