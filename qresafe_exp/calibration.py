@@ -17,15 +17,19 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from qresafe_exp.cache import ArtifactCache, RequestCache, content_key
+from qresafe_exp.cache import content_key
 from qresafe_exp.data import DatasetNotFoundError, load_records
 from qresafe_exp.data.normalize import normalize_prompt
 from qresafe_exp.data.registry import is_user_source, resolve_file
 from qresafe_exp.evals.degeneration import degeneration_signals
 from qresafe_exp.evals.suites import SUITES
+
+if TYPE_CHECKING:
+    from qresafe_exp.stages import StageContext
 
 log = logging.getLogger(__name__)
 RESPONSES_STAGE_VERSION = 1
@@ -72,10 +76,11 @@ def evaluation_prompts(cfg: DictConfig) -> set[str]:
 
 
 def build_calibration(
-    cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device, exclude: frozenset[str] = frozenset()
+    cfg: DictConfig, ctx: StageContext | None, exclude: frozenset[str] = frozenset()
 ) -> CalibrationSet:
     """The calibration (or patch pair) set of ``cfg.calib``; evaluation prompts and ``exclude`` (normalised
-    prompts a model was trained on) never enter it."""
+    prompts a model was trained on) never enter it. Generated answers are a sub-artifact of the stage
+    that asks (``ctx.cached``, kind ``calib_responses``); a set read from a file needs no ``ctx``."""
     calib = cfg.calib
     dataset, fallback_reason = resolve_dataset(calib, cfg.paths)
     if fallback_reason:
@@ -92,7 +97,7 @@ def build_calibration(
         "responses": calib.responses,
     }
     if calib.responses == "generate":
-        kept, generation = _generated_responses(cfg, kept, artifacts, requests, device)
+        kept, generation = _generated_responses(cfg, kept, ctx)
         facts["generation"] = generation
     elif calib.responses == "dataset":
         kept = [r for r in kept if r.get("response")]
@@ -146,9 +151,7 @@ def _kept_by_judge(records: list[dict], calib: DictConfig) -> tuple[list[dict], 
     return kept, {"judge": calib.keep_judge, "refused_field": field, "candidates": len(records), "kept": len(kept)}
 
 
-def _generated_responses(
-    cfg: DictConfig, records: list[dict], artifacts: ArtifactCache, requests: RequestCache, device
-) -> tuple[list[dict], dict]:
+def _generated_responses(cfg: DictConfig, records: list[dict], ctx: StageContext) -> tuple[list[dict], dict]:
     """The responder's greedy answers, kept when the judge says it complied (cached artifact)."""
     from qresafe_exp.judges import build_judge
     from qresafe_exp.models import materialize
@@ -157,7 +160,7 @@ def _generated_responses(
     calib = cfg.calib  # check_calibration ran first: responses=generate comes with a responder
     # resolved in the cell first: a responder may name the cell's own model (${model.name}, as debug=smoke does)
     responder_cfg = OmegaConf.to_container(calib.responder, resolve=True)
-    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), responder_cfg), artifacts, cfg.paths)
+    responder = materialize(OmegaConf.merge(OmegaConf.structured(ModelConfig), responder_cfg), ctx.artifacts, cfg.paths)
     judge = build_judge(OmegaConf.structured(KeywordJudgeConfig(name="keyword")))
     spec = {
         "responder": responder.key,
@@ -169,7 +172,7 @@ def _generated_responses(
     }
     from qresafe_exp.engines import generation_dtype
 
-    dtype = generation_dtype(cfg.engine, device)
+    dtype = generation_dtype(cfg.engine, ctx.device)
     if dtype is not None:  # answers generated in another dtype than the device's default
         spec["engine_dtype"] = str(dtype).removeprefix("torch.")
 
@@ -184,17 +187,17 @@ def _generated_responses(
             EngineFactory(
                 cfg.engine,
                 responder.path,
-                device,
+                ctx.device,
                 tokenizer,
                 load_model,
                 seed=cfg.seed,
-                artifacts=artifacts,
+                artifacts=ctx.artifacts,
                 model_key=responder.key,
             ),
             responder.key,
             texts,
             GenerationSpec(max_new_tokens=calib.response_max_new_tokens),
-            requests,
+            ctx.requests,
             desc=f"calib {calib.name}: {responder.name} answers",
         )
         verdicts = judge.judge([(r["prompt"], resp) for r, resp in zip(records, responses)])
@@ -214,9 +217,7 @@ def _generated_responses(
             )
         (out / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    art = artifacts.get_or_build(
-        "calib_responses", spec, build, upstream=[responder.key], version=RESPONSES_STAGE_VERSION
-    )
+    art = ctx.cached("calib_responses", spec, build, upstream=[responder.key], version=RESPONSES_STAGE_VERSION)
     rows = [json.loads(line) for line in (art.path / "responses.jsonl").read_text().splitlines()]
     kept = [{"prompt": r["prompt"], "response": r["response"]} for r in rows if r["kept"]]
     facts = {

@@ -1,5 +1,6 @@
 """One cell of a study, top to bottom: validate -> model -> FP reference -> quantize -> patch
--> evaluate -> score -> write and log. Every stage is a cached artifact (see cache.py)."""
+-> evaluate -> score -> write and log. Every stage plans its artifact (stages.py) and ``run_plan`` here
+caches it (cache.py): the one place a stage's top-level artifact is looked up or built."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
-from qresafe_exp.calibration import build_calibration, check_calibration
-from qresafe_exp.data import DatasetNotFoundError, load_records
+from qresafe_exp.calibration import check_calibration
+from qresafe_exp.data import DatasetNotFoundError
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
 from qresafe_exp.engines import check_engine
 from qresafe_exp.evals.lm_harness import task_deltas
 from qresafe_exp.evals.overrefusal import check_refusal_judge
 from qresafe_exp.evals.protocols import PROTOCOLS, protocol_of, selected_grid
-from qresafe_exp.evals.runner import evaluate, user_prompts
+from qresafe_exp.evals.runner import eval_plan, user_prompts
 from qresafe_exp.evals.suites import JUDGE_TASK, SUITES
 from qresafe_exp.fingerprint import cached_fingerprint
 from qresafe_exp.hub_push import push_cell
@@ -32,18 +34,20 @@ from qresafe_exp.metrics import load as load_metrics
 from qresafe_exp.models import ModelRef, materialize
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.patch import PATCHES
-from qresafe_exp.patch.base import PatchContext, PatchResult
+from qresafe_exp.patch.base import PatchContext
 from qresafe_exp.preflight import ConfigError, check_inputs
 from qresafe_exp.provenance import provenance, seed_everything
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError
 from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
+from qresafe_exp.stages import EvalResult, PatchResult, Plan, QuantResult, StageContext, config_view
 from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import Tracker, build_tracker, check_logger, headline, score_rows, scrub_secrets
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 # ---------------------------------------------------------------- validation (no model loads)
@@ -87,7 +91,8 @@ def validate(cfg: DictConfig) -> None:
         reason = unsupported_reason(cfg)
         if reason and cfg.on_unsupported == "error":
             raise UnsupportedCombinationError(f"{reason} (or set on_unsupported=record to record such cells and go on)")
-        PATCHES.get(cfg.patch.name).check_data(cfg)
+        method = PATCHES.get(cfg.patch.name)
+        method.check_data(config_view(cfg, method.reads))
         judge = build_judge(cfg.judge)
         check_refusal_judge(cfg)
         for name in cfg.eval.suites:
@@ -122,38 +127,20 @@ def validate(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------- stages
-def quantize(
-    fp: ModelRef, cfg: DictConfig, artifacts: ArtifactCache, requests: RequestCache, device
-) -> tuple[ModelRef, dict]:
-    quantizer = QUANTIZERS.get(cfg.quant.name)
-    if quantizer.name == "none":
-        return fp, {}
-    data_cfg = quantizer.data_config(cfg.calib, cfg.quant)
-    spec = quantizer.spec(cfg.quant, cfg.calib)
-    calib_facts, records = None, None
-    kind = quantizer.calibration_of(cfg.quant)
-    if kind == "activation":
-        records = load_records(data_cfg.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
-    elif kind == "finetune":
-        calibration = build_calibration(cfg, artifacts, requests, device)
-        records, calib_facts = calibration.records, calibration.facts
-        spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
-    if cfg.seed and kind:  # its calibration sample / training order depends on the seed;
-        spec["seed"] = cfg.seed  # seed 0 keeps the keys it always had
+def run_plan(plan: Plan[R] | R, ctx: StageContext) -> R:
+    """The one place a stage's top-level artifact is cached (the stage contract, stages.py): served
+    from the cache, or built into the directory the cache gives and published; then read back."""
+    if not isinstance(plan, Plan):
+        return plan  # the stage built nothing (no quantizer, no patch, tau=0, nothing to learn)
+    art = ctx.artifacts.get_or_build(plan.kind, plan.spec, plan.build, upstream=plan.upstream, version=plan.version)
+    return plan.read(art)
 
-    def build(out: Path) -> None:
-        seed_everything(cfg.seed, deterministic=None)  # the same RNG state however the cell got here
-        info = quantizer().quantize(fp.path, out, cfg.quant, data_cfg, records, cfg.seed)
-        write_json_atomic(out / "quant_info.json", info)
 
-    art = artifacts.get_or_build("quantize", spec, build, upstream=[fp.key], version=quantizer.version)
-    info = json.loads((art.path / "quant_info.json").read_text())
-    info.setdefault("simulated", False)
-    info.update(quantize_seconds=art.spec["build_seconds"], artifact=art.key, cached=not art.built)
-    if calib_facts:
-        info["calibration"] = calib_facts
-    info["fingerprint"] = fingerprint(art.path, cfg)
-    return ModelRef(f"{fp.name}.{cfg.quant.tag}", str(art.path), art.key), info
+def quantize(fp: ModelRef, cfg: DictConfig, ctx: StageContext) -> QuantResult:
+    quantized = run_plan(QUANTIZERS.get(cfg.quant.name).plan(fp, cfg, ctx), ctx)
+    if quantized.model.key != fp.key:
+        quantized.info["fingerprint"] = fingerprint(quantized.model.path, cfg)
+    return quantized
 
 
 def fingerprint(path: str, cfg: DictConfig) -> dict:
@@ -175,41 +162,51 @@ def fp_model_facts(fp: ModelRef, cfg: DictConfig) -> dict:
     return {"name": fp.name, "key": fp.key, "fingerprint": fingerprint(fp.path, cfg)}
 
 
-def patch(
-    fp: ModelRef,
-    quantized: ModelRef,
+def patch(fp: ModelRef, quantized: ModelRef, cfg: DictConfig, ctx: StageContext) -> PatchResult:
+    """The patch gets the root keys it declares (``Patch.reads``), not the whole cell config."""
+    method = PATCHES.get(cfg.patch.name)
+    view = config_view(cfg, method.reads)
+    pctx = PatchContext(**vars(ctx), cfg=view, cell=cfg.cell, fp=fp, quantized=quantized)
+    return run_plan(method().plan(pctx), ctx)
+
+
+def evaluate(
+    model: ModelRef,
     cfg: DictConfig,
-    artifacts: ArtifactCache,
-    requests: RequestCache,
-    device,
-    log_step: Callable[[str, dict], None] | None = None,
-) -> PatchResult:
-    ctx = PatchContext(cfg, fp, quantized, artifacts, requests, device)
-    if log_step is not None:  # training steps, streamed to the cell's run as they happen
-        ctx.log_step = log_step
-    return PATCHES.get(cfg.patch.name)().apply(ctx)
+    ctx: StageContext,
+    label: str,
+    scorer: ModelRef | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> EvalResult:
+    """``model``'s scores on every suite (evals/runner.py); ``scorer`` and ``exclude`` as in ``eval_plan``."""
+    result = run_plan(eval_plan(model, cfg, ctx, label, scorer, exclude), ctx)
+    if result.judge_failures:  # never serve missing verdicts from the cache: the next run asks the judge again
+        ctx.artifacts.mark_incomplete("eval", result.key)
+        log.warning(
+            "judge failures in %s (%s): this evaluation will be redone on the next run "
+            "(generations and the verdicts obtained are cached)",
+            label,
+            result.judge_failures,
+        )
+    return result
 
 
 def evaluate_variants(
     variants: dict[str, ModelRef],
-    result: dict,
+    result: EvalResult,
     cfg: DictConfig,
-    artifacts: ArtifactCache,
-    requests: RequestCache,
-    device,
+    ctx: StageContext,
     scorer: ModelRef,
     exclude: frozenset,
 ) -> dict:
     """Scores of the patch's other forms (e.g. unmerged) and the cell's difference from each."""
     out = {}
     for name, model in variants.items():
-        scores = evaluate(
-            model, cfg, artifacts, requests, device, label=f"{cfg.cell} [{name}]", scorer=scorer, exclude=exclude
-        )
+        scores = evaluate(model, cfg, ctx, label=f"{cfg.cell} [{name}]", scorer=scorer, exclude=exclude)
         out[name] = {
-            "scores": scores["scores"],
-            "eval": scores["key"],
-            "cell_minus_variant": headline_deltas(result["scores"], scores["scores"]),
+            "scores": scores.scores,
+            "eval": scores.key,
+            "cell_minus_variant": headline_deltas(result.scores, scores.scores),
         }
     return out
 
@@ -239,8 +236,8 @@ def summarize(scores: dict, degeneration_cfg) -> dict:
 def build_metrics(
     cfg: DictConfig,
     cell: str,
-    result: dict,
-    reference: dict | None,
+    result: EvalResult,
+    reference: EvalResult | None,
     quant_info: dict,
     patch_info: dict,
     wall_seconds: float,
@@ -270,15 +267,15 @@ def build_metrics(
             "judge": build_judge(cfg.judge).identity,
             "suites": {n: SUITES.get(n).version for n in cfg.eval.suites},
         },
-        "scores": result["scores"],
-        "summary": summarize(result["scores"], cfg.eval.degeneration),
+        "scores": result.scores,
+        "summary": summarize(result.scores, cfg.eval.degeneration),
         "quantization": quant_info,
         "patch": patch_info,
         "cost": {
             "wall_seconds": round(wall_seconds, 2),
-            "eval_seconds": result["seconds"],
-            "generated_now": result["generated"],
-            "eval_cached": result["cached"],
+            "eval_seconds": result.seconds,
+            "generated_now": result.generated,
+            "eval_cached": result.cached,
         },
         "artifacts": keys,
         "provenance": provenance(cfg.paths.root_dir),
@@ -289,9 +286,7 @@ def build_metrics(
     if reference is not None:
         metrics["reference_cell"] = reference_cell_name(cfg)
         metrics.update(
-            reference_deltas(
-                result["scores"], reference["scores"], read_samples(result["path"]), read_samples(reference["path"])
-            )
+            reference_deltas(result.scores, reference.scores, read_samples(result.path), read_samples(reference.path))
         )
     return metrics
 
@@ -441,22 +436,22 @@ def write_cell(cfg: DictConfig, cell: str, metrics: dict, eval_path: str, tracke
     return out
 
 
-def ensure_reference_cell(cfg: DictConfig, reference: dict, fp: ModelRef, wall_seconds: float) -> None:
+def ensure_reference_cell(cfg: DictConfig, reference: EvalResult, fp: ModelRef, wall_seconds: float) -> None:
     """Write the FP reference cell once per study (and again only if its evaluation changed)."""
     cell = reference_cell_name(cfg)
     path = cell_dir(cfg, cell) / "metrics.json"
     with file_lock(cell_dir(cfg, cell).parent / f".{cell}.lock"):
-        if path.exists() and load_metrics(path).get("artifacts", {}).get("eval") == reference["key"]:
+        if path.exists() and load_metrics(path).get("artifacts", {}).get("eval") == reference.key:
             return
         ref_cfg = cfg.copy()
         OmegaConf.set_struct(ref_cfg, False)
         ref_cfg.quant = OmegaConf.create({"name": "none", "tag": "fp", "bits": None, "group_size": None})
         ref_cfg.patch = OmegaConf.create({"name": "none", "tag": "none"})
         metrics = build_metrics(
-            ref_cfg, cell, reference, None, {}, {}, wall_seconds, {"model": fp.key, "eval": reference["key"]}
+            ref_cfg, cell, reference, None, {}, {}, wall_seconds, {"model": fp.key, "eval": reference.key}
         )
         metrics["fp_model"] = fp_model_facts(fp, cfg)
-        write_cell(ref_cfg, cell, metrics, reference["path"])
+        write_cell(ref_cfg, cell, metrics, reference.path)
         log.info("wrote FP reference cell %s", cell)
 
 
@@ -491,30 +486,30 @@ def run_cell(cfg: DictConfig) -> dict:
         return write_unsupported_cell(cfg, reason)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.get("deterministic", True), device)  # recorded in provenance.determinism
-    artifacts = ArtifactCache(cfg.paths.cache_dir)
     requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
+    ctx = StageContext(ArtifactCache(cfg.paths.cache_dir), requests, device)
     cell = cfg.cell
     log.info("cell %s (study %s) on %s", cell, cfg.study, device)
     monitor = StageMonitor(device)
     try:
         with cell_run(cfg, cell, monitor) as tracker:
             monitor.on_end = tracker.log_stage  # each stage's seconds and memory, as it finishes
+            ctx.log_step = tracker.log_step  # training steps, streamed to the cell's run as they happen
             with monitor.stage("model"):
-                fp = materialize(cfg.model, artifacts, cfg.paths)
+                fp = materialize(cfg.model, ctx.artifacts, cfg.paths)
                 # An aligned model's training prompts never count as evaluation prompts.
                 exclude = frozenset(training_prompts(fp.path))
             with monitor.stage("reference_eval"):
-                reference = evaluate(
-                    fp, cfg, artifacts, requests, device, label=f"{cfg.model.name}.fp", scorer=fp, exclude=exclude
-                )
+                reference = evaluate(fp, cfg, ctx, label=f"{cfg.model.name}.fp", scorer=fp, exclude=exclude)
             is_reference = cfg.quant.name == "none" and cfg.patch.name == "none"
             if not is_reference:
                 ensure_reference_cell(cfg, reference, fp, time.time() - started)
             with monitor.stage("quantize"):
-                quantized, quant_info = quantize(fp, cfg, artifacts, requests, device)
+                quant = quantize(fp, cfg, ctx)
+            quantized, quant_info = quant.model, quant.info
             with monitor.stage("patch"):
                 seed_everything(cfg.seed, deterministic=None)
-                patched = patch(fp, quantized, cfg, artifacts, requests, device, log_step=tracker.log_step)
+                patched = patch(fp, quantized, cfg, ctx)
             patch_info = patched.info
             if patched.model.key != quantized.key:  # the patch built a checkpoint of its own
                 patch_info["fingerprint"] = fingerprint(patched.model.path, cfg)
@@ -533,21 +528,19 @@ def run_cell(cfg: DictConfig) -> dict:
                 result = (
                     reference
                     if patched.model.key == fp.key
-                    else evaluate(
-                        patched.model, cfg, artifacts, requests, device, label=cell, scorer=fp, exclude=exclude
-                    )
+                    else evaluate(patched.model, cfg, ctx, label=cell, scorer=fp, exclude=exclude)
                 )
             if patched.variants:
                 with monitor.stage("variant_eval"):
                     patch_info["variants"] = evaluate_variants(
-                        patched.variants, result, cfg, artifacts, requests, device, scorer=fp, exclude=exclude
+                        patched.variants, result, cfg, ctx, scorer=fp, exclude=exclude
                     )
             keys = {
                 "model": fp.key,
                 "quantize": quant_info.get("artifact"),
                 "patch": patch_info.get("artifact"),
-                "eval": result["key"],
-                "reference_eval": reference["key"],
+                "eval": result.key,
+                "reference_eval": reference.key,
             }
             metrics = build_metrics(
                 cfg,
@@ -561,7 +554,7 @@ def run_cell(cfg: DictConfig) -> dict:
             )
             metrics["resources"] = monitor.stages  # per stage of this process: seconds, peak memory
             metrics["fp_model"] = fp_model_facts(fp, cfg)  # the FP weights' fingerprint, to compare machines
-            out = write_cell(cfg, cell, metrics, result["path"], tracker)
+            out = write_cell(cfg, cell, metrics, result.path, tracker)
             if cfg.hub.push:  # after metrics.json: the card shows the scores, and a failed push loses nothing
                 metrics["hub"] = push_cell(
                     cfg, Path(patched.model.path) if patched.model.key != fp.key else None, metrics

@@ -1,4 +1,5 @@
-"""The evaluate stage: run every configured suite on one model, score it; cached as one artifact.
+"""The evaluate stage: run every configured suite on one model, score it; its plan (qresafe_exp/stages.py)
+is cached as one artifact by the pipeline (pipeline.evaluate).
 
 The artifact key covers the model checkpoint key, the frozen protocol (eval config, its version,
 suite versions, judge identity, the user prompt file's content), the FP model that scores fluency
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from qresafe_exp.cache import ArtifactCache, RequestCache, content_key, write_json_atomic
+from qresafe_exp.cache import content_key, write_json_atomic
 from qresafe_exp.data import load_records
 from qresafe_exp.data.hub import is_hub_uri
 from qresafe_exp.data.loaders import user_prompt_table
@@ -30,6 +31,7 @@ from qresafe_exp.evals.protocols import protocol_of, system_prompt_for
 from qresafe_exp.evals.suites import SUITES
 from qresafe_exp.judges import build_judge
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
+from qresafe_exp.stages import EvalResult, Plan, StageContext
 
 log = logging.getLogger(__name__)
 EVAL_STAGE_VERSION = 3
@@ -109,17 +111,15 @@ def eval_spec(cfg: DictConfig, scorer: ModelRef | None, exclude: frozenset[str])
     return spec
 
 
-def evaluate(
+def eval_plan(
     model: ModelRef,
     cfg: DictConfig,
-    artifacts: ArtifactCache,
-    requests: RequestCache,
-    device,
+    ctx: StageContext,
     label: str,
     scorer: ModelRef | None = None,
     exclude: frozenset[str] = frozenset(),
-) -> dict:
-    """Return {'key', 'path', 'scores', 'generated', 'seconds', 'cached'} for ``model``.
+) -> Plan[EvalResult]:
+    """The evaluation of ``model`` (kind ``eval``): every suite, generated, judged and scored.
 
     ``scorer`` is the FP model whose perplexity of each response feeds the degeneration guard;
     ``exclude`` holds normalised training prompts, removed from every evaluation set.
@@ -140,11 +140,11 @@ def evaluate(
         engine = EngineFactory(
             cfg.engine,
             model.path,
-            device,
+            ctx.device,
             tokenizer,
             load_for_generation,
             seed=cfg.seed,
-            artifacts=artifacts,
+            artifacts=ctx.artifacts,
             model_key=model.key,
         )
 
@@ -153,14 +153,14 @@ def evaluate(
             if scorer.key == model.key:
                 return engine().model
             log.info("loading the FP model to score fluency")
-            return load_model(scorer.path, device)
+            return load_model(scorer.path, ctx.device)
 
-        ctx = EvalContext(
+        ectx = EvalContext(
             cfg=cfg,
             tokenizer=tokenizer,
             engine=engine,
             model_key=model.key,
-            requests=requests,
+            requests=ctx.requests,
             judge=build_judge(cfg.judge),
             protocol=protocol_of(cfg),
             system_prompt=system_prompt_for(cfg),
@@ -178,7 +178,7 @@ def evaluate(
                 )
                 if removed:
                     log.info("%s: removed %d prompts that the model was trained on", name, removed)
-                rows, block = suite.runner()(suite, chosen, ctx)
+                rows, block = suite.runner()(suite, chosen, ectx)
                 block["removed_overlapping_training"] = removed
                 scores[name] = block
                 failures = block.get("judge_failures") or {}
@@ -198,26 +198,20 @@ def evaluate(
             {"scores": scores, "seconds": round(time.time() - started, 2), "generated": stats["generated"]},
         )
 
-    art = artifacts.get_or_build("eval", spec, build, upstream=[model.key], version=EVAL_STAGE_VERSION)
-    result = json.loads((art.path / "scores.json").read_text())
-    failed = {
-        name: b["judge_failures"]["n"]
-        for name, b in result["scores"].items()
-        if (b.get("judge_failures") or {}).get("n")
-    }
-    if failed:  # never serve missing verdicts from the cache: the next run asks the judge again
-        artifacts.mark_incomplete("eval", art.key)
-        log.warning(
-            "judge failures in %s (%s): this evaluation will be redone on the next run "
-            "(generations and the verdicts obtained are cached)",
-            label,
-            failed,
+    def read(art) -> EvalResult:
+        result = json.loads((art.path / "scores.json").read_text())
+        return EvalResult(
+            key=art.key,
+            path=str(art.path),
+            scores=result["scores"],
+            seconds=result["seconds"],
+            generated=stats["generated"],
+            cached=not art.built,
+            judge_failures={
+                name: b["judge_failures"]["n"]
+                for name, b in result["scores"].items()
+                if (b.get("judge_failures") or {}).get("n")
+            },
         )
-    return {
-        "key": art.key,
-        "path": str(art.path),
-        "scores": result["scores"],
-        "seconds": result["seconds"],
-        "generated": stats["generated"],
-        "cached": not art.built,
-    }
+
+    return Plan("eval", spec, build, read, [model.key], EVAL_STAGE_VERSION)

@@ -29,13 +29,14 @@ from qresafe_exp.finetune import collate, tokenize_example
 from qresafe_exp.formats.sidecars import save_kept_weights
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
-from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
+from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
 from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
 from qresafe_exp.resources import measure
+from qresafe_exp.stages import Plan
 
 # settings added after patches were cached: left out of the key at their default, so those stay valid
 LATER_SETTINGS = {"keep_score": "snip"}
@@ -60,6 +61,7 @@ def control_masks(linears: dict, cfg: DictConfig, seed: int) -> dict:
 
 class AwqSafetyPatch(Patch):
     version = 1
+    reads = (*PROMPT_KEYS, "quant", "calib")  # it runs the AWQ quantizer itself, on calib.activation
 
     @classmethod
     def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
@@ -77,7 +79,7 @@ class AwqSafetyPatch(Patch):
     def check_data(cls, cell_cfg: DictConfig) -> None:
         patch_prompts(cell_cfg)
 
-    def apply(self, ctx: PatchContext) -> PatchResult:
+    def plan(self, ctx: PatchContext) -> Plan[PatchResult] | PatchResult:
         cfg, cell = ctx.cfg.patch, ctx.cfg
         quantizer = QUANTIZERS.get(cell.quant.name)
         prompts, prompt_facts = patch_prompts(cell, frozenset(training_prompts(ctx.fp.path)))
@@ -138,10 +140,12 @@ class AwqSafetyPatch(Patch):
             }
             write_json_atomic(out / "patch_info.json", facts)
 
-        art = ctx.artifacts.get_or_build("patch", spec, build, upstream=[ctx.fp.key], version=self.version)
-        info = json.loads((art.path / "patch_info.json").read_text())
-        info.update(artifact=art.key, cached=not art.built)
-        return PatchResult(ModelRef(f"{ctx.fp.name}.{cell.quant.tag}.{cfg.tag}", str(art.path), art.key), info)
+        def read(art) -> PatchResult:
+            info = json.loads((art.path / "patch_info.json").read_text())
+            info.update(artifact=art.key, cached=not art.built)
+            return PatchResult(ModelRef(f"{ctx.fp.name}.{cell.quant.tag}.{cfg.tag}", str(art.path), art.key), info)
+
+        return Plan("patch", spec, build, read, [ctx.fp.key], self.version)
 
     def _safety_masks(self, ctx: PatchContext, prompts: list[str], system_prompt) -> tuple[dict, dict]:
         cfg = ctx.cfg.patch

@@ -1,37 +1,43 @@
-"""What a patch gets and returns. A patch reads the cell's config, the FP and quantized models, the
-caches and the device; it returns the model the cell evaluates and, optionally, named variants the
-cell evaluates beside it (Q-resafe: the unmerged 16-bit patch, to compare with the merged one)."""
+"""What a patch gets and returns. A patch reads its narrowed cell config, the FP and quantized models,
+the request cache and the device; it plans the model the cell evaluates (the stage contract,
+qresafe_exp/stages.py) and, optionally, named variants the cell evaluates beside it (Q-resafe: the
+unmerged 16-bit patch, to compare with the merged one)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
 from omegaconf import DictConfig
 
-from qresafe_exp.cache import ArtifactCache, RequestCache
 from qresafe_exp.models import ModelRef
+from qresafe_exp.stages import PatchResult, Plan, StageContext
+
+__all__ = ["MASK_SCOPES", "PROMPT_KEYS", "Patch", "PatchContext", "PatchResult", "check_choice"]
 
 
-@dataclass
-class PatchContext:
-    cfg: DictConfig  # the whole cell config (patch, quant, eval protocol, paths, seed)
+@dataclass(kw_only=True)
+class PatchContext(StageContext):
+    cfg: DictConfig  # the cell config narrowed to the patch class's `reads` (stages.config_view)
+    cell: str  # the cell's name, for messages
     fp: ModelRef
     quantized: ModelRef
-    artifacts: ArtifactCache
-    requests: RequestCache
-    device: torch.device
-    # log_step(series, row): one training step as it happens (the pipeline's tracker; a no-op by default)
-    log_step: Callable[[str, dict], None] = lambda series, row: None
 
 
-@dataclass
-class PatchResult:
-    model: ModelRef
-    info: dict
-    variants: dict[str, ModelRef] = field(default_factory=dict)
-
+# What the shared patch helpers read from the cell config: the patch prompts (patch.data, seed, paths,
+# and the evaluation prompts held out: eval.suites and the user's prompt file), the system prompt
+# (eval.protocol, model.system_prompt) and the judge that drops unsafe preferred answers.
+PROMPT_KEYS = (
+    "patch",
+    "seed",
+    "paths",
+    "eval",
+    "model",
+    "judge",
+    "prompts",
+    "prompts_column",
+    "prompts_category_column",
+)
 
 MASK_SCOPES = ("per_matrix", "global")  # how SNIP scores are ranked: within each matrix, or across all
 
@@ -48,6 +54,7 @@ class Patch:
     one class may serve several names whose YAMLs differ only in settings (qresafe, dpo, sft)."""
 
     version = 1  # bump when the produced model changes for the same config
+    reads: ClassVar[tuple[str, ...]] = ("patch",)  # the root config keys `plan` and `check_data` read
 
     @classmethod
     def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
@@ -57,5 +64,6 @@ class Patch:
     def check_data(cls, cell_cfg: DictConfig) -> None:
         """Raise ValueError when the patch data is missing or too small (no model loads)."""
 
-    def apply(self, ctx: PatchContext) -> PatchResult:
+    def plan(self, ctx: PatchContext) -> Plan[PatchResult] | PatchResult:
+        """The patched model's artifact (kind ``patch``), or the result itself when nothing is built."""
         raise NotImplementedError

@@ -4,5 +4,5 @@ from qresafe_exp.patch.base import Patch, PatchContext, PatchResult
 
 
 class NoPatch(Patch):
-    def apply(self, ctx: PatchContext) -> PatchResult:
+    def plan(self, ctx: PatchContext) -> PatchResult:
         return PatchResult(ctx.quantized, {})

@@ -34,7 +34,7 @@ from qresafe_exp.calibration import build_calibration, check_calibration
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.finetune import collate, response_loss, tokenize_example, train
 from qresafe_exp.models import ModelRef, load_tokenizer
-from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
+from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.controllable import CP_MODES, combine
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, write_merged
@@ -42,6 +42,7 @@ from qresafe_exp.patch.snip import snip_scores
 from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.resources import measure
+from qresafe_exp.stages import Plan
 
 log = logging.getLogger(__name__)
 TRAIN_KEYS = (
@@ -78,6 +79,7 @@ def pairs_cfg(cell: DictConfig) -> DictConfig:
 
 class SafePatching(Patch):
     version = 1
+    reads = (*PROMPT_KEYS, "engine")  # engine: D_h's answers are generated (calibration.build_calibration)
 
     @classmethod
     def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
@@ -96,12 +98,12 @@ class SafePatching(Patch):
     def check_data(cls, cell_cfg: DictConfig) -> None:
         check_calibration(pairs_cfg(cell_cfg))
 
-    def apply(self, ctx: PatchContext) -> PatchResult:
+    def plan(self, ctx: PatchContext) -> Plan[PatchResult] | PatchResult:
         cfg = ctx.cfg.patch
         system_prompt = system_prompt_for(ctx.cfg)
         # D_h never holds a prompt the backbone was safety-tuned on (it refuses those from memory)
         aligned_on = frozenset(training_prompts(ctx.fp.path))
-        pairs = build_calibration(pairs_cfg(ctx.cfg), ctx.artifacts, ctx.requests, ctx.device, exclude=aligned_on)
+        pairs = build_calibration(pairs_cfg(ctx.cfg), ctx, exclude=aligned_on)  # a sub-artifact when generated
         settings = OmegaConf.to_container(cfg, resolve=True)
         spec = {
             "train": train_spec(settings),
@@ -125,9 +127,8 @@ class SafePatching(Patch):
             facts.update(pair_set=pairs.facts, cost=cost.cost_facts())
             write_json_atomic(out / "train_info.json", facts)
 
-        trained = ctx.artifacts.get_or_build(
-            "safepatch_train", spec, build_patches, upstream=[ctx.quantized.key], version=self.version
-        )
+        # a sub-artifact: cells that differ only in the merge (a, b, p, alpha, beta, cp_mode) share it
+        trained = ctx.cached("safepatch_train", spec, build_patches, upstream=[ctx.quantized.key], version=self.version)
 
         def build_merged(out: Path) -> None:
             with measure() as cost:
@@ -157,33 +158,36 @@ class SafePatching(Patch):
                 merge = write_merged(ctx.quantized.path, delta, out / "merged", ctx.device)
             write_json_atomic(out / "merge_info.json", {"merge": merge, "selection": counts, "cost": cost.cost_facts()})
 
-        merged_art = ctx.artifacts.get_or_build(
+        def read(merged_art) -> PatchResult:
+            info = json.loads((trained.path / "train_info.json").read_text())
+            merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
+            train_cost, merge_cost = info["cost"], merge_info["cost"]
+            info.update(
+                method=cfg.name,
+                artifact=merged_art.key,
+                train_artifact=trained.key,
+                cached=not (trained.built or merged_art.built),
+                merge=merge_info["merge"],
+                selection=merge_info["selection"],
+                controllable={k: settings[k] for k in CP_KEYS},
+                cost={
+                    "wall_seconds": round(train_cost["wall_seconds"] + merge_cost["wall_seconds"], 1),
+                    "train_stage_seconds": train_cost["wall_seconds"],
+                    "merge_stage_seconds": merge_cost["wall_seconds"],
+                    "rss_peak_mb": max(train_cost["rss_peak_mb"], merge_cost["rss_peak_mb"]),
+                },
+                sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged")},
+            )
+            return PatchResult(
+                ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key), info
+            )
+
+        return Plan(
             "patch",
             {"controllable": {k: settings[k] for k in CP_KEYS}, "requantize_version": REQUANTIZE_VERSION},
             build_merged,
-            upstream=[trained.key, ctx.quantized.key],
-        )
-        info = json.loads((trained.path / "train_info.json").read_text())
-        merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
-        train_cost, merge_cost = info["cost"], merge_info["cost"]
-        info.update(
-            method=cfg.name,
-            artifact=merged_art.key,
-            train_artifact=trained.key,
-            cached=not (trained.built or merged_art.built),
-            merge=merge_info["merge"],
-            selection=merge_info["selection"],
-            controllable={k: settings[k] for k in CP_KEYS},
-            cost={
-                "wall_seconds": round(train_cost["wall_seconds"] + merge_cost["wall_seconds"], 1),
-                "train_stage_seconds": train_cost["wall_seconds"],
-                "merge_stage_seconds": merge_cost["wall_seconds"],
-                "rss_peak_mb": max(train_cost["rss_peak_mb"], merge_cost["rss_peak_mb"]),
-            },
-            sizes={"merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged")},
-        )
-        return PatchResult(
-            ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key), info
+            read,
+            [trained.key, ctx.quantized.key],
         )
 
 

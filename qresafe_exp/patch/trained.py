@@ -26,7 +26,7 @@ from qresafe_exp.formats.fake_quant import attach_activation_quant
 from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
-from qresafe_exp.patch.base import MASK_SCOPES, Patch, PatchContext, PatchResult, check_choice
+from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
@@ -37,6 +37,7 @@ from qresafe_exp.patch.trainer import OBJECTIVES, TRAIN_SERIES, tokenize_pairs, 
 from qresafe_exp.preflight import check_count, check_positive
 from qresafe_exp.quant.base import checkpoint_bytes
 from qresafe_exp.resources import measure
+from qresafe_exp.stages import Plan
 
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
@@ -60,6 +61,7 @@ class NothingToLearn(ValueError):
 
 class TrainedPatch(Patch):
     version = 1
+    reads = PROMPT_KEYS
 
     @classmethod
     def validate(cls, cfg: DictConfig, quant_cfg: DictConfig) -> None:
@@ -93,7 +95,7 @@ class TrainedPatch(Patch):
     def check_data(cls, cell_cfg: DictConfig) -> None:
         patch_prompts(cell_cfg)
 
-    def apply(self, ctx: PatchContext) -> PatchResult:
+    def plan(self, ctx: PatchContext) -> Plan[PatchResult] | PatchResult:
         cfg = ctx.cfg.patch
         if cfg.tau <= 0.0:  # nothing may change: the patched model is the quantized one
             return PatchResult(
@@ -115,7 +117,9 @@ class TrainedPatch(Patch):
             "seed": ctx.cfg.seed,
         }
 
-        # Two artifacts, so that a failure while merging never costs the training again.
+        # Two artifacts, so that a failure while merging never costs the training again: the trained
+        # delta (a sub-artifact, shared by cells that differ only in the patch's name or tag) and the
+        # merged checkpoint (the stage's own, built by the pipeline from the plan below).
         def build_delta(out: Path) -> None:
             with measure() as cost:
                 facts = self._train(
@@ -125,12 +129,12 @@ class TrainedPatch(Patch):
             write_json_atomic(out / "train_info.json", facts)
 
         try:
-            trained = ctx.artifacts.get_or_build(
+            trained = ctx.cached(
                 "patch_train", spec, build_delta, upstream=[ctx.fp.key, ctx.quantized.key], version=self.version
             )
         except NothingToLearn as err:
             # a result, not a failure: the cell is the unpatched quantized model, and a sweep goes on
-            log.warning("cell %s: %s; recorded with the unpatched model's scores", ctx.cfg.cell, err)
+            log.warning("cell %s: %s; recorded with the unpatched model's scores", ctx.cell, err)
             return PatchResult(
                 ctx.quantized,
                 {
@@ -151,33 +155,35 @@ class TrainedPatch(Patch):
                 link_checkpoint(trained.path, out / "adapter", skip=lambda name: name != PATCH_DELTA)
             write_json_atomic(out / "merge_info.json", {"merge": merge, "cost": cost.cost_facts()})
 
-        merged_art = ctx.artifacts.get_or_build(
-            "patch", {"requantize_version": REQUANTIZE_VERSION}, build_merged, upstream=[trained.key, ctx.quantized.key]
-        )
-        info = json.loads((trained.path / "train_info.json").read_text())
-        merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
-        info.update(
-            method=cfg.name,
-            tau=cfg.tau,
-            trained=True,
-            artifact=merged_art.key,
-            train_artifact=trained.key,
-            cached=not (trained.built or merged_art.built),
-            merge=merge_info["merge"],
-            cost=_total_cost(info["cost"], merge_info["cost"]),
-            sizes={
-                "merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged"),
-                "quantized_checkpoint_bytes": checkpoint_bytes(Path(ctx.quantized.path)),
-                "adapter_delta_bytes": (trained.path / PATCH_DELTA).stat().st_size,
-            },
-        )
-        merged = ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key)
-        variants = {}
-        if cfg.eval_adapter:
-            variants["adapter"] = ModelRef(
-                f"{merged.name}.adapter", str(merged_art.path / "adapter"), f"{merged_art.key}-adapter"
+        def read(merged_art) -> PatchResult:
+            info = json.loads((trained.path / "train_info.json").read_text())
+            merge_info = json.loads((merged_art.path / "merge_info.json").read_text())
+            info.update(
+                method=cfg.name,
+                tau=cfg.tau,
+                trained=True,
+                artifact=merged_art.key,
+                train_artifact=trained.key,
+                cached=not (trained.built or merged_art.built),
+                merge=merge_info["merge"],
+                cost=_total_cost(info["cost"], merge_info["cost"]),
+                sizes={
+                    "merged_checkpoint_bytes": checkpoint_bytes(merged_art.path / "merged"),
+                    "quantized_checkpoint_bytes": checkpoint_bytes(Path(ctx.quantized.path)),
+                    "adapter_delta_bytes": (trained.path / PATCH_DELTA).stat().st_size,
+                },
             )
-        return PatchResult(merged, info, variants)
+            merged = ModelRef(f"{ctx.quantized.name}.{cfg.tag}", str(merged_art.path / "merged"), merged_art.key)
+            variants = {}
+            if cfg.eval_adapter:
+                variants["adapter"] = ModelRef(
+                    f"{merged.name}.adapter", str(merged_art.path / "adapter"), f"{merged_art.key}-adapter"
+                )
+            return PatchResult(merged, info, variants)
+
+        return Plan(
+            "patch", {"requantize_version": REQUANTIZE_VERSION}, build_merged, read, [trained.key, ctx.quantized.key]
+        )
 
     def _train(self, ctx: PatchContext, prompts: list[str], harmful: list[str], system_prompt, out: Path) -> dict:
         cfg = ctx.cfg.patch

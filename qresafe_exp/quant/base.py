@@ -1,13 +1,20 @@
-"""What every quantizer declares, and the checks that run before any model loads."""
+"""What every quantizer declares, the checks that run before any model loads, and the quantize stage's
+plan (qresafe_exp/stages.py): the quantizer's spec and its `quantize` as the build."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from qresafe_exp.cache import without_later_defaults
+from qresafe_exp.cache import without_later_defaults, write_json_atomic
+from qresafe_exp.models import ModelRef
+from qresafe_exp.stages import Plan, QuantResult
+
+if TYPE_CHECKING:
+    from qresafe_exp.stages import StageContext
 
 
 class UnsupportedCombinationError(ValueError):
@@ -117,6 +124,42 @@ class Quantizer:
                 data = without_later_defaults(data, {"keep_judge": None, "refused_field": None})
             spec["calib"] = data
         return spec
+
+    @classmethod
+    def plan(cls, fp: ModelRef, cell: DictConfig, ctx: StageContext) -> Plan[QuantResult] | QuantResult:
+        """The quantized checkpoint of ``fp`` (kind ``quantize``): ``spec`` plus, for a method that reads
+        data, the seed and (a fine-tuning one) the content of the records it trains on."""
+        from qresafe_exp.calibration import build_calibration
+        from qresafe_exp.data import load_records
+        from qresafe_exp.provenance import seed_everything
+
+        data_cfg = cls.data_config(cell.calib, cell.quant)
+        spec = cls.spec(cell.quant, cell.calib)
+        calib_facts, records = None, None
+        kind = cls.calibration_of(cell.quant)
+        if kind == "activation":
+            records = load_records(data_cfg.dataset, cell.paths.data_dir, cell.paths.cache_dir)
+        elif kind == "finetune":
+            calibration = build_calibration(cell, ctx)
+            records, calib_facts = calibration.records, calibration.facts
+            spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
+        if cell.seed and kind:  # its calibration sample / training order depends on the seed;
+            spec["seed"] = cell.seed  # seed 0 keeps the keys it always had
+
+        def build(out: Path) -> None:
+            seed_everything(cell.seed, deterministic=None)  # the same RNG state however the cell got here
+            info = cls().quantize(fp.path, out, cell.quant, data_cfg, records, cell.seed)
+            write_json_atomic(out / "quant_info.json", info)
+
+        def read(art) -> QuantResult:
+            info = json.loads((art.path / "quant_info.json").read_text())
+            info.setdefault("simulated", False)
+            info.update(quantize_seconds=art.spec["build_seconds"], artifact=art.key, cached=not art.built)
+            if calib_facts:
+                info["calibration"] = calib_facts
+            return QuantResult(ModelRef(f"{fp.name}.{cell.quant.tag}", str(art.path), art.key), info)
+
+        return Plan("quantize", spec, build, read, [fp.key], cls.version)
 
     def quantize(
         self,

@@ -1,6 +1,7 @@
 """The full-precision reference: no quantization, no artifact."""
 
 from qresafe_exp.quant.base import Quantizer
+from qresafe_exp.stages import QuantResult
 
 
 class NoQuantizer(Quantizer):
@@ -9,3 +10,7 @@ class NoQuantizer(Quantizer):
     @classmethod
     def validate(cls, cfg) -> None:  # bits do not apply to the FP reference
         return None
+
+    @classmethod
+    def plan(cls, fp, cell, ctx) -> QuantResult:
+        return QuantResult(fp, {})

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from qresafe_exp.cache import ArtifactCache, RequestCache
-from qresafe_exp.evals.runner import evaluate
 from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import ADAPTER_DIR, save_patch_delta
 from qresafe_exp.models import ModelRef, load_model, materialize
-from qresafe_exp.pipeline import run_cell
+from qresafe_exp.pipeline import evaluate, run_cell
 from qresafe_exp.preflight import ConfigError, preflight
+from qresafe_exp.stages import StageContext
 
 LM_EVAL = ["debug=smoke", "model=tiny-random-llama", "eval=lm_eval", "eval.lm_eval.limit=6"]
 SB, PPL = "qresafe_safetybench_zh", "qresafe_alpaca_eval_ppl"
@@ -72,7 +72,7 @@ def test_the_harness_scores_the_model_as_the_project_loads_it(compose_cfg, tmp_p
     requests = RequestCache(tmp_path / "requests.sqlite")
     try:
         scores = {
-            ref.name: evaluate(ref, cfg, artifacts, requests, torch.device("cpu"), label=ref.name)["scores"]
+            ref.name: evaluate(ref, cfg, StageContext(artifacts, requests, torch.device("cpu")), label=ref.name).scores
             for ref in (
                 base,
                 ModelRef("patched", str(patched), f"{base.key}-patched"),

@@ -150,12 +150,13 @@ def test_dpo_reference_is_the_unpatched_quantized_model(compose_cfg, talkative_d
 def _quantized(cfg):
     """(FP model, its quantized checkpoint) for a composed cell config, through the pipeline's stage."""
     from qresafe_exp.pipeline import quantize
+    from qresafe_exp.stages import StageContext
 
     artifacts = ArtifactCache(cfg.paths.cache_dir)
     fp = materialize(cfg.model, artifacts, cfg.paths)
     requests = RequestCache(Path(cfg.paths.cache_dir) / "requests.sqlite")
     try:
-        quantized, _ = quantize(fp, cfg, artifacts, requests, torch.device("cpu"))
+        quantized = quantize(fp, cfg, StageContext(artifacts, requests, torch.device("cpu"))).model
     finally:
         requests.close()
     return fp, quantized

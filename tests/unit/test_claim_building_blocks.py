@@ -173,7 +173,7 @@ def test_hh_harmful_keeps_complying_answers_whose_pair_declined(compose_cfg):
     cfg = compose_cfg(
         ["patch=safepatching", "calib@patch.data=hh_harmful", "patch.data.num_samples=32", "eval=patching"]
     )
-    pairs = build_calibration(pairs_cfg(cfg), None, None, None)
+    pairs = build_calibration(pairs_cfg(cfg), None)
     kept = pairs.facts["kept_by_judge"]
     assert kept["candidates"] >= 600 and 150 <= kept["kept"] <= 220  # 184 with rules v1
     assert len(pairs.records) == 32
@@ -186,4 +186,4 @@ def test_unknown_refused_field_names_the_fields_there_are(compose_cfg):
 
     cfg = compose_cfg(["patch=safepatching", "calib@patch.data=hh_harmful", "patch.data.refused_field=better"])
     with pytest.raises(ValueError, match="refused_field=better.*have: .*chosen"):
-        build_calibration(pairs_cfg(cfg), None, None, None)
+        build_calibration(pairs_cfg(cfg), None)
