@@ -7,6 +7,7 @@ applied by ``models.load_model`` after the format's own load (a format's own sid
 - ``kept_weights.safetensors``: Q-resafe's AWQ variant. For each Linear, the flat indices and 16-bit
   values of the safety-critical entries, written over the dequantized weight.
 - ``qlora_adapter/``: qlora's quant.merge=adapter, a PEFT LoRA adapter that rides on the bnb base.
+  A patch trained on such a cell sees base + adapter (``adapter_deltas``) and merges both.
 """
 
 from __future__ import annotations
@@ -50,10 +51,7 @@ def attach_patch_delta(model: nn.Module, path: str) -> int:
     if missing:
         raise ValueError(f"{file} patches layers the model does not have: {missing[:3]}")
     for name, delta in deltas.items():
-        module = modules[name]
-        device = next(module.parameters()).device
-        module.register_buffer("patch_delta", delta.to(device), persistent=False)
-        module.register_forward_hook(_add_delta)
+        add_output_delta(modules[name], delta)
     return len(deltas)
 
 
@@ -110,3 +108,36 @@ def attach_adapter(model: nn.Module, path: str) -> nn.Module:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter))
+
+
+def adapter_deltas(path: str) -> dict[str, torch.Tensor]:
+    """The weight update the checkpoint's QLoRA adapter stands for, per base Linear name: (alpha / r) B A
+    in fp32, read from the adapter's own files ({} without an adapter). A patch on a merge=adapter cell
+    trains on base + these and folds them into its merged form, so neither form drops the fine-tune."""
+    import json
+
+    from safetensors.torch import load_file
+
+    adapter = Path(path) / ADAPTER_DIR
+    if not adapter.is_dir():
+        return {}
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if config.get("use_rslora") or config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise ValueError(f"{adapter}: only a plain LoRA adapter (no rsLoRA, DoRA or per-layer ranks) can be folded")
+    scale = config["lora_alpha"] / config["r"]
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    deltas = {}
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key.removesuffix(".lora_A.weight").removeprefix("base_model.model.")
+        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+        deltas[name] = scale * (b.float() @ a.float())
+    return deltas
+
+
+def add_output_delta(module: nn.Module, delta: torch.Tensor) -> None:
+    """y += x @ delta^T on ``module`` (a hook: the module's own weights stay as they are)."""
+    device = next(module.parameters()).device
+    module.register_buffer("patch_delta", delta.to(device), persistent=False)
+    module.register_forward_hook(_add_delta)

@@ -22,12 +22,15 @@ from qresafe_exp.formats.base import Requantizer
 REQUANTIZE_VERSION = 2  # 2: bnb tensors from the functional quantizers
 
 
-def check_mergeable(patch_name: str, quant_cfg) -> None:
+def check_mergeable(patch_name: str, quant_cfg, folds_adapter: bool = False) -> None:
     """Refuse, before any work, cells whose format a patch delta cannot be merged back into (the
-    quantizer says which: Quantizer.merge_refusal)."""
+    quantizer says which: Quantizer.merge_refusal). ``folds_adapter``: the patch merges a QLoRA
+    merge=adapter cell's adapter with its own delta (trained patches), so that cell is mergeable."""
     from qresafe_exp.quant import QUANTIZERS
     from qresafe_exp.quant.base import UnsupportedCombinationError
 
+    if folds_adapter and quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
+        return
     reason = QUANTIZERS.get(quant_cfg.name).merge_refusal(quant_cfg)
     if reason:
         raise UnsupportedCombinationError(f"patch={patch_name} on quant={quant_cfg.name}{reason}")

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from qresafe_exp.cache import ArtifactCache, RequestCache
+from qresafe_exp.formats import format_of
 from qresafe_exp.formats.bitsandbytes import layer_weight
 from qresafe_exp.formats.rewrite import link_checkpoint
-from qresafe_exp.formats.sidecars import attach_patch_delta, save_patch_delta
+from qresafe_exp.formats.sidecars import ADAPTER_DIR, PATCH_DELTA, adapter_deltas, attach_patch_delta, save_patch_delta
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import load_model, load_tokenizer, materialize
 from qresafe_exp.patch.masked_lora import attach_masked_lora
@@ -264,7 +265,7 @@ def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talk
         and "reward_accuracy_last_steps" not in metrics["patch"]["train"]
     )
     with pytest.raises(ConfigError, match="quant.merge=requantize"):
-        run_cell(compose_cfg(_overrides(talkative_dir, "quant=qlora", "quant.merge=adapter", "patch=qresafe", *SMALL)))
+        run_cell(compose_cfg(_overrides(talkative_dir, "quant=qlora", "quant.merge=adapter", "patch=safepatching")))
     with pytest.raises(ConfigError, match="needs quant=awq"):
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gptq", "patch=qresafe_awq", "logger=none")))
     with pytest.raises(ConfigError, match="num_harmful=100000"):
@@ -330,3 +331,27 @@ def test_quant_aware_training_optimizes_exactly_the_merged_model(compose_cfg, ta
         merged = _summed_logprobs(load_model(str(tmp_path / "merged"), torch.device("cpu")), batch)
     assert torch.allclose(policy, merged, atol=1e-3)  # what training saw is what the checkpoint holds
     assert not torch.allclose(policy, unpatched, atol=1e-3)
+
+
+def test_patch_on_a_qlora_adapter_cell_trains_on_base_plus_adapter(compose_cfg, talkative_dir):
+    """A merge=adapter cell is patched as it serves (bnb base + adapter): the trainable view computes
+    what the cell computes; the unmerged form keeps the adapter beside the delta; the merged form folds
+    the adapter in (it re-quantizes every layer the adapter touched)."""
+    cfg = compose_cfg(_overrides(talkative_dir, "quant=qlora", "quant.merge=adapter", "patch=qresafe", *SMALL))
+    quantized = _quantized(cfg)[1].path
+    folded = adapter_deltas(quantized)
+    assert (Path(quantized) / ADAPTER_DIR).is_dir() and folded
+    targets = list(cfg.patch.target_modules)
+    _, view, _ = load_trainable(quantized, torch.device("cpu"), targets)
+    base = load_model(quantized, torch.device("cpu")).unload()  # the bnb base without its adapter
+    base_view, _ = format_of(quantized).trainable_view(
+        base, {n: m for n, m in named_linears(base).items() if n.split(".")[-1] in targets}
+    )
+    for name, delta in folded.items():  # each trained weight is the base's grid weight + the adapter's update
+        assert delta.abs().max() > 0
+        torch.testing.assert_close(view[name].weight, base_view[name].weight + delta, atol=1e-6, rtol=0)
+    metrics = run_cell(cfg)
+    patched = ArtifactCache(cfg.paths.cache_dir).path("patch", metrics["patch"]["artifact"])
+    assert (patched / "adapter" / ADAPTER_DIR).is_dir() and (patched / "adapter" / PATCH_DELTA).exists()
+    assert not (patched / "merged" / ADAPTER_DIR).exists()
+    assert "adapter" in metrics["patch"]["variants"]
