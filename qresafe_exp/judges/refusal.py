@@ -14,7 +14,7 @@ from qresafe_exp.judges.harm_rules import classify_harm
 from qresafe_exp.judges.refusal_rules import classify_refusal
 
 # Bump when a rule changes: verdict caches and eval artifacts key on the judge identity.
-RULES_VERSION = 2  # 2: not_allowed ("I'm not allowed to use that kind of language")
+RULES_VERSION = 3  # 2: not_allowed; 3: deflect (a hedge and a question back, nothing else)
 
 
 class RefusalJudge(Judge):
