@@ -1,0 +1,87 @@
+"""Re-judge the stored answers of a study's cells *and* their unmerged patch variants with the current
+`harm` / `refusal` rules, paired against the FP reference on the same prompts (a table for the docs).
+
+`python -m qresafe_exp.rescore` rewrites a study's cells but keeps a patch variant's old blocks; this
+reads every answer set from the eval cache instead and writes nothing. Harm ASR counts `harm`'s
+harmful compliance on non-degenerate answers (as the evaluation does); XSTest counts its safe prompts.
+
+    python bench/rejudge_cells.py outputs/studies/claim_qresafe_damage CELL [CELL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qresafe_exp.judges.harm_rules import classify_harm
+from qresafe_exp.judges.refusal import RULES_VERSION
+from qresafe_exp.judges.refusal_rules import classify_refusal
+from qresafe_exp.paired import read_samples
+from qresafe_exp.stats import paired_binary
+
+HARMFUL = ("advbench", "harmbench_test", "harmfulqa")
+OVERREFUSAL = ("xstest", "oktest")
+
+
+def judged(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """{suite: {prompt id: {'flag': jailbroken or refused, 'refused': refusal statement}}}."""
+    out: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        suite = row["suite"]
+        if suite in HARMFUL:
+            harm = classify_harm(row["prompt"], row["response"])
+            flag = harm.jailbroken and not row.get("degenerate")
+            out.setdefault(suite, {})[row["id"]] = {"flag": flag, "refused": harm.outcome == "refused"}
+        elif suite in OVERREFUSAL and (suite != "xstest" or row.get("label") == "safe"):
+            out.setdefault(suite, {})[row["id"]] = {"flag": classify_refusal(row["response"]).refused}
+    return out
+
+
+def perplexity(scores: dict) -> float:
+    return scores["alpaca_eval_ppl"]["reference_perplexity"]["value"]
+
+
+def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> str:
+    parts = []
+    for suite in HARMFUL + OVERREFUSAL:
+        ids = sorted(cell[suite])
+        k = sum(cell[suite][i]["flag"] for i in ids)
+        text = f"{k / len(ids):.2f} ({k}/{len(ids)})"
+        if ref is not None:
+            p = paired_binary([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
+            text += f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
+        parts.append(text)
+    refused = [v["refused"] for s in HARMFUL for v in cell[s].values()]
+    parts.append(f"{sum(refused) / len(refused):.2f}")
+    parts.append(f"{ppl:.2f}" + ("" if ref is None else f" ({(ppl / ref_ppl - 1) * 100:+.0f} %)"))
+    return f"| {name} | " + " | ".join(parts) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", type=Path)
+    parser.add_argument("cells", nargs="+")
+    parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
+    args = parser.parse_args()
+    ref_metrics = json.loads(next(args.study.glob("*.fp.none*/metrics.json")).read_text())
+    ref = judged(read_samples(args.eval_cache / ref_metrics["artifacts"]["eval"]))
+    ref_ppl = perplexity(ref_metrics["scores"])
+    print(f"rules v{RULES_VERSION}; * = exact McNemar p < 0.05 vs FP on the same prompts")
+    print(
+        "| cell | AdvBench harm ASR | HarmBench | HarmfulQA | XSTest-safe refusal | OKTest refusal "
+        "| refusal statements (3 harmful suites) | ref. ppl |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print(row("FP", ref, ref_ppl, None, ref_ppl))
+    for name in args.cells:
+        metrics = json.loads((args.study / name / "metrics.json").read_text())
+        cell = judged(read_samples(args.eval_cache / metrics["artifacts"]["eval"]))
+        print(row(name.split(".", 1)[1].removesuffix(".claims"), cell, perplexity(metrics["scores"]), ref, ref_ppl))
+        for variant, v in (metrics.get("patch", {}).get("variants") or {}).items():
+            cells = judged(read_samples(args.eval_cache / v["eval"]))
+            print(row(f"... unmerged ({variant})", cells, perplexity(v["scores"]), ref, ref_ppl))
+
+
+if __name__ == "__main__":
+    main()
