@@ -140,9 +140,10 @@ def test_patch_keys(smoke):
 
 def test_eval_keys(smoke):
     cfg, fp, root = smoke
-    assert _asked(PlanOnly(root), _evaluate(cfg("eval=reduced"), fp)) == ["eval/20175cd7173d4dd2"]
+    # the judges' identity is in the key (refusal rules v3; v1 gave 20175cd7173d4dd2 / bcd8430ad8083922)
+    assert _asked(PlanOnly(root), _evaluate(cfg("eval=reduced"), fp)) == ["eval/6bfb1d5bf9244167"]
     assert _asked(PlanOnly(root), _evaluate(cfg("eval=reduced", "eval.degeneration.max_fp_perplexity=null"), fp)) == [
-        "eval/bcd8430ad8083922"
+        "eval/670b4b1b763c0798"
     ]
 
 
