@@ -18,26 +18,32 @@ import torch
 
 from qresafe_exp.formats import format_of
 from qresafe_exp.formats.base import Requantizer
+from qresafe_exp.formats.sidecars import adapter_deltas
 
 REQUANTIZE_VERSION = 2  # 2: bnb tensors from the functional quantizers
 
 
-def check_mergeable(patch_name: str, quant_cfg, folds_adapter: bool = False) -> None:
+def check_mergeable(patch_name: str, quant_cfg) -> None:
     """Refuse, before any work, cells whose format a patch delta cannot be merged back into (the
-    quantizer says which: Quantizer.merge_refusal). ``folds_adapter``: the patch merges a QLoRA
-    merge=adapter cell's adapter with its own delta (trained patches), so that cell is mergeable."""
+    quantizer says which: Quantizer.merge_refusal)."""
     from qresafe_exp.quant import QUANTIZERS
     from qresafe_exp.quant.base import UnsupportedCombinationError
 
-    if folds_adapter and quant_cfg.name == "qlora" and quant_cfg.get("merge") == "adapter":
-        return
     reason = QUANTIZERS.get(quant_cfg.name).merge_refusal(quant_cfg)
     if reason:
         raise UnsupportedCombinationError(f"patch={patch_name} on quant={quant_cfg.name}{reason}")
 
 
 def write_merged(src: str, deltas: dict[str, torch.Tensor], out: Path, device: torch.device) -> dict:
-    """Write ``src`` + deltas, re-quantized into src's format, to ``out``; returns what changed."""
+    """Write ``src`` + deltas, re-quantized into src's format, to ``out``; returns what changed.
+
+    A QLoRA merge=adapter cell serves base + adapter, and every patch trains on that (quantized_view):
+    its merged form is Q(base + adapter + delta), so the fine-tune is folded in, never dropped."""
+    folded = adapter_deltas(src)
+    if folded:
+        deltas = dict(deltas)
+        for name, update in folded.items():
+            deltas[name] = deltas[name].float() + update if name in deltas else update
     return format_of(src).write_merged(deltas, out, device)
 
 

@@ -24,7 +24,7 @@ from qresafe_exp.devices import AUTOCAST_CHOICES
 from qresafe_exp.evals.protocols import system_prompt_for
 from qresafe_exp.formats.fake_quant import attach_activation_quant
 from qresafe_exp.formats.rewrite import link_checkpoint
-from qresafe_exp.formats.sidecars import ADAPTER_DIR, PATCH_DELTA, adapter_deltas, save_patch_delta
+from qresafe_exp.formats.sidecars import ADAPTER_DIR, PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.data import patch_prompts
@@ -89,7 +89,7 @@ class TrainedPatch(Patch):
         check_count("patch.data.num_benign", cfg.data.num_benign, 0, "benign patch prompts")
         if not 0.0 <= cfg.warmup_fraction < 1.0:
             raise ValueError(f"patch.warmup_fraction={cfg.warmup_fraction}: the share of steps warming up, in [0, 1)")
-        check_mergeable(cfg.name, quant_cfg, folds_adapter=True)
+        check_mergeable(cfg.name, quant_cfg)
 
     @classmethod
     def check_data(cls, cell_cfg: DictConfig) -> None:
@@ -150,14 +150,11 @@ class TrainedPatch(Patch):
         def build_merged(out: Path) -> None:
             with measure() as cost:
                 deltas = load_file(str(trained.path / PATCH_DELTA))
-                # a merge=adapter cell: the merged form is Q(base + its adapter + the patch)
-                folded = adapter_deltas(ctx.quantized.path)
-                for name, delta in folded.items():
-                    deltas[name] = deltas[name].float() + delta if name in deltas else delta
                 merge = write_merged(ctx.quantized.path, deltas, out / "merged", ctx.device)
                 link_checkpoint(Path(ctx.quantized.path), out / "adapter")
-                if folded:  # the unmerged form keeps the cell's adapter beside the patch delta
-                    link_checkpoint(Path(ctx.quantized.path) / ADAPTER_DIR, out / "adapter" / ADAPTER_DIR)
+                adapter = Path(ctx.quantized.path) / ADAPTER_DIR
+                if adapter.is_dir():  # a merge=adapter cell: the unmerged form keeps its adapter beside the delta
+                    link_checkpoint(adapter, out / "adapter" / ADAPTER_DIR)
                 link_checkpoint(trained.path, out / "adapter", skip=lambda name: name != PATCH_DELTA)
             write_json_atomic(out / "merge_info.json", {"merge": merge, "cost": cost.cost_facts()})
 

@@ -29,15 +29,6 @@ class QloraQuantizer(Quantizer):
                 f"quant=qlora quant.merge={cfg.merge} is unknown. Allowed: requantize, adapter"
             )
 
-    @classmethod
-    def merge_refusal(cls, cfg):
-        if cfg.get("merge") == "adapter":
-            return (
-                " quant.merge=adapter: the cell is a bnb base plus a 16-bit adapter, which has no single "
-                "quantized format to merge into; use quant.merge=requantize"
-            )
-        return None
-
     def quantize(self, model_path, out, cfg, calib, calib_records, seed):
         from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer

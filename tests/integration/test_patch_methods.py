@@ -9,10 +9,12 @@ model=hf) answers with varied text, and its 2-bit quantization answers different
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from qresafe_exp.cache import ArtifactCache, RequestCache
 from qresafe_exp.formats import format_of
@@ -264,8 +266,8 @@ def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talk
         metrics["patch"]["train"]["objective"] == "sft"
         and "reward_accuracy_last_steps" not in metrics["patch"]["train"]
     )
-    with pytest.raises(ConfigError, match="quant.merge=requantize"):
-        run_cell(compose_cfg(_overrides(talkative_dir, "quant=qlora", "quant.merge=adapter", "patch=safepatching")))
+    with pytest.raises(ConfigError, match="patch=safepatching on quant=gguf"):
+        run_cell(compose_cfg(_overrides(talkative_dir, "quant=gguf", "patch=safepatching")))
     with pytest.raises(ConfigError, match="needs quant=awq"):
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gptq", "patch=qresafe_awq", "logger=none")))
     with pytest.raises(ConfigError, match="num_harmful=100000"):
@@ -355,3 +357,42 @@ def test_patch_on_a_qlora_adapter_cell_trains_on_base_plus_adapter(compose_cfg, 
     assert (patched / "adapter" / ADAPTER_DIR).is_dir() and (patched / "adapter" / PATCH_DELTA).exists()
     assert not (patched / "merged" / ADAPTER_DIR).exists()
     assert "adapter" in metrics["patch"]["variants"]
+
+
+def test_the_shared_merge_folds_a_qlora_adapter_cells_fine_tune(compose_cfg, talkative_dir, tmp_path):
+    """write_merged on a merge=adapter cell writes Q(base + adapter + delta), whichever patch calls it, so
+    SafePatching (which trains on base + adapter too, quantized_view) is no longer refused on such a cell."""
+    from qresafe_exp.patch.safepatching import SafePatching
+
+    cfg = compose_cfg(_overrides(talkative_dir, "quant=qlora", "quant.merge=adapter", "patch=safepatching"))
+    SafePatching.validate(cfg.patch, cfg.quant)  # refused before the merge folded adapters
+    # two steps of tiny training leave an adapter below NF4's rounding step: a copy with B scaled up moves the grid
+    quantized = tmp_path / "cell"
+    shutil.copytree(_quantized(cfg)[1].path, quantized, symlinks=False)
+    adapter_file = quantized / ADAPTER_DIR / "adapter_model.safetensors"
+    tensors = load_file(str(adapter_file))
+    save_file({k: v * 1e4 if ".lora_B." in k else v for k, v in tensors.items()}, str(adapter_file))
+    folded = adapter_deltas(str(quantized))
+    patched, adapter_only = list(folded)[:2]  # (the tiny model's adapter touches every Linear)
+
+    def grid_weights(path, unload=False):  # the fp32 weights a bnb checkpoint's layers dequantize to
+        model = load_model(str(path), torch.device("cpu"))
+        model = model.unload() if unload else model
+        layers = {n: m for n, m in named_linears(model).items() if n in (patched, adapter_only)}
+        view, _ = format_of(str(quantized)).trainable_view(model, layers)
+        return {n: view[n].weight.detach().float() for n in layers}
+
+    base = grid_weights(quantized, unload=True)  # the bnb base without its adapter
+    delta = {patched: 0.05 * base[patched].abs().max() * torch.randn_like(base[patched])}
+    write_merged(str(quantized), delta, tmp_path / "merged", torch.device("cpu"))
+    assert not (tmp_path / "merged" / ADAPTER_DIR).exists()
+    merged = grid_weights(tmp_path / "merged")
+    # the format's own merge of base + adapter + delta, written by hand: what every patch's merge must give
+    updates = dict(folded)
+    updates[patched] = folded[patched] + delta[patched]
+    format_of(str(quantized)).write_merged(updates, tmp_path / "by_hand", torch.device("cpu"))
+    by_hand = grid_weights(tmp_path / "by_hand")
+    for name in (patched, adapter_only):
+        assert torch.equal(merged[name], by_hand[name])
+        target = base[name] + updates[name]  # and the fine-tune is in it: nearer base + adapter than base
+        assert (merged[name] - target).norm() < 0.5 * (merged[name] - target + folded[name]).norm()
