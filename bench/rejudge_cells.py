@@ -1,8 +1,9 @@
 """Re-judge the stored answers of a study's cells *and* their unmerged patch variants with the current
 `harm` / `refusal` rules, paired against the FP reference on the same prompts (a table for the docs).
 
-`python -m qresafe_exp.rescore` rewrites a study's cells but keeps a patch variant's old blocks; this
-reads every answer set from the eval cache instead and writes nothing. Harm ASR counts `harm`'s
+`python -m qresafe_exp.rescore` rewrites a study's metrics.json (the cells and their patch variants, each
+paired vs FP); this prints the docs' table from the eval cache, with one column no score block holds (the
+share of harmful-suite answers that are refusal statements), and writes nothing. Harm ASR counts `harm`'s
 harmful compliance on non-degenerate answers (as the evaluation does); XSTest counts its safe prompts.
 
     python bench/rejudge_cells.py outputs/studies/claim_qresafe_damage CELL [CELL ...]

@@ -194,21 +194,30 @@ def evaluate(
 def evaluate_variants(
     variants: dict[str, ModelRef],
     result: EvalResult,
+    reference: EvalResult | None,
     cfg: DictConfig,
     ctx: StageContext,
     scorer: ModelRef,
     exclude: frozenset,
 ) -> dict:
-    """Scores of the patch's other forms (e.g. unmerged) and the cell's difference from each."""
+    """Scores of the patch's other forms (e.g. unmerged), the cell's difference from each and each one's
+    paired deltas to the FP reference (the unmerged form is a result of its own, tested like the cell)."""
     out = {}
     for name, model in variants.items():
         scores = evaluate(model, cfg, ctx, label=f"{cfg.cell} [{name}]", scorer=scorer, exclude=exclude)
-        out[name] = {
-            "scores": scores.scores,
-            "eval": scores.key,
-            "cell_minus_variant": headline_deltas(result.scores, scores.scores),
-        }
+        out[name] = variant_block(scores.key, scores.scores, result.scores)
+        if reference is not None:
+            out[name].update(
+                reference_deltas(
+                    scores.scores, reference.scores, read_samples(scores.path), read_samples(reference.path)
+                )
+            )
     return out
+
+
+def variant_block(eval_key: str, scores: dict, cell_scores: dict) -> dict:
+    """A patch variant's entry in metrics.json patch.variants (also rebuilt by rescore)."""
+    return {"scores": scores, "eval": eval_key, "cell_minus_variant": headline_deltas(cell_scores, scores)}
 
 
 # ---------------------------------------------------------------- results
@@ -343,7 +352,7 @@ def _patch_numbers(info: dict) -> dict:
     # train: the trained patches' facts and per-step history; se / osm: SafePatching's two trainings
     keep = {k: info[k] for k in ("cost", "train", "merge", "sizes", "se", "osm") if k in info}
     for name, variant in (info.get("variants") or {}).items():
-        keep[name] = {"scores": variant["scores"], "cell_minus_variant": variant["cell_minus_variant"]}
+        keep[name] = {k: variant[k] for k in ("scores", "cell_minus_variant", "vs_reference") if k in variant}
     return keep
 
 
@@ -533,7 +542,13 @@ def run_cell(cfg: DictConfig) -> dict:
             if patched.variants:
                 with monitor.stage("variant_eval"):
                     patch_info["variants"] = evaluate_variants(
-                        patched.variants, result, cfg, ctx, scorer=fp, exclude=exclude
+                        patched.variants,
+                        result,
+                        None if is_reference else reference,
+                        cfg,
+                        ctx,
+                        scorer=fp,
+                        exclude=exclude,
                     )
             keys = {
                 "model": fp.key,

@@ -197,6 +197,29 @@ def rescore_cell(cell: Cell, judging: Judging) -> None:
         cell.rescored.append(name)
 
 
+def rescore_variants(cell: Cell, reference: Cell | None, judging: Judging) -> tuple[dict, list[str]]:
+    """The patch's other forms (patch.variants: the unmerged patch), judged again from their evaluation
+    artifacts in the cache (left as they are: the cache is content-addressed); returns the rebuilt
+    variants and a note per variant that could not be re-scored (its artifact is no longer cached)."""
+    from qresafe_exp.cache import ArtifactCache
+    from qresafe_exp.pipeline import reference_deltas, variant_block
+
+    variants, notes = {}, []
+    for name, old in ((cell.metrics.get("patch") or {}).get("variants") or {}).items():
+        path = ArtifactCache(judging.cfg.paths.cache_dir).path("eval", old.get("eval", ""))
+        if not old.get("eval") or not (path / "samples.jsonl").is_file():
+            variants[name] = old
+            notes.append(f"patch.variants.{name} kept as it was: its evaluation {path} is not in the cache")
+            continue
+        variant = Cell(path, {"scores": old["scores"]}, read_samples(path))
+        rescore_cell(variant, judging)
+        variants[name] = variant_block(old["eval"], variant.scores, cell.scores)
+        if reference is not None:
+            variants[name].update(reference_deltas(variant.scores, reference.scores, variant.rows, reference.rows))
+        notes.append(f"patch.variants.{name} re-scored from its evaluation artifact (the artifact keeps its verdicts)")
+    return variants, notes
+
+
 def stored_config(cell_path: Path) -> Path | None:
     """The cell's config as Hydra saved it for the run that wrote its metrics.json: the newest
     .hydra/<run stamp>/config.yaml not newer than metrics.json (a later run may have failed before
@@ -222,7 +245,9 @@ def degeneration_cfg(cell: Cell):
     return OmegaConf.structured(DegenerationConfig)
 
 
-def new_metrics(cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Judging, date: str) -> dict:
+def new_metrics(
+    cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Judging, date: str, variants: tuple = ({}, [])
+) -> dict:
     from qresafe_exp.evals.overrefusal import refusal_judge_name
     from qresafe_exp.pipeline import reference_deltas, summarize
 
@@ -236,11 +261,9 @@ def new_metrics(cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Ju
     previous = {"judge": protocol.get("judge"), "refusal_judge": protocol.get("refusal_judge")}
     protocol.update(judge=judging.judge.identity, refusal_judge=cfg.eval.refusal_judge)
     notes = ["samples.jsonl and metrics.json re-scored; the W&B run and the eval artifact keep the original scores"]
-    if (old.get("patch") or {}).get("variants"):
-        notes.append(
-            "patch.variants (the unmerged patch's scores) were not re-scored: their responses are not "
-            "stored in this cell"
-        )
+    if variants[0]:
+        metrics["patch"]["variants"] = variants[0]
+        notes.extend(variants[1])
     metrics["rescored"] = {
         "judge": judging.judge.identity,
         "refusal_judge": refusal_judge_name(cfg),
@@ -264,20 +287,23 @@ def rescore_study(cfg: DictConfig) -> dict:
         by_name = {c.name: c for c in cells}
         for cell in cells:  # references first (study_cells' order)
             rescore_cell(cell, judging)
+        references = {}
+        for cell in cells:
+            ref_name = cell.metrics.get("reference_cell")
+            references[cell.name] = by_name.get(ref_name) if ref_name else None
+            if ref_name and references[cell.name] is None:
+                raise RescoreError(
+                    f"cell {cell.name}: its FP reference cell {ref_name} is not in {study_dir} (or has "
+                    "no samples.jsonl), so its deltas cannot be recomputed. Run the reference first: "
+                    f"python -m qresafe_exp study={cfg.study} quant=none patch=none (same eval/model)"
+                )
+        variants = {cell.name: rescore_variants(cell, references[cell.name], judging) for cell in cells}
     finally:
         judging.close()
     date = datetime.now(UTC).isoformat(timespec="seconds")
-    updated = {}
-    for cell in cells:
-        ref_name = cell.metrics.get("reference_cell")
-        reference = by_name.get(ref_name) if ref_name else None
-        if ref_name and reference is None:
-            raise RescoreError(
-                f"cell {cell.name}: its FP reference cell {ref_name} is not in {study_dir} (or has "
-                "no samples.jsonl), so its deltas cannot be recomputed. Run the reference first: "
-                f"python -m qresafe_exp study={cfg.study} quant=none patch=none (same eval/model)"
-            )
-        updated[cell.name] = new_metrics(cell, reference, cfg, judging, date)
+    updated = {
+        cell.name: new_metrics(cell, references[cell.name], cfg, judging, date, variants[cell.name]) for cell in cells
+    }
     for cell in cells:  # every cell re-scored: now write
         before = cell.path / BEFORE
         if not before.exists():  # the original numbers, kept once: a second rescore never replaces them

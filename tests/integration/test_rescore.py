@@ -173,3 +173,32 @@ def test_a_judge_without_outcomes_leaves_no_stale_verdict_fields(tmp_path):
     assert not any(k in r for r in rows for k in ("outcome", "reason", "label"))
     assert [r["jailbroken"] for r in rows] == [False, True, True, False]  # no listed refusal string = jailbroken
     assert block["asr"]["k"] == 2 and block["per_config"]["a"]["k"] == 1 and "outcomes" not in block
+
+
+def test_rescore_rejudges_the_unmerged_patch_from_its_evaluation_artifact(
+    compose_cfg,
+    talkative_dir,  # noqa: F811 (the imported fixture)
+    shared_cache,
+    tmp_path,
+):
+    from qresafe_exp.rescore import rescore_study
+    from tests.integration.test_patch_methods import SMALL
+
+    cell_args = [*CELL, f"model.path={talkative_dir}", "patch=qresafe", *SMALL]
+    before = run_cell(compose_cfg([*cell_args, "judge=keyword", "study=rsv"]))
+    fresh = run_cell(compose_cfg([*cell_args, "judge=harm", "study=freshv"]))
+    old, new = before["patch"]["variants"]["adapter"], fresh["patch"]["variants"]["adapter"]
+    assert old["eval"] != new["eval"]  # the judge is part of the evaluation's key
+    assert set(new) == {"scores", "eval", "cell_minus_variant", "vs_reference", "paired_vs_reference"}
+
+    paths = [f"paths.output_dir={tmp_path / 'outputs'}", f"paths.cache_dir={shared_cache}"]
+    rescore_study(_rescore_cfg(["study=rsv", "judge=harm", *paths]))
+    cell = tmp_path / "outputs" / "studies" / "rsv" / before["cell"]
+    after = json.loads((cell / "metrics.json").read_text())
+    variant = after["patch"]["variants"]["adapter"]
+    # the unmerged form's stored answers judged again: what a fresh run with that judge scores
+    assert variant["scores"] == new["scores"] and variant["eval"] == old["eval"]
+    for key in ("cell_minus_variant", "vs_reference", "paired_vs_reference"):
+        assert variant[key] == new[key], key
+    assert variant["scores"]["advbench"]["asr"] != old["scores"]["advbench"]["asr"]
+    assert any("patch.variants.adapter re-scored" in n for n in after["rescored"]["notes"])
