@@ -85,7 +85,7 @@ fmt:  ## ruff: format the code and apply the linter's safe fixes
 	$(BIN)/ruff check --fix qresafe_exp tests bench
 
 test:  ## the default test suite (unit, config, integration on tiny-random-llama)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=40  # the slowest 40 listed: what to mark slow when the run outgrows ~15 min
 
 test-full:  ## also the slow tests on the real SmolLM2 model
 	$(BIN)/python -m pytest -q -m "not gpu"
