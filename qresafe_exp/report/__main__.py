@@ -34,7 +34,8 @@ def build_report(cfg: DictConfig) -> dict:
         metrics = collect.read_study(cfg.studies_dir, cfg.study)
     else:
         raise ValueError(f"source={cfg.source} is unknown. Allowed: files, wandb")
-    rows = [collect.tidy_row(m) for m in metrics]
+    # each cell, then each patch variant (the unmerged form) as a row of its own (column `variant`)
+    rows = [collect.tidy_row(m) for m in metrics] + [r for m in metrics for r in collect.variant_rows(m)]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
@@ -57,16 +58,17 @@ def build_report(cfg: DictConfig) -> dict:
     )
     pictures = figures.all_figures(rows, metrics, out / "figures")
     wandb = dashboard.wandb_html(dashboard.wandb_links(metrics))  # the study's W&B group(s), if logged there
+    cells = collect.without_variants(rows)  # the page's cell table and figures (unmerged forms: the claims table)
     write_text_atomic(
         out / "dashboard.html",
         dashboard.render(
             cfg.study,
             made,
             pictures,
-            len(rows),
+            len(cells),
             notes,
-            rows=rows,
-            interactive=interactive.all_figures(rows),
+            rows=cells,
+            interactive=interactive.all_figures(cells),
             browser=_browser(cfg, metrics),
             wandb=wandb,
         ),
@@ -74,7 +76,7 @@ def build_report(cfg: DictConfig) -> dict:
     _log_to_wandb(cfg, rows, pictures)
     return {
         "out": out,
-        "cells": len(rows),
+        "cells": len(cells),
         "tables": [t.name for t in made],
         "figures": list(pictures),
         "skipped": skipped,

@@ -103,6 +103,50 @@ def tidy_row(metrics) -> dict:
     return row
 
 
+VARIANT_LABELS = {"adapter": "unmerged"}  # patch.variants' names as a reader knows them
+
+
+def variant_rows(metrics) -> list[dict]:
+    """One row per patch variant (Q-resafe's unmerged form: quantized base + 16-bit delta), with its own
+    scores and paired deltas vs FP: a result of its own beside the merged cell, marked by ``variant``."""
+    m = cell_metrics.parse(metrics)
+    rows = []
+    for name, variant in ((m.raw.get("patch") or {}).get("variants") or {}).items():
+        if not variant.get("scores"):
+            continue
+        raw = dict(m.raw)
+        raw.update(
+            scores=variant["scores"],
+            vs_reference=variant.get("vs_reference") or {},
+            paired_vs_reference=variant.get("paired_vs_reference") or {},
+            summary=_summary(variant["scores"]),
+        )
+        row = tidy_row(raw)
+        label = VARIANT_LABELS.get(name, name)
+        row.update(cell=f"{m.cell} [{label}]", patch_tag=f"{row['patch_tag']} ({label})", variant=label)
+        row["advbench.asr.unmerged"] = None
+        rows.append(row)
+    return rows
+
+
+def without_variants(rows: list[dict]) -> list[dict]:
+    """The cells themselves (what every table and figure but the claims' shows)."""
+    return [r for r in rows if not r.get("variant")]
+
+
+def _summary(scores: dict) -> dict:
+    """The degenerate share over a variant's generated suites (metrics.json summary, as the pipeline writes)."""
+    from qresafe_exp.schema import DegenerationConfig
+
+    blocks = [b["degenerate"] for b in scores.values() if isinstance(b, dict) and "degenerate" in b]
+    n, k = sum(b["n"] for b in blocks), sum(b["k"] for b in blocks)
+    rate = k / n if n else None
+    return {
+        "degenerate": {"rate": rate, "n": n, "k": k},
+        "broken": rate is not None and rate > DegenerationConfig.broken_if_rate_above,
+    }
+
+
 def read_study(studies_dir: str | Path, study: str) -> list[cell_metrics.CellMetrics]:
     root = Path(studies_dir) / study
     files = sorted(root.glob("*/metrics.json"))

@@ -281,7 +281,13 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
         for r in cells
     ]
     colors = [
-        "#4c4c4c" if r["quant"] == "none" and r["patch"] == "none" else "#c44e52" if r["patch"] == "none" else "#4c72b0"
+        "#4c4c4c"
+        if r["quant"] == "none" and r["patch"] == "none"
+        else "#c44e52"
+        if r["patch"] == "none"
+        else "#8fb0d9"  # a patch's unmerged form (quantized base + 16-bit delta)
+        if r.get("variant")
+        else "#4c72b0"
         for r in cells
     ]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1, 3.8), squeeze=False)
@@ -306,12 +312,15 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
 def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, Path]:
     """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
     made = {}
+    from qresafe_exp.report.collect import without_variants
+
     for group_rows in groups.split(rows).values():
+        cells = without_variants(group_rows)  # the unmerged patch forms appear in the claim panels only
         for path in (
-            patch_bars(group_rows, out),
-            asr_vs_bits(group_rows, out),
-            safety_utility(group_rows, out),
-            category_bars(group_rows, metrics, out),
+            patch_bars(cells, out),
+            asr_vs_bits(cells, out),
+            safety_utility(cells, out),
+            category_bars(cells, metrics, out),
             claim_panels(group_rows, out),
         ):
             if path is not None:

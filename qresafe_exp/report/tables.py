@@ -495,10 +495,16 @@ def lm_eval_tasks(rows: list[dict]) -> Table | None:
 
 
 BUILDERS = (table3, table4, table5, table6, table7, claims, lm_eval_tasks)
+WITH_VARIANTS = (claims,)  # the tables that show a patch's unmerged form as a row of its own
 
 
 def all_tables(rows: list[dict]) -> list[Table]:
     """Each builder once per (eval, protocol) group, groups in name order."""
+    from qresafe_exp.report.collect import without_variants
+
     return [
-        t for group_rows in groups.split(rows).values() for build in BUILDERS if (t := build(group_rows)) is not None
+        t
+        for group_rows in groups.split(rows).values()
+        for build in BUILDERS
+        if (t := build(group_rows if build in WITH_VARIANTS else without_variants(group_rows))) is not None
     ]

@@ -16,6 +16,10 @@ counts. `asr_keyword` in fp.none, gptq-w4, qlora none, qresafe-t0.6-qa and both 
 a copy of `asr`, since these cells were judged by the keyword judge itself. The other cells keep the
 older format, so the tables show plain deltas and "-" beside the new ones.
 
+The three Q-resafe cells' unmerged forms (metrics.json patch.variants.adapter) are rows of their own in
+results.csv (column `variant`) and in the claims table, without deltas (these older cells' variants carry
+no paired test), and in no other table.
+
 samples.jsonl (the dashboard's sample browser) beside five reduced/vanilla cells (FP, GPTQ W2/W3/W4/W8):
 the real rows of the same cells from a later run (study testbed_quant, rule-based `harm` judge,
 `refusal` refusal judge), trimmed to the same 32 AdvBench, 32 XSTest-safe and 4 AlpacaEval-ppl prompts
@@ -114,7 +118,7 @@ def test_tidy_rows_match_the_golden_csv(report):
     out, _ = report
     got = list(csv.DictReader(open(out / "results.csv")))
     want = list(csv.DictReader(open(GOLDEN / "results.csv")))
-    assert len(got) == len(want) == 12
+    assert len(got) == len(want) == 15  # 12 cells + the unmerged form of 3 Q-resafe cells, a row each
     keys = [
         "cell",
         "eval",
@@ -140,16 +144,22 @@ def test_tidy_rows_match_the_golden_csv(report):
     ]
     assert [[r[k] for k in keys] for r in got] == [[r[k] for k in keys] for r in want]
     # the patch's tau as a number (cells written before axes.patch_knobs: metrics.json patch.tau)
-    assert {r["patch_tag"]: r["patch.tau"] for r in got if r["patch"].startswith("qresafe")} == {
+    assert {r["patch_tag"]: r["patch.tau"] for r in got if r["patch"].startswith("qresafe") and not r["variant"]} == {
         "qresafe-t0.6": "0.6",
         "qresafe-t0.6-qa": "0.6",
         "qresafe-t1.0": "1.0",
+    }
+    unmerged = {r["patch_tag"]: r["advbench.asr"] for r in got if r["variant"] == "unmerged"}
+    assert unmerged == {  # metrics.json patch.variants.adapter.scores: k/n of each unmerged form
+        "qresafe-t0.6 (unmerged)": str(23 / 64),
+        "qresafe-t0.6-qa (unmerged)": str(34 / 64),
+        "qresafe-t1.0 (unmerged)": str(26 / 64),
     }
     qlora = next(r for r in got if r["cell"].endswith("risk3-n10e5.none"))
     assert (qlora["advbench.asr.vs_fp.p"], qlora["xstest_safe.refusal_rate.vs_fp.p"]) == ("4.441e-16", "0.03906")
     import pandas as pd
 
-    assert len(pd.read_parquet(out / "results.parquet")) == 12
+    assert len(pd.read_parquet(out / "results.parquet")) == 15
 
 
 def test_tidy_row_reads_the_keyword_asr_and_the_paired_test_apart_from_the_headline():
