@@ -185,6 +185,7 @@ def check_shared_cache(out: Path, logs: list[Path]) -> None:
         assert db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] > 0
 
 
+@pytest.mark.slow  # 52 s here: `make test-full` (the launcher configs above stay in the default run)
 @pytest.mark.timeout(900)
 def test_submitit_local_sweep_shares_the_cache(tmp_path):
     out = tmp_path / "outputs"
@@ -200,6 +201,7 @@ def test_submitit_local_sweep_shares_the_cache(tmp_path):
     assert sum(f"[cache miss] building eval/{reference_eval}" in text for text in outs) == 1
 
 
+@pytest.mark.slow  # 30 s here: `make test-full`
 @pytest.mark.timeout(900)
 def test_joblib_sweep_shares_the_cache(tmp_path):
     out = tmp_path / "outputs"

@@ -17,7 +17,7 @@ BLOCK = 200 * MB
 def _touch(n: int) -> bytearray:
     block = bytearray(n)
     block[::4096] = b"\x01" * len(block[::4096])  # every page resident
-    time.sleep(0.1)  # several sampler ticks while it is held
+    time.sleep(0.5)  # many sampler ticks while it is held (0.1 s was missed with another job on the cores)
     return block
 
 
