@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qresafe_exp.schema import CellAxes, Estimate, PairedDelta, ScoreBlock
+from qresafe_exp.stats import rate
 
 STATUSES = ("ok", "unsupported")
 
@@ -203,3 +204,14 @@ def load(path: str | Path) -> CellMetrics:
     except json.JSONDecodeError as err:
         raise MetricsError(f"{path}: not valid JSON ({err}); re-run the cell to rewrite it") from None
     return parse(raw, str(path))
+
+
+def summarize(scores: dict, degeneration_cfg) -> dict:
+    """metrics.json ``summary`` of a set of score blocks: the degenerate share over the generated suites,
+    and ``broken`` past ``degeneration_cfg.broken_if_rate_above`` (the pipeline, rescore, report variants)."""
+    generated = [block for block in scores.values() if "degenerate" in block]  # not utility suites
+    n = sum(block["degenerate"]["n"] for block in generated)
+    k = sum(block["degenerate"]["k"] for block in generated)
+    degenerate = rate([True] * k + [False] * (n - k))
+    broken = degenerate["rate"] is not None and degenerate["rate"] > degeneration_cfg.broken_if_rate_above
+    return {"degenerate": degenerate, "broken": broken}

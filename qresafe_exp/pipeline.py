@@ -31,6 +31,7 @@ from qresafe_exp.hub_push import push_cell
 from qresafe_exp.judges import JUDGES, build_judge
 from qresafe_exp.metrics import headline as block_headline
 from qresafe_exp.metrics import load as load_metrics
+from qresafe_exp.metrics import summarize
 from qresafe_exp.models import ModelRef, materialize
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.patch import PATCHES
@@ -42,7 +43,6 @@ from qresafe_exp.quant.base import UnsupportedCombinationError
 from qresafe_exp.registry import UnknownNameError
 from qresafe_exp.resources import StageMonitor
 from qresafe_exp.stages import EvalResult, PatchResult, Plan, QuantResult, StageContext, config_view
-from qresafe_exp.stats import rate
 from qresafe_exp.summary import format_table, table_row
 from qresafe_exp.tracking import Tracker, build_tracker, check_logger, headline, score_rows, scrub_secrets
 
@@ -203,15 +203,12 @@ def evaluate_variants(
     """Scores of the patch's other forms (e.g. unmerged), the cell's difference from each and each one's
     paired deltas to the FP reference (the unmerged form is a result of its own, tested like the cell)."""
     out = {}
+    ref_rows = read_samples(reference.path) if reference is not None else None
     for name, model in variants.items():
         scores = evaluate(model, cfg, ctx, label=f"{cfg.cell} [{name}]", scorer=scorer, exclude=exclude)
         out[name] = variant_block(scores.key, scores.scores, result.scores)
         if reference is not None:
-            out[name].update(
-                reference_deltas(
-                    scores.scores, reference.scores, read_samples(scores.path), read_samples(reference.path)
-                )
-            )
+            out[name].update(reference_deltas(scores.scores, reference.scores, read_samples(scores.path), ref_rows))
     return out
 
 
@@ -231,15 +228,6 @@ def reference_cell_name(cfg: DictConfig) -> str:
 
 def cell_dir(cfg: DictConfig, cell: str) -> Path:
     return Path(cfg.paths.output_dir) / "studies" / cfg.study / cell
-
-
-def summarize(scores: dict, degeneration_cfg) -> dict:
-    generated = [block for block in scores.values() if "degenerate" in block]  # not utility suites
-    n = sum(block["degenerate"]["n"] for block in generated)
-    k = sum(block["degenerate"]["k"] for block in generated)
-    degenerate = rate([True] * k + [False] * (n - k))
-    broken = degenerate["rate"] is not None and degenerate["rate"] > degeneration_cfg.broken_if_rate_above
-    return {"degenerate": degenerate, "broken": broken}
 
 
 def build_metrics(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qresafe_exp import metrics as cell_metrics
-from qresafe_exp.schema import Estimate
+from qresafe_exp.schema import DegenerationConfig, Estimate
 
 KNOB_PREFIX = "patch."  # a patch's numeric settings as axes: patch.tau, patch.lr, patch.data.num_harmful ...
 
@@ -119,12 +119,12 @@ def variant_rows(metrics) -> list[dict]:
             scores=variant["scores"],
             vs_reference=variant.get("vs_reference") or {},
             paired_vs_reference=variant.get("paired_vs_reference") or {},
-            summary=_summary(variant["scores"]),
+            summary=cell_metrics.summarize(variant["scores"], DegenerationConfig()),
+            patch={**raw["patch"], "variants": {}},  # the variant is the row: no unmerged form of its own
         )
         row = tidy_row(raw)
         label = VARIANT_LABELS.get(name, name)
         row.update(cell=f"{m.cell} [{label}]", patch_tag=f"{row['patch_tag']} ({label})", variant=label)
-        row["advbench.asr.unmerged"] = None
         rows.append(row)
     return rows
 
@@ -132,19 +132,6 @@ def variant_rows(metrics) -> list[dict]:
 def without_variants(rows: list[dict]) -> list[dict]:
     """The cells themselves (what every table and figure but the claims' shows)."""
     return [r for r in rows if not r.get("variant")]
-
-
-def _summary(scores: dict) -> dict:
-    """The degenerate share over a variant's generated suites (metrics.json summary, as the pipeline writes)."""
-    from qresafe_exp.schema import DegenerationConfig
-
-    blocks = [b["degenerate"] for b in scores.values() if isinstance(b, dict) and "degenerate" in b]
-    n, k = sum(b["n"] for b in blocks), sum(b["k"] for b in blocks)
-    rate = k / n if n else None
-    return {
-        "degenerate": {"rate": rate, "n": n, "k": k},
-        "broken": rate is not None and rate > DegenerationConfig.broken_if_rate_above,
-    }
 
 
 def read_study(studies_dir: str | Path, study: str) -> list[cell_metrics.CellMetrics]:

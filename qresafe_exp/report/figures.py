@@ -311,9 +311,9 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
 
 def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, Path]:
     """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
-    made = {}
     from qresafe_exp.report.collect import without_variants
 
+    made = {}
     for group_rows in groups.split(rows).values():
         cells = without_variants(group_rows)  # the unmerged patch forms appear in the claim panels only
         for path in (

@@ -199,14 +199,15 @@ def rescore_cell(cell: Cell, judging: Judging) -> None:
 
 def rescore_variants(cell: Cell, reference: Cell | None, judging: Judging) -> tuple[dict, list[str]]:
     """The patch's other forms (patch.variants: the unmerged patch), judged again from their evaluation
-    artifacts in the cache (left as they are: the cache is content-addressed); returns the rebuilt
-    variants and a note per variant that could not be re-scored (its artifact is no longer cached)."""
+    artifacts in the cache (left as they are: the cache is content-addressed); returns the variants
+    (rebuilt, or kept where the artifact is no longer cached) and a note per variant saying which."""
     from qresafe_exp.cache import ArtifactCache
     from qresafe_exp.pipeline import reference_deltas, variant_block
 
+    artifacts = ArtifactCache(judging.cfg.paths.cache_dir)
     variants, notes = {}, []
     for name, old in ((cell.metrics.get("patch") or {}).get("variants") or {}).items():
-        path = ArtifactCache(judging.cfg.paths.cache_dir).path("eval", old.get("eval", ""))
+        path = artifacts.path("eval", old.get("eval", ""))
         if not old.get("eval") or not (path / "samples.jsonl").is_file():
             variants[name] = old
             notes.append(f"patch.variants.{name} kept as it was: its evaluation {path} is not in the cache")
@@ -249,7 +250,8 @@ def new_metrics(
     cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Judging, date: str, variants: tuple = ({}, [])
 ) -> dict:
     from qresafe_exp.evals.overrefusal import refusal_judge_name
-    from qresafe_exp.pipeline import reference_deltas, summarize
+    from qresafe_exp.metrics import summarize
+    from qresafe_exp.pipeline import reference_deltas
 
     old = cell.metrics
     metrics = json.loads(json.dumps(old))  # a deep copy; everything not re-scored stays as it was
