@@ -85,10 +85,12 @@ fmt:  ## ruff: format the code and apply the linter's safe fixes
 	$(BIN)/ruff check --fix qresafe_exp tests bench
 
 test:  ## the default test suite (unit, config, integration on tiny-random-llama)
-	$(BIN)/python -m pytest -q --durations=40  # the slowest 40 listed: what to mark slow when the run outgrows ~15 min
+	# one worker per core (pytest-xdist), a test file per worker; the slowest 40 listed: what to mark slow
+	# when the run outgrows ~15 min
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=40
 
 test-full:  ## also the slow tests on the real SmolLM2 model
-	$(BIN)/python -m pytest -q -m "not gpu"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not gpu"
 
 smoke:  ## the 2x2 gptq/awq x 4/8 sweep on tiny-talkative (real pipeline, 4 prompts, W&B off)
 	$(BIN)/python -m qresafe_exp -m debug=smoke quant=gptq,awq bits=4,8

@@ -55,6 +55,7 @@ def score_block(block: Mapping, where: str) -> ScoreBlock:
         degenerate=estimate(block.get("degenerate")),
         per_config={name: (entry or {}).get("rate") for name, entry in (block.get("per_config") or {}).items()},
         judge_failures=dict(block.get("judge_failures") or {}),
+        refused=estimate(block.get("refused")),
     )
 
 

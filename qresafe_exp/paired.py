@@ -2,10 +2,11 @@
 (suite, id) from the two evaluations' samples.jsonl, each with a paired interval and an exact test
 (stats.paired_binary / paired_continuous).
 
-Every score of a suite's block that is its metric or starts with it (``asr``, ``asr_keyword``) and
-has a row reader below is paired. A row whose value is None (a failed verdict) leaves its prompt
-out of the pair. The decoding attack writes one row per (prompt, configuration): its prompts are
-paired on the worst case, jailbroken under any configuration, as its ASR counts them.
+Every score of a suite's block that is its metric or starts with it (``asr``, ``asr_keyword``), or
+is one of BESIDE_THE_METRIC (``refused``), and has a row reader below is paired. A row whose value
+is None (a failed verdict) leaves its prompt out of the pair. The decoding attack writes one row per
+(prompt, configuration): its prompts are paired on the worst case, jailbroken under any
+configuration, as its ASR counts them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def _field(name: str) -> Callable[[dict], object]:
 READERS: dict[str, tuple[Callable[[dict], object], str]] = {
     "asr": (_field("jailbroken"), "binary"),
     "asr_keyword": (_field("jailbroken_keyword"), "binary"),
+    # a harmful suite's refusal statements (judges that sort outcomes); paired beside its ASR
+    "refused": (lambda r: r["outcome"] == "refused" if r.get("outcome") else None, "binary"),
     # XSTest's contrast prompts (label unsafe) are reported apart: they never enter refusal_rate
     "refusal_rate": (lambda r: None if r.get("label") == "unsafe" else r.get("refused"), "binary"),
     "accuracy": (lambda r: r["pred"] == r["answer"] if "pred" in r and "answer" in r else None, "binary"),
@@ -33,6 +36,9 @@ READERS: dict[str, tuple[Callable[[dict], object], str]] = {
     "mtbench_score": (_field("score"), "linear"),
     "win_rate": (lambda r: None if r.get("preference") is None else 100.0 * r["preference"], "linear"),
 }
+
+
+BESIDE_THE_METRIC = ("refused",)  # pairable scores whose names do not start with their block's metric
 
 
 def read_samples(eval_path: str | Path) -> list[dict]:
@@ -86,6 +92,7 @@ def paired_vs_reference(scores: dict, cell_rows: list[dict], ref_rows: list[dict
     for suite, block in scores.items():
         metric = block.get("metric")
         for name, value in block.items():
-            if metric and name.startswith(metric) and name in READERS and isinstance(value, dict):
+            pairable = name.startswith(metric) or name in BESIDE_THE_METRIC
+            if metric and pairable and name in READERS and isinstance(value, dict):
                 out[f"{suite}.{name}"] = pair(*by_suite[suite], name)
     return out

@@ -594,6 +594,7 @@ class ScoreBlock:
     degenerate: Estimate | None
     per_config: dict[str, float | None]  # protocol=decoding: the rate of each sampled configuration
     judge_failures: dict[str, Any]
+    refused: Estimate | None = None  # harmful suites, judges that sort outcomes: the share of refusal statements
 
 
 @dataclass(frozen=True)

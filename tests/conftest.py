@@ -18,6 +18,12 @@ os.environ.setdefault("QRESAFE_DATA_DIR", str((ROOT.parent / "shared" / "data").
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs a worker per core: each worker, and every app it starts, gets its share of the cores
+    # (torch's default, a thread per core in every worker, oversubscribes them); set before torch is imported
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_share))
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,8 @@ def tidy_row(metrics) -> dict:
             row[f"{suite}.decoding.{config}"] = rate
         if block.keyword is not None:  # the GCG "suffix match" ASR beside a validated judge's headline
             _estimate(row, f"{name}_keyword", block.keyword)
+        if block.refused is not None:  # refusal statements on a harmful suite
+            _estimate(row, f"{suite}.refused", block.refused)
         if block.degenerate is not None:
             row[f"{suite}.degenerate"] = block.degenerate.value
     # the paired test against the cell's own FP reference (absent in studies written before it existed);

@@ -83,3 +83,23 @@ def test_read_samples_names_the_missing_file(tmp_path):
         read_samples(tmp_path)
     (tmp_path / "samples.jsonl").write_text(json.dumps({"suite": "s", "id": "a"}) + "\n\n")
     assert read_samples(tmp_path) == [{"suite": "s", "id": "a"}]
+
+
+def test_refusal_statements_pair_beside_the_asr_and_judges_without_outcomes_leave_them_out():
+    from types import SimpleNamespace
+
+    from qresafe_exp.evals.asr import harmful_block
+
+    outcome = lambda i, o: {"id": i, "outcome": o, "jailbroken": o == "harmful", "degenerate": False}  # noqa: E731
+    ref = [{"suite": "advbench", **outcome(i, o)} for i, o in [("a", "refused"), ("b", "refused")]]
+    cell = [{"suite": "advbench", **outcome(i, o)} for i, o in [("a", "non_harmful"), ("b", "refused")]]
+    cell.append({"suite": "advbench", "id": "c", "jailbroken": False, "degenerate": False})  # a judge with no outcome
+    block = harmful_block(SimpleNamespace(name="advbench", metric="asr", version=1), cell)
+    assert block["refused"] == rate([False, True])  # the row without an outcome is not counted
+    out = paired_vs_reference({"advbench": block}, cell, ref)
+    assert out["advbench.refused"]["n_pairs"] == 2 and out["advbench.refused"]["delta"] == -0.5
+    assert out["advbench.refused"]["reference_only"] == 1
+    no_outcomes = harmful_block(
+        SimpleNamespace(name="advbench", metric="asr", version=1), _harmful([("a", True)], degenerate=False)
+    )
+    assert "refused" not in no_outcomes
