@@ -404,9 +404,19 @@ def _with_delta(row: dict, key: str) -> str:
     return _ci(row, key) + (f" ({delta})" if delta is not None else "")
 
 
+def _seed_mean(runs: list[dict], metrics: list[tuple[str, str]]) -> list[str]:
+    """Each claim metric's mean over a patch's seeds, with the seeds' range in brackets."""
+    out = []
+    for key, _ in metrics:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out.append(f"{sum(values) / len(values):.2f} [{min(values):.2f},{max(values):.2f}]" if values else "-")
+    return out
+
+
 def claims(rows: list[dict]) -> Table | None:
     """Every patched cell beside its unpatched base and FP on every claim suite, each rate with its CI and
-    its paired delta vs FP: a patch's claim holds suite by suite, not on AdvBench alone."""
+    its paired delta vs FP: a patch's claim holds suite by suite, not on AdvBench alone. Where a patch ran
+    with several seeds, each seed is a row and a row under them gives the mean and the seeds' range."""
     group = groups.one(rows)
     ok = [r for r in _ok(rows) if not r.get("broken")]
     metrics = claim_metrics(ok)
@@ -416,25 +426,42 @@ def claims(rows: list[dict]) -> Table | None:
     bases = {_base(r) for r in patched}
     shown = sorted(
         (r for r in ok if _base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
-        key=lambda r: (r["quant"] != "none", _base(r), r["patch"] != "none", r["patch_tag"] or ""),
+        key=lambda r: (r["quant"] != "none", _base(r), r["patch"] != "none", r["patch_tag"] or "", r.get("seed") or 0),
     )
     many_models = len({r["model"] for r in shown}) > 1
-    body = [
-        [
+    many_seeds = len({r.get("seed") or 0 for r in patched}) > 1
+
+    def setting(r: dict) -> list:
+        return [
             *([r["model"]] if many_models else []),
             r["quant"] if r["quant"] != "none" else "FP",
             r["bits"],
             r["calib"],
             r["patch_tag"],
-            *[_with_delta(r, key) for key, _ in metrics],
         ]
-        for r in shown
-    ]
+
+    body = []
+    for i, r in enumerate(shown):
+        body.append([*setting(r), *([r.get("seed")] if many_seeds else []), *[_with_delta(r, k) for k, _ in metrics]])
+        runs = [x for x in shown if setting(x) == setting(r)]
+        last = i + 1 == len(shown) or setting(shown[i + 1]) != setting(r)
+        if many_seeds and last and len(runs) > 1:
+            body.append([*setting(r), f"mean of {len(runs)}", *_seed_mean(runs, metrics)])
     legend = _legend(shown, metrics[0][0]) or next((_legend(shown, k) for k, _ in metrics if _legend(shown, k)), [])
+    if many_seeds:
+        legend = [*legend, "mean of n: the seeds' mean, their range in brackets"]
     return Table(
         f"claims-{groups.slug(group)}",
         f"Claims — {groups.label(group)}: every suite, 95% CI, paired delta vs FP in brackets",
-        [*(["model"] if many_models else []), "method", "bits", "risk / calib", "patch", *[h for _, h in metrics]],
+        [
+            *(["model"] if many_models else []),
+            "method",
+            "bits",
+            "risk / calib",
+            "patch",
+            *(["seed"] if many_seeds else []),
+            *[h for _, h in metrics],
+        ],
         body,
         legend,
     )

@@ -443,3 +443,21 @@ def test_report_logs_its_table_and_figures_to_a_wandb_run(tmp_path):
     media = list(runs[0].rglob("*.png"))
     assert len(media) == len(FIGURES)  # every figure, as a W&B image
     assert list(runs[0].rglob("summary_*.table.json"))
+
+
+def test_claims_table_gives_each_seed_a_row_and_their_mean_and_range():
+    """A patch run with several seeds (cells `.seedN`): one row per seed, then the seeds' mean and range."""
+    from qresafe_exp.report import collect, groups, tables
+
+    rows = collect.without_variants([collect.tidy_row(m) for m in collect.read_study(STUDY.parent, STUDY.name)])
+    reduced = groups.split(rows)[("reduced", "vanilla")]
+    assert "seed" not in tables.claims(reduced).columns  # one seed: the table as before
+    patched = next(r for r in reduced if r["patch"] == "qresafe")
+    other = {**patched, "seed": 1, "cell": patched["cell"] + ".seed1", "advbench.asr": patched["advbench.asr"] + 0.1}
+    table = tables.claims([*reduced, other])
+    assert table.columns[3:5] == ["patch", "seed"]
+    runs = [row for row in table.rows if row[3] == patched["patch_tag"] and row[2] == patched["calib"]]
+    assert [row[4] for row in runs] == [patched["seed"], 1, "mean of 2"]
+    low, high = patched["advbench.asr"], patched["advbench.asr"] + 0.1
+    assert runs[2][5] == f"{(low + high) / 2:.2f} [{low:.2f},{high:.2f}]"
+    assert table.notes[-1].startswith("mean of n")
