@@ -7,6 +7,7 @@ share of harmful-suite answers that are refusal statements), and writes nothing.
 harmful compliance on non-degenerate answers (as the evaluation does); XSTest counts its safe prompts.
 
     python bench/rejudge_cells.py outputs/studies/claim_qresafe_damage CELL [CELL ...]
+    python bench/rejudge_cells.py STUDY CELL ... --versus CELL   # deltas against that cell's unmerged form
 """
 
 from __future__ import annotations
@@ -53,8 +54,13 @@ def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> 
             p = paired_binary([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
             text += f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
         parts.append(text)
-    refused = [v["refused"] for s in HARMFUL for v in cell[s].values()]
-    parts.append(f"{sum(refused) / len(refused):.2f}")
+    keys = [(s, i) for s in HARMFUL for i in sorted(cell[s])]
+    refused = [cell[s][i]["refused"] for s, i in keys]
+    text = f"{sum(refused) / len(refused):.2f}"
+    if ref is not None:  # pooled over the three suites' prompts, paired on (suite, id)
+        p = paired_binary(refused, [ref[s][i]["refused"] for s, i in keys])
+        text += f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
+    parts.append(text)
     parts.append(f"{ppl:.2f}" + ("" if ref is None else f" ({(ppl / ref_ppl - 1) * 100:+.0f} %)"))
     return f"| {name} | " + " | ".join(parts) + " |"
 
@@ -64,17 +70,23 @@ def main() -> None:
     parser.add_argument("study", type=Path)
     parser.add_argument("cells", nargs="+")
     parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
+    parser.add_argument("--versus", help="pair against this cell's unmerged form (a patch vs its control), not FP")
     args = parser.parse_args()
     ref_metrics = json.loads(next(args.study.glob("*.fp.none*/metrics.json")).read_text())
-    ref = judged(read_samples(args.eval_cache / ref_metrics["artifacts"]["eval"]))
+    ref_eval, versus = ref_metrics["artifacts"]["eval"], "FP"
+    if args.versus:
+        ref_metrics = json.loads((args.study / args.versus / "metrics.json").read_text())
+        ref_metrics = {**ref_metrics, "scores": ref_metrics["patch"]["variants"]["adapter"]["scores"]}
+        ref_eval, versus = ref_metrics["patch"]["variants"]["adapter"]["eval"], f"{args.versus} (unmerged)"
+    ref = judged(read_samples(args.eval_cache / ref_eval))
     ref_ppl = perplexity(ref_metrics["scores"])
-    print(f"rules v{RULES_VERSION}; * = exact McNemar p < 0.05 vs FP on the same prompts")
+    print(f"rules v{RULES_VERSION}; * = exact McNemar p < 0.05 vs {versus} on the same prompts")
     print(
         "| cell | AdvBench harm ASR | HarmBench | HarmfulQA | XSTest-safe refusal | OKTest refusal "
         "| refusal statements (3 harmful suites) | ref. ppl |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    print(row("FP", ref, ref_ppl, None, ref_ppl))
+    print(row(versus, ref, ref_ppl, None, ref_ppl))
     for name in args.cells:
         metrics = json.loads((args.study / name / "metrics.json").read_text())
         cell = judged(read_samples(args.eval_cache / metrics["artifacts"]["eval"]))
