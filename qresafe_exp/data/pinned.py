@@ -26,7 +26,8 @@ class ChecksumMismatchError(OSError):
 
 def fetch_pinned(name: str, url: str, dest: Path, sha256: str | None, timeout: float = 30) -> Path:
     """Download ``url`` to ``dest`` when its sha256 is ``sha256`` (None: unpinned, kept with a warning)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    # an opener per call reads the proxy settings of now; urlopen's shared opener keeps those of its first call
+    with urllib.request.build_opener().open(url, timeout=timeout) as response:
         data = response.read()
     got = hashlib.sha256(data).hexdigest()
     if sha256 is None:

@@ -116,3 +116,17 @@ def test_urls_name_a_commit_except_the_documented_branch_ones():
         "harmbench_cls_prompt",
     }
     assert all(DATASETS[n].sha256 for n in on_branch - {"harmbench_cls_prompt"})  # pinned by content instead
+
+
+def test_a_download_reads_the_proxy_settings_of_now_not_of_the_first_download(server, tmp_path, monkeypatch):
+    """urlopen's shared opener keeps the proxies of its first call: a download made once under a refusing
+    proxy (a machine without network) then failed every later one in the process, proxy gone or not."""
+    from tests.judge_servers import free_port
+
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(OSError):
+        fetch_pinned("probe", f"{server.url}/test.jsonl.gz", tmp_path / "a.gz", GOOD)
+    monkeypatch.delenv("http_proxy")
+    assert fetch_pinned("probe", f"{server.url}/test.jsonl.gz", tmp_path / "b.gz", GOOD).read_bytes() == GZ
