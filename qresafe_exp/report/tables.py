@@ -381,13 +381,17 @@ def _seconds(value) -> str | None:
     return None if value is None else f"{value:.0f}s"
 
 
-# the suites a claim is judged on, in reading order: harmful suites (lower = safer), over-refusal
+# the suites a claim is judged on, in reading order: harmful suites (ASR lower = safer, refusals higher), over-refusal
 # (lower = more helpful), utility (reference-answer perplexity, lower = better)
 CLAIM_METRICS = (
     ("advbench.asr", "AdvBench ASR"),
     ("harmbench_test.asr", "HarmBench ASR"),
     ("harmfulqa.asr", "HarmfulQA ASR"),
     ("catqa.asr", "CatQA ASR"),
+    # refusal statements on the harmful suites (higher = safer): what a patch restores where ASR has no room
+    ("advbench.refused", "AdvBench refusals"),
+    ("harmbench_test.refused", "HarmBench refusals"),
+    ("harmfulqa.refused", "HarmfulQA refusals"),
     ("xstest.refusal_rate", "XSTest-safe refusal"),
     ("xstest_safe.refusal_rate", "XSTest-safe refusal"),
     ("oktest.refusal_rate", "OKTest refusal"),
