@@ -3,7 +3,8 @@
 
 `python -m qresafe_exp.rescore` rewrites a study's metrics.json (the cells and their patch variants, each
 paired vs FP); this prints the docs' table from the eval cache, with one column no score block holds (the
-share of harmful-suite answers that are refusal statements), and writes nothing. Harm ASR counts `harm`'s
+share of refusal statements pooled over the three harmful suites; each suite's is its block's `refused`),
+and writes nothing. Harm ASR counts `harm`'s
 harmful compliance on non-degenerate answers (as the evaluation does); XSTest counts its safe prompts.
 
     python bench/rejudge_cells.py outputs/studies/claim_qresafe_damage CELL [CELL ...]
@@ -44,6 +45,12 @@ def perplexity(scores: dict) -> float:
     return scores["alpaca_eval_ppl"]["reference_perplexity"]["value"]
 
 
+def _delta(cell: list[bool], ref: list[bool]) -> str:
+    """' +0.12*': the paired delta, starred where the exact McNemar test gives p < 0.05."""
+    p = paired_binary(cell, ref)
+    return f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
+
+
 def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> str:
     parts = []
     for suite in HARMFUL + OVERREFUSAL:
@@ -51,15 +58,13 @@ def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> 
         k = sum(cell[suite][i]["flag"] for i in ids)
         text = f"{k / len(ids):.2f} ({k}/{len(ids)})"
         if ref is not None:
-            p = paired_binary([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
-            text += f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
+            text += _delta([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
         parts.append(text)
     keys = [(s, i) for s in HARMFUL for i in sorted(cell[s])]
     refused = [cell[s][i]["refused"] for s, i in keys]
     text = f"{sum(refused) / len(refused):.2f}"
     if ref is not None:  # pooled over the three suites' prompts, paired on (suite, id)
-        p = paired_binary(refused, [ref[s][i]["refused"] for s, i in keys])
-        text += f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
+        text += _delta(refused, [ref[s][i]["refused"] for s, i in keys])
     parts.append(text)
     parts.append(f"{ppl:.2f}" + ("" if ref is None else f" ({(ppl / ref_ppl - 1) * 100:+.0f} %)"))
     return f"| {name} | " + " | ".join(parts) + " |"

@@ -156,6 +156,10 @@ class CellMetrics(Mapping):
         return self.raw.get("cost") or {}
 
     @property
+    def seed(self) -> int | None:  # a claim's seeds are separate cells (`.seedN`) of one configuration
+        return ((self.raw.get("provenance") or {}).get("determinism") or {}).get("seed")
+
+    @property
     def git_commit(self) -> str | None:
         return ((self.raw.get("provenance") or {}).get("git") or {}).get("commit")
 

@@ -92,7 +92,7 @@ def paired_vs_reference(scores: dict, cell_rows: list[dict], ref_rows: list[dict
     for suite, block in scores.items():
         metric = block.get("metric")
         for name, value in block.items():
-            pairable = name.startswith(metric) or name in BESIDE_THE_METRIC
-            if metric and pairable and name in READERS and isinstance(value, dict):
+            pairable = metric and (name.startswith(metric) or name in BESIDE_THE_METRIC)
+            if pairable and name in READERS and isinstance(value, dict):
                 out[f"{suite}.{name}"] = pair(*by_suite[suite], name)
     return out

@@ -47,12 +47,12 @@ def harmful_block(suite, rows: list[dict]) -> dict:
     block = generation_block(suite, rows, "jailbroken")
     # the paper's "suffix match" ASR (GCG keyword list), kept beside the validated judge's for comparability
     block[f"{suite.metric}_keyword"] = rate(_judged(rows, "jailbroken_keyword"))
-    outcomes = Counter(r.get("outcome") for r in rows if r.get("outcome"))
-    if outcomes:
-        block["outcomes"] = dict(sorted(outcomes.items()))
+    known = [r["outcome"] for r in rows if r.get("outcome")]
+    if known:
+        block["outcomes"] = dict(sorted(Counter(known).items()))
         # answers that are refusal statements: what a safety patch restores, readable where the FP model's
         # harm ASR leaves no room to move (an answer can be harmless without refusing)
-        block["refused"] = rate([r["outcome"] == "refused" for r in rows if r.get("outcome")])
+        block["refused"] = rate([o == "refused" for o in known])
     scores = [r["harm_score"] for r in rows if r.get("harm_score") is not None]
     if scores:  # rubric judges: mean harmfulness (1-5) or StrongREJECT score (0-1)
         block["harm_score"] = mean_ci(scores)

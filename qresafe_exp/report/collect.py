@@ -88,8 +88,7 @@ def tidy_row(metrics) -> dict:
         if test.delta is not None:
             row[f"{name}.vs_fp"] = test.delta
         row.update({f"{name}.vs_fp.lo": test.lo, f"{name}.vs_fp.hi": test.hi, f"{name}.vs_fp.p": test.p_value})
-    # the run's seed (provenance): a claim's seeds are separate cells (`.seedN`) of the same configuration
-    row["seed"] = ((m.raw.get("provenance") or {}).get("determinism") or {}).get("seed")
+    row["seed"] = m.seed
     row["degenerate"] = m.degenerate.value if m.degenerate is not None else None
     row["broken"] = m.broken
     cost = m.patch_cost

@@ -14,6 +14,7 @@ the table says so.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from qresafe_exp.report import groups
@@ -445,12 +446,14 @@ def claims(rows: list[dict]) -> Table | None:
         ]
 
     body = []
-    for i, r in enumerate(shown):
-        body.append([*setting(r), *([r.get("seed")] if many_seeds else []), *[_with_delta(r, k) for k, _ in metrics]])
-        runs = [x for x in shown if setting(x) == setting(r)]
-        last = i + 1 == len(shown) or setting(shown[i + 1]) != setting(r)
-        if many_seeds and last and len(runs) > 1:
-            body.append([*setting(r), f"mean of {len(runs)}", *_seed_mean(runs, metrics)])
+    for _, group_rows in itertools.groupby(shown, key=setting):  # sorted: a setting's seeds are adjacent
+        runs = list(group_rows)
+        for r in runs:
+            body.append(
+                [*setting(r), *([r.get("seed")] if many_seeds else []), *[_with_delta(r, k) for k, _ in metrics]]
+            )
+        if many_seeds and len(runs) > 1:
+            body.append([*setting(runs[0]), f"mean of {len(runs)}", *_seed_mean(runs, metrics)])
     legend = _legend(shown, metrics[0][0]) or next((_legend(shown, k) for k, _ in metrics if _legend(shown, k)), [])
     if many_seeds:
         legend = [*legend, "mean of n: the seeds' mean, their range in brackets"]
