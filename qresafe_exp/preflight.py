@@ -60,8 +60,12 @@ def check_inputs(cfg: DictConfig) -> None:
         check_count(key, OmegaConf.select(cfg, key), minimum, what)
     for suite, limit in (cfg.eval.get("limits") or {}).items():
         check_count(f"eval.limits.{suite}", limit, 1, "prompts of that suite (null = all of them)")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
-        raise ValueError(f"seed={cfg.seed}: give a whole number from 0 to {MAX_SEED}")
+    for key in ("seed", "quant.seed"):
+        seed = OmegaConf.select(cfg, key)
+        if key == "quant.seed" and seed is None:  # unset: the cell's seed
+            continue
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"{key}={seed}: give a whole number from 0 to {MAX_SEED}")
     check_model_path(cfg.model)
     for key in ("prompts", "calib.dataset"):  # a hub URI's form; whether it loads is checked by validate
         value = OmegaConf.select(cfg, key)

@@ -42,6 +42,12 @@ RETIRED_BACKENDS = {
 }
 
 
+def quant_seed(cell: DictConfig) -> int:
+    """The quantize stage's seed: ``quant.seed`` where set, else the cell's ``seed``."""
+    seed = cell.quant.get("seed")
+    return cell.seed if seed is None else seed
+
+
 def checkpoint_bytes(out: Path) -> int:
     """The checkpoint's weight files on disk (what the tables report as size)."""
     return sum(f.stat().st_size for f in Path(out).glob("*.safetensors"))
@@ -114,6 +120,7 @@ class Quantizer:
         """The resolved config that determines the checkpoint (the cache key's input)."""
         quant = OmegaConf.to_container(cfg, resolve=True)
         quant.pop("tag", None)  # a label, not a setting
+        quant.pop("seed", None)  # keyed as spec["seed"] by plan, where the method reads data
         spec = {"quant": quant}
         data = cls.data_config(calib, cfg) if calib is not None else None
         if data is not None:
@@ -143,12 +150,13 @@ class Quantizer:
             calibration = build_calibration(cell, ctx)
             records, calib_facts = calibration.records, calibration.facts
             spec["calib_records"] = calib_facts["content_key"]  # what was actually trained on
-        if cell.seed and kind:  # its calibration sample / training order depends on the seed;
-            spec["seed"] = cell.seed  # seed 0 keeps the keys it always had
+        seed = quant_seed(cell)
+        if seed and kind:  # its calibration sample / training order depends on the seed;
+            spec["seed"] = seed  # seed 0 keeps the keys it always had
 
         def build(out: Path) -> None:
-            seed_everything(cell.seed, deterministic=None)  # the same RNG state however the cell got here
-            info = cls().quantize(fp.path, out, cell.quant, data_cfg, records, cell.seed)
+            seed_everything(seed, deterministic=None)  # the same RNG state however the cell got here
+            info = cls().quantize(fp.path, out, cell.quant, data_cfg, records, seed)
             write_json_atomic(out / "quant_info.json", info)
 
         def read(art) -> QuantResult:

@@ -5,6 +5,7 @@ shares an axis with greedy points. A figure whose cells a group does not have is
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -260,52 +261,69 @@ def category_bars(rows: list[dict], metrics: list[dict], out: Path) -> Path | No
     return _save(fig, out, "category_bars", group)
 
 
-def claim_panels(rows: list[dict], out: Path) -> Path | None:
-    """Before / after on every claim suite: FP, the unpatched base and each patch, with 95% CIs."""
+def claim_bars(rows: list[dict]) -> list[dict]:
+    """The bars of the claim panels, in reading order: FP, each unpatched base, then its patches (each
+    form), one bar per setting with all its seeds' runs: {'label', 'color', 'runs'}."""
     from qresafe_exp.report.tables import claim_metrics
 
-    group = groups.one(rows)
     ok = [r for r in rows if r["status"] == "ok" and not r.get("broken")]
     patched = [r for r in ok if r["patch"] != "none"]
-    metrics = claim_metrics(ok)
-    if not patched or len(metrics) < 2:
-        return None
+    if not patched or len(claim_metrics(ok)) < 2:
+        return []
     base = lambda r: (r["model"], r["quant"], r["bits"], r["calib"])
+    setting = lambda r: (r["quant"] != "none", str(base(r)), r["patch"] != "none", r["patch_tag"] or "")
     bases = {base(r) for r in patched}
     cells = sorted(
         (r for r in ok if base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
-        key=lambda r: (r["quant"] != "none", str(base(r)), r["patch"] != "none", r["patch_tag"] or ""),
+        key=lambda r: (*setting(r), r.get("seed") or 0),
     )
-    labels = [
-        ("FP" if r["quant"] == "none" else f"{r['quant']} W{r['bits']}") if r["patch"] == "none" else r["patch_tag"]
-        for r in cells
-    ]
-    colors = [
-        "#4c4c4c"
-        if r["quant"] == "none" and r["patch"] == "none"
-        else "#c44e52"
-        if r["patch"] == "none"
-        else "#8fb0d9"  # a patch's unmerged form (quantized base + 16-bit delta)
-        if r.get("variant")
-        else "#4c72b0"
-        for r in cells
-    ]
+    bars = []
+    for _, runs in itertools.groupby(cells, key=setting):
+        runs = list(runs)
+        r = runs[0]
+        if r["patch"] == "none":
+            label = "FP" if r["quant"] == "none" else f"{r['quant']} W{r['bits']}"
+            color = "#4c4c4c" if r["quant"] == "none" else "#c44e52"
+        else:  # the unmerged form (quantized base + 16-bit delta) lighter than the merged one
+            label, color = r["patch_tag"], "#8fb0d9" if r.get("variant") else "#4c72b0"
+        if len(runs) > 1:
+            label += f" ({len(runs)} seeds)"
+        bars.append({"label": label, "color": color, "runs": runs})
+    return bars
+
+
+def claim_panels(rows: list[dict], out: Path) -> Path | None:
+    """Before / after on every claim suite: FP, the unpatched base and each patch, with 95% CIs. A patch
+    run with several seeds is one bar at the seeds' mean with each seed as a dot (their spread, not a CI)."""
+    from qresafe_exp.report.tables import claim_metrics
+
+    group = groups.one(rows)
+    bars = claim_bars(rows)
+    if not bars:
+        return None
+    metrics = claim_metrics([r for bar in bars for r in bar["runs"]])
+    many_seeds = any(len(bar["runs"]) > 1 for bar in bars)
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1, 3.8), squeeze=False)
     for ax, (key, header) in zip(axes[0], metrics):
-        have = [i for i, r in enumerate(cells) if r.get(key) is not None]
-        shown = [cells[i] for i in have]
+        shown = [bar for bar in bars if any(r.get(key) is not None for r in bar["runs"])]
+        values = [[r[key] for r in bar["runs"] if r.get(key) is not None] for bar in shown]
+        single = [bar["runs"][0] if len(v) == 1 else {key: sum(v) / len(v)} for bar, v in zip(shown, values)]
         ax.bar(
             range(len(shown)),
-            [r[key] for r in shown],
-            yerr=_err(shown, key),
+            [sum(v) / len(v) for v in values],
+            yerr=_err(single, key),  # a Wilson interval for one run; none for a seeds' mean (the dots show them)
             capsize=2,
-            color=[colors[i] for i in have],
+            color=[bar["color"] for bar in shown],
         )
-        ax.set_xticks(range(len(shown)), [labels[i] for i in have], rotation=60, ha="right", fontsize=6)
+        for x, v in enumerate(values):
+            if len(v) > 1:
+                ax.plot([x] * len(v), v, "o", color="black", markersize=2.5, zorder=3)
+        ax.set_xticks(range(len(shown)), [bar["label"] for bar in shown], rotation=60, ha="right", fontsize=6)
         ax.set_title(header, fontsize=8)
         if "perplexity" not in key:
             ax.set_ylim(0, 1.05)
-    fig.suptitle(f"Before / after on every claim suite (95% CI) — {groups.label(group)}", fontsize=9)
+    note = "\nA bar of several seeds: their mean, a dot per seed (no CI)" if many_seeds else ""
+    fig.suptitle(f"Before / after on every claim suite (95% CI) — {groups.label(group)}{note}", fontsize=9)
     return _save(fig, out, "claim_panels", group)
 
 

@@ -41,6 +41,7 @@ VALUES = [
     ("seed", "-1", "give a whole number from 0 to 4294967295", []),
     ("seed", "4294967296", "give a whole number from 0 to 4294967295", []),
     ("seed", "one", "could not be converted to Integer", []),
+    ("quant.seed", "-1", "quant.seed=-1: give a whole number from 0 to 4294967295", ["quant=gptq"]),
     # names
     ("quant", "gptqq", "no such option (conf/quant/gptqq.yaml). Allowed: aqlm, awq", []),
     ("patch", "qresafee", "no such option (conf/patch/qresafee.yaml). Allowed: dpo, none", []),

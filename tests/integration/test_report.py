@@ -461,3 +461,21 @@ def test_claims_table_gives_each_seed_a_row_and_their_mean_and_range():
     low, high = patched["advbench.asr"], patched["advbench.asr"] + 0.1
     assert runs[2][5] == f"{(low + high) / 2:.2f} [{low:.2f},{high:.2f}]"
     assert table.notes[-1].startswith("mean of n")
+
+
+def test_claim_panels_draw_a_patchs_seeds_as_one_bar_and_keep_its_unmerged_form_apart(tmp_path):
+    """Seeds of one patch share a bar (their mean, a dot each); the unmerged form stays a bar of its own."""
+    from qresafe_exp.report import collect, figures, groups
+
+    rows = [collect.tidy_row(m) for m in collect.read_study(STUDY.parent, STUDY.name)]
+    reduced = groups.split(rows)[("reduced", "vanilla")]
+    patched = next(r for r in reduced if r["patch"] == "qresafe" and not r.get("variant"))
+    other = {**patched, "seed": 1, "cell": patched["cell"] + ".seed1", "advbench.asr": patched["advbench.asr"] + 0.1}
+    unmerged = {**patched, "variant": "unmerged", "patch_tag": patched["patch_tag"] + " (unmerged)"}
+    bars = figures.claim_bars([*reduced, other, unmerged])
+    tags = (patched["patch_tag"], unmerged["patch_tag"])
+    mine = [b for b in bars if b["runs"][0]["patch_tag"] in tags and b["runs"][0]["calib"] == patched["calib"]]
+    assert [b["label"] for b in mine] == [f"{patched['patch_tag']} (2 seeds)", f"{patched['patch_tag']} (unmerged)"]
+    assert [r["seed"] for r in mine[0]["runs"]] == [patched["seed"], 1]
+    assert bars[0]["label"] == "FP" and all(len(b["runs"]) == 1 for b in bars if b not in mine[:1])
+    assert figures.claim_panels([*reduced, other, unmerged], tmp_path).exists()

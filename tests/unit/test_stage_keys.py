@@ -104,6 +104,14 @@ def test_quantize_keys(smoke):
     assert _asked(PlanOnly(root), _quantize(cfg("quant=rtn", "bits=4"), fp)) == ["quantize/f690924fbe421016"]
     assert _asked(PlanOnly(root), _quantize(cfg("quant=gptq", "bits=4"), fp)) == ["quantize/f54c38617c60980f"]
     assert _asked(PlanOnly(root), _quantize(cfg("quant=gptq", "bits=4", "seed=1"), fp)) == ["quantize/c1f6e7b7ca1fa22c"]
+    # quant.seed pins the quantize stage's seed under a sweep of the cell's seed (one damaged checkpoint
+    # patched under several patch seeds); unset, it is the cell's seed, with the keys above
+    assert _asked(PlanOnly(root), _quantize(cfg("quant=gptq", "bits=4", "seed=1", "quant.seed=0"), fp)) == [
+        "quantize/f54c38617c60980f"
+    ]
+    assert _asked(PlanOnly(root), _quantize(cfg("quant=gptq", "bits=4", "quant.seed=1"), fp)) == [
+        "quantize/c1f6e7b7ca1fa22c"
+    ]
 
 
 def test_smollm2_quantize_key_is_the_testbeds(compose_cfg, tmp_path):
