@@ -1,6 +1,7 @@
 """`python -m qresafe_exp.report study=NAME`: the paper's tables and figures from a study's results.
 
 Reads outputs/studies/NAME/*/metrics.json (or, with source=wandb, the same files from the W&B API),
+with ``versus=<patch tag>`` the claims table again, paired against that control patch instead of FP;
 writes outputs/reports/NAME/: results.csv + results.parquet (one tidy row per cell), tables/*.md and
 *.tex, figures/*.png and *.pdf, dashboard.html (one self-contained interactive file: sortable tables,
 Plotly figures, a sample browser over every cell's samples.jsonl); and logs the summary table
@@ -42,6 +43,12 @@ def build_report(cfg: DictConfig) -> dict:
     write_text_atomic(out / "results.csv", frame.to_csv(index=False))
     frame.to_parquet(out / "results.parquet", index=False)
     made = tables.all_tables(rows)
+    if cfg.get("versus"):  # the claims table again, each patch paired against this control instead of FP
+        from qresafe_exp.report import versus
+
+        dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
+        answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
+        made += versus.versus_tables(rows, cfg.versus, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them
     for folder, suffixes in ((out / "tables", {".md", ".tex"}), (out / "figures", {".png", ".pdf"})):
         for stale in (p for p in folder.glob("*") if p.suffix in suffixes):

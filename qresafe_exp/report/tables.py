@@ -126,7 +126,7 @@ def _delta(row: dict, key: str):
     return None if value is None else f"{value:+.2f}" + ("*" if _significant(row, key) else "")
 
 
-def _legend(rows: list[dict], key: str) -> list[str]:
+def _legend(rows: list[dict], key: str, versus: str = "FP") -> list[str]:
     """One line under a table whose deltas carry a paired test; none for studies written before it."""
     deltas = [r for r in rows if r.get(f"{key}.vs_fp") is not None]
     tested = [r for r in deltas if r.get(f"{key}.vs_fp.p") is not None]
@@ -134,7 +134,7 @@ def _legend(rows: list[dict], key: str) -> list[str]:
         return []
     plain = len(deltas) - len(tested)
     return [
-        "* paired test vs FP, p < 0.05"
+        f"* paired test vs {versus}, p < 0.05"
         + (f"; {plain} of {len(deltas)} deltas have no paired test recorded and are shown plain" if plain else "")
     ]
 
@@ -400,6 +400,11 @@ CLAIM_METRICS = (
 )
 
 
+def _file_slug(text: str) -> str:
+    """A patch tag as a file-name part: 'qresafe-t0.6 (unmerged)' -> 'qresafe-t0.6-unmerged'."""
+    return "-".join("".join(c if c.isalnum() or c in ".-_" else " " for c in text).split())
+
+
 def claim_metrics(rows: list[dict]) -> list[tuple[str, str]]:
     return [(key, header) for key, header in CLAIM_METRICS if any(r.get(key) is not None for r in rows)]
 
@@ -418,10 +423,11 @@ def _seed_mean(runs: list[dict], metrics: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def claims(rows: list[dict]) -> Table | None:
+def claims(rows: list[dict], versus: str | None = None) -> Table | None:
     """Every patched cell beside its unpatched base and FP on every claim suite, each rate with its CI and
     its paired delta vs FP: a patch's claim holds suite by suite, not on AdvBench alone. Where a patch ran
-    with several seeds, each seed is a row and a row under them gives the mean and the seeds' range."""
+    with several seeds, each seed is a row and a row under them gives the mean and the seeds' range.
+    ``versus``: the rows' deltas are against that control patch (report/versus.py), and the table says so."""
     group = groups.one(rows)
     ok = [r for r in _ok(rows) if not r.get("broken")]
     metrics = claim_metrics(ok)
@@ -454,12 +460,16 @@ def claims(rows: list[dict]) -> Table | None:
             )
         if many_seeds and len(runs) > 1:
             body.append([*setting(runs[0]), f"mean of {len(runs)}", *_seed_mean(runs, metrics)])
-    legend = _legend(shown, metrics[0][0]) or next((_legend(shown, k) for k, _ in metrics if _legend(shown, k)), [])
+    against = versus or "FP"
+    legend = next((line for k, _ in metrics for line in _legend(shown, k, against)), None)
+    legend = [legend] if legend else []
+    if versus:
+        legend.append(f"deltas: each row minus {versus} of its base on the same prompts (same seed, else its lowest)")
     if many_seeds:
         legend = [*legend, "mean of n: the seeds' mean, their range in brackets"]
     return Table(
-        f"claims-{groups.slug(group)}",
-        f"Claims — {groups.label(group)}: every suite, 95% CI, paired delta vs FP in brackets",
+        f"claims-{groups.slug(group)}" + (f"-vs-{_file_slug(versus)}" if versus else ""),
+        f"Claims — {groups.label(group)}: every suite, 95% CI, paired delta vs {against} in brackets",
         [
             *(["model"] if many_models else []),
             "method",

@@ -1,0 +1,99 @@
+"""The claims table paired against a named control instead of FP (`report versus=<patch tag>`).
+
+A method's claim over its control ("better than the random mask", "cheaper than DPO and as safe") is a
+paired test on the same prompts, not two intervals side by side: each row of a damaged cell's base is
+matched with the control's answers on the same prompts (paired.py: exact McNemar, paired interval),
+with the control's run of the same seed where it has one, else its lowest seed. The rows come back as
+copies whose ``.vs_fp`` columns hold the deltas against the control, so tables.claims renders them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qresafe_exp.paired import paired_vs_reference, read_samples
+
+DELTA_FIELDS = ("", ".lo", ".hi", ".p")  # the .vs_fp columns a row carries per score
+
+
+def _base(row: dict) -> tuple:
+    return row["model"], row["quant"], row["bits"], row["calib"]
+
+
+def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> dict[str, tuple[dict, Path]]:
+    """{row cell name: (its scores, the folder of its samples.jsonl)} for every cell and patch variant whose
+    answers are at hand; a variant's lie in the eval cache (metrics.json names its artifact). A row without
+    them is shown with no delta."""
+    from qresafe_exp.report.collect import VARIANT_LABELS
+
+    out = {}
+    for m in metrics:
+        raw = m.raw if hasattr(m, "raw") else m
+        if raw["cell"] in cell_dirs:
+            out[raw["cell"]] = (raw.get("scores") or {}, cell_dirs[raw["cell"]])
+        for name, variant in ((raw.get("patch") or {}).get("variants") or {}).items():
+            if variant.get("scores") and variant.get("eval"):
+                label = VARIANT_LABELS.get(name, name)
+                out[f"{raw['cell']} [{label}]"] = (variant["scores"], eval_cache / variant["eval"])
+    return {cell: found for cell, found in out.items() if (found[1] / "samples.jsonl").is_file()}
+
+
+def control_runs(rows: list[dict], tag: str, required: bool = True) -> dict[tuple, dict[int, dict]]:
+    """{base: {seed: the control's row}}; ``required``: a clear error naming the patch tags there are when
+    none matches."""
+    runs: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r["patch"] != "none" and r["patch_tag"] == tag:
+            runs.setdefault(_base(r), {})[r.get("seed") or 0] = r
+    if not runs and required:
+        tags = sorted({r["patch_tag"] for r in rows if r["patch"] != "none" and r.get("patch_tag")})
+        raise ValueError(
+            f"versus={tag!r}: no patched cell of this study has that patch tag. Give one of: {', '.join(tags)} "
+            "(as the claims table writes them, e.g. 'qresafe-t0.6 (unmerged)' for an unmerged form)"
+        )
+    return runs
+
+
+def versus_rows(
+    rows: list[dict], tag: str, answers_of: dict[str, tuple[dict, Path]], required: bool = True
+) -> list[dict]:
+    """Copies of ``rows`` with every ``.vs_fp`` column replaced: the paired delta against control ``tag``
+    of the same base (same seed, else its lowest), none where the base has no control or either side's
+    answers are missing; the control's own rows have none. Each paired row names its control (``versus_cell``)."""
+    controls = control_runs(rows, tag, required)
+    read = {}
+
+    def samples(cell: str) -> list[dict]:
+        if cell not in read:
+            read[cell] = read_samples(answers_of[cell][1])
+        return read[cell]
+
+    out = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if ".vs_fp" not in k}
+        runs = controls.get(_base(r)) or {}
+        control = runs.get(r.get("seed") or 0) or (runs[min(runs)] if runs else None)
+        if control is not None and control["cell"] != r["cell"] and {r["cell"], control["cell"]} <= answers_of.keys():
+            tests = paired_vs_reference(answers_of[r["cell"]][0], samples(r["cell"]), samples(control["cell"]))
+            for name, test in tests.items():
+                lo, hi = (list(test.get("ci95") or []) + [None, None])[:2]
+                row.update(
+                    dict(zip((f"{name}.vs_fp{f}" for f in DELTA_FIELDS), (test["delta"], lo, hi, test["p_value"])))
+                )
+            row["versus_cell"] = control["cell"]
+        out.append(row)
+    return out
+
+
+def versus_tables(rows: list[dict], tag: str, answers_of: dict[str, tuple[dict, Path]]) -> list:
+    """One claims table per (eval, protocol) group that holds the control ``tag``, its deltas against it."""
+    from qresafe_exp.report import groups, tables
+
+    control_runs(rows, tag)  # the tag is one of the study's patches, or a clear error
+    made = []
+    for group_rows in groups.split(rows).values():
+        if control_runs(group_rows, tag, required=False):
+            table = tables.claims(versus_rows(group_rows, tag, answers_of, required=False), versus=tag)
+            if table is not None:
+                made.append(table)
+    return made
