@@ -177,6 +177,9 @@ class TrainedPatchConfig(PatchConfig):
     mask_score: str = "snip"
     mask_every: int = 1000  # K: re-select the mask from the current weights every K optimizer steps
     mask_map: str = "delta"  # delta: W0 + s(M * BA) (Eq. 2) | rowcol: mask LoRA rows/columns (MapMask (b))
+    # lora: the (masked) LoRA delta above | full: a dense delta over every entry of the target matrices,
+    # i.e. full-parameter fine-tuning (the paper's full-DPO cost baseline; needs tau = 1, no LoRA rank)
+    adapter: str = "lora"
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05

@@ -9,6 +9,8 @@ When the mask is re-selected (every K steps), the delta learnt so far is folded 
 accumulator and LoRA restarts from B = 0 under the new mask, so earlier updates persist and the base
 W0 (the DPO reference) never changes. ``mask_map="rowcol"`` is the spec's MapMask option (b): a LoRA
 row of B / column of A is free when its row / column of M has any selected entry (a superset of M).
+``full=True`` replaces the low-rank factors by a dense delta over every entry (no mask): full-parameter
+fine-tuning of the layer with W0 kept as the reference, merged and saved exactly like a LoRA delta.
 
 Cost: the masked product is never kept for the backward pass. A full mask (tau = 1: the DPO / SFT
 baselines) runs as plain low-rank LoRA; otherwise ``_MaskedLinear`` builds W0 + s (M ⊙ B A) by row
@@ -100,6 +102,7 @@ class MaskedLoRALinear(nn.Module):
         mask: torch.Tensor | None = None,
         dropout: float = 0.0,
         mask_map: str = "delta",
+        full: bool = False,
     ):
         super().__init__()
         self.base = base
@@ -107,10 +110,16 @@ class MaskedLoRALinear(nn.Module):
             p.requires_grad_(False)
         out_features, in_features = base.weight.shape
         device = base.weight.device
+        # full: every entry of the layer is trained as a dense fp32 delta (no low-rank factors to keep)
+        self.full_delta = (
+            nn.Parameter(torch.zeros(out_features, in_features, device=device, dtype=torch.float32)) if full else None
+        )
+        r = 0 if full else r
         self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=torch.float32))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as peft: B = 0, so the delta starts at 0
+        if r:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as peft: B = 0, so the delta starts at 0
         self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device, dtype=torch.float32))
-        self.scale = alpha / r
+        self.scale = alpha / r if r else 0.0
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.register_buffer("mask", torch.ones(out_features, in_features, dtype=torch.bool, device=device))
         self.full_mask = True
@@ -125,13 +134,21 @@ class MaskedLoRALinear(nn.Module):
         if mask is not None:
             self.set_mask(mask)
 
+    def trainables(self) -> list[nn.Parameter]:
+        """What the optimizer updates: the dense delta (full) or the LoRA factors."""
+        return [self.full_delta] if self.full_delta is not None else [self.lora_A, self.lora_B]
+
     def set_mask(self, mask: torch.Tensor) -> None:
+        if self.full_delta is not None and not mask.all():
+            raise ValueError("a full-parameter delta trains every entry: it takes no mask (use tau = 1)")
         if mask.shape != self.mask.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.mask.shape)}")
         self.mask.copy_(mask.to(torch.bool))
         self.full_mask = bool(self.mask.all())  # M ⊙ B A = B A: plain LoRA, no dense product at all
 
     def lora_delta(self) -> torch.Tensor:
+        if self.full_delta is not None:
+            return self.full_delta
         if self.mask_map == "rowcol":
             rows = self.mask.any(dim=1, keepdim=True).to(self.lora_B.dtype)
             cols = self.mask.any(dim=0, keepdim=True).to(self.lora_A.dtype)
@@ -156,6 +173,10 @@ class MaskedLoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return self.base(x)
+        if self.full_delta is not None and self.requantizer is None:  # one matmul with W0 + delta
+            # no LoRA dropout here: it would drop the input of W0 too, i.e. change the model being tuned
+            weight = self.base.weight.to(self.full_delta.dtype) + self.full_delta
+            return F.linear(x, weight.to(x.dtype), self.base.bias)
         if self.requantizer is not None:
             weight = self.effective_weight()
             quantized = weight + (self.requantizer(weight.detach()) - weight).detach()  # STE
@@ -209,11 +230,13 @@ def attach_masked_lora(
     masks: dict[str, torch.Tensor] | None = None,
     dropout: float = 0.0,
     mask_map: str = "delta",
+    full: bool = False,
 ) -> dict[str, MaskedLoRALinear]:
-    """Wrap each named Linear in place; returns the adapters (their lora_A/lora_B are the trainables)."""
+    """Wrap each named Linear in place; returns the adapters (``trainables()``: their lora_A / lora_B, or
+    with ``full`` their dense delta)."""
     adapters = {}
     for name, linear in linears.items():
-        adapters[name] = MaskedLoRALinear(linear, r, alpha, (masks or {}).get(name), dropout, mask_map)
+        adapters[name] = MaskedLoRALinear(linear, r, alpha, (masks or {}).get(name), dropout, mask_map, full)
         _set_module(model, name, adapters[name])
     return adapters
 

@@ -2,7 +2,8 @@
 re-quantized into its original format (qresafe-spec 4 and 5).
 
 The three differ only in config: qresafe = DPO under a SNIP top-tau mask (tau 0.6), dpo = the same
-without a mask (tau 1), sft = NLL of the FP responses without a mask; patch.mask_score=random|magnitude
+without a mask (tau 1), sft = NLL of the FP responses without a mask, dpo_full = DPO with a dense delta
+over every entry (full-parameter, patch.adapter=full); patch.mask_score=random|magnitude
 are controls of the mask's choice (qresafe_random_mask, qresafe_magnitude_mask). Cache stage ``patch_train``
 holds the pairs, the 16-bit delta and the training facts (its key leaves out the patch's name, so
 `patch=dpo` and `patch=qresafe patch.tau=1.0` share one); stage ``patch`` holds the merged,
@@ -42,7 +43,13 @@ from qresafe_exp.stages import Plan
 log = logging.getLogger(__name__)
 NOT_IN_KEY = ("name", "tag", "eval_adapter")  # do not change the trained patch
 # settings added after patches were cached: left out of the key at their default, so those stay valid
-LATER_SETTINGS = {"mask_score": "snip", "autocast": None, "gradient_checkpointing": False, "snip_samples": None}
+LATER_SETTINGS = {
+    "mask_score": "snip",
+    "autocast": None,
+    "gradient_checkpointing": False,
+    "snip_samples": None,
+    "adapter": "lora",
+}
 
 
 def spec_settings(cfg: DictConfig) -> dict:
@@ -71,6 +78,12 @@ class TrainedPatch(Patch):
         check_choice("mask_scope", cfg.mask_scope, MASK_SCOPES)
         check_choice("mask_score", cfg.mask_score, MASK_SCORES)
         check_choice("mask_map", cfg.mask_map, ("delta", "rowcol"))
+        check_choice("adapter", cfg.adapter, ("lora", "full"))
+        if cfg.adapter == "full" and cfg.tau < 1.0:
+            raise ValueError(
+                f"patch.adapter=full trains every entry, so it takes no mask: patch.tau={cfg.tau} needs "
+                "patch.adapter=lora (or set patch.tau=1.0 for full-parameter fine-tuning)"
+            )
         check_choice("autocast", cfg.autocast, AUTOCAST_CHOICES)
         if cfg.get("snip_samples") is not None and cfg.snip_samples < 1:
             raise ValueError(f"patch.snip_samples={cfg.snip_samples}: at least 1 response (null = all pairs)")
@@ -212,7 +225,13 @@ class TrainedPatch(Patch):
         (out / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
         model, linears, fake_quant = load_trainable(ctx.quantized.path, ctx.device, list(cfg.target_modules))
         adapters = attach_masked_lora(
-            model, linears, cfg.lora_r, cfg.lora_alpha, dropout=cfg.lora_dropout, mask_map=cfg.mask_map
+            model,
+            linears,
+            cfg.lora_r,
+            cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            mask_map=cfg.mask_map,
+            full=cfg.adapter == "full",
         )
         if cfg.quant_aware:
             for name, fn in requantizers(ctx.quantized.path, list(adapters)).items():

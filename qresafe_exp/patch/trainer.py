@@ -162,7 +162,7 @@ def train_patch(
     if getattr(cfg, "gradient_checkpointing", False):
         # each layer's activations are recomputed in the backward pass instead of kept: memory for time
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
+    params = [p for a in adapters.values() for p in a.trainables()]
     steps = cfg.epochs * math.ceil(len(items) / cfg.batch_size)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(cfg.warmup_fraction * steps)), steps)

@@ -26,6 +26,8 @@ VALUES = [
     ("eval.batch_size", "-2", "give a whole number >= 1", []),
     ("patch.tau", "1.5", "in [0, 1]", TRAINED),
     ("patch.tau", "-0.1", "in [0, 1]", TRAINED),
+    ("patch.adapter", "full", "patch.adapter=full trains every entry, so it takes no mask: patch.tau=0.6", TRAINED),
+    ("patch.adapter", "dense", "patch.adapter=dense", TRAINED),
     ("patch.lr", "-1e-5", "must be a finite number > 0", TRAINED),
     ("patch.lr", "0", "must be a finite number > 0", TRAINED),
     ("patch.lr", "nan", "must be a finite number > 0", TRAINED),
@@ -44,7 +46,7 @@ VALUES = [
     ("quant.seed", "-1", "quant.seed=-1: give a whole number from 0 to 4294967295", ["quant=gptq"]),
     # names
     ("quant", "gptqq", "no such option (conf/quant/gptqq.yaml). Allowed: aqlm, awq", []),
-    ("patch", "qresafee", "no such option (conf/patch/qresafee.yaml). Allowed: dpo, none", []),
+    ("patch", "qresafee", "no such option (conf/patch/qresafee.yaml). Allowed: dpo, dpo_full, none", []),
     ("judge", "gpt5", "no such option (conf/judge/gpt5.yaml). Allowed: harm", []),
     ("eval", "everything", "no such option (conf/eval/everything.yaml). Allowed: claims", []),
     ("model", "llama9", "no such option (conf/model/llama9.yaml)", []),

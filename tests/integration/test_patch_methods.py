@@ -260,6 +260,20 @@ def test_pipeline_patch_cell_records_cost_variants_and_shares_the_dpo_artifact(c
     assert none["artifacts"]["eval"] == base["artifacts"]["eval"] and none["patch"]["updatable_entries"] == 0
 
 
+def test_full_dpo_trains_every_entry_of_the_target_matrices_and_merges_like_a_lora_patch(compose_cfg, talkative_dir):
+    """patch=dpo_full (the paper's full-DPO cost baseline): the same pairs and objective, a dense delta over
+    every entry (no rank, no mask), its own training artifact, merged and evaluated like the LoRA patches."""
+    metrics = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=dpo_full", *SMALL)))
+    train = metrics["patch"]["train"]
+    assert metrics["cell"].endswith(".dpo_full") and train["objective"] == "dpo"
+    assert train["trainable_params"] == train["weight_entries"] == train["updatable_entries"]  # every entry
+    lora = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=dpo", *SMALL)))
+    assert lora["patch"]["train_artifact"] != metrics["patch"]["train_artifact"]
+    assert lora["patch"]["train"]["trainable_params"] < train["trainable_params"]
+    assert train["loss_last_steps"] < train["loss_first_steps"] and metrics["patch"]["merge"]["delta_norm"] > 0
+    assert metrics["scores"]["advbench"]["asr"]["n"] > 0 and "adapter" not in metrics["patch"].get("variants", {})
+
+
 def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talkative_dir):
     metrics = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=sft", *SMALL)))
     assert (

@@ -12,7 +12,7 @@ def _model():
 
 
 def _train(model, adapters, steps=20):
-    params = [p for a in adapters.values() for p in (a.lora_A, a.lora_B)]
+    params = [p for a in adapters.values() for p in a.trainables()]
     opt = torch.optim.AdamW(params, lr=5e-2)
     x, y = torch.randn(32, 12), torch.randn(32, 6)
     for _ in range(steps):
@@ -198,3 +198,33 @@ def test_a_full_mask_trains_as_plain_low_rank_lora():
         assert torch.allclose(got, want, atol=1e-6, rtol=0)
     layer.set_mask(torch.rand(10, 12) < 0.5)
     assert not layer.full_mask
+
+
+def test_a_full_delta_trains_every_entry_to_a_full_rank_update_and_merges_to_the_adapter_model():
+    """adapter=full (the full-DPO baseline): one dense delta per layer, W0 frozen as the reference; the update
+    is not confined to a rank (here above the LoRA rank 2 the same layers would have) and merging reproduces it."""
+    model = _model()
+    originals = {n: model[int(n)].weight.detach().clone() for n in ("0", "2")}
+    x = torch.randn(5, 12)
+    before = model(x)
+    adapters = attach_masked_lora(model, {"0": model[0], "2": model[2]}, r=2, alpha=4, full=True)
+    assert torch.equal(model(x), before)  # the delta starts at zero
+    assert [tuple(p.shape) for p in adapters["0"].trainables()] == [(10, 12)]
+    _train(model, adapters)
+    delta = adapters["0"].delta().detach()
+    assert (delta != 0).float().mean() > 0.9 and torch.linalg.matrix_rank(delta) > 2
+    assert not adapters["0"].base.weight.requires_grad and torch.equal(adapters["0"].base.weight, originals["0"])
+    adapter_out = model(x)
+    detach_masked_lora(model, adapters, merge=True)
+    assert torch.allclose(model[0].weight, originals["0"] + delta)
+    assert torch.allclose(model(x), adapter_out, atol=1e-5)
+
+
+def test_a_full_delta_takes_no_partial_mask():
+    import pytest
+
+    model = _model()
+    adapters = attach_masked_lora(model, {"0": model[0]}, r=2, alpha=4, full=True)
+    adapters["0"].set_mask(torch.ones(10, 12, dtype=torch.bool))  # tau = 1: accepted
+    with pytest.raises(ValueError, match="takes no mask"):
+        adapters["0"].set_mask(torch.rand(10, 12) < 0.5)
