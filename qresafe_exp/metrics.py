@@ -81,7 +81,8 @@ def _axes(raw: Mapping) -> CellAxes:
     )
 
 
-def _paired(test: Mapping) -> PairedDelta:
+def paired_delta(test: Mapping) -> PairedDelta:
+    """A paired test as written (paired.py's dict) -> PairedDelta."""
     lo, hi = (list(test.get("ci95") or []) + [None, None])[:2]
     return PairedDelta(
         delta=test.get("delta"), lo=lo, hi=hi, p_value=test.get("p_value"), significant=bool(test.get("significant"))
@@ -129,7 +130,7 @@ class CellMetrics(Mapping):
     @property
     def paired(self) -> dict[str, PairedDelta]:
         """'<suite>.<metric>' -> the paired delta on the same prompts, its interval and test."""
-        return {name: _paired(test) for name, test in (self.raw.get("paired_vs_reference") or {}).items()}
+        return {name: paired_delta(test) for name, test in (self.raw.get("paired_vs_reference") or {}).items()}
 
     @property
     def patch(self) -> dict:

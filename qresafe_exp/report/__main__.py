@@ -43,10 +43,11 @@ def build_report(cfg: DictConfig) -> dict:
     write_text_atomic(out / "results.csv", frame.to_csv(index=False))
     frame.to_parquet(out / "results.parquet", index=False)
     made = tables.all_tables(rows)
+    # each cell's folder (its samples.jsonl); source=wandb reads metrics.json only, so no answers
+    dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
     if cfg.get("versus"):  # the claims table again, each patch paired against this control instead of FP
         from qresafe_exp.report import versus
 
-        dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
         answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
         made += versus.versus_tables(rows, cfg.versus, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them
@@ -76,7 +77,7 @@ def build_report(cfg: DictConfig) -> dict:
             notes,
             rows=cells,
             interactive=interactive.all_figures(cells),
-            browser=_browser(cfg, metrics),
+            browser=_browser(cfg, metrics, dirs),
             wandb=wandb,
         ),
     )
@@ -90,13 +91,12 @@ def build_report(cfg: DictConfig) -> dict:
     }
 
 
-def _browser(cfg: DictConfig, metrics: list[dict]) -> dict | None:
-    from qresafe_exp.report import collect, samples
+def _browser(cfg: DictConfig, metrics: list[dict], dirs: dict[str, Path]) -> dict | None:
+    from qresafe_exp.report import samples
 
     if not cfg.dashboard.samples:
         return None
-    # source=wandb reads metrics.json only: the browser then says that each cell has no samples
-    dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
+    # no folders (source=wandb): the browser then says that each cell has no samples
     return samples.browser_data(metrics, dirs, cfg.dashboard.max_response_chars)
 
 

@@ -85,9 +85,7 @@ def tidy_row(metrics) -> dict:
     # the paired test against the cell's own FP reference (absent in studies written before it existed);
     # its delta (same prompts only) is the one the test and interval are about, so it wins where present
     for name, test in m.paired.items():
-        if test.delta is not None:
-            row[f"{name}.vs_fp"] = test.delta
-        row.update({f"{name}.vs_fp.lo": test.lo, f"{name}.vs_fp.hi": test.hi, f"{name}.vs_fp.p": test.p_value})
+        row.update(paired_columns(name, test))
     row["seed"] = m.seed
     row["degenerate"] = m.degenerate.value if m.degenerate is not None else None
     row["broken"] = m.broken
@@ -106,7 +104,18 @@ def tidy_row(metrics) -> dict:
     return row
 
 
+def paired_columns(name: str, test: cell_metrics.PairedDelta) -> dict:
+    """A paired test's columns: ``<name>.vs_fp`` (the delta, where there is one) and its .lo, .hi, .p."""
+    columns = {f"{name}.vs_fp.lo": test.lo, f"{name}.vs_fp.hi": test.hi, f"{name}.vs_fp.p": test.p_value}
+    return columns if test.delta is None else {f"{name}.vs_fp": test.delta, **columns}
+
+
 VARIANT_LABELS = {"adapter": "unmerged"}  # patch.variants' names as a reader knows them
+
+
+def variant_cell(cell: str, variant: str) -> str:
+    """The row name of a cell's patch variant: 'CELL [unmerged]'."""
+    return f"{cell} [{VARIANT_LABELS.get(variant, variant)}]"
 
 
 def variant_rows(metrics) -> list[dict]:
@@ -127,7 +136,7 @@ def variant_rows(metrics) -> list[dict]:
         )
         row = tidy_row(raw)
         label = VARIANT_LABELS.get(name, name)
-        row.update(cell=f"{m.cell} [{label}]", patch_tag=f"{row['patch_tag']} ({label})", variant=label)
+        row.update(cell=variant_cell(m.cell, name), patch_tag=f"{row['patch_tag']} ({label})", variant=label)
         rows.append(row)
     return rows
 

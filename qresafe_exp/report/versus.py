@@ -11,30 +11,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qresafe_exp import metrics as cell_metrics
 from qresafe_exp.paired import paired_vs_reference, read_samples
-
-DELTA_FIELDS = ("", ".lo", ".hi", ".p")  # the .vs_fp columns a row carries per score
-
-
-def _base(row: dict) -> tuple:
-    return row["model"], row["quant"], row["bits"], row["calib"]
+from qresafe_exp.report.collect import paired_columns, variant_cell
+from qresafe_exp.report.tables import _base
 
 
 def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> dict[str, tuple[dict, Path]]:
     """{row cell name: (its scores, the folder of its samples.jsonl)} for every cell and patch variant whose
     answers are at hand; a variant's lie in the eval cache (metrics.json names its artifact). A row without
     them is shown with no delta."""
-    from qresafe_exp.report.collect import VARIANT_LABELS
-
     out = {}
-    for m in metrics:
-        raw = m.raw if hasattr(m, "raw") else m
-        if raw["cell"] in cell_dirs:
-            out[raw["cell"]] = (raw.get("scores") or {}, cell_dirs[raw["cell"]])
-        for name, variant in ((raw.get("patch") or {}).get("variants") or {}).items():
+    for m in map(cell_metrics.parse, metrics):
+        if m.cell in cell_dirs:
+            out[m.cell] = (m.raw.get("scores") or {}, cell_dirs[m.cell])
+        for name, variant in (m.patch.get("variants") or {}).items():
             if variant.get("scores") and variant.get("eval"):
-                label = VARIANT_LABELS.get(name, name)
-                out[f"{raw['cell']} [{label}]"] = (variant["scores"], eval_cache / variant["eval"])
+                out[variant_cell(m.cell, name)] = (variant["scores"], eval_cache / variant["eval"])
     return {cell: found for cell, found in out.items() if (found[1] / "samples.jsonl").is_file()}
 
 
@@ -76,10 +69,7 @@ def versus_rows(
         if control is not None and control["cell"] != r["cell"] and {r["cell"], control["cell"]} <= answers_of.keys():
             tests = paired_vs_reference(answers_of[r["cell"]][0], samples(r["cell"]), samples(control["cell"]))
             for name, test in tests.items():
-                lo, hi = (list(test.get("ci95") or []) + [None, None])[:2]
-                row.update(
-                    dict(zip((f"{name}.vs_fp{f}" for f in DELTA_FIELDS), (test["delta"], lo, hi, test["p_value"])))
-                )
+                row.update(paired_columns(name, cell_metrics.paired_delta(test)))
             row["versus_cell"] = control["cell"]
         out.append(row)
     return out
