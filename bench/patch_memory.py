@@ -19,7 +19,10 @@ to ``peft`` from the same run. ``--block7b``: a random Llama-2-7B-shaped decoder
 MLP 11008, fp32), one forward + backward of 4,096 tokens through its 7 adapted projections and one AdamW
 step per mode (no LoRA dropout: the fused masked form): the step's peak above the set-up layer (the
 optimizer's moments included) and the adapter state that stays resident per layer are measured; x32
-layers is an extrapolation, stated as such.
+layers is an extrapolation, stated as such. Block modes ``qresafe-3sel`` / ``qresafe-3sel-uncompact``: the
+masked layer after three mask re-selections (three frozen deltas, as at the end of the claim study's
+patch), kept compact (packed masks, factored deltas: the default above 4M entries per layer) or as before
+(a bool mask and a dense fp32 sum of the frozen deltas).
 A benchmark, not a test: nothing asserts a speed. Writes bench/results/patch_memory.json.
 """
 
@@ -44,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LLAMA2_7B_LAYER = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32)
 MODES = ("peft", "dpo", "sft", "qresafe", "qresafe-dense", "dpo-full")
-BLOCK_MODES = ("peft", "qresafe", "qresafe-dense", "dpo-full")
+BLOCK_MODES = ("peft", "qresafe", "qresafe-dense", "dpo-full", "qresafe-3sel", "qresafe-3sel-uncompact")
 
 
 def rss_mb() -> float:
@@ -198,6 +201,7 @@ def run_block7b(mode: str, tokens: int, rank: int) -> dict:
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
     from qresafe_exp.lm import named_linears
+    from qresafe_exp.patch import masked_lora
     from qresafe_exp.patch.masked_lora import attach_masked_lora
 
     torch.manual_seed(0)
@@ -219,6 +223,8 @@ def run_block7b(mode: str, tokens: int, rank: int) -> dict:
     else:
         if mode == "qresafe-dense":
             use_dense_masked_forward()
+        if mode.endswith("-uncompact"):  # the storage before: bool masks, one dense fp32 frozen sum per layer
+            masked_lora.COMPACT_ABOVE = float("inf")
         masks = (
             {n: torch.rand(m.weight.shape) < 0.6 for n, m in linears.items()} if mode.startswith("qresafe") else None
         )
@@ -228,6 +234,10 @@ def run_block7b(mode: str, tokens: int, rank: int) -> dict:
         with torch.no_grad():
             for a in adapters.values():
                 (a.full_delta if mode == "dpo-full" else a.lora_B).normal_(0, 1e-3)  # a patch in progress
+                for _ in range(3 if "-3sel" in mode else 0):  # re-selections: freeze, new mask, train on
+                    a.fold_and_reset()
+                    a.set_mask(torch.rand(a.base.weight.shape) < 0.6)
+                    a.lora_B.normal_(0, 1e-3)
     layer.train()
     after_setup = rss_mb()
     started = time.time()
@@ -273,7 +283,9 @@ def default_model() -> str:
     from qresafe_exp.cache import ArtifactCache
     from qresafe_exp.conf import CONF_DIR
     from qresafe_exp.models import materialize
+    from qresafe_exp.schema import register_configs
 
+    register_configs()  # the config's defaults name the typed schemas
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config")
     return materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths).path
@@ -300,6 +312,7 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--block7b", action="store_true", help="also a Llama-2-7B-shaped layer block per mode")
     parser.add_argument("--block7b-tokens", type=int, default=4096)
+    parser.add_argument("--block7b-modes", default=",".join(BLOCK_MODES))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "patch_memory.json"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--block7b-mode", help=argparse.SUPPRESS)
@@ -329,7 +342,7 @@ def main() -> None:
     _ratios(rows, "rss_peak_mb", "s_per_step", "peak_above_model_mb")
     blocks = []
     if args.block7b:
-        for mode in BLOCK_MODES:
+        for mode in filter(None, args.block7b_modes.split(",")):
             blocks.append(
                 spawn(["--block7b-mode", mode, "--block7b-tokens", str(args.block7b_tokens), "--rank", str(args.rank)])
             )

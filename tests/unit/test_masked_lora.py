@@ -1,5 +1,6 @@
 """The masked LoRA update touches only the masked entries, and merging reproduces the adapter model."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -89,7 +90,7 @@ def test_rowcol_forward_equals_its_dense_delta_and_spans_the_masks_rows_and_colu
     assert not changed[0].any() and not changed[:, 0].any()
 
 
-def test_fold_and_reset_keeps_the_update_and_restarts_lora():
+def test_fold_and_reset_keeps_the_update_and_restarts_lora(storage):
     from qresafe_exp.patch.masked_lora import MaskedLoRALinear
 
     torch.manual_seed(0)
@@ -108,6 +109,17 @@ def test_fold_and_reset_keeps_the_update_and_restarts_lora():
 def _dense_reference(layer, x):
     """Eq. 2 as written: W0 x + (s M ⊙ B A + folded) x, autograd keeping the dense product."""
     return layer.base(x) + torch.nn.functional.linear(layer.dropout(x), layer.delta().to(x.dtype))
+
+
+@pytest.fixture(params=["bool mask, dense frozen sum", "packed mask, factored frozen deltas"])
+def storage(request, monkeypatch):
+    """Both ways a layer keeps its mask and earlier deltas (compact above COMPACT_ABOVE entries): the
+    maths must not depend on which."""
+    from qresafe_exp.patch import masked_lora
+
+    if request.param.startswith("packed"):
+        monkeypatch.setattr(masked_lora, "COMPACT_ABOVE", 0)
+    return request.param
 
 
 def _layer_with_history(seed=0, out_features=10, in_features=12, dropout=0.0):
@@ -135,7 +147,7 @@ def _grads(layer, x, forward):
     return y.detach(), grads
 
 
-def test_blocked_masked_lora_has_the_dense_forms_output_and_gradients():
+def test_blocked_masked_lora_has_the_dense_forms_output_and_gradients(storage):
     layer = _layer_with_history()
     x = torch.randn(3, 5, 12, dtype=torch.float64)
     dense_y, dense_grads = _grads(layer, x, _dense_reference)
@@ -145,7 +157,7 @@ def test_blocked_masked_lora_has_the_dense_forms_output_and_gradients():
         assert torch.allclose(got, want, atol=1e-6, rtol=0)
 
 
-def test_blocked_form_equals_dense_with_several_row_blocks_and_a_weight_gradient():
+def test_blocked_form_equals_dense_with_several_row_blocks_and_a_weight_gradient(storage):
     """Blocks of 3 rows (10 rows: four blocks, the last one short); W0's gradient is SNIP's input."""
     from qresafe_exp.patch.masked_lora import _MaskedLinear
 
@@ -157,14 +169,16 @@ def test_blocked_form_equals_dense_with_several_row_blocks_and_a_weight_gradient
     want = [x.grad.clone(), weight.grad.clone(), layer.lora_A.grad.clone(), layer.lora_B.grad.clone()]
     for t in (x, weight, layer.lora_A, layer.lora_B):
         t.grad = None
-    blocked = _MaskedLinear.apply(x, weight, layer.lora_A, layer.lora_B, layer.mask, layer.folded, layer.scale, 3)
+    blocked = _MaskedLinear.apply(
+        x, weight, layer.lora_A, layer.lora_B, layer.mask_bits, tuple(layer.frozen), layer.scale, 3
+    )
     blocked.pow(2).sum().backward()
     assert torch.allclose(blocked, dense, atol=1e-6, rtol=0)
     for got, expected in zip([x.grad, weight.grad, layer.lora_A.grad, layer.lora_B.grad], want):
         assert torch.allclose(got, expected, atol=1e-6, rtol=0)
 
 
-def test_dropout_applies_to_the_delta_input_only_as_in_the_dense_form():
+def test_dropout_applies_to_the_delta_input_only_as_in_the_dense_form(storage):
     layer = _layer_with_history(seed=2, dropout=0.5).train()
     x = torch.randn(4, 12, dtype=torch.float64)
 
@@ -228,3 +242,44 @@ def test_a_full_delta_takes_no_partial_mask():
     adapters["0"].set_mask(torch.ones(10, 12, dtype=torch.bool))  # tau = 1: accepted
     with pytest.raises(ValueError, match="takes no mask"):
         adapters["0"].set_mask(torch.rand(10, 12) < 0.5)
+
+
+@pytest.mark.parametrize("columns", [1, 8, 13, 64])
+def test_packed_masks_round_trip_at_one_bit_per_entry(columns):
+    from qresafe_exp.patch.masked_lora import pack_mask, unpack_mask
+
+    torch.manual_seed(columns)
+    mask = torch.rand(9, columns) < 0.4
+    packed = pack_mask(mask)
+    assert packed.dtype == torch.uint8 and packed.shape == (9, (columns + 7) // 8)
+    assert unpack_mask(packed, columns).dtype == torch.bool
+    assert torch.equal(unpack_mask(packed, columns), mask)
+    assert torch.equal(unpack_mask(packed, columns, 2, 5), mask[2:5])
+
+
+def test_earlier_masks_deltas_stay_as_factors_not_dense_matrices(storage):
+    """Three re-selections: the delta equals the sum of each mask's s (M ⊙ B A) in both storages; a
+    compact layer keeps per frozen delta its factors and a bit-packed mask (no out x in float tensor),
+    a small one a single dense sum."""
+    from qresafe_exp.patch.masked_lora import MaskedLoRALinear
+
+    torch.manual_seed(3)
+    layer = MaskedLoRALinear(nn.Linear(40, 24), r=4, alpha=8)
+    expected = torch.zeros(24, 40)
+    for _ in range(3):
+        layer.set_mask(torch.rand(24, 40) < 0.5)
+        with torch.no_grad():
+            layer.lora_B.normal_()
+        expected += layer.scale * (layer.lora_B @ layer.lora_A).detach() * layer.mask
+        layer.fold_and_reset()
+    assert torch.allclose(layer.delta(), expected, atol=1e-6)
+    x = torch.randn(5, 40)
+    assert torch.allclose(layer(x), layer.base(x) + x @ expected.T, atol=1e-5)
+    if not layer.compact:
+        assert len(layer.frozen) == 1 and layer.mask_bits.dtype == torch.bool
+        return
+    assert len(layer.frozen) == 3 and layer.mask_bits.dtype == torch.uint8
+    for earlier in layer.frozen:
+        kept = [earlier.lora_A, earlier.lora_B, earlier.bits]
+        assert sum(t.numel() * t.element_size() for t in kept) < 24 * 40 * 4 / 2
+        assert earlier.bits.dtype == torch.uint8 and earlier.bits.numel() == 24 * 40 // 8
