@@ -49,26 +49,36 @@ def snip_scores(
     device = next(model.parameters()).device
     # accumulated where the weights live (one copy of the model in fp32), moved to the CPU once at the end
     totals = {name: torch.zeros_like(m.weight, dtype=torch.float32) for name, m in linears.items()}
-    examples = 0
+    examples, batch_size = 0, [0]
+
+    def accumulate(name: str, weight: nn.Parameter) -> None:
+        # as soon as this weight's gradient is complete: score it and drop it, so the backward pass never
+        # holds every layer's dense gradient at once (the model's size again)
+        totals[name] += batch_size[0] * (weight_of(name).detach() * weight.grad).abs().float()
+        weight.grad = None
+
+    hooks = [
+        m.weight.register_post_accumulate_grad_hook(lambda w, name=name: accumulate(name, w))
+        for name, m in linears.items()
+    ]
     was_training = model.training
     model.eval()  # no dropout: the score is of the deterministic forward pass
     try:
         for batch in tqdm(list(batches), desc=desc, unit="batch"):
             batch = {k: v.to(device) for k, v in batch.items()}
+            batch_size[0] = batch["input_ids"].shape[0]
             logprobs, _ = response_token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
             (-logprobs.mean()).backward()
-            n = batch["input_ids"].shape[0]
-            for name, m in linears.items():
-                totals[name] += n * (weight_of(name).detach() * m.weight.grad).abs().float()
-                m.weight.grad = None
-            examples += n
+            examples += batch_size[0]
     finally:
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
         for name, p in model.named_parameters():
             p.requires_grad_(saved[name])
     if not examples:
         raise ValueError("SNIP needs at least one calibration example")
-    return {name: (total / examples).cpu() for name, total in totals.items()}
+    return {name: total.div_(examples).cpu() for name, total in totals.items()}  # in place: no second copy
 
 
 def random_scores(shapes: dict[str, tuple], seed: int) -> dict[str, torch.Tensor]:

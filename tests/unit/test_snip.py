@@ -54,6 +54,17 @@ def test_scores_cover_every_linear_but_lm_head_and_match_autograd():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_each_gradient_is_scored_and_dropped_before_the_next_one_completes():
+    """The backward pass never holds two layers' dense weight gradients (at 7B, the model's size again)."""
+    model, items = _tiny_model(), _items()
+    weights = [m.weight for m in named_linears(model, ("lm_head",)).values()]
+    live = []
+    for w in weights:  # registered first, so it runs before snip_scores' own hook on the same weight
+        w.register_post_accumulate_grad_hook(lambda _: live.append(sum(v.grad is not None for v in weights)))
+    snip_scores(model, batches(items, 2, 0, random.Random(0)))
+    assert len(live) == 2 * len(weights) and max(live) == 1
+
+
 def test_a_zero_weight_has_zero_saliency():
     model = _tiny_model()
     proj = model.model.layers[0].self_attn.q_proj
