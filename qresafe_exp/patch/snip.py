@@ -62,7 +62,7 @@ def snip_scores(
         for name, m in linears.items()
     ]
     was_training = model.training
-    model.eval()  # no dropout: the score is of the deterministic forward pass
+    _deterministic_mode(model)
     try:
         for batch in tqdm(list(batches), desc=desc, unit="batch"):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -79,6 +79,26 @@ def snip_scores(
     if not examples:
         raise ValueError("SNIP needs at least one calibration example")
     return {name: total.div_(examples).cpu() for name, total in totals.items()}  # in place: no second copy
+
+
+def _deterministic_mode(model: nn.Module) -> None:
+    """No dropout: the score is of the deterministic forward pass. With activation checkpointing on (which
+    transformers applies in train mode only) and no dropout the config itself applies (attention dropout),
+    the model stays in train mode with every Dropout module off, so SNIP's backward recomputes layers
+    instead of keeping them; otherwise eval mode."""
+    config = getattr(model, "config", None)
+    config_dropout = any(
+        isinstance(value, float) and value > 0
+        for key, value in (config.to_dict().items() if config is not None else ())
+        if "dropout" in key
+    )
+    if not getattr(model, "is_gradient_checkpointing", False) or config_dropout:
+        model.eval()
+        return
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
 
 
 def random_scores(shapes: dict[str, tuple], seed: int) -> dict[str, torch.Tensor]:

@@ -156,12 +156,13 @@ def train_patch(
     device = next(model.parameters()).device
     dtype = autocast_dtype(getattr(cfg, "autocast", None), device)
     selector = MaskSelector(model, adapters, items, cfg, pad_id, seed, autocast=dtype)
+    if getattr(cfg, "gradient_checkpointing", False):
+        # each layer's activations are recomputed in the backward pass instead of kept: memory for time
+        # (SNIP's passes too, the first selection included)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     selector.select(step=0)
     initial_selection = selector.seconds
     ref = reference_logprobs(model, adapters, items, cfg.batch_size, pad_id, dtype) if cfg.objective == "dpo" else None
-    if getattr(cfg, "gradient_checkpointing", False):
-        # each layer's activations are recomputed in the backward pass instead of kept: memory for time
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for a in adapters.values() for p in a.trainables()]
     steps = cfg.epochs * math.ceil(len(items) / cfg.batch_size)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

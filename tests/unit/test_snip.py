@@ -54,6 +54,19 @@ def test_scores_cover_every_linear_but_lm_head_and_match_autograd():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_checkpointed_scores_equal_the_kept_activations_ones_and_the_mode_is_restored():
+    """With activation checkpointing on, SNIP runs in train mode (so transformers recomputes the layers)
+    with dropout off: the same scores, and the caller's mode back afterwards."""
+    items = _items()
+    plain = snip_scores(_tiny_model(), batches(items, 2, 0, random.Random(0)))
+    model = _tiny_model()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    checkpointed = snip_scores(model, batches(items, 2, 0, random.Random(0)))
+    assert all(torch.allclose(checkpointed[n], plain[n], atol=1e-7) for n in plain)
+    assert model.training and all(m.training for m in model.modules())
+
+
 def test_each_gradient_is_scored_and_dropped_before_the_next_one_completes():
     """The backward pass never holds two layers' dense weight gradients (at 7B, the model's size again)."""
     model, items = _tiny_model(), _items()
