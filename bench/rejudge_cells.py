@@ -8,7 +8,7 @@ and writes nothing. Harm ASR counts `harm`'s
 harmful compliance on non-degenerate answers (as the evaluation does); XSTest counts its safe prompts.
 
     python bench/rejudge_cells.py outputs/studies/claim_qresafe_damage CELL [CELL ...]
-    python bench/rejudge_cells.py STUDY CELL ... --versus CELL   # deltas against that cell's unmerged form
+    python bench/rejudge_cells.py STUDY CELL ... --versus CELL   # deltas against that cell (its unmerged form if any)
 """
 
 from __future__ import annotations
@@ -75,14 +75,20 @@ def main() -> None:
     parser.add_argument("study", type=Path)
     parser.add_argument("cells", nargs="+")
     parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
-    parser.add_argument("--versus", help="pair against this cell's unmerged form (a patch vs its control), not FP")
+    parser.add_argument(
+        "--versus", help="pair against this cell (its unmerged form where it has one: a patch vs its control), not FP"
+    )
     args = parser.parse_args()
     ref_metrics = json.loads(next(args.study.glob("*.fp.none*/metrics.json")).read_text())
     ref_eval, versus = ref_metrics["artifacts"]["eval"], "FP"
     if args.versus:
         ref_metrics = json.loads((args.study / args.versus / "metrics.json").read_text())
-        ref_metrics = {**ref_metrics, "scores": ref_metrics["patch"]["variants"]["adapter"]["scores"]}
-        ref_eval, versus = ref_metrics["patch"]["variants"]["adapter"]["eval"], f"{args.versus} (unmerged)"
+        adapter = ((ref_metrics.get("patch") or {}).get("variants") or {}).get("adapter")
+        if adapter is None:  # a cell without an unmerged form (unpatched, or a merged-only patch): the cell
+            ref_eval, versus = ref_metrics["artifacts"]["eval"], args.versus
+        else:
+            ref_metrics = {**ref_metrics, "scores": adapter["scores"]}
+            ref_eval, versus = adapter["eval"], f"{args.versus} (unmerged)"
     ref = judged(read_samples(args.eval_cache / ref_eval))
     ref_ppl = perplexity(ref_metrics["scores"])
     print(f"rules v{RULES_VERSION}; * = exact McNemar p < 0.05 vs {versus} on the same prompts")
