@@ -34,7 +34,7 @@ from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
-from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes
+from qresafe_exp.quant.base import UnsupportedCombinationError, checkpoint_bytes, quant_seed
 from qresafe_exp.resources import measure
 from qresafe_exp.stages import Plan
 
@@ -91,6 +91,8 @@ class AwqSafetyPatch(Patch):
             "prompts": content_key(prompts),
             "seed": cell.seed,
         }
+        if cell.quant.get("seed") is not None:  # keys unchanged where quant.seed is unset
+            spec["quant_seed"] = cell.quant.seed
 
         def build(out: Path) -> None:
             with measure() as cost:
@@ -116,7 +118,7 @@ class AwqSafetyPatch(Patch):
                     cell.quant,
                     quantizer.data_config(cell.calib),
                     records,
-                    cell.seed,
+                    quant_seed(cell),  # as the quantize stage: quant.seed fixes the AWQ run across patch seeds
                     on_calibrated=keep,
                 )
                 sidecar_bytes = save_kept_weights(kept, out)
