@@ -291,8 +291,9 @@ def default_model() -> str:
     return materialize(cfg.model, ArtifactCache(cfg.paths.cache_dir), cfg.paths).path
 
 
-def spawn(extra: list[str]) -> dict:
-    cmd = [sys.executable, __file__, *extra]
+def spawn(extra: list[str], script: str = __file__) -> dict:
+    """Run ``script`` with ``extra`` in its own process (its peak resident set is its own); its RESULT line."""
+    cmd = [sys.executable, script, *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):

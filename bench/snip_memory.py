@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,12 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from patch_memory import peak_rss_mb, rss_mb, spawn  # noqa: E402  (bench/)
 
 
 def build(layers: int, hidden: int):
@@ -92,7 +85,7 @@ def child(mode: str, layers: int, hidden: int, out: str) -> None:
     started = time.time()
     scores = all_grads_scores(model, batches) if mode == "all-grads" else snip_scores(model, batches, desc=mode)
     seconds = time.time() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     torch.save(scores, out)
     row = {
         "mode": mode,
@@ -118,14 +111,8 @@ def main() -> None:
     rows, scores = [], {}
     for mode in ("all-grads", "hooks"):
         path = f"/tmp/snip_memory_{mode}.pt"
-        run = subprocess.run(
-            [sys.executable, __file__, "--child", mode, "--layers", str(args.layers), "--hidden", str(args.hidden)]
-            + ["--scores", path],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows.append(json.loads(next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT "))[7:]))
+        extra = ["--child", mode, "--layers", str(args.layers), "--hidden", str(args.hidden), "--scores", path]
+        rows.append(spawn(extra, script=__file__))
         scores[mode] = torch.load(path)
         Path(path).unlink()
         print(json.dumps(rows[-1]), flush=True)
