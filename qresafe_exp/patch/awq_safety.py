@@ -91,8 +91,8 @@ class AwqSafetyPatch(Patch):
             "prompts": content_key(prompts),
             "seed": cell.seed,
         }
-        if cell.quant.get("seed") is not None:  # keys unchanged where quant.seed is unset
-            spec["quant_seed"] = cell.quant.seed
+        if quant_seed(cell) != cell.seed:  # keys unchanged where the AWQ run takes the cell's seed
+            spec["quant_seed"] = quant_seed(cell)
 
         def build(out: Path) -> None:
             with measure() as cost:

@@ -163,4 +163,14 @@ def test_more_keys(smoke):
     quantized = ModelRef(f"{fp.name}.awq-w4g64", str(root / "not-built"), "0123456789abcdef")
     awq_safety = cfg("quant=awq", "bits=4", "patch=qresafe_awq")
     assert _asked(PlanOnly(root), _patch(awq_safety, fp, quantized)) == ["patch/374a2ab099346f34"]
+    # its AWQ run follows quant.seed as the quantize stage does: a quant.seed equal to the cell's seed is
+    # the key above; a patch seed over a pinned AWQ run is a key of its own, apart from the unpinned one
+    assert _asked(
+        PlanOnly(root), _patch(cfg("quant=awq", "bits=4", "patch=qresafe_awq", "quant.seed=0"), fp, quantized)
+    ) == ["patch/374a2ab099346f34"]
+    seed1 = _asked(PlanOnly(root), _patch(cfg("quant=awq", "bits=4", "patch=qresafe_awq", "seed=1"), fp, quantized))
+    pinned = _asked(
+        PlanOnly(root), _patch(cfg("quant=awq", "bits=4", "patch=qresafe_awq", "seed=1", "quant.seed=0"), fp, quantized)
+    )
+    assert len({*seed1, *pinned, "patch/374a2ab099346f34"}) == 3
     assert _asked(PlanOnly(root), _patch(cfg("patch=qresafe", "patch.tau=0"), fp, quantized)) == []
