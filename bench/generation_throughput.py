@@ -8,6 +8,9 @@ Same model, prompts and max_new_tokens for every mode, in one run, greedy:
   loop            one prompt at a time through model.generate (the baseline)
   generate        the same prompts sorted by length, batch_size at a time through model.generate
   compact         the engine's default (engine.decode=compact): batched, finished rows leave the batch
+  compact-copying the same loop over transformers' DynamicCache and SDPA (the KV cache concatenated
+                  each step, grouped KV heads repeated under a padding mask): the engine before
+                  qresafe_exp/engines/decode_kernels.py, for an A/B in one run
   static          model.generate with a static KV cache (GPU)
   static-compile  the same with torch.compile (GPU)
   compact-bf16    compact with the model in bf16 (engine.dtype=bf16; what engine.dtype=auto picks on a
@@ -45,10 +48,25 @@ MODES = {
     "loop": None,
     "generate": dict(decode="generate"),
     "compact": dict(decode="compact"),
+    "compact-copying": dict(decode="compact"),
     "static": dict(decode="generate", cache_implementation="static"),
     "static-compile": dict(decode="generate", cache_implementation="static", compile=True),
     "compact-bf16": dict(decode="compact"),
 }
+
+
+class CopyingCompact(HFEngine):
+    """The compact loop without engines/decode_kernels.py: DynamicCache and transformers' own SDPA."""
+
+    def _compact_decode(self, enc, spec, generator):
+        from unittest import mock
+
+        from transformers import DynamicCache
+
+        import qresafe_exp.engines.hf as hf
+
+        with mock.patch.object(hf, "reserved_cache", lambda config, reserve: DynamicCache(config=config)):
+            return self._compact_loop(enc, spec, generator)
 
 
 def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -205,7 +223,8 @@ def main() -> None:
                 sync(device)
                 converted = load_model(path, device, dtype=run_dtype)
                 started = time.perf_counter()  # loading is not generation
-            engine = HFEngine(converted if run_dtype != dtype else model, tok, batch_size=batch_size, **MODES[mode])
+            engine_class = CopyingCompact if mode == "compact-copying" else HFEngine
+            engine = engine_class(converted if run_dtype != dtype else model, tok, batch_size=batch_size, **MODES[mode])
             outputs = engine.generate(texts, spec, desc=mode)
         sync(device)
         seconds = time.perf_counter() - started

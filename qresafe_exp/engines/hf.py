@@ -4,7 +4,8 @@ Prompts are sorted by token length (similar lengths share a batch, little comput
 and generated ``batch_size`` at a time with left padding. ``decode=compact`` (the default) runs its
 own loop over a dynamic KV cache: after each step the rows that emitted EOS are removed from the
 batch and from the cache, so a refusal that ends after 20 tokens stops costing compute while its
-neighbours write 128. ``decode=generate`` hands the batch to ``model.generate`` instead, which is
+neighbours write 128. Its decode steps neither repeat grouped KV heads nor re-concatenate the cache
+(engines/decode_kernels.py). ``decode=generate`` hands the batch to ``model.generate`` instead, which is
 where transformers' static KV cache and torch.compile live (GPU options).
 """
 
@@ -14,7 +15,6 @@ import logging
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
@@ -22,6 +22,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from qresafe_exp.engines.decode_kernels import gqa_decode, reserved_cache
 from qresafe_exp.generate import stop_token_ids
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,14 @@ class HFEngine:
         return torch.tensor(ids, dtype=torch.long, device=self.model.device)
 
     def _compact_decode(self, enc, spec, generator) -> list[list[int]]:
+        with gqa_decode(self.model):  # decode steps read the KV cache in place (engines/decode_kernels.py)
+            return self._compact_loop(enc, spec, generator)
+
+    def _compact_loop(self, enc, spec, generator) -> list[list[int]]:
         model, stop_ids = self.model, self._stop_ids()
         mask = enc["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
+        cache = reserved_cache(model.config, reserve=spec.max_new_tokens)
         logits = model(
             input_ids=enc["input_ids"],
             attention_mask=mask,
