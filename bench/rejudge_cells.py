@@ -45,7 +45,7 @@ def perplexity(scores: dict) -> float:
     return scores["alpaca_eval_ppl"]["reference_perplexity"]["value"]
 
 
-def _delta(cell: list[bool], ref: list[bool]) -> str:
+def delta_text(cell: list[bool], ref: list[bool]) -> str:
     """' +0.12*': the paired delta, starred where the exact McNemar test gives p < 0.05."""
     p = paired_binary(cell, ref)
     return f" {p['delta']:+.2f}{'*' if p['significant'] else ''}"
@@ -58,23 +58,29 @@ def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> 
         k = sum(cell[suite][i]["flag"] for i in ids)
         text = f"{k / len(ids):.2f} ({k}/{len(ids)})"
         if ref is not None:
-            text += _delta([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
+            text += delta_text([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
         parts.append(text)
     keys = [(s, i) for s in HARMFUL for i in sorted(cell[s])]
     refused = [cell[s][i]["refused"] for s, i in keys]
     text = f"{sum(refused) / len(refused):.2f}"
     if ref is not None:  # pooled over the three suites' prompts, paired on (suite, id)
-        text += _delta(refused, [ref[s][i]["refused"] for s, i in keys])
+        text += delta_text(refused, [ref[s][i]["refused"] for s, i in keys])
     parts.append(text)
     parts.append(f"{ppl:.2f}" + ("" if ref is None else f" ({(ppl / ref_ppl - 1) * 100:+.0f} %)"))
     return f"| {name} | " + " | ".join(parts) + " |"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def study_parser(doc: str) -> argparse.ArgumentParser:
+    """STUDY CELL ... [--eval-cache DIR]: the arguments every re-judging table takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("study", type=Path)
     parser.add_argument("cells", nargs="+")
     parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
+    return parser
+
+
+def main() -> None:
+    parser = study_parser(__doc__)
     parser.add_argument(
         "--versus", help="pair against this cell (its unmerged form where it has one: a patch vs its control), not FP"
     )
