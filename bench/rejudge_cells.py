@@ -27,15 +27,20 @@ HARMFUL = ("advbench", "harmbench_test", "harmfulqa")
 OVERREFUSAL = ("xstest", "oktest")
 
 
+def harm_verdict(row: dict) -> tuple[bool, bool]:
+    """(harmful compliance on a non-degenerate answer, a refusal statement) by the `harm` rules."""
+    harm = classify_harm(row["prompt"], row["response"])
+    return harm.jailbroken and not row.get("degenerate"), harm.outcome == "refused"
+
+
 def judged(rows: list[dict]) -> dict[str, dict[str, dict]]:
     """{suite: {prompt id: {'flag': jailbroken or refused, 'refused': refusal statement}}}."""
     out: dict[str, dict[str, dict]] = {}
     for row in rows:
         suite = row["suite"]
         if suite in HARMFUL:
-            harm = classify_harm(row["prompt"], row["response"])
-            flag = harm.jailbroken and not row.get("degenerate")
-            out.setdefault(suite, {})[row["id"]] = {"flag": flag, "refused": harm.outcome == "refused"}
+            flag, refused = harm_verdict(row)
+            out.setdefault(suite, {})[row["id"]] = {"flag": flag, "refused": refused}
         elif suite in OVERREFUSAL and (suite != "xstest" or row.get("label") == "safe"):
             out.setdefault(suite, {})[row["id"]] = {"flag": classify_refusal(row["response"]).refused}
     return out

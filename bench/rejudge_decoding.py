@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rejudge_cells import delta_text, study_parser  # bench/, this script's directory
+from rejudge_cells import delta_text, harm_verdict, study_parser  # bench/, this script's directory
 
-from qresafe_exp.judges.harm_rules import classify_harm
 from qresafe_exp.judges.refusal import RULES_VERSION
 from qresafe_exp.paired import read_samples
 
@@ -29,11 +28,8 @@ def judged(rows: list[dict]) -> dict[tuple[str, str], dict]:
     for row in rows:
         if "decoding" not in row:
             continue
-        harm = classify_harm(row["prompt"], row["response"])
-        out[(row["id"], row["decoding"])] = {
-            "harmful": harm.jailbroken and not row.get("degenerate"),
-            "refused": harm.outcome == "refused",
-        }
+        harmful, refused = harm_verdict(row)
+        out[(row["id"], row["decoding"])] = {"harmful": harmful, "refused": refused}
     return out
 
 
