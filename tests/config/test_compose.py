@@ -130,3 +130,11 @@ def test_override_key_check_follows_group_choices_and_sweeps():
         check_override_keys(["bitz=4"])
     with pytest.raises(UnknownKeyError, match="quant has no key 'dampening_frac'"):
         check_override_keys(["quant=awq", "quant.dampening_frac=0.1"])
+
+
+def test_claim_qresafe_composes_the_documented_damaged_cell(compose_cfg):
+    """One command runs the regime docs/patches.md measured: the served QLoRA adapter cell, patch lr 2e-5."""
+    cfg = compose_cfg(["experiment=claim_qresafe"])
+    assert (cfg.quant.name, cfg.quant.merge, cfg.quant.seed, cfg.quant.train.lr) == ("qlora", "adapter", 0, 1e-3)
+    assert cfg.calib.name == "hh-harmful-n128e3"
+    assert (cfg.patch.lr, cfg.patch.beta, cfg.patch.epochs, cfg.patch.mask_every) == (2e-5, 0.1, 2, 16)
