@@ -138,3 +138,19 @@ def test_claim_qresafe_composes_the_documented_damaged_cell(compose_cfg):
     assert (cfg.quant.name, cfg.quant.merge, cfg.quant.seed, cfg.quant.train.lr) == ("qlora", "adapter", 0, 1e-3)
     assert cfg.calib.name == "hh-harmful-n128e3"
     assert (cfg.patch.lr, cfg.patch.beta, cfg.patch.epochs, cfg.patch.mask_every) == (2e-5, 0.1, 2, 16)
+
+
+def test_claim_safepatching_grid_names_each_knob_it_sweeps(compose_cfg):
+    """The grid varies beta and the ascent bound, which the base tag leaves out: two settings never share a cell."""
+    cells = {
+        compose_cfg(["experiment=claim_safepatching_grid", f"patch.beta={beta}", f"patch.se.max_nll_rise={rise}"]).cell
+        for beta in (0.5, 0.0)
+        for rise in (1.5, 3.0)
+    }
+    assert len(cells) == 4
+    cfg = compose_cfg(["experiment=claim_safepatching_grid", "patch.beta=0", "patch.rescale=false"])
+    assert (
+        cfg.cell
+        == "smollm2-135m.fp.safepatching-random_plus_diffset-a0.05b0.05p0.3-al1.0be0.0-rise1.5-norescale.claims"
+    )
+    assert (cfg.patch.data.num_samples, cfg.patch.se.max_nll_rise) == (128, 1.5)  # the claim study's settings
