@@ -75,6 +75,7 @@ def keep_run_record(config: DictConfig) -> Path:
 
 class PreflightCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from qresafe_exp.cell_identity import check_unique_cell_names
         from qresafe_exp.pipeline import ConfigError, validate
 
         keep_run_record(config)
@@ -96,9 +97,10 @@ class PreflightCallback(Callback):
             )
             return
         try:
+            check_unique_cell_names(jobs)
             for job in jobs:
                 validate(job)
-        except ConfigError as err:
+        except (ConfigError, ValueError) as err:
             # Hydra turns a callback's exceptions into warnings and goes on; a bad cell must stop
             # the sweep before its first job, so exit here (SystemExit is not caught).
             print(f"Error in sweep, no cell was run: {err}", file=sys.stderr, flush=True)

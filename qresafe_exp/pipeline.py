@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
 from qresafe_exp.calibration import check_calibration
+from qresafe_exp.cell_identity import check_cell_not_taken, patch_knobs
 from qresafe_exp.data import DatasetNotFoundError
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
@@ -86,6 +87,7 @@ def validate(cfg: DictConfig) -> None:
     try:
         check_inputs(cfg)
         _check_names(cfg)
+        check_cell_not_taken(cfg, cell_dir(cfg, cfg.cell) / "metrics.json")
         if cfg.on_unsupported not in ("error", "record"):
             raise ValueError(f"on_unsupported={cfg.on_unsupported} is unknown. Allowed: error, record")
         reason = unsupported_reason(cfg)
@@ -286,22 +288,6 @@ def build_metrics(
             reference_deltas(result.scores, reference.scores, read_samples(result.path), read_samples(reference.path))
         )
     return metrics
-
-
-def patch_knobs(patch_cfg: DictConfig) -> dict:
-    """The patch's numeric settings, flattened ('tau', 'lr', 'data.num_harmful', 'se.lr'): the report's
-    patch axes (report/collect.py), so a sweep over one sorts by its number, not by the cell's tag."""
-    flat = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                flat[f"{prefix}{key}"] = value
-
-    walk(OmegaConf.to_container(patch_cfg, resolve=True), "")
-    return flat
 
 
 def reference_deltas(scores: dict, ref_scores: dict, rows: list[dict], ref_rows: list[dict]) -> dict:

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from qresafe_exp import metrics
-from qresafe_exp.pipeline import _delta, patch_knobs
+from qresafe_exp.cell_identity import patch_knobs
+from qresafe_exp.pipeline import _delta
 from qresafe_exp.report import tables
 from qresafe_exp.report.collect import read_study, tidy_row
 from qresafe_exp.stats import rate

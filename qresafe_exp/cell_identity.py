@@ -1,0 +1,104 @@
+"""A cell's name is its identity on disk (outputs/studies/<study>/<cell>/). Cell names carry only the knobs
+a study varies, so two configs that differ elsewhere (e.g. SafePatching's beta, which the default tag
+leaves out) get the same name, and the second would silently overwrite the first's results. Two checks
+stop that before any model loads: two jobs of one sweep that share a name, and a cell already written
+with other patch knobs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def patch_knobs(patch_cfg: DictConfig) -> dict:
+    """The patch's numeric settings, flattened ('tau', 'lr', 'data.num_harmful', 'se.lr'): the report's
+    patch axes (report/collect.py), so a sweep over one sorts by its number, not by the cell's tag; and
+    what a cell's name must stay faithful to (check_cell_not_taken)."""
+    flat = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(patch_cfg, resolve=True), "")
+    return flat
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
+    return a == b
+
+
+def knob_differences(old: dict, new: dict) -> dict[str, tuple]:
+    """{knob: (old, new)} for the knobs both record with different values. A knob only one side has (a
+    setting added to the code later) is no evidence of a different config, so it is not compared."""
+    return {k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if not _same(old[k], new[k])}
+
+
+def _describe(diff: dict[str, tuple], first: str, second: str) -> str:
+    return ", ".join(f"patch.{k}: {a} {first}, {b} {second}" for k, (a, b) in diff.items())
+
+
+def check_cell_not_taken(cfg: DictConfig, metrics_path: Path) -> None:
+    """Raise ValueError when ``metrics_path`` (this cell's metrics.json) holds the results of other patch
+    knobs than ``cfg.patch``'s: a rerun with the same config resumes; one with another would overwrite."""
+    if not metrics_path.exists():
+        return
+    try:
+        written = json.loads(metrics_path.read_text()).get("axes", {}).get("patch_knobs") or {}
+    except (OSError, ValueError):
+        return  # an unreadable metrics.json is rewritten by the run; nothing to protect
+    diff = knob_differences(written, patch_knobs(cfg.patch))
+    if diff:
+        raise ValueError(
+            f"cell {cfg.cell} of study {cfg.study} already holds the results of another patch config "
+            f"({_describe(diff, 'there', 'now')}); this run would overwrite them. Name the knob in the cell "
+            f"(patch.tag=..., or an experiment whose tag names it, e.g. experiment=claim_safepatching_grid), "
+            f"run it in another study (study=...), or move {metrics_path.parent} away to replace it"
+        )
+
+
+def _flat(node: DictConfig) -> dict:
+    resolved = OmegaConf.to_container(node, resolve=True)
+    flat = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = node
+
+    walk(resolved, "")
+    return flat
+
+
+def check_unique_cell_names(jobs: list[DictConfig]) -> None:
+    """Raise ValueError when two jobs of one sweep would write the same cell with different patch configs.
+    Only the patch is compared: other axes that a name leaves out are the same cell by design (quant=none
+    ignores bits, so `quant=none,gptq bits=4,8` runs the FP cell once, then resumes it)."""
+    seen: dict[tuple[str, str], dict] = {}
+    for job in jobs:
+        key = (str(job.study), str(job.cell))
+        flat = _flat(job.patch)
+        if key not in seen:
+            seen[key] = flat
+            continue
+        first = seen[key]
+        diff = {
+            k: (first.get(k), flat.get(k)) for k in sorted(first.keys() | flat.keys()) if first.get(k) != flat.get(k)
+        }
+        if diff:
+            raise ValueError(
+                f"two cells of this sweep are both named {key[1]} (study {key[0]}) but differ in "
+                f"{_describe(diff, 'in one', 'in the other')}: the second would overwrite the first. Name the "
+                f"swept knob in the cell (patch.tag=... with ${{.knob}}, or an experiment whose tag names it, "
+                f"e.g. experiment=claim_safepatching_grid)"
+            )
