@@ -9,6 +9,7 @@ with mtimes kept, so the drills pay for the model, tokenizer and FP evaluation o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,16 +92,39 @@ def popen_cli(args: list[str], log: Path) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, proc: subprocess.Popen, what: str, log: Path, timeout: float = 240):
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the run has already ended: proc.poll() says how
+        os.killpg(proc.pid, sig)
+
+
+def step_until(condition, proc: subprocess.Popen, what: str, log: Path, slice_s: float = 0.02, timeout: float = 240):
+    """Let the run go on in slices of ``slice_s`` and test ``condition`` only while it is stopped (SIGSTOP),
+    so the run cannot pass the awaited state unseen however starved this process is on a loaded machine
+    (a free-running poll once saw a whole eval finish between two of its looks). On success the run is
+    left stopped, for the caller to kill."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        _signal_group(proc, signal.SIGSTOP)
+        # a thread on another core stops within microseconds; one blocked in the kernel (D, e.g. a vfork
+        # parent whose child was stopped before its exec) runs no code of its own until it is continued
+        settle = time.time() + 0.05
+        while _running(proc.pid) and time.time() < settle:
+            time.sleep(0.001)
         value = condition()
         if value:
             return value
         if proc.poll() is not None:
             raise AssertionError(f"the run ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
+        _signal_group(proc, signal.SIGCONT)
+        time.sleep(slice_s)
+    _signal_group(proc, signal.SIGKILL)
     raise AssertionError(f"{what} did not happen in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
@@ -124,14 +148,16 @@ def generation_rows(db: Path, model_key: str) -> int:
 def test_cell_killed_mid_stage_redoes_only_that_stage(seed, tmp_path):
     out = copy_seed(seed, tmp_path / "out")
     cache, db = out / "cache", out / "cache" / "requests.sqlite"
-    # one prompt per generation batch (one request-cache write each), 64 new tokens: a batch takes long
-    # enough for the poll below to land mid-generation (the engine's batch size is not part of any cache key)
+    # one prompt per generation batch (one request-cache write each), 64 new tokens: a batch takes longer
+    # than one 20 ms slice of step_until (the engine's batch size is not part of any cache key)
     args = [*BASE, "bits=8", "engine.batch_size=1", "eval.max_new_tokens=64", f"paths.output_dir={out}"]
     seeded = set(published(cache))
 
     # A: killed while the quantize stage builds (its temp dir exists, nothing published)
     proc = popen_cli(args, tmp_path / "a.log")
-    wait_for(lambda: list((cache / "quantize").glob(".tmp-*")), proc, "the quantize build started", tmp_path / "a.log")
+    step_until(
+        lambda: list((cache / "quantize").glob(".tmp-*")), proc, "the quantize build started", tmp_path / "a.log"
+    )
     sigkill(proc)
     after_a = published(cache)
     assert not [k for k in after_a if k.startswith("quantize/") and k not in seeded], "quantize ended before the kill"
@@ -139,7 +165,7 @@ def test_cell_killed_mid_stage_redoes_only_that_stage(seed, tmp_path):
 
     # B: killed in the eval stage's generation, after the quantize artifact was published
     proc = popen_cli(args, tmp_path / "b.log")
-    new_quant = wait_for(
+    new_quant = step_until(
         lambda: [
             p.parent.name for p in (cache / "quantize").glob("*/_SUCCESS") if f"quantize/{p.parent.name}" not in seeded
         ],
@@ -148,7 +174,7 @@ def test_cell_killed_mid_stage_redoes_only_that_stage(seed, tmp_path):
         tmp_path / "b.log",
     )
     qkey = new_quant[0]
-    wait_for(lambda: generation_rows(db, qkey) >= 1, proc, "a first generation batch cached", tmp_path / "b.log")
+    step_until(lambda: generation_rows(db, qkey) >= 1, proc, "a first generation batch cached", tmp_path / "b.log")
     sigkill(proc)
     done = generation_rows(db, qkey)
     total = 2 * 4  # advbench + xstest_safe, 4 prompts each
