@@ -6,6 +6,8 @@ shares an axis with greedy points. A figure whose cells a group does not have is
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -277,12 +279,14 @@ def claim_bars(rows: list[dict]) -> list[dict]:
         (r for r in ok if base(r) in bases or (r["quant"] == "none" and r["patch"] == "none")),
         key=lambda r: (*setting(r), r.get("seed") or 0),
     )
+    several_models = len({r["model"] for r in cells}) > 1  # then each unpatched bar names its model
     bars = []
     for _, runs in itertools.groupby(cells, key=setting):
         runs = list(runs)
         r = runs[0]
         if r["patch"] == "none":
             label = "FP" if r["quant"] == "none" else f"{r['quant']} W{r['bits']}"
+            label = f"{r['model']} {label}" if several_models else label
             color = "#4c4c4c" if r["quant"] == "none" else "#c44e52"
         else:  # the unmerged form (quantized base + 16-bit delta) lighter than the merged one
             label, color = r["patch_tag"], "#8fb0d9" if r.get("variant") else "#4c72b0"
@@ -290,6 +294,27 @@ def claim_bars(rows: list[dict]) -> list[dict]:
             label += f" ({len(runs)} seeds)"
         bars.append({"label": label, "color": color, "runs": runs})
     return bars
+
+
+def shared_tag_prefix(tags: list[str]) -> str:
+    """The longest prefix of every tag that ends where a tag's part ends (its end, or before a '-'): said
+    once in the figure, so each bar shows only what sets it apart."""
+    if len(tags) < 2:
+        return ""
+    prefix = os.path.commonprefix(tags)
+    while prefix and not all(len(t) == len(prefix) or t[len(prefix)] == "-" for t in tags):
+        prefix = prefix[: prefix.rfind("-")] if "-" in prefix else ""
+    return prefix
+
+
+def tick_labels(bars: list[dict]) -> tuple[list[str], str]:
+    """(each bar's tick label, the legend line for the shared patch-tag prefix shown as '…')."""
+    tags = [bar["label"] for bar in bars if bar["runs"][0]["patch"] != "none"]
+    prefix = shared_tag_prefix(tags)
+    if not prefix:
+        return [bar["label"] for bar in bars], ""
+    labels = ["…" + bar["label"][len(prefix) :] if bar["runs"][0]["patch"] != "none" else bar["label"] for bar in bars]
+    return labels, f"… = {prefix}"
 
 
 def claim_panels(rows: list[dict], out: Path) -> Path | None:
@@ -303,8 +328,17 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
         return None
     metrics = claim_metrics([r for bar in bars for r in bar["runs"]])
     many_seeds = any(len(bar["runs"]) > 1 for bar in bars)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1, 3.8), squeeze=False)
-    for ax, (key, header) in zip(axes[0], metrics):
+    labels, legend = tick_labels(bars)
+    label_of = {id(bar): label for bar, label in zip(bars, labels)}
+    # panels wrap at 3 a row and widen with the bars, so a study of many settings stays legible
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    width = max(2.6, 0.32 * len(bars) + 1.0)
+    height = 2.4 + 0.07 * max(len(label) for label in labels)  # room for the rotated tick labels
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.6), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, (key, header) in zip(axes.flat, metrics):
         shown = [bar for bar in bars if any(r.get(key) is not None for r in bar["runs"])]
         values = [[r[key] for r in bar["runs"] if r.get(key) is not None] for bar in shown]
         single = [bar["runs"][0] if len(v) == 1 else {key: sum(v) / len(v)} for bar, v in zip(shown, values)]
@@ -318,11 +352,15 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
         for x, v in enumerate(values):
             if len(v) > 1:
                 ax.plot([x] * len(v), v, "o", color="black", markersize=2.5, zorder=3)
-        ax.set_xticks(range(len(shown)), [bar["label"] for bar in shown], rotation=60, ha="right", fontsize=6)
+        ax.set_xticks(range(len(shown)), [label_of[id(bar)] for bar in shown], rotation=60, ha="right", fontsize=6)
+        for x, bar in enumerate(shown[1:], start=1):  # a line before each unpatched base: its patches follow it
+            if bar["runs"][0]["patch"] == "none":
+                ax.axvline(x - 0.5, color="#bbbbbb", linewidth=0.8)
         ax.set_title(header, fontsize=8)
         if "perplexity" not in key:
             ax.set_ylim(0, 1.05)
     note = "\nA bar of several seeds: their mean, a dot per seed (no CI)" if many_seeds else ""
+    note += f"\n{legend}" if legend else ""
     fig.suptitle(f"Before / after on every claim suite (95% CI) — {groups.label(group)}{note}", fontsize=9)
     return _save(fig, out, "claim_panels", group)
 
