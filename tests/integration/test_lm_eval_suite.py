@@ -14,6 +14,7 @@ from qresafe_exp.models import ModelRef, load_model, materialize
 from qresafe_exp.pipeline import evaluate, run_cell
 from qresafe_exp.preflight import ConfigError, preflight
 from qresafe_exp.stages import StageContext
+from tests.wandb_files import records as wait_for_exit_record
 
 LM_EVAL = ["debug=smoke", "model=tiny-random-llama", "eval=lm_eval", "eval.lm_eval.limit=6"]
 SB, PPL = "qresafe_safetybench_zh", "qresafe_alpaca_eval_ppl"
@@ -44,6 +45,7 @@ def test_harness_metrics_and_stderr_reach_metrics_json_the_table_and_wandb(compo
     printed = capsys.readouterr().out
     assert f"| {SB} acc " in printed and f"{PPL} word_perplexity" in printed and f"±{acc['stderr']:.2f} n=6" in printed
     run_dir = Path(metrics["tracking"]["wandb_run_dir"])
+    wait_for_exit_record(run_dir)  # wandb's service may still be writing after finish() (seen under load)
     records = b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))
     assert f"scores/lm_eval/tasks/{SB}/acc/stderr".encode() in records
 
