@@ -6,40 +6,42 @@ with other patch knobs."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from qresafe_exp.metrics import MetricsError
+from qresafe_exp.metrics import load as load_metrics
+
+
+def _flatten(node: DictConfig) -> dict:
+    """A config subtree resolved and flattened to dotted keys ('se.lr', 'data.num_harmful')."""
+    flat = {}
+
+    def walk(value, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(child, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = value
+
+    walk(OmegaConf.to_container(node, resolve=True), "")
+    return flat
 
 
 def patch_knobs(patch_cfg: DictConfig) -> dict:
     """The patch's numeric settings, flattened ('tau', 'lr', 'data.num_harmful', 'se.lr'): the report's
     patch axes (report/collect.py), so a sweep over one sorts by its number, not by the cell's tag; and
     what a cell's name must stay faithful to (check_cell_not_taken)."""
-    flat = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                flat[f"{prefix}{key}"] = value
-
-    walk(OmegaConf.to_container(patch_cfg, resolve=True), "")
-    return flat
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
-    return a == b
+    return {k: v for k, v in _flatten(patch_cfg).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def knob_differences(old: dict, new: dict) -> dict[str, tuple]:
     """{knob: (old, new)} for the knobs both record with different values. A knob only one side has (a
     setting added to the code later) is no evidence of a different config, so it is not compared."""
-    return {k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if not _same(old[k], new[k])}
+    shared = sorted(old.keys() & new.keys())  # numbers on both sides: patch_knobs and the metrics reader
+    return {k: (old[k], new[k]) for k in shared if not math.isclose(old[k], new[k], rel_tol=1e-9)}
 
 
 def _describe(diff: dict[str, tuple], first: str, second: str) -> str:
@@ -52,8 +54,8 @@ def check_cell_not_taken(cfg: DictConfig, metrics_path: Path) -> None:
     if not metrics_path.exists():
         return
     try:
-        written = json.loads(metrics_path.read_text()).get("axes", {}).get("patch_knobs") or {}
-    except (OSError, ValueError):
+        written = load_metrics(metrics_path).axes.patch_knobs
+    except (OSError, MetricsError):
         return  # an unreadable metrics.json is rewritten by the run; nothing to protect
     diff = knob_differences(written, patch_knobs(cfg.patch))
     if diff:
@@ -65,21 +67,6 @@ def check_cell_not_taken(cfg: DictConfig, metrics_path: Path) -> None:
         )
 
 
-def _flat(node: DictConfig) -> dict:
-    resolved = OmegaConf.to_container(node, resolve=True)
-    flat = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix.rstrip(".")] = node
-
-    walk(resolved, "")
-    return flat
-
-
 def check_unique_cell_names(jobs: list[DictConfig]) -> None:
     """Raise ValueError when two jobs of one sweep would write the same cell with different patch configs.
     Only the patch is compared: other axes that a name leaves out are the same cell by design (quant=none
@@ -87,7 +74,7 @@ def check_unique_cell_names(jobs: list[DictConfig]) -> None:
     seen: dict[tuple[str, str], dict] = {}
     for job in jobs:
         key = (str(job.study), str(job.cell))
-        flat = _flat(job.patch)
+        flat = _flatten(job.patch)
         if key not in seen:
             seen[key] = flat
             continue

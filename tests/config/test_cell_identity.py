@@ -47,7 +47,7 @@ def test_a_knob_added_to_the_code_later_is_no_collision(compose_cfg):
     out = cell_dir(cfg, cfg.cell)
     out.mkdir(parents=True)
     older = {k: v for k, v in patch_knobs(cfg.patch).items() if k != "se.max_nll_rise"}
-    (out / "metrics.json").write_text(json.dumps({"axes": {"patch_knobs": older}}))
+    (out / "metrics.json").write_text(json.dumps({"cell": cfg.cell, "axes": {"patch_knobs": older}}))
     check_cell_not_taken(cfg, out / "metrics.json")
 
 
