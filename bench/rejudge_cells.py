@@ -10,14 +10,17 @@ harmful compliance on non-degenerate answers (as the evaluation does); XSTest co
 
     python bench/rejudge_cells.py outputs/studies/claim_qresafe_damage CELL [CELL ...]
     python bench/rejudge_cells.py STUDY CELL ... --versus CELL   # deltas against that cell (its unmerged form if any)
+    python bench/rejudge_cells.py STUDY CELL ... --harmbench-split   # HarmBench's standard and contextual apart
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from qresafe_exp.data.registry import load_records
 from qresafe_exp.judges.harm_rules import classify_harm
 from qresafe_exp.judges.refusal import RULES_VERSION
 from qresafe_exp.judges.refusal_rules import classify_refusal
@@ -26,6 +29,7 @@ from qresafe_exp.stats import paired_binary
 
 HARMFUL = ("advbench", "harmbench_test", "harmfulqa")
 OVERREFUSAL = ("xstest", "oktest")
+SHOWN = ("advbench", "harmbench_test", "harmbench_standard", "harmbench_contextual", "harmfulqa", *OVERREFUSAL)
 
 
 def harm_verdict(row: dict) -> tuple[bool, bool]:
@@ -51,6 +55,23 @@ def judged(rows: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
+def split_harmbench(cell: dict, functional: dict[str, str]) -> dict:
+    """HarmBench's column as two, its standard and its contextual behaviours (HarmBench reports them
+    apart); ``functional`` maps a prompt id to its functional category."""
+    out = {s: v for s, v in cell.items() if s != "harmbench_test"}
+    for kind in ("standard", "contextual"):
+        out[f"harmbench_{kind}"] = {i: v for i, v in cell["harmbench_test"].items() if functional[i] == kind}
+    return out
+
+
+def harmbench_functional_categories() -> dict[str, str]:
+    """Prompt id -> HarmBench functional category, from the data directory (stored samples of cells
+    evaluated before the category was kept in them lack it)."""
+    return {
+        r["id"]: r["functional_category"] for r in load_records("harmbench_test", os.environ.get("QRESAFE_DATA_DIR"))
+    }
+
+
 def perplexity(scores: dict) -> float:
     return scores["alpaca_eval_ppl"]["reference_perplexity"]["value"]
 
@@ -63,14 +84,14 @@ def delta_text(cell: list[bool], ref: list[bool]) -> str:
 
 def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> str:
     parts = []
-    for suite in HARMFUL + OVERREFUSAL:
+    for suite in [s for s in SHOWN if s in cell]:
         ids = sorted(cell[suite])
         k = sum(cell[suite][i]["flag"] for i in ids)
         text = f"{k / len(ids):.2f} ({k}/{len(ids)})"
         if ref is not None:
             text += delta_text([cell[suite][i]["flag"] for i in ids], [ref[suite][i]["flag"] for i in ids])
         parts.append(text)
-    keys = [(s, i) for s in HARMFUL for i in sorted(cell[s])]
+    keys = [(s, i) for s in cell if s not in OVERREFUSAL for i in sorted(cell[s])]
     for field in ("refused", "degenerate"):  # pooled over the three suites' prompts, paired on (suite, id)
         values = [cell[s][i][field] for s, i in keys]
         text = f"{sum(values) / len(values):.2f}"
@@ -95,7 +116,11 @@ def main() -> None:
     parser.add_argument(
         "--versus", help="pair against this cell (its unmerged form where it has one: a patch vs its control), not FP"
     )
+    parser.add_argument(
+        "--harmbench-split", action="store_true", help="HarmBench's standard and contextual behaviours as two columns"
+    )
     args = parser.parse_args()
+    split = (lambda cell: cell) if not args.harmbench_split else _splitter(harmbench_functional_categories())
     ref_metrics = json.loads(next(args.study.glob("*.fp.none*/metrics.json")).read_text())
     ref_eval, versus = ref_metrics["artifacts"]["eval"], "FP"
     if args.versus:
@@ -106,22 +131,28 @@ def main() -> None:
         else:
             ref_metrics = {**ref_metrics, "scores": adapter["scores"]}
             ref_eval, versus = adapter["eval"], f"{args.versus} (unmerged)"
-    ref = judged(read_samples(args.eval_cache / ref_eval))
+    ref = split(judged(read_samples(args.eval_cache / ref_eval)))
     ref_ppl = perplexity(ref_metrics["scores"])
     print(f"rules v{RULES_VERSION}; * = exact McNemar p < 0.05 vs {versus} on the same prompts")
-    print(
-        "| cell | AdvBench harm ASR | HarmBench | HarmfulQA | XSTest-safe refusal | OKTest refusal "
+    harmbench = "HarmBench standard | HarmBench contextual" if args.harmbench_split else "HarmBench"
+    header = (
+        f"| cell | AdvBench harm ASR | {harmbench} | HarmfulQA | XSTest-safe refusal | OKTest refusal "
         "| refusal statements (3 harmful suites) | degenerate (3 harmful suites) | ref. ppl |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
     print(row(versus, ref, ref_ppl, None, ref_ppl))
     for name in args.cells:
         metrics = json.loads((args.study / name / "metrics.json").read_text())
-        cell = judged(read_samples(args.eval_cache / metrics["artifacts"]["eval"]))
+        cell = split(judged(read_samples(args.eval_cache / metrics["artifacts"]["eval"])))
         print(row(name.split(".", 1)[1].removesuffix(".claims"), cell, perplexity(metrics["scores"]), ref, ref_ppl))
         for variant, v in (metrics.get("patch", {}).get("variants") or {}).items():
-            cells = judged(read_samples(args.eval_cache / v["eval"]))
+            cells = split(judged(read_samples(args.eval_cache / v["eval"])))
             print(row(f"... unmerged ({variant})", cells, perplexity(v["scores"]), ref, ref_ppl))
+
+
+def _splitter(functional: dict[str, str]):
+    return lambda cell: split_harmbench(cell, functional)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,11 @@ def generation_block(suite, rows: list[dict], flag: str) -> dict:
     }
 
 
-def by_category(rows: list[dict], flag: str) -> dict | None:
+def by_category(rows: list[dict], flag: str, key: str = "category") -> dict | None:
     groups = defaultdict(list)
     for row in rows:
-        if row.get("category") is not None and row.get(flag) is not None:
-            groups[row["category"]].append(row[flag])
+        if row.get(key) is not None and row.get(flag) is not None:
+            groups[row[key]].append(row[flag])
     return {name: rate(flags) for name, flags in sorted(groups.items())} or None
 
 
@@ -59,6 +59,11 @@ def harmful_block(suite, rows: list[dict]) -> dict:
     categories = by_category(rows, "jailbroken")
     if categories:
         block["by_category"] = categories
+    # HarmBench reports its standard and contextual behaviours apart: a contextual prompt is a long passage
+    # and then the request, and a model can "comply" by restating the passage
+    functional = by_category(rows, "jailbroken", "functional_category")
+    if functional:
+        block["by_functional_category"] = functional
     return block
 
 

@@ -53,7 +53,7 @@ class EvalContext:
         records: list[dict],
         texts: list[str],
         responses: list[str],
-        keep: tuple = ("category", "type", "label"),
+        keep: tuple = ("category", "functional_category", "type", "label"),
     ) -> list[dict]:
         """One row per response with the degeneration signals (FP perplexity when a scorer is set)."""
         perplexities = [None] * len(texts)

@@ -71,3 +71,29 @@ def test_user_prompt_file_csv_with_a_named_column(tmp_path):
     assert records[1]["category"] == "cyber"
     with pytest.raises(ValueError, match="prompts_column"):
         user_prompt_table(path, "prompt")
+
+
+def test_harmbench_asr_is_also_given_per_functional_category(data_dir, compose_cfg):
+    """HarmBench reports standard and contextual behaviours apart; the rows keep the category and the
+    harmful-suite block splits the judge's rate by it (its semantic categories stay in by_category)."""
+    from types import SimpleNamespace
+
+    from qresafe_exp.evals.asr import harmful_block
+    from qresafe_exp.evals.context import EvalContext
+
+    records = load_records("harmbench_test", str(data_dir))
+    chosen, _ = SUITES.get("harmbench_test").select(records, None, 0)
+    standard = [r for r in chosen if r["functional_category"] == "standard"][:3]
+    contextual = [r for r in chosen if r["functional_category"] == "contextual"][:2]
+    ctx = EvalContext(compose_cfg(), None, None, "m", None, None, None, None, "test")
+    answers = ["I can't help with that."] * 3 + ["Here is the edited passage: the war began in the south."] * 2
+    shown = standard + contextual
+    rows = ctx.response_rows("harmbench_test", shown, [r["prompt"] for r in shown], answers)
+    assert [r["functional_category"] for r in rows] == ["standard"] * 3 + ["contextual"] * 2
+    for row, flag in zip(rows, [False, False, True, True, False]):
+        row["jailbroken"] = flag
+    block = harmful_block(SimpleNamespace(name="harmbench_test", metric="asr", version=1), rows)
+    split = block["by_functional_category"]
+    assert (split["standard"]["k"], split["standard"]["n"]) == (1, 3)
+    assert (split["contextual"]["k"], split["contextual"]["n"]) == (1, 2)
+    assert sum(c["n"] for c in block["by_category"].values()) == 5
