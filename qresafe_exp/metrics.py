@@ -56,6 +56,9 @@ def score_block(block: Mapping, where: str) -> ScoreBlock:
         per_config={name: (entry or {}).get("rate") for name, entry in (block.get("per_config") or {}).items()},
         judge_failures=dict(block.get("judge_failures") or {}),
         refused=estimate(block.get("refused")),
+        by_functional_category={
+            name: estimate(entry) for name, entry in (block.get("by_functional_category") or {}).items() if entry
+        },
     )
 
 

@@ -95,4 +95,10 @@ def paired_vs_reference(scores: dict, cell_rows: list[dict], ref_rows: list[dict
             pairable = metric and (name.startswith(metric) or name in BESIDE_THE_METRIC)
             if pairable and name in READERS and isinstance(value, dict):
                 out[f"{suite}.{name}"] = pair(*by_suite[suite], name)
+        for kind in block.get("by_functional_category") or {}:  # HarmBench's standard / contextual apart
+            cell_kind, ref_kind = (
+                [r for r in rows if r.get("functional_category") == kind] for rows in by_suite[suite]
+            )
+            if cell_kind and ref_kind:  # a reference evaluated before rows kept the category has none
+                out[f"{suite}.{metric}.{kind}"] = pair(cell_kind, ref_kind, metric)
     return out

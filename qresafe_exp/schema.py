@@ -601,6 +601,8 @@ class ScoreBlock:
     per_config: dict[str, float | None]  # protocol=decoding: the rate of each sampled configuration
     judge_failures: dict[str, Any]
     refused: Estimate | None = None  # harmful suites, judges that sort outcomes: the share of refusal statements
+    # HarmBench: the metric over its standard and its contextual behaviours apart (`by_functional_category`)
+    by_functional_category: dict[str, Estimate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

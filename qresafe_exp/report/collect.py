@@ -80,6 +80,8 @@ def tidy_row(metrics) -> dict:
             _estimate(row, f"{name}_keyword", block.keyword)
         if block.refused is not None:  # refusal statements on a harmful suite
             _estimate(row, f"{suite}.refused", block.refused)
+        for kind, value in block.by_functional_category.items():  # HarmBench's standard / contextual
+            _estimate(row, f"{name}.{kind}", value)
         if block.degenerate is not None:
             row[f"{suite}.degenerate"] = block.degenerate.value
     # the paired test against the cell's own FP reference (absent in studies written before it existed);

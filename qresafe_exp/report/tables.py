@@ -387,6 +387,8 @@ def _seconds(value) -> str | None:
 CLAIM_METRICS = (
     ("advbench.asr", "AdvBench ASR"),
     ("harmbench_test.asr", "HarmBench ASR"),
+    ("harmbench_test.asr.standard", "HarmBench standard ASR"),
+    ("harmbench_test.asr.contextual", "HarmBench contextual ASR"),
     ("harmfulqa.asr", "HarmfulQA ASR"),
     ("catqa.asr", "CatQA ASR"),
     # refusal statements on the harmful suites (higher = safer): what a patch restores where ASR has no room

@@ -97,3 +97,15 @@ def test_harmbench_asr_is_also_given_per_functional_category(data_dir, compose_c
     assert (split["standard"]["k"], split["standard"]["n"]) == (1, 3)
     assert (split["contextual"]["k"], split["contextual"]["n"]) == (1, 2)
     assert sum(c["n"] for c in block["by_category"].values()) == 5
+    # paired against a reference on the same prompts, category by category, and read back by metrics.py
+    from qresafe_exp.metrics import score_block
+    from qresafe_exp.paired import paired_vs_reference
+
+    reference = [{**row, "jailbroken": row["functional_category"] == "contextual"} for row in rows]
+    tests = paired_vs_reference({"harmbench_test": block}, rows, reference)
+    assert tests["harmbench_test.asr.standard"]["delta"] == pytest.approx(1 / 3, abs=1e-3)
+    assert tests["harmbench_test.asr.contextual"]["delta"] == pytest.approx(-0.5)
+    older = [{k: v for k, v in row.items() if k != "functional_category"} for row in reference]
+    assert "harmbench_test.asr.standard" not in paired_vs_reference({"harmbench_test": block}, rows, older)
+    parsed = score_block(block, "scores.harmbench_test").by_functional_category
+    assert parsed["contextual"].value == 0.5 and parsed["standard"].n == 3
