@@ -41,6 +41,7 @@ RESPONSE_FIELDS = frozenset(
         "id",
         "prompt",
         "category",
+        "functional_category",
         "type",
         "response",
         "degenerate",
@@ -193,8 +194,34 @@ def rescore_cell(cell: Cell, judging: Judging) -> None:
                 f"cell {cell.name}: suite {name} has a score block but no rows in samples.jsonl; "
                 "re-run the cell to rewrite its samples"
             )
-        cell.scores[name] = rejudge(SUITES.get(name), rows, old_block, judging)
+        suite = SUITES.get(name)
+        if suite.kind == "harmful" and suite.name.startswith("harmbench"):
+            backfill_functional_category(suite, rows, judging.cfg)
+        cell.scores[name] = rejudge(suite, rows, old_block, judging)
         cell.rescored.append(name)
+
+
+def backfill_functional_category(suite, rows: list[dict], cfg: DictConfig) -> None:
+    """HarmBench rows stored before the evaluation kept their functional category (standard /
+    contextual) get it from the suite's data by prompt id, so a rescore reports the two apart; without
+    the data at hand the rows stay as they are and the split is left out."""
+    if all(row.get("functional_category") for row in rows):
+        return
+    from qresafe_exp.data.registry import load_records
+
+    try:
+        records = load_records(suite.dataset, cfg.paths.data_dir, cfg.paths.cache_dir)
+    except FileNotFoundError as err:  # DatasetNotFoundError included
+        log.warning(
+            "%s: no functional categories for the stored rows (%s); the standard/contextual split is left out",
+            suite.name,
+            err,
+        )
+        return
+    kinds = {r["id"]: r.get("functional_category") for r in records}
+    for row in rows:
+        if not row.get("functional_category") and kinds.get(row["id"]):
+            row["functional_category"] = kinds[row["id"]]
 
 
 def rescore_variants(cell: Cell, reference: Cell | None, judging: Judging) -> tuple[dict, list[str]]:

@@ -109,3 +109,23 @@ def test_harmbench_asr_is_also_given_per_functional_category(data_dir, compose_c
     assert "harmbench_test.asr.standard" not in paired_vs_reference({"harmbench_test": block}, rows, older)
     parsed = score_block(block, "scores.harmbench_test").by_functional_category
     assert parsed["contextual"].value == 0.5 and parsed["standard"].n == 3
+
+
+def test_rescore_gives_older_harmbench_rows_their_functional_category(data_dir, tmp_path):
+    """Rows stored before the evaluation kept the category get it from the suite's data by prompt id;
+    without the data the rows stay as they are (the split is left out, nothing fails)."""
+    from omegaconf import OmegaConf
+
+    from qresafe_exp.rescore import backfill_functional_category
+
+    suite = SUITES.get("harmbench_test")
+    chosen, _ = suite.select(load_records("harmbench_test", str(data_dir)), None, 0)
+    kinds = {r["id"]: r["functional_category"] for r in chosen}
+    rows = [{"suite": "harmbench_test", "id": r["id"]} for r in chosen[:40]]
+    paths = lambda d: OmegaConf.create({"paths": {"data_dir": str(d), "cache_dir": str(tmp_path)}})  # noqa: E731
+    backfill_functional_category(suite, rows, paths(data_dir))
+    assert [r["functional_category"] for r in rows] == [kinds[r["id"]] for r in rows]
+    assert {"standard", "contextual"} <= {r["functional_category"] for r in rows}
+    bare = [{"suite": "harmbench_test", "id": r["id"]} for r in chosen[:3]]
+    backfill_functional_category(suite, bare, paths(tmp_path / "no-data"))
+    assert all("functional_category" not in r for r in bare)
