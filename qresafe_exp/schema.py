@@ -536,6 +536,10 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver(
         "qresafe.norescale", lambda rescale: "" if str(rescale).lower() == "true" else "-norescale", replace=True
     )
+    # a step budget on a patch's training (SafePatching's ascent: patch.se.max_steps) names the cell; unset, no part
+    OmegaConf.register_new_resolver(
+        "qresafe.steps", lambda steps: "" if steps is None else f"-steps{int(steps)}", replace=True
+    )
     # a seed sweep (seed=0,1,2) gets one cell per seed: .seed1, .seed2; seed 0 keeps the names it always had
     OmegaConf.register_new_resolver(
         "qresafe.seed_suffix", lambda seed: f".seed{seed}" if int(seed) else "", replace=True

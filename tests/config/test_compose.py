@@ -154,3 +154,6 @@ def test_claim_safepatching_grid_names_each_knob_it_sweeps(compose_cfg):
         == "smollm2-135m.fp.safepatching-random_plus_diffset-a0.05b0.05p0.3-al1.0be0.0-rise1.5-norescale.claims"
     )
     assert (cfg.patch.data.num_samples, cfg.patch.se.max_nll_rise) == (128, 1.5)  # the claim study's settings
+    # a step budget on the ascent names the cell only when set (the cells above keep their names)
+    steps = compose_cfg(["experiment=claim_safepatching_grid", "patch.beta=0", "patch.se.max_steps=3"])
+    assert steps.cell.endswith("-al1.0be0.0-rise1.5-steps3.claims") and steps.patch.se.max_steps == 3
