@@ -94,6 +94,7 @@ def train(
     autocast: torch.dtype | None = None,
     max_steps: int | None = None,
     stop_above_nll: float | None = None,
+    set_nll: Callable[[], float] | None = None,
     log_step: Callable[[dict], None] | None = None,
 ) -> dict:
     """AdamW + cosine schedule + grad clipping over ``epochs`` passes; returns loss facts (the response
@@ -101,7 +102,11 @@ def train(
     forward pass in that dtype (weights and optimizer state stay fp32). ``max_steps`` caps the optimizer
     steps (the schedule is laid over the capped count); ``stop_above_nll`` ends training before the
     first update whose batch NLL already exceeds it (a bound for gradient ascent, which otherwise
-    drives the NLL up without limit). ``log_step`` gets {step, epoch, loss, lr} after each update."""
+    drives the NLL up without limit); with ``set_nll`` (the model's NLL on the whole training set) the
+    bound is held on that instead: measured after each update, and the update that crosses it is undone,
+    so the result is the last model within the bound (one batch's NLL varies by a nat or more, so the
+    batch rule stops at a step that depends on the batch order). ``log_step`` gets {step, epoch, loss,
+    lr[, set_nll]} after each update."""
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in params if p.requires_grad]
@@ -112,6 +117,9 @@ def train(
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, int(warmup_fraction * steps)), steps)
     rng = random.Random(seed)
     losses, stopped, started = [], None, time.time()
+    by_set = stop_above_nll is not None and set_nll is not None
+    by_batch = stop_above_nll is not None and set_nll is None
+    before = [torch.empty_like(p) for p in params] if by_set else []  # each update's starting point, to undo it
     sign = -1.0 if ascent else 1.0
     causal_lm.train()
     with tqdm(total=steps, desc=desc, unit="step") as bar:
@@ -121,23 +129,40 @@ def train(
                     break
                 with autocast_context(causal_lm, autocast):
                     loss = response_loss(causal_lm, batch)
-                if stop_above_nll is not None and loss.item() > stop_above_nll:
+                if by_batch and loss.item() > stop_above_nll:
                     optimizer.zero_grad(set_to_none=True)
                     stopped = {"step": len(losses), "batch_nll": round(loss.item(), 4), "bound": stop_above_nll}
                     break
                 lr = schedule.get_last_lr()[0]  # the rate this step's update uses
-                losses.append(sign * optimizer_step(sign * loss.float(), params, optimizer, schedule))
+                if by_set:
+                    for saved, p in zip(before, params):
+                        saved.copy_(p.detach())
+                step_loss = sign * optimizer_step(sign * loss.float(), params, optimizer, schedule)
+                row = {"step": len(losses), "epoch": epoch, "loss": round(step_loss, 6), "lr": lr}
+                if by_set:
+                    causal_lm.eval()
+                    row["set_nll"] = set_nll()
+                    causal_lm.train()
+                    if row["set_nll"] > stop_above_nll:  # undo the crossing update: the model stays in bounds
+                        with torch.no_grad():
+                            for saved, p in zip(before, params):
+                                p.copy_(saved)
+                        stopped = {"step": len(losses), "set_nll": row["set_nll"], "bound": stop_above_nll}
+                        break
+                losses.append(step_loss)
                 if log_step is not None:
-                    log_step({"step": len(losses) - 1, "epoch": epoch, "loss": round(losses[-1], 6), "lr": lr})
+                    log_step(row)
                 bar.set_postfix(epoch=epoch, loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
                 bar.update()
             if stopped is not None or len(losses) >= steps:
                 break
     causal_lm.eval()
     if not losses:
+        found = stopped.get("batch_nll", stopped.get("set_nll"))
+        where = "the first batch's response NLL" if by_batch else "the set's response NLL after the first update"
         raise ValueError(
-            f"{desc}: the first batch's response NLL {stopped['batch_nll']} is already above the "
-            f"bound {stop_above_nll}; raise the bound above the model's NLL on this data"
+            f"{desc}: {where} {found} is already above the bound {stop_above_nll}; raise the bound "
+            "above the model's NLL on this data, or lower the learning rate"
         )
     tail = max(1, len(losses) // 10)
     bounded = (
@@ -147,6 +172,7 @@ def train(
             "steps_run": len(losses),
             "max_steps": max_steps,
             "stop_above_nll": stop_above_nll,
+            **({"stop_on": "set"} if by_set else {}),
             "stopped_by_nll": stopped,
         }
     )

@@ -230,6 +230,10 @@ class PatchTrainStep:
     # took that NLL from 1.4 to 16.8 in 16 steps, and the model's language with it)
     max_steps: int | None = None
     max_nll_rise: float | None = None
+    # what max_nll_rise is held on: batch (the NLL of the batch about to be trained on, as first built) |
+    # set (D_h's NLL after each update; the crossing update is undone: a bound that does not depend on the
+    # batch order, at one forward pass over D_h per step)
+    stop_on: str = "batch"
 
 
 @dataclass
@@ -539,6 +543,10 @@ def register_configs() -> None:
     # a step budget on a patch's training (SafePatching's ascent: patch.se.max_steps) names the cell; unset, no part
     OmegaConf.register_new_resolver(
         "qresafe.steps", lambda steps: "" if steps is None else f"-steps{int(steps)}", replace=True
+    )
+    # ... and so does holding the NLL bound on the whole set (patch.se.stop_on=set) rather than on a batch
+    OmegaConf.register_new_resolver(
+        "qresafe.stop_on", lambda stop_on: "" if stop_on == "batch" else f"-{stop_on}nll", replace=True
     )
     # a seed sweep (seed=0,1,2) gets one cell per seed: .seed1, .seed2; seed 0 keeps the names it always had
     OmegaConf.register_new_resolver(

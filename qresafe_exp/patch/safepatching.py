@@ -59,7 +59,8 @@ CP_KEYS = ("a", "b", "keep_p", "alpha", "beta", "cp_mode", "rescale", "mask_scop
 
 
 # bounds added after the first patches were built: out of the key while unset, so those keep their keys
-_LATER_STEP_FIELDS = {"max_steps": None, "max_nll_rise": None}
+_LATER_STEP_FIELDS = {"max_steps": None, "max_nll_rise": None, "stop_on": "batch"}
+STOP_ON = ("batch", "set")
 
 
 def train_spec(settings: dict) -> dict:
@@ -91,6 +92,12 @@ class SafePatching(Patch):
         for step in ("se", "osm"):
             check_positive(f"patch.{step}.lr", cfg[step].lr)
             check_count(f"patch.{step}.epochs", cfg[step].epochs, 1, "passes over the pairs")
+            check_choice(f"{step}.stop_on", cfg[step].stop_on, STOP_ON)
+            if cfg[step].stop_on == "set" and cfg[step].max_nll_rise is None:
+                raise ValueError(
+                    f"patch.{step}.stop_on=set holds the NLL bound on D_h, and patch.{step}.max_nll_rise (the "
+                    f"bound, nats/token above the backbone's NLL) is unset: set it, e.g. patch.{step}.max_nll_rise=1.5"
+                )
         check_count("patch.batch_size", cfg.batch_size, 1, "pairs per step")
         check_mergeable(cfg.name, quant_cfg)
 
@@ -252,6 +259,11 @@ def derive_patches(
             ascent=ascent,
             max_steps=settings.get("max_steps"),
             stop_above_nll=_nll_bound(facts["nll_backbone"], settings),
+            set_nll=(
+                (lambda: mean_response_nll(model, items, tokenizer.pad_token_id))
+                if settings.get("stop_on", "batch") == "set"
+                else None
+            ),
             log_step=step_done,
         )
         for m in linears.values():

@@ -36,6 +36,8 @@ VALUES = [
     ("patch.lora_r", "0", "give a whole number >= 1", TRAINED),
     ("patch.data.num_harmful", "0", "give a whole number >= 1", TRAINED),
     ("patch.se.lr", "-1", "must be a finite number > 0", ["patch=safepatching"]),
+    ("patch.se.stop_on", "epoch", "patch.se.stop_on=epoch is unknown. Allowed: batch, set", ["patch=safepatching"]),
+    ("patch.se.stop_on", "set", "patch.se.max_nll_rise (the bound", ["patch=safepatching"]),
     ("calib.num_samples", "0", "give a whole number >= 1", []),
     ("calib.num_samples", "-5", "give a whole number >= 1", []),
     ("calib.num_samples", "100000", "asks for num_samples=100000", ["quant=llm_qat"]),

@@ -157,3 +157,5 @@ def test_claim_safepatching_grid_names_each_knob_it_sweeps(compose_cfg):
     # a step budget on the ascent names the cell only when set (the cells above keep their names)
     steps = compose_cfg(["experiment=claim_safepatching_grid", "patch.beta=0", "patch.se.max_steps=3"])
     assert steps.cell.endswith("-al1.0be0.0-rise1.5-steps3.claims") and steps.patch.se.max_steps == 3
+    held = compose_cfg(["experiment=claim_safepatching_grid", "patch.beta=0", "patch.se.stop_on=set"])
+    assert held.cell.endswith("-al1.0be0.0-rise1.5-setnll.claims")

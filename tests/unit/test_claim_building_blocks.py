@@ -71,6 +71,43 @@ def test_gradient_ascent_stops_at_the_nll_bound_and_at_the_step_cap():
     assert capped["steps"] == capped["steps_run"] == 5 and capped["stopped_by_nll"] is None
 
 
+def _set_nll(model, items) -> float:
+    from qresafe_exp.finetune import collate, response_loss
+
+    with torch.no_grad():
+        return response_loss(model, collate(items, 0)).item()
+
+
+def test_the_bound_held_on_the_whole_set_undoes_the_crossing_update():
+    """stop_on=set: the set's NLL is measured after each update; the update that takes it over the bound
+    is undone, so the model left is the last one within the bound (the batch rule ends wherever one
+    batch's NLL happens to cross)."""
+    model, items = _tiny_lm_and_items()
+    bound = 4.3
+    rows = []
+    run = train(
+        model,
+        model.parameters(),
+        items,
+        epochs=20,
+        batch_size=4,
+        lr=5e-3,
+        pad_id=0,
+        seed=0,
+        desc="ga",
+        ascent=True,
+        stop_above_nll=bound,
+        set_nll=lambda: _set_nll(model, items),
+        log_step=rows.append,
+    )
+    stopped = run["stopped_by_nll"]
+    assert run["stop_on"] == "set" and stopped["set_nll"] > bound and "batch_nll" not in stopped
+    assert 0 < run["steps_run"] == len(rows) == stopped["step"] < run["steps"]
+    assert all(r["set_nll"] <= bound for r in rows)  # every kept update is within the bound ...
+    assert _set_nll(model, items) == pytest.approx(rows[-1]["set_nll"], abs=1e-4)  # ... and the last one stands
+    assert rows[-1]["set_nll"] > rows[0]["set_nll"]  # the ascent did climb
+
+
 def test_a_bound_below_the_starting_nll_is_refused_with_the_fix():
     model, items = _tiny_lm_and_items()
     with pytest.raises(ValueError, match="raise the bound"):
@@ -164,6 +201,10 @@ def test_safepatching_bounds_enter_the_key_only_when_set():
     assert train_spec(settings)["se"] == {"lr": 1e-5, "epochs": 1}
     settings["se"]["max_nll_rise"] = 1.0
     assert train_spec(settings)["se"]["max_nll_rise"] == 1.0
+    settings["se"]["stop_on"] = "batch"  # the rule as first built: not in the key, cached patches still match
+    assert "stop_on" not in train_spec(settings)["se"]
+    settings["se"]["stop_on"] = "set"
+    assert train_spec(settings)["se"]["stop_on"] == "set"
 
 
 def test_hh_harmful_keeps_complying_answers_whose_pair_declined(compose_cfg):
