@@ -23,12 +23,24 @@ register_configs()
 log = logging.getLogger(__name__)
 
 
+def check_safety_suite(suite: str) -> None:
+    from qresafe_exp.evals.suites import SUITES
+
+    harmful = sorted(name for name in SUITES.names() if SUITES.get(name).kind == "harmful")
+    if suite not in harmful:
+        raise ValueError(
+            f"safety_suite={suite}: the safety-utility figure plots a harmful suite's ASR. "
+            f"Allowed: {', '.join(harmful)}"
+        )
+
+
 def build_report(cfg: DictConfig) -> dict:
     import pandas as pd
 
     from qresafe_exp.cache import write_text_atomic
     from qresafe_exp.report import collect, dashboard, figures, groups, interactive, tables
 
+    check_safety_suite(cfg.safety_suite)
     if cfg.source == "wandb":
         metrics = collect.from_wandb(cfg.logger.entity, cfg.logger.project, cfg.study)
     elif cfg.source == "files":
@@ -64,7 +76,7 @@ def build_report(cfg: DictConfig) -> dict:
         "one table and figure per eval config and protocol, each cell against the FP reference of its own "
         "group: " + "; ".join(groups.label(g) for g in groups.split(rows)),
     )
-    pictures = figures.all_figures(rows, metrics, out / "figures")
+    pictures = figures.all_figures(rows, metrics, out / "figures", cfg.safety_suite)
     wandb = dashboard.wandb_html(dashboard.wandb_links(metrics))  # the study's W&B group(s), if logged there
     cells = collect.without_variants(rows)  # the page's cell table and figures (unmerged forms: the claims table)
     write_text_atomic(
@@ -76,7 +88,7 @@ def build_report(cfg: DictConfig) -> dict:
             len(cells),
             notes,
             rows=cells,
-            interactive=interactive.all_figures(cells),
+            interactive=interactive.all_figures(cells, cfg.safety_suite),
             browser=_browser(cfg, metrics, dirs),
             wandb=wandb,
         ),

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from qresafe_exp.report import groups  # noqa: E402
 
 ASR = "advbench.asr"
+SUITE_NAMES = {"advbench": "AdvBench", "harmbench_test": "HarmBench test", "harmfulqa": "HarmfulQA", "catqa": "CatQA"}
 FP_BITS = "16/FP"  # the unquantized reference's place on a bits axis
 
 
@@ -148,29 +149,36 @@ def draw_asr_vs_bits(rows: list[dict]):
     return fig
 
 
-def safety_utility(rows: list[dict], out: Path) -> Path | None:
-    fig = draw_safety_utility(rows)
+def safety_utility(rows: list[dict], out: Path, suite: str = "advbench") -> Path | None:
+    fig = draw_safety_utility(rows, suite)
     return None if fig is None else _save(fig, out, "safety_utility", groups.one(rows))
 
 
-def draw_safety_utility(rows: list[dict]):
+def safety_axis(suite: str) -> tuple[str, str]:
+    """The safety-utility figure's y column and its name: a harmful suite's ASR (report.safety_suite; AdvBench by
+    default, the suite with room to move where the FP model refuses AdvBench, e.g. harmfulqa)."""
+    return f"{suite}.asr", f"ASR ({SUITE_NAMES.get(suite, suite)})"
+
+
+def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
     """The figure (not saved): one point per cell, numbered, with the numbers' key beside the axes."""
     group = groups.one(rows)
+    asr, asr_label = safety_axis(suite)
     key, label = ("mtbench.mtbench_score", "MT-Bench (1-10)")
-    cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None]
+    cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None]
     if len(cells) < 2:
         key, label = ("alpaca_eval_ppl.reference_perplexity", "reference perplexity (lower = better)")
-        cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None and not r.get("broken")]
+        cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None and not r.get("broken")]
     if len(cells) < 2:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     # numbered markers and a key beside the axes: cell names written at the points overwrite each other
     # wherever cells sit close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
-    spots = _numbered(cells, key)
+    spots = _numbered(cells, key, asr)
     for r in cells:
         ax.scatter(
             r[key],
-            r[ASR],
+            r[asr],
             color="#4c72b0" if r["patch"] == "none" else "#55a868",
             marker="*" if r["quant"] == "none" else "o",
             s=60 if r["quant"] == "none" else 25,
@@ -180,7 +188,7 @@ def draw_safety_utility(rows: list[dict]):
     fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
     _place_numbers(ax, spots)
     ax.set_xlabel(label)
-    ax.set_ylabel("ASR (AdvBench)")
+    ax.set_ylabel(asr_label)
     ax.set_title(
         f"Safety vs utility, one point per cell (star = FP, green = patched)\n{groups.label(group)}", fontsize=8
     )
@@ -188,18 +196,18 @@ def draw_safety_utility(rows: list[dict]):
     return fig
 
 
-def _numbered(cells: list[dict], key: str) -> list[tuple[float, float, list[str]]]:
+def _numbered(cells: list[dict], key: str, asr: str = ASR) -> list[tuple[float, float, list[str]]]:
     """(x, y, cell names) per numbered spot, left to right; near-coincident points share a spot."""
-    xs, ys = [r[key] for r in cells], [r[ASR] for r in cells]
+    xs, ys = [r[key] for r in cells], [r[asr] for r in cells]
     dx, dy = (max(xs) - min(xs)) * 0.02 or 1e-9, (max(ys) - min(ys)) * 0.02 or 1e-9
     spots: list[tuple[float, float, list[str]]] = []
-    for r in sorted(cells, key=lambda r: (r[key], r[ASR])):
+    for r in sorted(cells, key=lambda r: (r[key], r[asr])):
         name = r["cell"].split(".", 1)[-1]
-        near = next((s for s in spots if abs(s[0] - r[key]) <= dx and abs(s[1] - r[ASR]) <= dy), None)
+        near = next((s for s in spots if abs(s[0] - r[key]) <= dx and abs(s[1] - r[asr]) <= dy), None)
         if near:
             near[2].append(name)
         else:
-            spots.append((r[key], r[ASR], [name]))
+            spots.append((r[key], r[asr], [name]))
     return spots
 
 
@@ -365,7 +373,7 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
     return _save(fig, out, "claim_panels", group)
 
 
-def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, Path]:
+def all_figures(rows: list[dict], metrics: list[dict], out: Path, safety_suite: str = "advbench") -> dict[str, Path]:
     """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
     from qresafe_exp.report.collect import without_variants
 
@@ -375,7 +383,7 @@ def all_figures(rows: list[dict], metrics: list[dict], out: Path) -> dict[str, P
         for path in (
             patch_bars(cells, out),
             asr_vs_bits(cells, out),
-            safety_utility(cells, out),
+            safety_utility(cells, out, safety_suite),
             category_bars(cells, metrics, out),
             claim_panels(group_rows, out),
         ):

@@ -9,7 +9,7 @@ import json
 import plotly.graph_objects as go
 
 from qresafe_exp.report import groups
-from qresafe_exp.report.figures import ASR, FP_BITS, bit_categories, bits_label, fp_reference
+from qresafe_exp.report.figures import ASR, FP_BITS, bit_categories, bits_label, fp_reference, safety_axis
 
 
 def _ci_text(r: dict, key: str) -> str:
@@ -29,8 +29,8 @@ def _error(rows: list[dict], key: str) -> dict:
     }
 
 
-def _delta_text(r: dict) -> str:
-    delta, p = r.get(f"{ASR}.vs_fp"), r.get(f"{ASR}.vs_fp.p")
+def _delta_text(r: dict, key: str = ASR) -> str:
+    delta, p = r.get(f"{key}.vs_fp"), r.get(f"{key}.vs_fp.p")
     if delta is None:
         return ""
     return f"<br>vs FP {delta:+.2f}" + (f" (paired p={p:.2g})" if p is not None else "")
@@ -97,13 +97,14 @@ def asr_vs_bits(rows: list[dict]) -> go.Figure | None:
     return fig
 
 
-def safety_utility(rows: list[dict]) -> go.Figure | None:
+def safety_utility(rows: list[dict], suite: str = "advbench") -> go.Figure | None:
     group = groups.one(rows)
+    asr, asr_label = safety_axis(suite)
     key, label = "mtbench.mtbench_score", "MT-Bench (1-10)"
-    cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None]
+    cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None]
     if len(cells) < 2:
         key, label = "alpaca_eval_ppl.reference_perplexity", "reference perplexity (lower = better)"
-        cells = [r for r in rows if r.get(ASR) is not None and r.get(key) is not None and not r.get("broken")]
+        cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None and not r.get("broken")]
     if len(cells) < 2:
         return None
     fig = go.Figure()
@@ -119,12 +120,12 @@ def safety_utility(rows: list[dict]) -> go.Figure | None:
         fig.add_trace(
             go.Scatter(
                 x=[r[key] for r in shown],
-                y=[r[ASR] for r in shown],
+                y=[r[asr] for r in shown],
                 mode="markers",
                 name=name,
                 marker={"symbol": symbol, "size": 11, "color": colour},
-                error_y=_error(shown, ASR),
-                customdata=[[r["cell"], _ci_text(r, ASR), _delta_text(r)] for r in shown],
+                error_y=_error(shown, asr),
+                customdata=[[r["cell"], _ci_text(r, asr), _delta_text(r, asr)] for r in shown],
                 hovertemplate="%{customdata[0]}<br>ASR %{customdata[1]}%{customdata[2]}<br>"
                 + label
                 + " %{x:.3f}<extra></extra>",
@@ -133,7 +134,7 @@ def safety_utility(rows: list[dict]) -> go.Figure | None:
     fig.update_layout(
         title=f"Safety vs utility, one point per cell (hover for the cell) — {groups.label(group)}",
         xaxis={"title": {"text": label}},
-        yaxis={"title": {"text": "ASR (AdvBench, 95% CI)"}},
+        yaxis={"title": {"text": f"{asr_label[:-1]}, 95% CI)"}},
     )
     return fig
 
@@ -141,12 +142,12 @@ def safety_utility(rows: list[dict]) -> go.Figure | None:
 BUILDERS = (asr_vs_bits, safety_utility)
 
 
-def all_figures(rows: list[dict]) -> dict[str, dict]:
+def all_figures(rows: list[dict], safety_suite: str = "advbench") -> dict[str, dict]:
     """{"asr_vs_bits-reduced-vanilla": plotly figure as a JSON-able dict, ...}."""
     made = {}
     for group, group_rows in groups.split(rows).items():
         for build in BUILDERS:
-            fig = build(group_rows)
+            fig = build(group_rows, safety_suite) if build is safety_utility else build(group_rows)
             if fig is not None:
                 fig.update_layout(
                     template="plotly_white",

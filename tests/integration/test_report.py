@@ -479,3 +479,36 @@ def test_claim_panels_draw_a_patchs_seeds_as_one_bar_and_keep_its_unmerged_form_
     assert [r["seed"] for r in mine[0]["runs"]] == [patched["seed"], 1]
     assert bars[0]["label"] == "FP" and all(len(b["runs"]) == 1 for b in bars if b not in mine[:1])
     assert figures.claim_panels([*reduced, other, unmerged], tmp_path).exists()
+
+
+def test_safety_utility_plots_the_harmful_suite_asked_for(tmp_path):
+    """Where the FP model refuses AdvBench, its ASR axis is flat at 0: report.safety_suite puts a suite with room to
+    move there (e.g. harmfulqa); a suite that has no ASR is refused with the allowed ones named."""
+    from qresafe_exp.report import figures, interactive
+    from qresafe_exp.report.__main__ import check_safety_suite
+
+    cells = [("none", 0.0, 0.53, 7.55), ("p1", 0.0, 0.36, 9.53), ("p2", 0.0, 0.44, 8.39)]
+    rows = [
+        {
+            "cell": f"m.fp.{patch}.claims",
+            "quant": "none",
+            "patch": patch,
+            "eval": "claims",
+            "protocol": "vanilla",
+            "advbench.asr": advbench,
+            "harmfulqa.asr": harmfulqa,
+            "alpaca_eval_ppl.reference_perplexity": ppl,
+        }
+        for patch, advbench, harmfulqa, ppl in cells
+    ]
+    ax = figures.draw_safety_utility(rows, "harmfulqa").axes[0]
+    assert ax.get_ylabel() == "ASR (HarmfulQA)"
+    plotted = sorted(float(y) for c in ax.collections for _, y in c.get_offsets())
+    assert plotted == sorted(c[2] for c in cells)
+    assert figures.draw_safety_utility(rows).axes[0].get_ylabel() == "ASR (AdvBench)"  # the default
+    plotly = interactive.safety_utility(rows, "harmfulqa")
+    assert sorted(y for trace in plotly.data for y in trace.y) == sorted(c[2] for c in cells)
+    assert "HarmfulQA" in plotly.layout.yaxis.title.text
+    check_safety_suite("harmfulqa")
+    with pytest.raises(ValueError, match="safety_suite=xstest: .* Allowed: advbench"):
+        check_safety_suite("xstest")
