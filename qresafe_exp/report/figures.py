@@ -41,8 +41,9 @@ def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     stem = f"{name}-{groups.slug(group)}"
-    fig.savefig(out / f"{stem}.png", dpi=130)
-    fig.savefig(out / f"{stem}.pdf")
+    # tight: a key written beside the axes (the safety-utility figure's) is kept whole, not cut at the edge
+    fig.savefig(out / f"{stem}.png", dpi=130, bbox_inches="tight")
+    fig.savefig(out / f"{stem}.pdf", bbox_inches="tight")
     plt.close(fig)
     return out / f"{stem}.png"
 
@@ -174,7 +175,9 @@ def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
     fig, ax = plt.subplots(figsize=(8, 4))
     # numbered markers and a key beside the axes: cell names written at the points overwrite each other
     # wherever cells sit close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
-    spots = _numbered(cells, key, asr)
+    prefix = shared_tag_prefix(sorted({r["patch_tag"] for r in cells if r.get("patch_tag") and r["patch"] != "none"}))
+    many_models = len({r.get("model") for r in cells}) > 1
+    spots = _numbered(cells, key, asr, lambda r: _point_name(r, prefix, many_models))
     for r in cells:
         ax.scatter(
             r[key],
@@ -184,6 +187,7 @@ def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
             s=60 if r["quant"] == "none" else 25,
         )
     key_text = "\n".join(f"{i}  {', '.join(names)}" for i, (_, _, names) in enumerate(spots, 1))
+    key_text += f"\n\n… = {prefix}" if prefix else ""
     ax.text(1.03, 1.0, key_text, transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
     _place_numbers(ax, spots)
@@ -196,13 +200,29 @@ def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
     return fig
 
 
-def _numbered(cells: list[dict], key: str, asr: str = ASR) -> list[tuple[float, float, list[str]]]:
+def _point_name(r: dict, prefix: str, many_models: bool) -> str:
+    """A point's name in the key: what sets the cell apart (its model only where the figure has several; the
+    patch tag after the tags' shared prefix, shown once as '…'; its seed), not the whole cell name."""
+    if r["patch"] == "none":
+        setting = "FP" if r.get("quant") == "none" else r["cell"].split(".", 1)[-1]
+    else:
+        tag = r.get("patch_tag") or r["patch"]
+        setting = "…" + tag[len(prefix) :] if prefix and tag.startswith(prefix) else tag
+        if r.get("quant") != "none":
+            setting = f"{r['quant']} {setting}"
+    seed = f" seed {r['seed']}" if r.get("seed") else ""
+    return (f"{r['model']} " if many_models and r.get("model") else "") + setting + seed
+
+
+def _numbered(
+    cells: list[dict], key: str, asr: str = ASR, name_of=lambda r: r["cell"].split(".", 1)[-1]
+) -> list[tuple[float, float, list[str]]]:
     """(x, y, cell names) per numbered spot, left to right; near-coincident points share a spot."""
     xs, ys = [r[key] for r in cells], [r[asr] for r in cells]
     dx, dy = (max(xs) - min(xs)) * 0.02 or 1e-9, (max(ys) - min(ys)) * 0.02 or 1e-9
     spots: list[tuple[float, float, list[str]]] = []
     for r in sorted(cells, key=lambda r: (r[key], r[asr])):
-        name = r["cell"].split(".", 1)[-1]
+        name = name_of(r)
         near = next((s for s in spots if abs(s[0] - r[key]) <= dx and abs(s[1] - r[asr]) <= dy), None)
         if near:
             near[2].append(name)

@@ -509,6 +509,12 @@ def test_safety_utility_plots_the_harmful_suite_asked_for(tmp_path):
     plotly = interactive.safety_utility(rows, "harmfulqa")
     assert sorted(y for trace in plotly.data for y in trace.y) == sorted(c[2] for c in cells)
     assert "HarmfulQA" in plotly.layout.yaxis.title.text
+    # the key names what sets each point apart: the patch tags' shared prefix said once, a seed, the model where
+    # the figure has two
+    tagged = [{**r, "model": "m", "patch_tag": None if r["patch"] == "none" else f"sp-x0.3-{r['patch']}"} for r in rows]
+    tagged.append({**tagged[1], "cell": "m2.fp.sp.claims", "model": "m2", "seed": 1, "harmfulqa.asr": 0.9})
+    key = figures.draw_safety_utility(tagged, "harmfulqa").axes[0].texts[0].get_text()
+    assert "m FP" in key and "m …-p1" in key and "m2 …-p1 seed 1" in key and "… = sp-x0.3" in key
     check_safety_suite("harmfulqa")
     with pytest.raises(ValueError, match="safety_suite=xstest: .* Allowed: advbench"):
         check_safety_suite("xstest")
