@@ -39,7 +39,9 @@ def _err(rows: list[dict], key: str):
 
 def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    title = fig._suptitle  # tight_layout leaves a suptitle out: room for its lines (~0.2 inch each) above the axes
+    lines = title.get_text().count("\n") + 1 if title is not None else 0
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.2 * lines / fig.get_figheight()) if lines else None)
     stem = f"{name}-{groups.slug(group)}"
     # tight: a key written beside the axes (the safety-utility figure's) is kept whole, not cut at the edge
     fig.savefig(out / f"{stem}.png", dpi=130, bbox_inches="tight")
