@@ -20,16 +20,19 @@ import json
 import os
 from pathlib import Path
 
-from qresafe_exp.data.registry import load_records
+from omegaconf import OmegaConf
+
+from qresafe_exp.evals.suites import SUITES
 from qresafe_exp.judges.harm_rules import classify_harm
 from qresafe_exp.judges.refusal import RULES_VERSION
 from qresafe_exp.judges.refusal_rules import classify_refusal
 from qresafe_exp.paired import read_samples
+from qresafe_exp.rescore import backfill_functional_category
 from qresafe_exp.stats import paired_binary
 
-HARMFUL = ("advbench", "harmbench_test", "harmfulqa")
+HARMBENCH_SPLIT = ("harmbench_standard", "harmbench_contextual")
+HARMFUL = ("advbench", "harmbench_test", *HARMBENCH_SPLIT, "harmfulqa")
 OVERREFUSAL = ("xstest", "oktest")
-SHOWN = ("advbench", "harmbench_test", "harmbench_standard", "harmbench_contextual", "harmfulqa", *OVERREFUSAL)
 
 
 def harm_verdict(row: dict) -> tuple[bool, bool]:
@@ -55,21 +58,17 @@ def judged(rows: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def split_harmbench(cell: dict, functional: dict[str, str]) -> dict:
-    """HarmBench's column as two, its standard and its contextual behaviours (HarmBench reports them
-    apart); ``functional`` maps a prompt id to its functional category."""
-    out = {s: v for s, v in cell.items() if s != "harmbench_test"}
-    for kind in ("standard", "contextual"):
-        out[f"harmbench_{kind}"] = {i: v for i, v in cell["harmbench_test"].items() if functional[i] == kind}
-    return out
-
-
-def harmbench_functional_categories() -> dict[str, str]:
-    """Prompt id -> HarmBench functional category, from the data directory (stored samples of cells
-    evaluated before the category was kept in them lack it)."""
-    return {
-        r["id"]: r["functional_category"] for r in load_records("harmbench_test", os.environ.get("QRESAFE_DATA_DIR"))
-    }
+def split_harmbench(rows: list[dict]) -> list[dict]:
+    """HarmBench's rows as two suites, its standard and its contextual behaviours (HarmBench reports them
+    apart); rows stored before the evaluation kept the category get it as a rescore gives it them."""
+    harmbench = [r for r in rows if r["suite"] == "harmbench_test"]
+    paths = OmegaConf.create({"paths": {"data_dir": os.environ.get("QRESAFE_DATA_DIR"), "cache_dir": None}})
+    backfill_functional_category(SUITES.get("harmbench_test"), harmbench, paths)
+    if any(not r.get("functional_category") for r in harmbench):
+        raise SystemExit("--harmbench-split: HarmBench's data is not at hand; set QRESAFE_DATA_DIR to ../shared/data")
+    return [
+        {**r, "suite": f"harmbench_{r['functional_category']}"} if r["suite"] == "harmbench_test" else r for r in rows
+    ]
 
 
 def perplexity(scores: dict) -> float:
@@ -84,7 +83,7 @@ def delta_text(cell: list[bool], ref: list[bool]) -> str:
 
 def row(name: str, cell: dict, ppl: float, ref: dict | None, ref_ppl: float) -> str:
     parts = []
-    for suite in [s for s in SHOWN if s in cell]:
+    for suite in [s for s in HARMFUL + OVERREFUSAL if s in cell]:
         ids = sorted(cell[suite])
         k = sum(cell[suite][i]["flag"] for i in ids)
         text = f"{k / len(ids):.2f} ({k}/{len(ids)})"
@@ -120,7 +119,7 @@ def main() -> None:
         "--harmbench-split", action="store_true", help="HarmBench's standard and contextual behaviours as two columns"
     )
     args = parser.parse_args()
-    split = (lambda cell: cell) if not args.harmbench_split else _splitter(harmbench_functional_categories())
+    split = split_harmbench if args.harmbench_split else (lambda rows: rows)
     ref_metrics = json.loads(next(args.study.glob("*.fp.none*/metrics.json")).read_text())
     ref_eval, versus = ref_metrics["artifacts"]["eval"], "FP"
     if args.versus:
@@ -131,7 +130,7 @@ def main() -> None:
         else:
             ref_metrics = {**ref_metrics, "scores": adapter["scores"]}
             ref_eval, versus = adapter["eval"], f"{args.versus} (unmerged)"
-    ref = split(judged(read_samples(args.eval_cache / ref_eval)))
+    ref = judged(split(read_samples(args.eval_cache / ref_eval)))
     ref_ppl = perplexity(ref_metrics["scores"])
     print(f"rules v{RULES_VERSION}; * = exact McNemar p < 0.05 vs {versus} on the same prompts")
     harmbench = "HarmBench standard | HarmBench contextual" if args.harmbench_split else "HarmBench"
@@ -144,15 +143,11 @@ def main() -> None:
     print(row(versus, ref, ref_ppl, None, ref_ppl))
     for name in args.cells:
         metrics = json.loads((args.study / name / "metrics.json").read_text())
-        cell = split(judged(read_samples(args.eval_cache / metrics["artifacts"]["eval"])))
+        cell = judged(split(read_samples(args.eval_cache / metrics["artifacts"]["eval"])))
         print(row(name.split(".", 1)[1].removesuffix(".claims"), cell, perplexity(metrics["scores"]), ref, ref_ppl))
         for variant, v in (metrics.get("patch", {}).get("variants") or {}).items():
-            cells = split(judged(read_samples(args.eval_cache / v["eval"])))
+            cells = judged(split(read_samples(args.eval_cache / v["eval"])))
             print(row(f"... unmerged ({variant})", cells, perplexity(v["scores"]), ref, ref_ppl))
-
-
-def _splitter(functional: dict[str, str]):
-    return lambda cell: split_harmbench(cell, functional)
 
 
 if __name__ == "__main__":

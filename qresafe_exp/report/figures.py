@@ -39,8 +39,8 @@ def _err(rows: list[dict], key: str):
 
 def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    title = fig._suptitle  # tight_layout leaves a suptitle out: room for its lines (~0.2 inch each) above the axes
-    lines = title.get_text().count("\n") + 1 if title is not None else 0
+    title = fig.get_suptitle()  # tight_layout leaves a suptitle out: room for its lines (~0.2 inch each) above
+    lines = title.count("\n") + 1 if title else 0
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.2 * lines / fig.get_figheight()) if lines else None)
     stem = f"{name}-{groups.slug(group)}"
     # tight: a key written beside the axes (the safety-utility figure's) is kept whole, not cut at the edge
@@ -163,17 +163,26 @@ def safety_axis(suite: str) -> tuple[str, str]:
     return f"{suite}.asr", f"ASR ({SUITE_NAMES.get(suite, suite)})"
 
 
-def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
-    """The figure (not saved): one point per cell, numbered, with the numbers' key beside the axes."""
-    group = groups.one(rows)
-    asr, asr_label = safety_axis(suite)
+def safety_utility_points(rows: list[dict], suite: str) -> tuple[list[dict], str, str] | None:
+    """(the cells to plot, the utility column, its name) for the safety-utility figures, PNG and dashboard:
+    MT-Bench where two cells have it, else reference perplexity (broken cells left out); None under two cells."""
+    asr, _ = safety_axis(suite)
     key, label = ("mtbench.mtbench_score", "MT-Bench (1-10)")
     cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None]
     if len(cells) < 2:
         key, label = ("alpaca_eval_ppl.reference_perplexity", "reference perplexity (lower = better)")
         cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None and not r.get("broken")]
-    if len(cells) < 2:
+    return (cells, key, label) if len(cells) >= 2 else None
+
+
+def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
+    """The figure (not saved): one point per cell, numbered, with the numbers' key beside the axes."""
+    group = groups.one(rows)
+    asr, asr_label = safety_axis(suite)
+    points = safety_utility_points(rows, suite)
+    if points is None:
         return None
+    cells, key, label = points
     fig, ax = plt.subplots(figsize=(8, 4))
     # numbered markers and a key beside the axes: cell names written at the points overwrite each other
     # wherever cells sit close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number

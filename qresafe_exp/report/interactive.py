@@ -9,7 +9,15 @@ import json
 import plotly.graph_objects as go
 
 from qresafe_exp.report import groups
-from qresafe_exp.report.figures import ASR, FP_BITS, bit_categories, bits_label, fp_reference, safety_axis
+from qresafe_exp.report.figures import (
+    ASR,
+    FP_BITS,
+    bit_categories,
+    bits_label,
+    fp_reference,
+    safety_axis,
+    safety_utility_points,
+)
 
 
 def _ci_text(r: dict, key: str) -> str:
@@ -100,13 +108,10 @@ def asr_vs_bits(rows: list[dict]) -> go.Figure | None:
 def safety_utility(rows: list[dict], suite: str = "advbench") -> go.Figure | None:
     group = groups.one(rows)
     asr, asr_label = safety_axis(suite)
-    key, label = "mtbench.mtbench_score", "MT-Bench (1-10)"
-    cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None]
-    if len(cells) < 2:
-        key, label = "alpaca_eval_ppl.reference_perplexity", "reference perplexity (lower = better)"
-        cells = [r for r in rows if r.get(asr) is not None and r.get(key) is not None and not r.get("broken")]
-    if len(cells) < 2:
+    points = safety_utility_points(rows, suite)
+    if points is None:
         return None
+    cells, key, label = points
     fig = go.Figure()
     kinds = (
         ("FP", lambda r: r["quant"] == "none" and r["patch"] == "none", "star", "black"),
@@ -139,15 +144,16 @@ def safety_utility(rows: list[dict], suite: str = "advbench") -> go.Figure | Non
     return fig
 
 
-BUILDERS = (asr_vs_bits, safety_utility)
-
-
 def all_figures(rows: list[dict], safety_suite: str = "advbench") -> dict[str, dict]:
     """{"asr_vs_bits-reduced-vanilla": plotly figure as a JSON-able dict, ...}."""
+    builders = {
+        "asr_vs_bits": asr_vs_bits,
+        "safety_utility": lambda group_rows: safety_utility(group_rows, safety_suite),
+    }
     made = {}
     for group, group_rows in groups.split(rows).items():
-        for build in BUILDERS:
-            fig = build(group_rows, safety_suite) if build is safety_utility else build(group_rows)
+        for name, build in builders.items():
+            fig = build(group_rows)
             if fig is not None:
                 fig.update_layout(
                     template="plotly_white",
@@ -156,5 +162,5 @@ def all_figures(rows: list[dict], safety_suite: str = "advbench") -> dict[str, d
                     legend={"font": {"size": 11}},
                     hoverlabel={"namelength": -1},
                 )
-                made[f"{build.__name__}-{groups.slug(group)}"] = json.loads(fig.to_json())
+                made[f"{name}-{groups.slug(group)}"] = json.loads(fig.to_json())
     return made

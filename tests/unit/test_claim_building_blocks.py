@@ -35,10 +35,9 @@ def _tiny_lm_and_items(n: int = 16):
     return model, items
 
 
-def test_gradient_ascent_stops_at_the_nll_bound_and_at_the_step_cap():
-    model, items = _tiny_lm_and_items()
-    bound = 4.3  # a little above the untrained model's NLL (ln 64 = 4.16)
-    run = train(
+def _ascent(model, items, **bounds) -> dict:
+    """20 epochs of gradient ascent on the tiny model, with the bounds given (stop_above_nll, max_steps, ...)."""
+    return train(
         model,
         model.parameters(),
         items,
@@ -49,25 +48,19 @@ def test_gradient_ascent_stops_at_the_nll_bound_and_at_the_step_cap():
         seed=0,
         desc="ga",
         ascent=True,
-        stop_above_nll=bound,
+        **bounds,
     )
+
+
+def test_gradient_ascent_stops_at_the_nll_bound_and_at_the_step_cap():
+    model, items = _tiny_lm_and_items()
+    bound = 4.3  # a little above the untrained model's NLL (ln 64 = 4.16)
+    run = _ascent(model, items, stop_above_nll=bound)
     assert run["stopped_by_nll"] is not None and run["stopped_by_nll"]["batch_nll"] > bound
     assert 0 < run["steps_run"] < run["steps"] == 80
     assert run["loss_first_steps"] < bound
     model, items = _tiny_lm_and_items()
-    capped = train(
-        model,
-        model.parameters(),
-        items,
-        epochs=20,
-        batch_size=4,
-        lr=5e-3,
-        pad_id=0,
-        seed=0,
-        desc="ga",
-        ascent=True,
-        max_steps=5,
-    )
+    capped = _ascent(model, items, max_steps=5)
     assert capped["steps"] == capped["steps_run"] == 5 and capped["stopped_by_nll"] is None
 
 
@@ -85,21 +78,7 @@ def test_the_bound_held_on_the_whole_set_undoes_the_crossing_update():
     model, items = _tiny_lm_and_items()
     bound = 4.3
     rows = []
-    run = train(
-        model,
-        model.parameters(),
-        items,
-        epochs=20,
-        batch_size=4,
-        lr=5e-3,
-        pad_id=0,
-        seed=0,
-        desc="ga",
-        ascent=True,
-        stop_above_nll=bound,
-        set_nll=lambda: _set_nll(model, items),
-        log_step=rows.append,
-    )
+    run = _ascent(model, items, stop_above_nll=bound, set_nll=lambda: _set_nll(model, items), log_step=rows.append)
     stopped = run["stopped_by_nll"]
     assert run["stop_on"] == "set" and stopped["set_nll"] > bound and "batch_nll" not in stopped
     assert 0 < run["steps_run"] == len(rows) == stopped["step"] < run["steps"]
