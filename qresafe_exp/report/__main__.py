@@ -38,7 +38,7 @@ def build_report(cfg: DictConfig) -> dict:
     import pandas as pd
 
     from qresafe_exp.cache import write_text_atomic
-    from qresafe_exp.report import collect, dashboard, figures, groups, interactive, tables
+    from qresafe_exp.report import collect, dashboard, figures, groups, interactive, tables, versus
 
     check_safety_suite(cfg.safety_suite)
     if cfg.source == "wandb":
@@ -54,13 +54,11 @@ def build_report(cfg: DictConfig) -> dict:
     frame = pd.DataFrame(rows)
     write_text_atomic(out / "results.csv", frame.to_csv(index=False))
     frame.to_parquet(out / "results.parquet", index=False)
-    made = tables.all_tables(rows)
     # each cell's folder (its samples.jsonl); source=wandb reads metrics.json only, so no answers
     dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
+    answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
+    made = tables.all_tables(rows, answers)
     if cfg.get("versus"):  # the claims table again, each patch paired against this control instead of FP
-        from qresafe_exp.report import versus
-
-        answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
         made += versus.versus_tables(rows, cfg.versus, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them
     for folder, suffixes in ((out / "tables", {".md", ".tex"}), (out / "figures", {".png", ".pdf"})):

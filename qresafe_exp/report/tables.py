@@ -540,17 +540,29 @@ def lm_eval_tasks(rows: list[dict]) -> Table | None:
     )
 
 
-BUILDERS = (table3, table4, table5, table6, table7, claims, lm_eval_tasks)
-WITH_VARIANTS = (claims,)  # the tables that show a patch's unmerged form as a row of its own
+def claim_targets(rows: list[dict], answers_of: dict | None = None) -> list[Table]:
+    """Each patched cell's verdict on its paper's claim, target by target (report/claim_targets.py)."""
+    from qresafe_exp.report import claim_targets as verdicts
+
+    return verdicts.claim_targets(rows, answers_of)
 
 
-def all_tables(rows: list[dict]) -> list[Table]:
-    """Each builder once per (eval, protocol) group, groups in name order."""
+BUILDERS = (table3, table4, table5, table6, table7, claims, claim_targets, lm_eval_tasks)
+WITH_VARIANTS = (claims, claim_targets)  # the tables that show a patch's unmerged form as a row of its own
+WITH_ANSWERS = (claim_targets,)  # the tables that pair cells on their answers (samples.jsonl), when at hand
+
+
+def all_tables(rows: list[dict], answers_of: dict | None = None) -> list[Table]:
+    """Each builder once per (eval, protocol) group, groups in name order (a builder may give several tables);
+    ``answers_of`` (report/versus.py answers) for the builders that pair cells on their answers."""
     from qresafe_exp.report.collect import without_variants
 
-    return [
-        t
-        for group_rows in groups.split(rows).values()
-        for build in BUILDERS
-        if (t := build(group_rows if build in WITH_VARIANTS else without_variants(group_rows))) is not None
-    ]
+    made = []
+    for group_rows in groups.split(rows).values():
+        for build in BUILDERS:
+            built = build(
+                group_rows if build in WITH_VARIANTS else without_variants(group_rows),
+                **({"answers_of": answers_of} if build in WITH_ANSWERS else {}),
+            )
+            made += built if isinstance(built, list) else [built] if built is not None else []
+    return made

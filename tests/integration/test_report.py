@@ -77,6 +77,7 @@ TABLES = [
     "table6-reduced-vanilla",
     "table7-reduced-vanilla",
     "claims-reduced-vanilla",
+    "claim_targets-qresafe-reduced-vanilla",
     "table3-safety-vanilla",
 ]
 FIGURES = [
