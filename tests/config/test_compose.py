@@ -159,3 +159,21 @@ def test_claim_safepatching_grid_names_each_knob_it_sweeps(compose_cfg):
     assert steps.cell.endswith("-al1.0be0.0-rise1.5-steps3.claims") and steps.patch.se.max_steps == 3
     held = compose_cfg(["experiment=claim_safepatching_grid", "patch.beta=0", "patch.se.stop_on=set"])
     assert held.cell.endswith("-al1.0be0.0-rise1.5-setnll.claims")
+
+
+def test_claim_safepatching_seeds_names_the_cells_the_seed_study_wrote(compose_cfg):
+    """One command re-runs (or resumes) the seed study of docs/safepatching.md: the safety patch alone, the bound
+    held on all of D_h, each seed its own cell, under the names those cells were written with by hand."""
+    cfg = compose_cfg(["experiment=claim_safepatching_seeds", "seed=3"])
+    assert cfg.cell == (
+        "smollm2-135m-safe.fp.safepatching-random_plus_diffset-a0.05b0.05p0.3-al1.0be0.0-rise1.5-setnll-norescale"
+        ".claims.seed3"
+    )
+    assert (cfg.study, cfg.patch.beta, cfg.patch.rescale, cfg.patch.se.stop_on) == (
+        "claim_safepatching",
+        0,
+        False,
+        "set",
+    )
+    lower = compose_cfg(["experiment=claim_safepatching_seeds", "patch.se.max_nll_rise=1.0"])
+    assert lower.cell.endswith("-al1.0be0.0-rise1.0-setnll-norescale.claims")
