@@ -2,7 +2,8 @@
 
 A claim holds or fails per target, and a reader should not have to redo the arithmetic from the claims
 table: every patched cell (and its unmerged form) gets one column per target with the numbers that decide
-it, and a last column saying whether every target it could be tested on was met. Where a patch ran with
+it, and a last column saying whether every target was met (yes), one was not (no), or none failed but one
+could not be tested (not all tested). Where a patch ran with
 several seeds a row under them counts the seeds that meet them all.
 
 The targets are issue 17's readings of the papers' claims, against the cell's own reference (the FP model,
@@ -213,10 +214,10 @@ def _family(row: dict) -> str:
 
 
 def _all_met(verdicts: list[Verdict]) -> str:
-    tested = [v for v in verdicts if v.met is not None]
-    if not tested:
-        return "nothing tested"
-    return "yes" if all(v.met for v in tested) else "no"
+    """yes: every target tested and met; no: one is not met; else the claim is not confirmed either way."""
+    if any(v.met is False for v in verdicts):
+        return "no"
+    return "yes" if all(v.met for v in verdicts) else "not all tested"
 
 
 FAMILY_NAMES = {"qresafe": "Q-resafe", "safepatching": "SafePatching"}
@@ -257,7 +258,7 @@ def _family_table(family: str, cells: list[dict], ok: list[dict], group, paired:
             *["model", "method", "bits", "risk / calib", "patch"],
             *(["seed"] if many_seeds else []),
             *[header for header, _ in checks],
-            "every tested target met",
+            "every target met",
         ],
         body,
         LEGEND,

@@ -74,7 +74,7 @@ def test_safepatching_targets_read_only_suites_with_headroom_and_count_the_seeds
     ]
     (table,) = claim_targets.claim_targets(rows)
     assert table.name == "claim_targets-safepatching-claims-vanilla"
-    assert table.columns[5] == "seed" and table.columns[-1] == "every tested target met"
+    assert table.columns[5] == "seed" and table.columns[-1] == "every target met"
     first, second, summary = table.rows
     asr, refusal, ppl = first[6:9]
     # AdvBench (no headroom) and HarmBench's whole (its parts are read instead) are not judged
@@ -96,7 +96,8 @@ def test_a_target_without_a_paired_test_is_untested_not_met():
     (table,) = claim_targets.claim_targets([_backbone(), old])
     (row,) = table.rows
     assert row[5].startswith("untested (HarmBench contextual ASR: no paired test")
-    assert row[6].startswith("untested") and row[7].startswith("met") and row[-1] == "yes"
+    assert row[6].startswith("untested") and row[7].startswith("met")
+    assert row[-1] == "not all tested"  # nothing failed, but the claim is not confirmed either
 
 
 def test_qresafe_targets_judge_every_harmful_suite_and_the_cost_against_full_dpo():
