@@ -95,10 +95,16 @@ def paired_vs_reference(scores: dict, cell_rows: list[dict], ref_rows: list[dict
             pairable = metric and (name.startswith(metric) or name in BESIDE_THE_METRIC)
             if pairable and name in READERS and isinstance(value, dict):
                 out[f"{suite}.{name}"] = pair(*by_suite[suite], name)
-        for kind in block.get("by_functional_category") or {}:  # HarmBench's standard / contextual apart
+        # HarmBench's standard / contextual apart; a prompt's category is the same on both sides, so rows of a
+        # reference evaluated before rows kept it take it from the cell's rows of the same prompt
+        kind_of = {
+            r["id"]: r["functional_category"] for rows in by_suite[suite] for r in rows if r.get("functional_category")
+        }
+        for kind in block.get("by_functional_category") or {}:
             cell_kind, ref_kind = (
-                [r for r in rows if r.get("functional_category") == kind] for rows in by_suite[suite]
+                [r for r in rows if (r.get("functional_category") or kind_of.get(r["id"])) == kind]
+                for rows in by_suite[suite]
             )
-            if cell_kind and ref_kind:  # a reference evaluated before rows kept the category has none
+            if cell_kind and ref_kind:
                 out[f"{suite}.{metric}.{kind}"] = pair(cell_kind, ref_kind, metric)
     return out

@@ -105,8 +105,9 @@ def test_harmbench_asr_is_also_given_per_functional_category(data_dir, compose_c
     tests = paired_vs_reference({"harmbench_test": block}, rows, reference)
     assert tests["harmbench_test.asr.standard"]["delta"] == pytest.approx(1 / 3, abs=1e-3)
     assert tests["harmbench_test.asr.contextual"]["delta"] == pytest.approx(-0.5)
+    # a reference evaluated before rows kept the category: its rows take it from the cell's row of the same prompt
     older = [{k: v for k, v in row.items() if k != "functional_category"} for row in reference]
-    assert "harmbench_test.asr.standard" not in paired_vs_reference({"harmbench_test": block}, rows, older)
+    assert paired_vs_reference({"harmbench_test": block}, rows, older) == tests
     parsed = score_block(block, "scores.harmbench_test").by_functional_category
     assert parsed["contextual"].value == 0.5 and parsed["standard"].n == 3
 
