@@ -34,6 +34,20 @@ def check_safety_suite(suite: str) -> None:
         )
 
 
+def claim_readings(options: DictConfig):
+    """The claim-target table's thresholds and suites from the report options (claim_targets.Readings)."""
+    from qresafe_exp.report.claim_targets import Readings
+
+    suites = options.suites
+    if isinstance(suites, str):  # claim_targets.suites=harmfulqa on the command line
+        suites = [suites]
+    return Readings(
+        headroom=float(options.headroom),
+        within=float(options.within),
+        suites=None if suites is None else tuple(suites),
+    )
+
+
 def build_report(cfg: DictConfig) -> dict:
     import pandas as pd
 
@@ -41,6 +55,7 @@ def build_report(cfg: DictConfig) -> dict:
     from qresafe_exp.report import collect, dashboard, figures, groups, interactive, tables, versus
 
     check_safety_suite(cfg.safety_suite)
+    readings = claim_readings(cfg.claim_targets)  # a bad option fails before any file is read
     if cfg.source == "wandb":
         metrics = collect.from_wandb(cfg.logger.entity, cfg.logger.project, cfg.study)
     elif cfg.source == "files":
@@ -57,7 +72,7 @@ def build_report(cfg: DictConfig) -> dict:
     # each cell's folder (its samples.jsonl); source=wandb reads metrics.json only, so no answers
     dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
     answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
-    made = tables.all_tables(rows, answers)
+    made = tables.all_tables(rows, answers, readings)
     if cfg.get("versus"):  # the claims table again, each patch paired against this control instead of FP
         made += versus.versus_tables(rows, cfg.versus, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -43,7 +44,7 @@ def _save(fig, out: Path, name: str, group: groups.Key) -> Path:
     lines = title.count("\n") + 1 if title else 0
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.2 * lines / fig.get_figheight()) if lines else None)
     stem = f"{name}-{groups.slug(group)}"
-    # tight: a key written beside the axes (the safety-utility figure's) is kept whole, not cut at the edge
+    # tight: text reaching past an axes (a long key, rotated tick labels) is kept whole, not cut at the edge
     fig.savefig(out / f"{stem}.png", dpi=130, bbox_inches="tight")
     fig.savefig(out / f"{stem}.pdf", bbox_inches="tight")
     plt.close(fig)
@@ -176,19 +177,24 @@ def safety_utility_points(rows: list[dict], suite: str) -> tuple[list[dict], str
 
 
 def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
-    """The figure (not saved): one point per cell, numbered, with the numbers' key beside the axes."""
+    """The figure (not saved): one point per cell, numbered, with the numbers' key in a panel under the axes."""
     group = groups.one(rows)
     asr, asr_label = safety_axis(suite)
     points = safety_utility_points(rows, suite)
     if points is None:
         return None
     cells, key, label = points
-    fig, ax = plt.subplots(figsize=(8, 4))
-    # numbered markers and a key beside the axes: cell names written at the points overwrite each other
-    # wherever cells sit close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
-    prefix = shared_tag_prefix(sorted({r["patch_tag"] for r in cells if r.get("patch_tag") and r["patch"] != "none"}))
+    # numbered markers and a key: cell names written at the points overwrite each other wherever cells sit
+    # close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
+    shared = shared_tag_parts(sorted({r["patch_tag"] for r in cells if r.get("patch_tag") and r["patch"] != "none"}))
     many_models = len({r.get("model") for r in cells}) > 1
-    spots = _numbered(cells, key, asr, lambda r: _point_name(r, prefix, many_models))
+    spots = _numbered(cells, key, asr, lambda r: _point_name(r, shared, many_models))
+    key_text = safety_utility_key(spots, shared)
+    # the key under the axes, wrapped: beside them, a study of ~25 cells made a figure 30 inches wide
+    key_height = 0.13 * (key_text.count("\n") + 1) + 0.1
+    fig, (ax, key_ax) = plt.subplots(2, 1, figsize=(9, 3.6 + key_height), height_ratios=(3.6, key_height))
+    key_ax.axis("off")
+    key_ax.text(0.0, 1.0, key_text, transform=key_ax.transAxes, fontsize=7, va="top", family="monospace")
     for r in cells:
         ax.scatter(
             r[key],
@@ -197,28 +203,47 @@ def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
             marker="*" if r["quant"] == "none" else "o",
             s=60 if r["quant"] == "none" else 25,
         )
-    key_text = "\n".join(f"{i}  {', '.join(names)}" for i, (_, _, names) in enumerate(spots, 1))
-    key_text += f"\n\n… = {prefix}" if prefix else ""
-    ax.text(1.03, 1.0, key_text, transform=ax.transAxes, fontsize=7, va="top", family="monospace")
-    fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
-    _place_numbers(ax, spots)
     ax.set_xlabel(label)
     ax.set_ylabel(asr_label)
     ax.set_title(
         f"Safety vs utility, one point per cell (star = FP, green = patched)\n{groups.label(group)}", fontsize=8
     )
-    fig.tight_layout()
+    fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
+    _place_numbers(ax, spots)
     return fig
 
 
-def _point_name(r: dict, prefix: str, many_models: bool) -> str:
+KEY_WIDTH = 118  # characters per line of the safety-utility key (monospace 7 pt: about the figure's width)
+
+
+def safety_utility_key(spots: list[tuple[float, float, list[str]]], shared: list[str]) -> str:
+    """The key's text: a (wrapped) line per numbered spot, then the tag parts every patched cell shares."""
+    lines = [
+        textwrap.fill(f"{i:>2}  {'; '.join(names)}", KEY_WIDTH, subsequent_indent="    ")
+        for i, (_, _, names) in enumerate(spots, 1)
+    ]
+    if shared:
+        lines.append(textwrap.fill(f"every patched cell's tag also holds: {'-'.join(shared)}", KEY_WIDTH))
+    return "\n".join(lines)
+
+
+def shared_tag_parts(tags: list[str]) -> list[str]:
+    """The '-'-separated parts that every tag holds, in the first tag's order: said once under the figure, so
+    each point's name shows only what sets it apart (a shared prefix alone leaves the long middles)."""
+    if len(tags) < 2:
+        return []
+    others = [set(t.split("-")) for t in tags[1:]]
+    return [part for part in tags[0].split("-") if all(part in o for o in others)]
+
+
+def _point_name(r: dict, shared: list[str], many_models: bool) -> str:
     """A point's name in the key: what sets the cell apart (its model only where the figure has several; the
-    patch tag after the tags' shared prefix, shown once as '…'; its seed), not the whole cell name."""
+    patch tag's parts that not every patched cell shares; its seed), not the whole cell name."""
     if r["patch"] == "none":
         setting = "FP" if r.get("quant") == "none" else r["cell"].split(".", 1)[-1]
     else:
         tag = r.get("patch_tag") or r["patch"]
-        setting = "…" + tag[len(prefix) :] if prefix and tag.startswith(prefix) else tag
+        setting = "-".join(p for p in tag.split("-") if p not in shared) or "-".join(shared)
         if r.get("quant") != "none":
             setting = f"{r['quant']} {setting}"
     seed = f" seed {r['seed']}" if r.get("seed") else ""

@@ -540,11 +540,12 @@ def lm_eval_tasks(rows: list[dict]) -> Table | None:
     )
 
 
-def claim_targets(rows: list[dict], answers_of: dict | None = None) -> list[Table]:
-    """Each patched cell's verdict on its paper's claim, target by target (report/claim_targets.py)."""
+def claim_targets(rows: list[dict], answers_of: dict | None = None, readings=None) -> list[Table]:
+    """Each patched cell's verdict on its paper's claim, target by target (report/claim_targets.py);
+    ``readings``: its thresholds and suites (claim_targets.Readings; None = issue 17's)."""
     from qresafe_exp.report import claim_targets as verdicts
 
-    return verdicts.claim_targets(rows, answers_of)
+    return verdicts.claim_targets(rows, answers_of, readings or verdicts.DEFAULT)
 
 
 BUILDERS = (table3, table4, table5, table6, table7, claims, claim_targets, lm_eval_tasks)
@@ -552,9 +553,10 @@ WITH_VARIANTS = (claims, claim_targets)  # the tables that show a patch's unmerg
 WITH_ANSWERS = (claim_targets,)  # the tables that pair cells on their answers (samples.jsonl), when at hand
 
 
-def all_tables(rows: list[dict], answers_of: dict | None = None) -> list[Table]:
+def all_tables(rows: list[dict], answers_of: dict | None = None, readings=None) -> list[Table]:
     """Each builder once per (eval, protocol) group, groups in name order (a builder may give several tables);
-    ``answers_of`` (report/versus.py answers) for the builders that pair cells on their answers."""
+    ``answers_of`` (report/versus.py answers) for the builders that pair cells on their answers; ``readings``
+    (claim_targets.Readings) for the claim-target table."""
     from qresafe_exp.report.collect import without_variants
 
     made = []
@@ -563,6 +565,7 @@ def all_tables(rows: list[dict], answers_of: dict | None = None) -> list[Table]:
             built = build(
                 group_rows if build in WITH_VARIANTS else without_variants(group_rows),
                 **({"answers_of": answers_of} if build in WITH_ANSWERS else {}),
+                **({"readings": readings} if build is claim_targets else {}),
             )
             made += built if isinstance(built, list) else [built] if built is not None else []
     return made

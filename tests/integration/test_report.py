@@ -510,12 +510,29 @@ def test_safety_utility_plots_the_harmful_suite_asked_for(tmp_path):
     plotly = interactive.safety_utility(rows, "harmfulqa")
     assert sorted(y for trace in plotly.data for y in trace.y) == sorted(c[2] for c in cells)
     assert "HarmfulQA" in plotly.layout.yaxis.title.text
-    # the key names what sets each point apart: the patch tags' shared prefix said once, a seed, the model where
-    # the figure has two
-    tagged = [{**r, "model": "m", "patch_tag": None if r["patch"] == "none" else f"sp-x0.3-{r['patch']}"} for r in rows]
+    # the key names what sets each point apart: the tag parts every patched cell shares said once (wherever in the
+    # tag they sit), a seed, the model where the figure has two; in a panel under the axes, wrapped
+    tagged = [
+        {**r, "model": "m", "patch_tag": None if r["patch"] == "none" else f"sp-x0.3-{r['patch']}-norescale"}
+        for r in rows
+    ]
     tagged.append({**tagged[1], "cell": "m2.fp.sp.claims", "model": "m2", "seed": 1, "harmfulqa.asr": 0.9})
-    key = figures.draw_safety_utility(tagged, "harmfulqa").axes[0].texts[0].get_text()
-    assert "m FP" in key and "m …-p1" in key and "m2 …-p1 seed 1" in key and "… = sp-x0.3" in key
+    many = [  # 24 spots, the last holding 6 cells: a line that must wrap
+        {
+            **tagged[1],
+            "cell": f"m.fp.sp{i}.claims",
+            "patch_tag": f"sp-x0.3-{'long' * 9}{i}-norescale",
+            "harmfulqa.asr": i / 30,
+        }
+        | {"alpaca_eval_ppl.reference_perplexity": 12 + min(i, 23)}
+        for i in range(30)
+    ]
+    fig = figures.draw_safety_utility(tagged + many, "harmfulqa")
+    key = fig.axes[1].texts[0].get_text()
+    assert "m FP\n" in key and "m p1\n" in key and "m2 p1 seed 1" in key and "24  m long" in key
+    assert "also holds: sp-x0.3-norescale" in key
+    assert max(len(line) for line in key.splitlines()) <= figures.KEY_WIDTH
+    assert fig.get_figwidth() == 9 and fig.axes[1].get_position().y1 < fig.axes[0].get_position().y0  # under the axes
     check_safety_suite("harmfulqa")
     with pytest.raises(ValueError, match="safety_suite=xstest: .* Allowed: advbench"):
         check_safety_suite("xstest")
