@@ -5,6 +5,7 @@ n=64 gets one test at up to n=128. Re-judged with the current `harm` / `refusal`
 bench/rejudge_cells.py does; writes nothing.
 
     python bench/pool_samples.py outputs/studies/claim_safepatching outputs/studies/claim_safepatching_confirm CELL ...
+    python bench/pool_samples.py FIRST SECOND CELL=OTHER_CELL ...   # paired against another cell (e.g. a control)
 """
 
 from __future__ import annotations
@@ -52,18 +53,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path, help="the study of the first sample")
     parser.add_argument("second", type=Path, help="the study of the second sample (eval.sample_seed=1)")
-    parser.add_argument("cells", nargs="+")
+    parser.add_argument("cells", nargs="+", help="a cell (vs the backbone), or CELL=OTHER to pair it against OTHER")
     parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
     args = parser.parse_args()
     studies = [args.first, args.second]
-    backbone = json.loads((args.first / args.cells[0] / "metrics.json").read_text())["reference_cell"]
+    first_cell = args.cells[0].split("=")[0]
+    backbone = json.loads((args.first / first_cell / "metrics.json").read_text())["reference_cell"]
     ref = pooled(studies, backbone, args.eval_cache)
     print(f"rules v{RULES_VERSION}; both samples pooled, each prompt once; * = exact McNemar p < 0.05 vs {backbone}")
+    print("(CELL = OTHER rows: vs OTHER on the same prompts instead)")
     print("| cell | " + " | ".join(f"{s} flagged, delta (p)" for s in SUITES) + " |")
     print("|---" * (len(SUITES) + 1) + "|")
     print(line("backbone", ref, ref))
-    for cell in args.cells:
-        print(line(cell, pooled(studies, cell, args.eval_cache), ref))
+    for arg in args.cells:
+        cell, _, other = arg.partition("=")
+        against = pooled(studies, other, args.eval_cache) if other else ref
+        print(line(f"{cell} vs {other}" if other else cell, pooled(studies, cell, args.eval_cache), against))
 
 
 if __name__ == "__main__":
