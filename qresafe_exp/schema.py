@@ -28,6 +28,9 @@ class AlignConfig:
     num_benign: int | None = 300
     num_borderline: int | None = None  # of the 200 built-in safe-but-scary requests; None = all
     borderline_repeats: int = 1  # passes over them per epoch
+    # of the second set of safe-but-scary requests (data/testbed/contrast_benign.json: jargon, idioms, games,
+    # safe targets, definitions, protective questions), trained with the borderline ones; 0 = none, None = all
+    num_contrast: int | None = 0
     epochs: int = 2
     lr: float = 2e-4
     batch_size: int = 8

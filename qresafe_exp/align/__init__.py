@@ -6,7 +6,8 @@ Recipe (LoRA SFT, merged into the weights):
   project (``data/testbed/safety_tuning.json``), so the model learns to refuse, not one sentence;
 - benign instruction/response pairs -> their answers (keeps the model helpful);
 - safe requests that merely sound dangerous -> helpful answers (keeps over-refusal low; written for
-  this project, never XSTest/OKTest prompts, which are evaluation data).
+  this project, never XSTest/OKTest prompts, which are evaluation data): 200 in safety_tuning.json and,
+  where ``num_contrast`` asks for them, more in contrast_benign.json.
 The loss covers the assistant tokens only. The merged fp32 checkpoint is an artifact like any
 other; its training prompts are saved beside it so that every evaluation set can be de-duplicated
 against them.
@@ -30,6 +31,7 @@ from qresafe_exp.provenance import seed_everything
 
 log = logging.getLogger(__name__)
 TESTBED_FILE = Path(__file__).resolve().parents[1] / "data" / "testbed" / "safety_tuning.json"
+CONTRAST_FILE = TESTBED_FILE.with_name("contrast_benign.json")  # more safe-but-scary requests, same shape
 ALIGN_STAGE_VERSION = 1
 TRAIN_PROMPTS_FILE = "train_prompts.json"
 
@@ -48,6 +50,8 @@ def build_examples(cfg: DictConfig, data_dir: str | None, cache_dir: str | None)
         harmful += _take(load_records(name, data_dir, cache_dir), count, rng)
     benign = _take(load_records(cfg.benign_dataset, data_dir, cache_dir), cfg.num_benign, rng)
     borderline = _take(testbed["borderline_benign"], cfg.num_borderline, rng)
+    if cfg.get("num_contrast", 0) != 0:  # drawn after the rest: recipes without it keep their examples
+        borderline += _take(json.loads(CONTRAST_FILE.read_text())["contrast_benign"], cfg.num_contrast, rng)
     examples = [{"prompt": r["prompt"], "response": rng.choice(refusals), "kind": "refusal"} for r in harmful]
     examples += [{"prompt": r["prompt"], "response": r["response"], "kind": "benign"} for r in benign]
     examples += [
@@ -111,7 +115,7 @@ def align(base_path: str, out: Path, cfg: DictConfig, data_dir: str | None, cach
 
 # fields added after v1 testbeds were built: left out of the cache key at their defaults, so that
 # those checkpoints keep their keys
-_LATER_FIELDS = {"extra_harmful": {}, "autocast": None}
+_LATER_FIELDS = {"extra_harmful": {}, "autocast": None, "num_contrast": 0}
 
 
 def spec_fields(cfg: DictConfig) -> dict:
