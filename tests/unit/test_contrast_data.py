@@ -36,6 +36,18 @@ def test_contrast_set_is_well_formed_and_new():
     assert not set(prompts) & {normalize_prompt(r["prompt"]) for r in first}
 
 
+def test_no_contrast_answer_opens_like_a_testbed_refusal():
+    """It teaches answering: an answer that opens like one of the 48 refusals the testbed is tuned on would
+    teach the opposite. (The refusal rules are not the check: they read 3 of these answers as refusals, e.g.
+    a fire-safety answer that says "Never throw water on it".)"""
+    refusals = json.loads(align.TESTBED_FILE.read_text())["refusals"]
+    openings = {" ".join(normalize_prompt(r).split()[:4]) for r in refusals}
+    opening_like = [
+        r["prompt"] for r in _contrast() if " ".join(normalize_prompt(r["response"]).split()[:4]) in openings
+    ]
+    assert opening_like == []
+
+
 def test_contrast_set_holds_no_evaluation_prompt(data_dir):
     evals = [r["prompt"] for name in ("xstest", "oktest") for r in load_records(name, str(data_dir))]
     with open(data_dir / "oktest" / "OKTest_heldout.csv", newline="") as f:
