@@ -113,18 +113,20 @@ def magnitude_scores(weights: Iterable[tuple[str, torch.Tensor]]) -> dict[str, t
 
 
 def top_fraction_masks(
-    scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix"
+    scores: dict[str, torch.Tensor], tau: float, scope: str = "per_matrix", device: torch.device | None = None
 ) -> dict[str, torch.Tensor]:
     """Boolean masks selecting the top ``tau`` fraction of entries by score (tau = 1: all, 0: none).
 
     scope="per_matrix" keeps ceil(tau * numel) entries of every matrix; "global" ranks all entries of
-    all matrices together, so salient layers get more of the budget.
+    all matrices together, so salient layers get more of the budget. ``device``: where each matrix's
+    selection runs and its mask is returned (a GPU selects a 7B layer's mask in milliseconds; the
+    scores stay where they are, one matrix is copied at a time).
     """
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau={tau}: a fraction in [0, 1] (1 = update every entry, 0 = none)")
     if scope == "per_matrix":
         return {
-            name: _top_k_mask(score.flatten(), math.ceil(tau * score.numel())).view_as(score)
+            name: _top_k_mask(score.flatten().to(device), math.ceil(tau * score.numel())).view(score.shape)
             for name, score in scores.items()
         }
     if scope == "global":
@@ -139,7 +141,17 @@ def top_fraction_masks(
 
 
 def _top_k_mask(flat: torch.Tensor, k: int) -> torch.Tensor:
-    mask = torch.zeros(flat.numel(), dtype=torch.bool)
-    if k > 0:
-        mask[torch.topk(flat, k, sorted=False).indices] = True  # exactly k entries, ties broken arbitrarily
+    """Exactly ``k`` entries: those above the k-th largest score, then of the entries equal to it the
+    first by index. A selection (kthvalue), not topk, whose cost grows with k: for tau 0.6 of a 7B
+    MLP matrix (45 M entries) topk took 2.0 s on a 2-core CPU and this 1.2 s (bench/snip_select.py)."""
+    n = flat.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=flat.device)
+    threshold = torch.kthvalue(flat, n - k).values  # n - k entries are <= it: the rest are the top k
+    mask = flat > threshold
+    missing = k - int(mask.sum())
+    if missing:  # ties at the threshold: the first ones by index, so the selection is reproducible
+        mask[(flat == threshold).nonzero().flatten()[:missing]] = True
     return mask

@@ -85,7 +85,8 @@ class MaskSelector:
         if self.cfg.tau >= 1.0:
             masks = {name: torch.ones_like(a.mask) for name, a in self.adapters.items()}
         else:
-            masks = top_fraction_masks(self.scores(step), self.cfg.tau, self.cfg.mask_scope)
+            device = next(iter(self.adapters.values())).base.weight.device  # select where the weights are
+            masks = top_fraction_masks(self.scores(step), self.cfg.tau, self.cfg.mask_scope, device=device)
         for name, adapter in self.adapters.items():
             adapter.set_mask(masks[name].to(adapter.mask.device))
         self.selections += 1

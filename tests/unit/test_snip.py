@@ -113,3 +113,17 @@ def test_bad_tau_and_scope_are_refused():
         top_fraction_masks({"a": torch.rand(2, 2)}, 1.5)
     with pytest.raises(ValueError, match="scope=rows is unknown"):
         top_fraction_masks({"a": torch.rand(2, 2)}, 0.5, scope="rows")
+
+
+def test_masks_keep_the_top_scores_exactly_and_break_ties_by_index():
+    torch.manual_seed(0)
+    score = torch.rand(64, 48)
+    k = math.ceil(0.6 * score.numel())
+    mask = top_fraction_masks({"w": score}, 0.6)["w"]
+    expected = torch.zeros(score.numel(), dtype=torch.bool)
+    expected[torch.topk(score.flatten(), k).indices] = True  # distinct scores: one right answer
+    assert torch.equal(mask.flatten(), expected)
+    # a grid's magnitudes tie in bulk: still exactly k, the tied ones taken first by index, every time
+    tied = torch.tensor([3.0, 1.0, 2.0, 2.0, 2.0, 0.0, 2.0, 1.0]).view(2, 4)
+    mask = top_fraction_masks({"w": tied}, 0.5, device=torch.device("cpu"))["w"]
+    assert mask.flatten().tolist() == [True, False, True, True, True, False, False, False]
