@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from patch_memory import LLAMA2_7B_LAYER, spawn  # noqa: E402
+from patch_memory import LLAMA2_7B_LAYER, _ratios, spawn  # noqa: E402
 
 MODES = ("qresafe", "dpo", "dpo-full")
 
@@ -80,8 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model_dir = Path(args.work) / f"llama2-7b-shape-{args.layers}l"
-    model_dir = model_dir.with_name(f"{model_dir.name}-h{args.hidden_size}")
+    model_dir = Path(args.work) / f"llama2-7b-shape-{args.layers}l-h{args.hidden_size}"
     result = {
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "machine": platform.processor() or platform.machine(),
@@ -113,11 +112,7 @@ def main() -> None:
         if "s_per_step" in row:
             row["wall_s"] = round(wall_seconds(row), 2)
         result["modes"].append(row)
-        base = next((r for r in result["modes"] if r["mode"] == "qresafe" and "wall_s" in r), None)
-        for r in result["modes"]:
-            if base and "wall_s" in r:
-                r["wall_vs_qresafe"] = round(r["wall_s"] / base["wall_s"], 2)
-                r["s_per_step_vs_qresafe"] = round(r["s_per_step"] / base["s_per_step"], 2)
+        _ratios(result["modes"], "wall_s", "s_per_step", base_mode="qresafe")
         print(json.dumps(row), flush=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -367,14 +367,15 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _ratios(rows: list[dict], *keys: str) -> None:
-    base = next((r for r in rows if r["mode"] == "peft"), None)
+def _ratios(rows: list[dict], *keys: str, base_mode: str = "peft") -> None:
+    """``{key}_vs_{base_mode}`` on every row that has ``key``: its ratio to the ``base_mode`` row's."""
+    base = next((r for r in rows if r["mode"] == base_mode), None)
     if base is None:
         return
     for row in rows:
         for key in keys:
-            if base.get(key):
-                row[f"{key}_vs_peft"] = round(row[key] / base[key], 2)
+            if base.get(key) and key in row:
+                row[f"{key}_vs_{base_mode}"] = round(row[key] / base[key], 2)
 
 
 if __name__ == "__main__":
