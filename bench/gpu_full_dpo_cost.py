@@ -57,6 +57,8 @@ def build_model(tokenizer_dir: Path, layers: int, out: Path, **widths) -> dict:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     del model
+    if torch.cuda.is_available():  # the modes run in child processes: this one's cached blocks would crowd them out
+        torch.cuda.empty_cache()
     return {"layers": layers, "parameters": params, "build_and_save_s": round(time.time() - started, 1)}
 
 
