@@ -548,9 +548,19 @@ def claim_targets(rows: list[dict], answers_of: dict | None = None, readings=Non
     return verdicts.claim_targets(rows, answers_of, readings or verdicts.DEFAULT)
 
 
-BUILDERS = (table3, table4, table5, table6, table7, claims, claim_targets, lm_eval_tasks)
-WITH_VARIANTS = (claims, claim_targets)  # the tables that show a patch's unmerged form as a row of its own
+def recipe_choice(rows: list[dict], readings=None) -> Table | None:
+    """The Q-resafe recipe a recorded sweep chooses, by the claim's bounds (report/recipe_choice.py)."""
+    from qresafe_exp.report import claim_targets as verdicts
+    from qresafe_exp.report import recipe_choice as choice
+
+    return choice.recipe_choice(rows, readings or verdicts.DEFAULT)
+
+
+BUILDERS = (table3, table4, table5, table6, table7, claims, claim_targets, recipe_choice, lm_eval_tasks)
+# the tables that show a patch's unmerged form as a row of its own
+WITH_VARIANTS = (claims, claim_targets, recipe_choice)
 WITH_ANSWERS = (claim_targets,)  # the tables that pair cells on their answers (samples.jsonl), when at hand
+WITH_READINGS = (claim_targets, recipe_choice)  # the tables that read the claims' thresholds (report options)
 
 
 def all_tables(rows: list[dict], answers_of: dict | None = None, readings=None) -> list[Table]:
@@ -565,7 +575,7 @@ def all_tables(rows: list[dict], answers_of: dict | None = None, readings=None) 
             built = build(
                 group_rows if build in WITH_VARIANTS else without_variants(group_rows),
                 **({"answers_of": answers_of} if build in WITH_ANSWERS else {}),
-                **({"readings": readings} if build is claim_targets else {}),
+                **({"readings": readings} if build in WITH_READINGS else {}),
             )
             made += built if isinstance(built, list) else [built] if built is not None else []
     return made

@@ -78,6 +78,7 @@ TABLES = [
     "table7-reduced-vanilla",
     "claims-reduced-vanilla",
     "claim_targets-qresafe-reduced-vanilla",
+    "recipe_choice-reduced-vanilla",
     "table3-safety-vanilla",
 ]
 FIGURES = [

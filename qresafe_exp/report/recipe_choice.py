@@ -1,0 +1,130 @@
+"""Which Q-resafe recipe a recorded sweep chooses (the `recipe_choice-<group>` table).
+
+Issue 17 asks that Q-resafe's training recipe (lr x epochs x pairs) be chosen by a sweep that is recorded,
+not by hand; `experiment=claim_qresafe_recipe` runs the sweep, and this table applies its rule to what ran,
+so the choice is read off the results rather than made by a reader:
+
+  among the recipes whose XSTest-safe refusal and reference perplexity stay within `within` (10 %) of FP's
+  (the claim's own bound, claim_targets._within), choose the lowest mean harm ASR over the harmful suites;
+  ties go to the lower XSTest-safe refusal, then the lower perplexity.
+
+A base (model, quantizer, bits, calibration) with two or more Q-resafe recipes is a sweep; its merged and
+unmerged forms are chosen separately (each is a way to serve the patch). Where no recipe keeps within the
+bounds, nothing is chosen and the recipe that strays least (the smallest of the largest relative changes)
+is named as the closest, so that a reader sees how far the sweep got. One seed per recipe: the lowest run.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from qresafe_exp.report import groups
+from qresafe_exp.report.claim_targets import (
+    DEFAULT,
+    LABELS,
+    OVER_REFUSAL,
+    PPL,
+    Readings,
+    _harmful_suites,
+    _reference_value,
+    _within,
+)
+from qresafe_exp.report.collect import KNOB_PREFIX
+from qresafe_exp.report.tables import Table, _base, _ok
+
+BOUNDED = (OVER_REFUSAL[0], OVER_REFUSAL[1], PPL)  # the claim's "within 10 % of FP" metrics
+
+
+def _form(row: dict) -> str:
+    return row.get("variant") or "merged"
+
+
+def _mean_harm_asr(row: dict, readings: Readings) -> float | None:
+    values = [row[k] for k in _harmful_suites(row, readings)]
+    return sum(values) / len(values) if values else None
+
+
+def _largest_change(row: dict, reference: dict | None) -> float:
+    """The largest relative change of a bounded metric against the reference (inf where one is unknown)."""
+    changes = []
+    for key in BOUNDED:
+        value, ref = row.get(key), _reference_value(row, key, reference)
+        if value is not None:
+            changes.append(abs(value / ref - 1) if ref else float("inf"))
+    return max(changes, default=float("inf"))
+
+
+def _one_seed(runs: list[dict]) -> list[dict]:
+    """One run per recipe: the lowest seed (the sweep's own runs are seed 0)."""
+    runs = sorted(runs, key=lambda r: (r["patch_tag"], r.get("seed") or 0))
+    return [next(group) for _, group in itertools.groupby(runs, key=lambda r: r["patch_tag"])]
+
+
+def _knobs(runs: list[dict]) -> list[str]:
+    """The patch settings the sweep varied (patch.lr, patch.epochs, patch.data.num_harmful ...)."""
+    keys = sorted({k for r in runs for k in r if k.startswith(KNOB_PREFIX)})
+    return [k for k in keys if len({r.get(k) for r in runs}) > 1]
+
+
+def _choose(runs: list[dict], by_cell: dict, readings: Readings) -> tuple[dict | None, dict | None]:
+    """(the chosen run or None, the closest run where none keeps within the bounds)."""
+    within = _within(BOUNDED, readings.within)
+    scored = [r for r in runs if _mean_harm_asr(r, readings) is not None]
+    kept = [r for r in scored if within(r, by_cell.get(r.get("reference_cell"))).met]
+    rank = lambda r: (_mean_harm_asr(r, readings), r.get(OVER_REFUSAL[1]) or 0.0, r.get(PPL) or 0.0)
+    if kept:
+        return min(kept, key=rank), None
+    closest = min(scored, key=lambda r: (_largest_change(r, by_cell.get(r.get("reference_cell"))), *rank(r)))
+    return None, closest if scored else None
+
+
+def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | None:
+    """One table per group holding a Q-resafe sweep: every recipe of each swept base and form, its mean harm
+    ASR and its bounds, and the one the rule chooses. None where no base has two Q-resafe recipes."""
+    group = groups.one(rows)
+    ok = [r for r in _ok(rows) if not r.get("broken")]
+    by_cell = {r["cell"]: r for r in ok}
+    runs = [r for r in ok if r["patch"] == "qresafe"]
+    sweeps = {}
+    for r in sorted(runs, key=lambda r: (_base(r), _form(r))):
+        sweeps.setdefault((_base(r), _form(r)), []).append(r)
+    sweeps = {key: _one_seed(rs) for key, rs in sweeps.items() if len({r["patch_tag"] for r in rs}) > 1}
+    if not sweeps:
+        return None
+    knobs = _knobs([r for rs in sweeps.values() for r in rs])
+    within = _within(BOUNDED, readings.within)
+    body = []
+    for (_, form), recipes in sweeps.items():
+        chosen, closest = _choose(recipes, by_cell, readings)
+        recipes.sort(key=lambda r: [(r.get(k) is None, r.get(k) or 0.0) for k in knobs])
+        for r in recipes:
+            mean = _mean_harm_asr(r, readings)
+            mark = "chosen" if r is chosen else "closest (none within the bounds)" if r is closest else ""
+            body.append(
+                [
+                    *[r["model"], r["quant"] if r["quant"] != "none" else "FP", r["bits"], r["calib"], form],
+                    *[r.get(k) for k in knobs],
+                    "-" if mean is None else f"{mean:.3f}",
+                    str(within(r, by_cell.get(r.get("reference_cell")))),
+                    mark,
+                ]
+            )
+    suites = sorted({LABELS[k] for rs in sweeps.values() for r in rs for k in _harmful_suites(r, readings)})
+    return Table(
+        f"recipe_choice-{groups.slug(group)}",
+        f"Q-resafe's recipe, chosen by the recorded sweep — {groups.label(group)}",
+        [
+            *["model", "method", "bits", "risk / calib", "form"],
+            *[k.removeprefix(KNOB_PREFIX) for k in knobs],
+            "mean harm ASR",
+            f"XSTest-safe refusal and ref. ppl within {readings.within:.0%} of FP",
+            "choice",
+        ],
+        body,
+        [
+            f"mean harm ASR: over {', '.join(suites) or 'no harmful suite'}",
+            f"rule: the lowest mean harm ASR among the recipes within {readings.within:.0%} of FP on every bounded "
+            "metric; ties to the lower XSTest-safe refusal, then perplexity; merged and unmerged forms chosen apart",
+            "closest: where no recipe keeps within the bounds, the one whose largest relative change is smallest",
+        ],
+    )

@@ -1,0 +1,104 @@
+"""The report's recipe choice (report/recipe_choice.py): a recorded Q-resafe sweep chooses its recipe by the
+claim's bounds (XSTest-safe refusal and perplexity within 10 % of FP), then the lowest mean harm ASR."""
+
+from qresafe_exp.report import claim_targets, recipe_choice, tables
+
+FP = "m.fp.none.claims"
+
+
+def _fp() -> dict:
+    return {
+        "cell": FP,
+        "status": "ok",
+        "model": "m",
+        "quant": "none",
+        "bits": None,
+        "calib": None,
+        "patch": "none",
+        "patch_tag": None,
+        "eval": "claims",
+        "protocol": "vanilla",
+        "reference_cell": None,
+        "seed": None,
+        "advbench.asr": 0.0,
+        "harmfulqa.asr": 0.05,
+        "xstest_safe.refusal_rate": 0.30,
+        "alpaca_eval_ppl.reference_perplexity": 7.0,
+    }
+
+
+def _recipe(lr: float, advbench: float, harmfulqa: float, xstest: float, ppl: float, variant=None, seed=None):
+    tag = f"qresafe-lr{lr}" + (" (unmerged)" if variant else "")
+    fp = _fp()
+    row = {
+        **fp,
+        "cell": f"m.qlora-nf4.qresafe-lr{lr}.claims"
+        + (" [unmerged]" if variant else "")
+        + (f".seed{seed}" if seed else ""),
+        "quant": "qlora",
+        "bits": 4,
+        "calib": "hh",
+        "patch": "qresafe",
+        "patch_tag": tag,
+        "reference_cell": FP,
+        "seed": seed,
+        "patch.lr": lr,
+        "patch.epochs": 1,
+        "advbench.asr": advbench,
+        "harmfulqa.asr": harmfulqa,
+        "xstest_safe.refusal_rate": xstest,
+        "alpaca_eval_ppl.reference_perplexity": ppl,
+    }
+    if variant:
+        row["variant"] = variant
+    return row
+
+
+def test_the_lowest_harm_asr_within_the_bounds_is_chosen_not_the_lowest_overall():
+    rows = [
+        _fp(),
+        _recipe(5e-6, 0.10, 0.20, 0.31, 7.2),  # within, mean ASR 0.15
+        _recipe(2e-5, 0.02, 0.08, 0.32, 7.5),  # within (+7 %, +7 %), mean 0.05: chosen
+        _recipe(1e-4, 0.00, 0.02, 0.60, 7.4),  # the lowest ASR, but XSTest-safe +100 %: out
+    ]
+    table = recipe_choice.recipe_choice(rows)
+    assert table.name == "recipe_choice-claims-vanilla"
+    assert table.columns[5] == "lr" and "epochs" not in table.columns  # only what the sweep varied
+    by_lr = {row[5]: row for row in table.rows}
+    assert [row[5] for row in table.rows] == [5e-6, 2e-5, 1e-4]  # by the swept number
+    assert by_lr[2e-5][6] == "0.050" and by_lr[2e-5][-1] == "chosen"
+    assert by_lr[1e-4][-1] == "" and by_lr[1e-4][7].startswith("NOT met: XSTest-safe refusal 0.60 vs 0.30 (+100%)")
+    assert by_lr[5e-6][-1] == ""
+    assert "AdvBench ASR" in table.notes[0] and "HarmfulQA ASR" in table.notes[0]
+
+
+def test_without_a_recipe_in_the_bounds_nothing_is_chosen_and_the_closest_is_named():
+    rows = [_fp(), _recipe(2e-5, 0.02, 0.08, 0.45, 7.5), _recipe(1e-4, 0.00, 0.02, 0.60, 7.4)]
+    table = recipe_choice.recipe_choice(rows)
+    marks = {row[5]: row[-1] for row in table.rows}
+    assert marks == {2e-5: "closest (none within the bounds)", 1e-4: ""}  # +50 % strays less than +100 %
+
+
+def test_merged_and_unmerged_forms_are_chosen_apart_and_one_seed_per_recipe():
+    rows = [
+        _fp(),
+        _recipe(2e-5, 0.30, 0.40, 0.31, 7.1),
+        _recipe(1e-4, 0.20, 0.30, 0.31, 7.1),
+        _recipe(1e-4, 0.20, 0.30, 0.31, 7.1, seed=1),  # a second seed of a recipe: the lowest seed speaks
+        _recipe(2e-5, 0.00, 0.04, 0.31, 7.1, variant="unmerged"),
+        _recipe(1e-4, 0.00, 0.06, 0.31, 7.1, variant="unmerged"),
+    ]
+    table = recipe_choice.recipe_choice(rows)
+    chosen = {(row[4], row[5]) for row in table.rows if row[-1] == "chosen"}
+    assert chosen == {("merged", 1e-4), ("unmerged", 2e-5)}
+    assert len(table.rows) == 4
+
+
+def test_no_sweep_no_table_and_the_report_builds_it_with_the_variants_and_readings():
+    assert recipe_choice.recipe_choice([_fp(), _recipe(2e-5, 0.0, 0.0, 0.3, 7.0)]) is None
+    assert tables.recipe_choice in tables.BUILDERS and tables.recipe_choice in tables.WITH_VARIANTS
+    rows = [_fp(), _recipe(2e-5, 0.02, 0.08, 0.32, 7.5), _recipe(1e-4, 0.00, 0.02, 0.32, 7.4)]
+    loose = tables.recipe_choice(rows, readings=claim_targets.Readings(within=0.10))
+    strict = tables.recipe_choice(rows, readings=claim_targets.Readings(within=0.05))
+    assert [row[-1] for row in loose.rows] == ["", "chosen"]  # both within 10 %: the lower ASR
+    assert [row[-1] for row in strict.rows] == ["", "closest (none within the bounds)"]  # +6 % and +7 % ppl
