@@ -105,7 +105,9 @@ class _RssSampler:
     def enter(self, span: Measurement) -> None:
         with self.lock:
             self.open.append(span)
-            if self.thread is None:
+            # a sampler that died (an exception in it, or a forked child that inherited this object without
+            # its thread) would leave every later span unsampled: start one whenever none is alive
+            if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
                 self.thread.start()
 

@@ -4,30 +4,32 @@ process); the CUDA stack logic on a real resettable high-water counter; the CUDA
 
 from __future__ import annotations
 
+import mmap
 import time
 
 import pytest
 import torch
 
-from qresafe_exp.resources import MB, Measurement, PeakStack, StageMonitor, measure
+from qresafe_exp.resources import MB, SAMPLE_INTERVAL_S, Measurement, PeakStack, StageMonitor, measure
 
 BLOCK = 200 * MB
 
 
-def _touch(n: int) -> bytearray:
-    block = bytearray(n)
-    block[::4096] = b"\x01" * len(block[::4096])  # every page resident
+def _touch(n: int) -> mmap.mmap:
+    # fresh anonymous pages, not malloc's: a bytearray can reuse heap pages an earlier test left resident
+    # (glibc's trim threshold rises after large frees), and then the RSS does not move at all
+    block = mmap.mmap(-1, n)
+    for offset in range(0, n, mmap.PAGESIZE):  # every page resident, with no n-byte temporary beside it
+        block[offset] = 1
     time.sleep(0.5)  # many sampler ticks while it is held (0.1 s was missed with another job on the cores)
     return block
 
 
 def test_nested_rss_peaks_each_see_their_own_interval():
     with measure() as outer:
-        block = _touch(BLOCK)  # before the inner span opens: only the outer one holds this peak
-        del block
+        _touch(BLOCK).close()  # before the inner span opens: only the outer one holds this peak
         with measure() as inner:
-            small = _touch(BLOCK // 4)
-            del small
+            _touch(BLOCK // 4).close()
     assert outer.rss_peak - outer.rss_start >= 0.9 * BLOCK
     assert inner.rss_peak - inner.rss_start < 0.6 * BLOCK  # the outer's earlier 200 MB is not the inner's
     assert inner.rss_peak - inner.rss_start >= 0.2 * BLOCK and outer.rss_peak >= inner.rss_peak
@@ -38,7 +40,7 @@ def test_stage_monitor_keeps_its_record_names_and_a_patch_step_its_cost_names():
     monitor = StageMonitor(torch.device("cpu"))
     with monitor.stage("patch"):
         with measure() as step:
-            _touch(BLOCK // 4)
+            _touch(BLOCK // 4).close()
     record, cost = monitor.stages["patch"], step.cost_facts()
     assert set(record) == {"seconds", "rss_start_mb", "peak_rss_mb"}  # metrics.json `resources.<stage>`
     assert set(cost) >= {"wall_seconds", "rss_before_mb", "rss_peak_mb"}  # metrics.json `patch.cost`
@@ -121,3 +123,20 @@ def test_nested_cuda_peaks_on_the_real_allocator():
             del small
     assert outer.cuda_peak >= BLOCK and inner.cuda_peak < BLOCK
     assert outer.stage_record()["cuda_peak_mb"] >= 200 and "cuda_peak_mb" in inner.cost_facts()
+
+
+def test_a_dead_sampler_is_replaced_so_later_spans_are_still_sampled():
+    from qresafe_exp import resources
+
+    dead = resources.threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    for _ in range(100):  # the last span's sampler notices it has nothing open and exits within a tick
+        if resources._RSS.thread is None:
+            break
+        time.sleep(SAMPLE_INTERVAL_S)
+    assert resources._RSS.thread is None
+    resources._RSS.thread = dead  # what a sampler killed by an exception, or lost in a fork, leaves behind
+    with measure() as span:
+        _touch(BLOCK // 4).close()
+    assert span.rss_peak - span.rss_start >= 0.2 * BLOCK
