@@ -60,6 +60,11 @@ def _one_seed(runs: list[dict]) -> list[dict]:
     return [next(group) for _, group in itertools.groupby(runs, key=lambda r: r["patch_tag"])]
 
 
+def _knob_text(value) -> str:
+    """A swept number as written (5e-06, 0.0001, 96): the tables' two decimals would print lr 0.00."""
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _knobs(runs: list[dict]) -> list[str]:
     """The patch settings the sweep varied (patch.lr, patch.epochs, patch.data.num_harmful ...)."""
     keys = sorted({k for r in runs for k in r if k.startswith(KNOB_PREFIX)})
@@ -103,7 +108,7 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
             body.append(
                 [
                     *[r["model"], r["quant"] if r["quant"] != "none" else "FP", r["bits"], r["calib"], form],
-                    *[r.get(k) for k in knobs],
+                    *[_knob_text(r.get(k)) for k in knobs],
                     "-" if mean is None else f"{mean:.3f}",
                     str(within(r, by_cell.get(r.get("reference_cell")))),
                     mark,

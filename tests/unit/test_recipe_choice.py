@@ -64,8 +64,8 @@ def test_the_lowest_harm_asr_within_the_bounds_is_chosen_not_the_lowest_overall(
     table = recipe_choice.recipe_choice(rows)
     assert table.name == "recipe_choice-claims-vanilla"
     assert table.columns[5] == "lr" and "epochs" not in table.columns  # only what the sweep varied
-    by_lr = {row[5]: row for row in table.rows}
-    assert [row[5] for row in table.rows] == [5e-6, 2e-5, 1e-4]  # by the swept number
+    by_lr = {float(row[5]): row for row in table.rows}
+    assert [row[5] for row in table.rows] == ["5e-06", "2e-05", "0.0001"]  # by the swept number, as written
     assert by_lr[2e-5][6] == "0.050" and by_lr[2e-5][-1] == "chosen"
     assert by_lr[1e-4][-1] == "" and by_lr[1e-4][7].startswith("NOT met: XSTest-safe refusal 0.60 vs 0.30 (+100%)")
     assert by_lr[5e-6][-1] == ""
@@ -75,7 +75,7 @@ def test_the_lowest_harm_asr_within_the_bounds_is_chosen_not_the_lowest_overall(
 def test_without_a_recipe_in_the_bounds_nothing_is_chosen_and_the_closest_is_named():
     rows = [_fp(), _recipe(2e-5, 0.02, 0.08, 0.45, 7.5), _recipe(1e-4, 0.00, 0.02, 0.60, 7.4)]
     table = recipe_choice.recipe_choice(rows)
-    marks = {row[5]: row[-1] for row in table.rows}
+    marks = {float(row[5]): row[-1] for row in table.rows}
     assert marks == {2e-5: "closest (none within the bounds)", 1e-4: ""}  # +50 % strays less than +100 %
 
 
@@ -89,7 +89,7 @@ def test_merged_and_unmerged_forms_are_chosen_apart_and_one_seed_per_recipe():
         _recipe(1e-4, 0.00, 0.06, 0.31, 7.1, variant="unmerged"),
     ]
     table = recipe_choice.recipe_choice(rows)
-    chosen = {(row[4], row[5]) for row in table.rows if row[-1] == "chosen"}
+    chosen = {(row[4], float(row[5])) for row in table.rows if row[-1] == "chosen"}
     assert chosen == {("merged", 1e-4), ("unmerged", 2e-5)}
     assert len(table.rows) == 4
 
