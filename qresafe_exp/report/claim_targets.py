@@ -157,17 +157,22 @@ def _refusal_not_above(row: dict, reference: dict | None) -> Verdict:
     return _every([_tested(row, k, _not_raised) for k in keys], "no over-refusal suite")
 
 
+def relative_changes(row: dict, keys: tuple[str, ...], reference: dict | None):
+    """(key, value, reference value, relative change) for each key the row measured; the change is None
+    where the reference has no (or a zero) value."""
+    for key in keys:
+        value, ref = row.get(key), _reference_value(row, key, reference)
+        if value is not None:
+            yield key, value, ref, (value / ref - 1) if ref else None
+
+
 def _within(keys: tuple[str, ...], within: float):
     def check(row: dict, reference: dict | None) -> Verdict:
         parts = []
-        for key in keys:
-            value, ref = row.get(key), _reference_value(row, key, reference)
-            if value is None:
-                continue
-            if not ref:
+        for key, value, ref, change in relative_changes(row, keys, reference):
+            if change is None:
                 parts.append((None, f"{LABELS[key]}: no reference value"))
                 continue
-            change = value / ref - 1
             parts.append((abs(change) <= within, f"{LABELS[key]} {value:.2f} vs {ref:.2f} ({change:+.0%})"))
         return _every(parts, "not measured")
 

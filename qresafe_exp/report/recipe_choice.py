@@ -26,8 +26,9 @@ from qresafe_exp.report.claim_targets import (
     PPL,
     Readings,
     _harmful_suites,
-    _reference_value,
+    _setting,
     _within,
+    relative_changes,
 )
 from qresafe_exp.report.collect import KNOB_PREFIX
 from qresafe_exp.report.tables import Table, _base, _ok
@@ -46,12 +47,8 @@ def _mean_harm_asr(row: dict, readings: Readings) -> float | None:
 
 def _largest_change(row: dict, reference: dict | None) -> float:
     """The largest relative change of a bounded metric against the reference (inf where one is unknown)."""
-    changes = []
-    for key in BOUNDED:
-        value, ref = row.get(key), _reference_value(row, key, reference)
-        if value is not None:
-            changes.append(abs(value / ref - 1) if ref else float("inf"))
-    return max(changes, default=float("inf"))
+    changes = relative_changes(row, BOUNDED, reference)
+    return max((float("inf") if c is None else abs(c) for *_, c in changes), default=float("inf"))
 
 
 def _one_seed(runs: list[dict]) -> list[dict]:
@@ -71,14 +68,12 @@ def _knobs(runs: list[dict]) -> list[str]:
     return [k for k in keys if len({r.get(k) for r in runs}) > 1]
 
 
-def _choose(runs: list[dict], by_cell: dict, readings: Readings) -> tuple[dict | None, dict | None]:
-    """(the chosen run or None, the closest run where none keeps within the bounds)."""
-    within = _within(BOUNDED, readings.within)
+def _choose(runs: list[dict], kept: list[dict], by_cell: dict, readings: Readings) -> tuple[dict | None, dict | None]:
+    """(the chosen run or None, the closest run where none of ``kept``, the runs within the bounds, is scored)."""
     scored = [r for r in runs if _mean_harm_asr(r, readings) is not None]
-    kept = [r for r in scored if within(r, by_cell.get(r.get("reference_cell"))).met]
     rank = lambda r: (_mean_harm_asr(r, readings), r.get(OVER_REFUSAL[1]) or 0.0, r.get(PPL) or 0.0)
-    if kept:
-        return min(kept, key=rank), None
+    if candidates := [r for r in kept if _mean_harm_asr(r, readings) is not None]:
+        return min(candidates, key=rank), None
     closest = min(scored, key=lambda r: (_largest_change(r, by_cell.get(r.get("reference_cell"))), *rank(r)))
     return None, closest if scored else None
 
@@ -100,17 +95,19 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
     within = _within(BOUNDED, readings.within)
     body = []
     for (_, form), recipes in sweeps.items():
-        chosen, closest = _choose(recipes, by_cell, readings)
+        verdicts = {id(r): within(r, by_cell.get(r.get("reference_cell"))) for r in recipes}
+        chosen, closest = _choose(recipes, [r for r in recipes if verdicts[id(r)].met], by_cell, readings)
         recipes.sort(key=lambda r: [(r.get(k) is None, r.get(k) or 0.0) for k in knobs])
         for r in recipes:
             mean = _mean_harm_asr(r, readings)
             mark = "chosen" if r is chosen else "closest (none within the bounds)" if r is closest else ""
             body.append(
                 [
-                    *[r["model"], r["quant"] if r["quant"] != "none" else "FP", r["bits"], r["calib"], form],
+                    *_setting(r)[:-1],  # model, method, bits, calib: the claim-target table's columns
+                    form,
                     *[_knob_text(r.get(k)) for k in knobs],
                     "-" if mean is None else f"{mean:.3f}",
-                    str(within(r, by_cell.get(r.get("reference_cell")))),
+                    str(verdicts[id(r)]),
                     mark,
                 ]
             )
