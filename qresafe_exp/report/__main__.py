@@ -45,6 +45,7 @@ def claim_readings(options: DictConfig):
         headroom=float(options.headroom),
         within=float(options.within),
         suites=None if suites is None else tuple(suites),
+        sides=str(options.get("sides", "both")),
     )
 
 

@@ -5,8 +5,9 @@ not by hand; `experiment=claim_qresafe_recipe` runs the sweep, and this table ap
 so the choice is read off the results rather than made by a reader:
 
   among the recipes whose XSTest-safe refusal and reference perplexity stay within `within` (10 %) of FP's
-  (the claim's own bound, claim_targets._within), choose the lowest mean harm ASR over the harmful suites;
-  ties go to the lower XSTest-safe refusal, then the lower perplexity.
+  (the claim's own bound, claim_targets._within; `claim_targets.sides=rise` reads it on the loss side only,
+  so that a recipe refusing less than FP is not ruled out for it), choose the lowest mean harm ASR over the
+  harmful suites; ties go to the lower XSTest-safe refusal, then the lower perplexity.
 
 A base (model, quantizer, bits, calibration) with two or more Q-resafe recipes is a sweep; its merged and
 unmerged forms are chosen separately (each is a way to serve the patch). Where no recipe keeps within the
@@ -29,6 +30,8 @@ from qresafe_exp.report.claim_targets import (
     _setting,
     _within,
     relative_changes,
+    strayed,
+    within_header,
 )
 from qresafe_exp.report.collect import KNOB_PREFIX
 from qresafe_exp.report.tables import Table, _base, _ok
@@ -45,10 +48,11 @@ def _mean_harm_asr(row: dict, readings: Readings) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _largest_change(row: dict, reference: dict | None) -> float:
-    """The largest relative change of a bounded metric against the reference (inf where one is unknown)."""
+def _largest_change(row: dict, reference: dict | None, readings: Readings) -> float:
+    """The largest relative change of a bounded metric against the reference, as the reading's sides count it
+    (inf where one is unknown)."""
     changes = relative_changes(row, BOUNDED, reference)
-    return max((float("inf") if c is None else abs(c) for *_, c in changes), default=float("inf"))
+    return max((float("inf") if c is None else strayed(c, readings) for *_, c in changes), default=float("inf"))
 
 
 def _one_seed(runs: list[dict]) -> list[dict]:
@@ -74,7 +78,7 @@ def _choose(runs: list[dict], kept: list[dict], by_cell: dict, readings: Reading
     rank = lambda r: (_mean_harm_asr(r, readings), r.get(OVER_REFUSAL[1]) or 0.0, r.get(PPL) or 0.0)
     if candidates := [r for r in kept if _mean_harm_asr(r, readings) is not None]:
         return min(candidates, key=rank), None
-    closest = min(scored, key=lambda r: (_largest_change(r, by_cell.get(r.get("reference_cell"))), *rank(r)))
+    closest = min(scored, key=lambda r: (_largest_change(r, by_cell.get(r.get("reference_cell")), readings), *rank(r)))
     return None, closest if scored else None
 
 
@@ -92,7 +96,7 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
     if not sweeps:
         return None
     knobs = _knobs([r for rs in sweeps.values() for r in rs])
-    within = _within(BOUNDED, readings.within)
+    within = _within(BOUNDED, readings)
     body = []
     for (_, form), recipes in sweeps.items():
         verdicts = {id(r): within(r, by_cell.get(r.get("reference_cell"))) for r in recipes}
@@ -119,14 +123,19 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
             *["model", "method", "bits", "risk / calib", "form"],
             *[k.removeprefix(KNOB_PREFIX) for k in knobs],
             "mean harm ASR",
-            f"XSTest-safe refusal and ref. ppl within {readings.within:.0%} of FP",
+            f"XSTest-safe refusal and ref. ppl {within_header(readings)} of FP",
             "choice",
         ],
         body,
         [
             f"mean harm ASR: over {', '.join(suites) or 'no harmful suite'}",
-            f"rule: the lowest mean harm ASR among the recipes within {readings.within:.0%} of FP on every bounded "
+            f"rule: the lowest mean harm ASR among the recipes {within_header(readings)} of FP on every bounded "
             "metric; ties to the lower XSTest-safe refusal, then perplexity; merged and unmerged forms chosen apart",
             "closest: where no recipe keeps within the bounds, the one whose largest relative change is smallest",
+            *(
+                ["bounds read on the loss side only (claim_targets.sides=rise): a fall below FP keeps within"]
+                if readings.sides == "rise"
+                else []
+            ),
         ],
     )

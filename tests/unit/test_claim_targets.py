@@ -169,7 +169,7 @@ def test_the_thresholds_and_suites_are_report_options(monkeypatch):
     assert default.rows[0][5].startswith("NOT met: HarmBench contextual ASR -0.02;")
     options = OmegaConf.create({"headroom": 0.10, "within": 0.25, "suites": "harmfulqa"})
     readings = claim_readings(options)
-    assert readings == claim_targets.Readings(0.10, 0.25, ("harmfulqa",))
+    assert readings == claim_targets.Readings(0.10, 0.25, ("harmfulqa",), "both")
     (table,) = claim_targets.claim_targets(rows, None, readings)
     assert table.rows[0][5] == "met: HarmfulQA ASR -0.23*"
     assert table.rows[0][7] == "met: ref. ppl 9.00 vs 7.50 (+20%)" and table.rows[0][-1] == "yes"
@@ -184,5 +184,11 @@ def test_the_thresholds_and_suites_are_report_options(monkeypatch):
         claim_targets.Readings(suites=("harmbench",))
     with pytest.raises(ValueError, match="claim_targets.within=0"):
         claim_targets.Readings(within=0)
+    with pytest.raises(ValueError, match="claim_targets.sides='up': one of both, rise"):
+        claim_readings(OmegaConf.create({"headroom": 0.1, "within": 0.1, "suites": None, "sides": "up"}))
+    # read on the loss side only, seed 0's +20 % perplexity still fails a 10 % bound; a fall would not
+    (rise,) = claim_targets.claim_targets(rows, None, claim_targets.Readings(sides="rise"))
+    assert rise.columns[7] == "ref. ppl at most +10%" and rise.rows[0][7].startswith("NOT met: ref. ppl 9.00")
+    assert "only a rise counts" in rise.notes[-1]
     with pytest.raises(ValueError, match="claim_targets.headroom=1.5"):
         claim_readings(OmegaConf.create({"headroom": 1.5, "within": 0.1, "suites": None}))
