@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -232,8 +233,13 @@ def shared_tag_parts(tags: list[str]) -> list[str]:
     each point's name shows only what sets it apart (a shared prefix alone leaves the long middles)."""
     if len(tags) < 2:
         return []
-    others = [set(t.split("-")) for t in tags[1:]]
-    return [part for part in tags[0].split("-") if all(part in o for o in others)]
+    others = [set(tag_parts(t)) for t in tags[1:]]
+    return [part for part in tag_parts(tags[0]) if all(part in o for o in others)]
+
+
+def tag_parts(tag: str) -> list[str]:
+    """A patch tag's '-'-separated parts, a number's exponent kept whole: 'qresafe-lr2e-05' -> [qresafe, lr2e-05]."""
+    return re.split(r"-(?!\d)", tag)
 
 
 def _point_name(r: dict, shared: list[str], many_models: bool) -> str:
@@ -243,7 +249,7 @@ def _point_name(r: dict, shared: list[str], many_models: bool) -> str:
         setting = "FP" if r.get("quant") == "none" else r["cell"].split(".", 1)[-1]
     else:
         tag = r.get("patch_tag") or r["patch"]
-        setting = "-".join(p for p in tag.split("-") if p not in shared) or "-".join(shared)
+        setting = "-".join(p for p in tag_parts(tag) if p not in shared) or "-".join(shared)
         if r.get("quant") != "none":
             setting = f"{r['quant']} {setting}"
     seed = f" seed {r['seed']}" if r.get("seed") else ""
@@ -429,6 +435,80 @@ def claim_panels(rows: list[dict], out: Path) -> Path | None:
     return _save(fig, out, "claim_panels", group)
 
 
+HARMFUL_REFUSED = ("advbench", "harmbench_test", "harmfulqa", "catqa")  # suites whose rows carry `<suite>.refused`
+# XSTest's safe-prompt refusal: the `xstest` suite's headline (its safe prompts; eval=claims) or `xstest_safe`'s
+SAFE_REFUSAL = ("xstest.refusal_rate", "xstest_safe.refusal_rate")
+
+
+def pooled_refusal(row: dict, suites: list[str]) -> tuple[float, float, float]:
+    """(rate, Wilson low, high) of refusal statements pooled over ``suites`` (k and n summed, not rates averaged)."""
+    from qresafe_exp.stats import wilson_interval
+
+    k = sum(round(row[f"{s}.refused"] * row[f"{s}.refused.n"]) for s in suites)
+    n = sum(row[f"{s}.refused.n"] for s in suites)
+    return (k / n, *wilson_interval(k, n))
+
+
+def refusal_tradeoff(rows: list[dict], out: Path) -> Path | None:
+    fig = draw_refusal_tradeoff(rows)
+    return None if fig is None else _save(fig, out, "refusal_tradeoff", groups.one(rows))
+
+
+def draw_refusal_tradeoff(rows: list[dict]):
+    """Refusal of harmful requests against refusal of XSTest's safe ones, one point per cell and patch form, 95%
+    Wilson whiskers both ways. A patch that only shifts how often the model refuses moves along a line; one that
+    restores the FP model's selectivity reaches FP's corner (top left of it is better than FP). The harmful suites
+    are those every plotted cell has refusal counts for, pooled. None under two cells or without a patched one."""
+    group = groups.one(rows)
+    safe = next((k for k in SAFE_REFUSAL if sum(r.get(k) is not None for r in rows) >= 2), SAFE_REFUSAL[0])
+    have = [r for r in rows if r.get(safe) is not None and not r.get("broken")]
+    suites = [s for s in HARMFUL_REFUSED if have and all(r.get(f"{s}.refused.n") for r in have)]
+    if len(have) < 2 or not suites or all(r["patch"] == "none" for r in have):
+        return None
+    points = []
+    for r in have:
+        rate, lo, hi = pooled_refusal(r, suites)
+        points.append({**r, "_harmful_refused": rate, "_lo": lo, "_hi": hi})
+    shared = shared_tag_parts(sorted({r["patch_tag"] for r in points if r.get("patch_tag") and r["patch"] != "none"}))
+    many_models = len({r.get("model") for r in points}) > 1
+    spots = _numbered(points, safe, "_harmful_refused", lambda r: _point_name(r, shared, many_models))
+    key_text = safety_utility_key(spots, shared)
+    key_height = 0.13 * (key_text.count("\n") + 1) + 0.1
+    fig, (ax, key_ax) = plt.subplots(2, 1, figsize=(7, 4.2 + key_height), height_ratios=(4.2, key_height))
+    key_ax.axis("off")
+    key_ax.text(0.0, 1.0, key_text, transform=key_ax.transAxes, fontsize=7, va="top", family="monospace")
+    for r in points:
+        fp, unpatched = r["quant"] == "none" and r["patch"] == "none", r["patch"] == "none"
+        x, y = r[safe], r["_harmful_refused"]
+        ax.errorbar(
+            x,
+            y,
+            xerr=_err([r], safe),
+            yerr=[[y - r["_lo"]], [r["_hi"] - y]],
+            fmt="*" if fp else "s" if unpatched else "^" if r.get("variant") else "o",
+            markersize=10 if fp else 5,
+            color="#4c72b0" if unpatched else "#dd8452" if r.get("variant") else "#55a868",
+            elinewidth=0.6,
+            capsize=1.5,
+        )
+        if fp:
+            ax.axvline(x, color="#4c72b0", linewidth=0.6, linestyle=":")
+            ax.axhline(y, color="#4c72b0", linewidth=0.6, linestyle=":")
+    names = ", ".join(SUITE_NAMES.get(s, s) for s in suites)
+    ax.set_xlabel("XSTest-safe refusal (over-refusal; lower = better)")
+    ax.set_ylabel(f"refusal of harmful requests\n({names}; higher = safer)", fontsize=8)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(
+        "Refusal of harmful vs of safe requests (star = FP, square = unpatched, circle = patched,\n"
+        f"triangle = a patch's unmerged form; 95% Wilson) — {groups.label(group)}",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    _place_numbers(ax, spots)
+    return fig
+
+
 def all_figures(rows: list[dict], metrics: list[dict], out: Path, safety_suite: str = "advbench") -> dict[str, Path]:
     """Each figure once per (eval, protocol) group that has its cells; keys are the file stems."""
     from qresafe_exp.report.collect import without_variants
@@ -442,6 +522,7 @@ def all_figures(rows: list[dict], metrics: list[dict], out: Path, safety_suite: 
             safety_utility(cells, out, safety_suite),
             category_bars(cells, metrics, out),
             claim_panels(group_rows, out),
+            refusal_tradeoff(group_rows, out),  # the unmerged forms beside the merged: both ways to serve a patch
         ):
             if path is not None:
                 made[path.stem] = path
