@@ -185,17 +185,7 @@ def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
     if points is None:
         return None
     cells, key, label = points
-    # numbered markers and a key: cell names written at the points overwrite each other wherever cells sit
-    # close (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number
-    shared = shared_tag_parts(sorted({r["patch_tag"] for r in cells if r.get("patch_tag") and r["patch"] != "none"}))
-    many_models = len({r.get("model") for r in cells}) > 1
-    spots = _numbered(cells, key, asr, lambda r: _point_name(r, shared, many_models))
-    key_text = safety_utility_key(spots, shared)
-    # the key under the axes, wrapped: beside them, a study of ~25 cells made a figure 30 inches wide
-    key_height = 0.13 * (key_text.count("\n") + 1) + 0.1
-    fig, (ax, key_ax) = plt.subplots(2, 1, figsize=(9, 3.6 + key_height), height_ratios=(3.6, key_height))
-    key_ax.axis("off")
-    key_ax.text(0.0, 1.0, key_text, transform=key_ax.transAxes, fontsize=7, va="top", family="monospace")
+    fig, ax, spots = keyed_axes(cells, key, asr, (9, 3.6))
     for r in cells:
         ax.scatter(
             r[key],
@@ -212,6 +202,24 @@ def draw_safety_utility(rows: list[dict], suite: str = "advbench"):
     fig.tight_layout()  # the axes' final place first: the numbers are placed in display space
     _place_numbers(ax, spots)
     return fig
+
+
+def keyed_axes(cells: list[dict], x: str, y: str, size: tuple[float, float]):
+    """(figure, axes, numbered spots) for a scatter of cells whose key sits in a panel under the axes.
+
+    Numbered markers and a key: cell names written at the points overwrite each other wherever cells sit close
+    (every QLoRA variant near ASR 0.8); points within 2% of the axes' span share a number. The key is under the
+    axes, wrapped: beside them, a study of ~25 cells made a figure 30 inches wide."""
+    shared = shared_tag_parts(sorted({r["patch_tag"] for r in cells if r.get("patch_tag") and r["patch"] != "none"}))
+    many_models = len({r.get("model") for r in cells}) > 1
+    spots = _numbered(cells, x, y, lambda r: _point_name(r, shared, many_models))
+    key_text = safety_utility_key(spots, shared)
+    width, height = size
+    key_height = 0.13 * (key_text.count("\n") + 1) + 0.1
+    fig, (ax, key_ax) = plt.subplots(2, 1, figsize=(width, height + key_height), height_ratios=(height, key_height))
+    key_ax.axis("off")
+    key_ax.text(0.0, 1.0, key_text, transform=key_ax.transAxes, fontsize=7, va="top", family="monospace")
+    return fig, ax, spots
 
 
 KEY_WIDTH = 118  # characters per line of the safety-utility key (monospace 7 pt: about the figure's width)
@@ -469,14 +477,7 @@ def draw_refusal_tradeoff(rows: list[dict]):
     for r in have:
         rate, lo, hi = pooled_refusal(r, suites)
         points.append({**r, "_harmful_refused": rate, "_lo": lo, "_hi": hi})
-    shared = shared_tag_parts(sorted({r["patch_tag"] for r in points if r.get("patch_tag") and r["patch"] != "none"}))
-    many_models = len({r.get("model") for r in points}) > 1
-    spots = _numbered(points, safe, "_harmful_refused", lambda r: _point_name(r, shared, many_models))
-    key_text = safety_utility_key(spots, shared)
-    key_height = 0.13 * (key_text.count("\n") + 1) + 0.1
-    fig, (ax, key_ax) = plt.subplots(2, 1, figsize=(7, 4.2 + key_height), height_ratios=(4.2, key_height))
-    key_ax.axis("off")
-    key_ax.text(0.0, 1.0, key_text, transform=key_ax.transAxes, fontsize=7, va="top", family="monospace")
+    fig, ax, spots = keyed_axes(points, safe, "_harmful_refused", (7, 4.2))
     for r in points:
         fp, unpatched = r["quant"] == "none" and r["patch"] == "none", r["patch"] == "none"
         x, y = r[safe], r["_harmful_refused"]
