@@ -171,6 +171,15 @@ class PatchDataConfig:
 
 
 @dataclass
+class TrainedPatchDataConfig(PatchDataConfig):
+    # What a benign prompt's pair disprefers: quantized (the paper: the quantized model's answer, which
+    # on benign prompts usually complies as FP does, so the pair anchors little) | refusal (one of the FP
+    # model's own full refusals to the harmful patch prompts: the pair says "answer, do not refuse", a
+    # selectivity signal beside the harmful pairs' "refuse"). Ours, not the paper's.
+    benign_rejected: str = "quantized"
+
+
+@dataclass
 class TrainedPatchConfig(PatchConfig):
     # One masked-LoRA trainer for qresafe (dpo, tau 0.6), dpo (tau 1) and sft (tau 1).
     objective: str = "dpo"  # dpo: FP response preferred over the quantized one | sft: NLL of the FP response
@@ -208,7 +217,7 @@ class TrainedPatchConfig(PatchConfig):
     # native bf16 matmul), and activation checkpointing (recompute each layer in the backward pass)
     autocast: str | None = None
     gradient_checkpointing: bool = False
-    data: PatchDataConfig = field(default_factory=PatchDataConfig)
+    data: TrainedPatchDataConfig = field(default_factory=TrainedPatchDataConfig)
 
 
 @dataclass

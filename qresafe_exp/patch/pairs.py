@@ -9,9 +9,12 @@ nothing and are dropped; how many is reported.
 
 from __future__ import annotations
 
+import random
+
 from qresafe_exp.cache import RequestCache
 from qresafe_exp.engines.hf import HFEngine
 from qresafe_exp.generate import GenerationSpec, generate_cached, render_chat
+from qresafe_exp.judges.refusal_rules import classify_refusal
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 
 
@@ -38,6 +41,44 @@ def model_responses(
     return generate_cached(engine, model.key, texts, spec, requests, desc=f"patch data: {side} ({model.name})")
 
 
+BENIGN_REJECTED = ("quantized", "refusal")
+MAX_REFUSAL_CONTENT_WORDS = 20  # a refusal to reuse says no and little else (no topic-specific advice)
+
+
+def _plain_refusal(response: str) -> bool:
+    found = classify_refusal(response)
+    return found.label == "2_full_refusal" and found.content_words <= MAX_REFUSAL_CONTENT_WORDS
+
+
+def refusals_as_benign_rejected(
+    prompts: list[str], chosen: list[str], rejected: list[str], benign: set[str], seed: int
+) -> tuple[list[str], dict]:
+    """``rejected`` with each benign prompt's answer replaced by one of the FP model's plain refusals
+    to the harmful prompts (seeded draw), so its pair prefers answering over refusing.
+
+    A benign prompt the FP model itself refused keeps its quantized answer: preferring a refusal over
+    a refusal teaches nothing. Raises ValueError when the FP model refused none of the harmful prompts.
+    """
+    pool = [c for p, c in zip(prompts, chosen) if p not in benign and _plain_refusal(c)]
+    targets = [i for i, p in enumerate(prompts) if p in benign]
+    if targets and not pool:
+        raise ValueError(
+            "patch.data.benign_rejected=refusal: the FP model refused none of the harmful patch prompts "
+            "plainly, so there is no refusal to reject on the benign ones; use benign_rejected=quantized "
+            "or more harmful prompts (patch.data.num_harmful)"
+        )
+    rng = random.Random(seed)
+    out, replaced, fp_refused = list(rejected), 0, 0
+    for i in targets:
+        if classify_refusal(chosen[i]).refused:
+            fp_refused += 1
+            continue
+        out[i] = rng.choice(pool)
+        replaced += 1
+    facts = {"source": "refusal", "replaced": replaced, "fp_refused_kept": fp_refused, "refusal_pool": len(set(pool))}
+    return out, facts
+
+
 def preference_pairs(
     fp: ModelRef,
     quantized: ModelRef,
@@ -48,8 +89,12 @@ def preference_pairs(
     max_new_tokens: int,
     system_prompt: str | None = None,
     batch_size: int = 16,
+    benign: set[str] = frozenset(),
+    benign_rejected: str = "quantized",
+    seed: int = 0,
 ) -> tuple[list[dict], dict]:
-    """([{'prompt', 'chosen', 'rejected'}], facts) for ``prompts``."""
+    """([{'prompt', 'chosen', 'rejected'}], facts) for ``prompts``; ``benign_rejected="refusal"``
+    disprefers a refusal on the ``benign`` prompts instead of the quantized model's answer."""
 
     def responses(model: ModelRef, side: str) -> tuple[list[str], int]:
         return model_responses(
@@ -65,6 +110,11 @@ def preference_pairs(
 
     chosen, generated_fp = responses(fp, "preferred, FP")
     rejected, generated_q = responses(quantized, "rejected, quantized")
+    swapped = None
+    if benign_rejected == "refusal":
+        rejected, swapped = refusals_as_benign_rejected(prompts, chosen, rejected, benign, seed)
+    elif benign_rejected != "quantized":
+        raise ValueError(f"patch.data.benign_rejected={benign_rejected!r}: choose one of {', '.join(BENIGN_REJECTED)}")
     pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected) if not _same(c, r)]
     facts = {
         "prompts": len(prompts),
@@ -72,6 +122,8 @@ def preference_pairs(
         "pairs": len(pairs),
         "generated_now": {"fp": generated_fp, "quantized": generated_q},
     }
+    if swapped is not None:
+        facts["benign_rejected"] = swapped
     return pairs, facts
 
 

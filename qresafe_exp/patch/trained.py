@@ -30,7 +30,7 @@ from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
 from qresafe_exp.patch.data import patch_prompts
 from qresafe_exp.patch.masked_lora import attach_masked_lora
-from qresafe_exp.patch.pairs import drop_unsafe_chosen, preference_pairs
+from qresafe_exp.patch.pairs import BENIGN_REJECTED, drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, requantizers, write_merged
 from qresafe_exp.patch.snip import MASK_SCORES
@@ -52,9 +52,14 @@ LATER_SETTINGS = {
 }
 
 
+LATER_DATA_SETTINGS = {"benign_rejected": "quantized"}
+
+
 def spec_settings(cfg: DictConfig) -> dict:
     """The patch config as it enters the ``patch_train`` cache key."""
     settings = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(settings.get("data"), dict):
+        settings["data"] = without_later_defaults(settings["data"], LATER_DATA_SETTINGS)
     return without_later_defaults({k: v for k, v in settings.items() if k not in NOT_IN_KEY}, LATER_SETTINGS)
 
 
@@ -102,6 +107,12 @@ class TrainedPatch(Patch):
         check_count("patch.data.num_benign", cfg.data.num_benign, 0, "benign patch prompts")
         if not 0.0 <= cfg.warmup_fraction < 1.0:
             raise ValueError(f"patch.warmup_fraction={cfg.warmup_fraction}: the share of steps warming up, in [0, 1)")
+        check_choice("data.benign_rejected", cfg.data.benign_rejected, BENIGN_REJECTED)
+        if cfg.data.benign_rejected != "quantized" and not (cfg.data.benign and cfg.data.num_benign):
+            raise ValueError(
+                f"patch.data.benign_rejected={cfg.data.benign_rejected} replaces the benign pairs' rejected "
+                "answers, but the patch has no benign prompts: set patch.data.num_benign above 0"
+            )
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod
@@ -211,6 +222,9 @@ class TrainedPatch(Patch):
             ctx.device,
             max_new_tokens=cfg.data.max_new_tokens,
             system_prompt=system_prompt,
+            benign=set(prompts[len(harmful) :]),
+            benign_rejected=cfg.data.benign_rejected,
+            seed=ctx.cfg.seed,
         )
         if cfg.data.safe_chosen_only:
             pairs, pair_facts["unsafe_chosen_dropped"] = drop_unsafe_chosen(pairs, set(harmful), ctx.cfg.judge)

@@ -284,6 +284,21 @@ def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talk
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gguf", "patch=safepatching")))
     with pytest.raises(ConfigError, match="needs quant=awq"):
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gptq", "patch=qresafe_awq", "logger=none")))
+    # benign pairs that disprefer a refusal need the FP model's own refusals: the talkative model gives none
+    with pytest.raises(ValueError, match="refused none of the harmful patch prompts"):
+        run_cell(
+            compose_cfg(
+                _overrides(
+                    talkative_dir,
+                    "quant=rtn",
+                    "bits=2",
+                    "patch=qresafe",
+                    *SMALL,
+                    "patch.data.num_benign=2",
+                    "patch.data.benign_rejected=refusal",
+                )
+            )
+        )
     with pytest.raises(ConfigError, match="num_harmful=100000"):
         run_cell(
             compose_cfg(

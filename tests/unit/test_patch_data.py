@@ -54,3 +54,31 @@ def test_pairs_whose_preferred_answer_is_unsafe_are_dropped_on_harmful_prompts_o
     ]
     kept, dropped = drop_unsafe_chosen(pairs, {"How do I make a bomb?", "How do I pick a lock?"}, cfg.judge)
     assert dropped == 1 and [p["prompt"] for p in kept] == ["How do I make a bomb?", "Name a river."]
+
+
+def test_benign_pairs_can_disprefer_the_fp_models_own_refusals():
+    from qresafe_exp.patch.pairs import refusals_as_benign_rejected
+
+    refusal = "I'm sorry, but I can't help with that. It could hurt people."
+    prompts = ["Make a bomb.", "Poison a dog.", "Name a river.", "Write a haiku.", "Spell cat."]
+    chosen = [refusal, "Sure: buy rat poison and", "The Nile.", "Leaves fall slowly down", "I can't help with that."]
+    rejected = ["Sure: mix", "Sure: buy", "Nile.", "Leaves fall", "C-A-T"]
+    benign = set(prompts[2:])
+    out, facts = refusals_as_benign_rejected(prompts, chosen, rejected, benign, seed=0)
+    # only the FP's plain refusal is reused (its compliant answer to a harmful prompt is not a refusal);
+    # the benign prompt the FP model refused keeps its quantized answer
+    assert out[:2] == rejected[:2] and out[2] == out[3] == refusal and out[4] == "C-A-T"
+    assert facts == {"source": "refusal", "replaced": 2, "fp_refused_kept": 1, "refusal_pool": 1}
+    with pytest.raises(ValueError, match="refused none of the harmful patch prompts"):
+        refusals_as_benign_rejected(prompts[1:], chosen[1:], rejected[1:], benign, seed=0)
+
+
+def test_benign_rejected_is_validated(compose_cfg):
+    from qresafe_exp.patch.trained import TrainedPatch
+
+    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_rejected=nonsense", "patch.data.num_benign=4"])
+    with pytest.raises(ValueError, match="benign_rejected=nonsense is unknown"):
+        TrainedPatch.validate(cfg.patch, cfg.quant)
+    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_rejected=refusal", "patch.data.num_benign=0"])
+    with pytest.raises(ValueError, match="set patch.data.num_benign above 0"):
+        TrainedPatch.validate(cfg.patch, cfg.quant)
