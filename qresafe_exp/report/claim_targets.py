@@ -296,10 +296,11 @@ FAMILY_NAMES = {"qresafe": "Q-resafe", "safepatching": "SafePatching"}
 
 
 def legend(readings: Readings) -> list[str]:
-    low, high = 0.30 * (1 - readings.within), 0.30 * (1 + readings.within)
+    high = 0.30 * (1 + readings.within)
+    low = 0.30 * (1 - readings.within) if readings.sides == "both" else 0.0  # under rise any fall keeps within
     lines = [
         f"deltas: the cell minus its reference on the same prompts; * paired test p < {ALPHA}",
-        f"within {readings.within:.0%}: relative to the reference's own value, as the claim states it "
+        f"{within_header(readings)}: relative to the reference's own value, as the claim states it "
         f"(a refusal rate of 0.30 allows {low:.2f}-{high:.2f})",
         "untested: the study lacks what the target needs (a paired test, a reference value, a baseline run)",
     ]

@@ -190,5 +190,7 @@ def test_the_thresholds_and_suites_are_report_options(monkeypatch):
     (rise,) = claim_targets.claim_targets(rows, None, claim_targets.Readings(sides="rise"))
     assert rise.columns[7] == "ref. ppl at most +10%" and rise.rows[0][7].startswith("NOT met: ref. ppl 9.00")
     assert "only a rise counts" in rise.notes[-1]
+    assert "at most +10%: relative to the reference's own value" in "\n".join(rise.notes)
+    assert "allows 0.00-0.33" in "\n".join(rise.notes) and "allows 0.27-0.33" in "\n".join(table.notes + high.notes)
     with pytest.raises(ValueError, match="claim_targets.headroom=1.5"):
         claim_readings(OmegaConf.create({"headroom": 1.5, "within": 0.1, "suites": None}))
