@@ -113,7 +113,10 @@ def test_default_trained_configs_keep_their_cache_key(compose_cfg, patch):
     before["data"].pop("benign_rejected")  # added later too, inside data
     assert set(LATER_SETTINGS) >= {"mask_score", "autocast", "gradient_checkpointing", "snip_samples"}
     assert settings == before and not set(LATER_SETTINGS) & set(settings)
-    assert "benign_rejected" in spec_settings(compose_cfg([f"patch={patch}", "patch.data.benign_rejected=refusal"]).patch)["data"]
+    assert (
+        "benign_rejected"
+        in spec_settings(compose_cfg([f"patch={patch}", "patch.data.benign_rejected=refusal"]).patch)["data"]
+    )
 
 
 def test_default_awq_variant_keeps_its_cache_key(compose_cfg):
