@@ -89,6 +89,8 @@ def tidy_row(metrics) -> dict:
     for name, test in m.paired.items():
         row.update(paired_columns(name, test))
     row["seed"] = m.seed
+    # what ranked the patch's mask (snip, or a control's random / magnitude): a control is not a recipe
+    row["mask_score"] = ((m.raw.get("patch") or {}).get("train") or {}).get("mask_score")
     row["degenerate"] = m.degenerate.value if m.degenerate is not None else None
     row["broken"] = m.broken
     cost = m.patch_cost

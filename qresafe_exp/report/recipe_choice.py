@@ -88,7 +88,8 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
     group = groups.one(rows)
     ok = [r for r in _ok(rows) if not r.get("broken")]
     by_cell = {r["cell"]: r for r in ok}
-    runs = [r for r in ok if r["patch"] == "qresafe"]
+    # Q-resafe's own runs: a mask control (patch.mask_score=random | magnitude) is a baseline, not a recipe
+    runs = [r for r in ok if r["patch"] == "qresafe" and r.get("mask_score") in (None, "snip")]
     sweeps = {}
     for r in sorted(runs, key=lambda r: (_base(r), _form(r))):
         sweeps.setdefault((_base(r), _form(r)), []).append(r)
@@ -112,6 +113,8 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
                     *[_knob_text(r.get(k)) for k in knobs],
                     "-" if mean is None else f"{mean:.3f}",
                     str(verdicts[id(r)]),
+                    r["patch_tag"].removesuffix(f" ({form})"),  # names what the knob columns cannot (a string setting)
+                    r.get("seed") or 0,
                     mark,
                 ]
             )
@@ -124,6 +127,8 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
             *[k.removeprefix(KNOB_PREFIX) for k in knobs],
             "mean harm ASR",
             f"XSTest-safe refusal and ref. ppl {within_header(readings)} of FP",
+            "patch",
+            "seed",
             "choice",
         ],
         body,

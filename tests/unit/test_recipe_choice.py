@@ -116,3 +116,15 @@ def test_read_on_the_loss_side_only_a_recipe_refusing_less_than_fp_is_within():
     assert rise.rows[1][7].startswith("NOT met: XSTest-safe refusal 0.60 vs 0.30 (+100%)")
     assert rise.columns[7] == "XSTest-safe refusal and ref. ppl at most +10% of FP"
     assert "claim_targets.sides=rise" in rise.notes[-1] and "sides" not in " ".join(both.notes)
+
+
+def test_rows_name_their_patch_and_seed_and_a_mask_control_is_not_a_recipe():
+    control = {**_recipe(1e-4, 0.00, 0.02, 0.30, 7.1), "patch_tag": "qresafe_random-lr0.0001", "mask_score": "random"}
+    rows = [_fp(), _recipe(5e-6, 0.10, 0.20, 0.31, 7.2), _recipe(2e-5, 0.02, 0.08, 0.32, 7.5), control]
+    table = recipe_choice.recipe_choice(rows)
+    assert table.columns[-3:] == ["patch", "seed", "choice"]
+    # the random-mask control would win the rule (lowest harm ASR, within the bounds): it is left out
+    assert [(row[-3], row[-2], row[-1]) for row in table.rows] == [
+        ("qresafe-lr5e-06", 0, ""),
+        ("qresafe-lr2e-05", 0, "chosen"),
+    ]
