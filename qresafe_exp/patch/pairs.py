@@ -110,11 +110,9 @@ def preference_pairs(
 
     chosen, generated_fp = responses(fp, "preferred, FP")
     rejected, generated_q = responses(quantized, "rejected, quantized")
-    swapped = None
+    swapped = None  # benign_rejected is one of BENIGN_REJECTED: TrainedPatch.validate checks it
     if benign_rejected == "refusal":
         rejected, swapped = refusals_as_benign_rejected(prompts, chosen, rejected, benign, seed)
-    elif benign_rejected != "quantized":
-        raise ValueError(f"patch.data.benign_rejected={benign_rejected!r}: choose one of {', '.join(BENIGN_REJECTED)}")
     pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected) if not _same(c, r)]
     facts = {
         "prompts": len(prompts),

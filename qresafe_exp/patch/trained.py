@@ -58,8 +58,7 @@ LATER_DATA_SETTINGS = {"benign_rejected": "quantized"}
 def spec_settings(cfg: DictConfig) -> dict:
     """The patch config as it enters the ``patch_train`` cache key."""
     settings = OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(settings.get("data"), dict):
-        settings["data"] = without_later_defaults(settings["data"], LATER_DATA_SETTINGS)
+    settings["data"] = without_later_defaults(settings["data"], LATER_DATA_SETTINGS)
     return without_later_defaults({k: v for k, v in settings.items() if k not in NOT_IN_KEY}, LATER_SETTINGS)
 
 
