@@ -177,6 +177,11 @@ class TrainedPatchDataConfig(PatchDataConfig):
     # model's own full refusals to the harmful patch prompts: the pair says "answer, do not refuse", a
     # selectivity signal beside the harmful pairs' "refuse"). Ours, not the paper's.
     benign_rejected: str = "quantized"
+    # A benign pair whose preferred (FP) answer is a refusal teaches refusing a safe request: keep (the paper)
+    # | drop (as safe_chosen_only drops harmful pairs whose FP answer complies) | reference (prefer the benign
+    # set's written answer over that refusal; needs a set with responses, e.g. alpaca_en_demo or
+    # contrast_benign, the testbed's held-apart safe requests that sound harmful). Ours, not the paper's.
+    benign_refused: str = "keep"
 
 
 @dataclass

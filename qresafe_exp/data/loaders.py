@@ -359,6 +359,15 @@ def user_prompt_table(
     return table
 
 
+def contrast_benign(path: Path) -> list[dict]:
+    """The project's safe-but-scary requests with their written answers (data/testbed/contrast_benign.json)."""
+    rows = json.loads(Path(path).read_text())["contrast_benign"]
+    return [
+        {"id": f"contrast-{i}", "prompt": row["prompt"], "response": row["response"], "category": row["category"]}
+        for i, row in enumerate(rows)
+    ]
+
+
 def qos_templates(path: Path) -> list[dict]:
     """The quality-of-service probe: every template instantiated for every group (evals/qos.py)."""
     from qresafe_exp.evals.qos import qos_prompts

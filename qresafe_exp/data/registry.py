@@ -297,6 +297,14 @@ DATASETS: dict[str, DatasetSpec] = {
             license="written for qresafe_exp",
         ),
         DatasetSpec(
+            "contrast_benign",
+            "",
+            None,
+            loaders.contrast_benign,
+            package_file="testbed/contrast_benign.json",
+            license="written for qresafe_exp",
+        ),
+        DatasetSpec(
             "aoa_identity",
             "",
             None,

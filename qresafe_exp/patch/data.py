@@ -55,3 +55,18 @@ def patch_prompts(cfg: DictConfig, exclude: frozenset[str] = frozenset()) -> tup
     if not prompts:
         raise ValueError("patch.data selects no prompt: set data.num_harmful (and/or data.num_benign) above 0")
     return prompts, facts
+
+
+def written_answers(cfg: DictConfig) -> dict[str, str]:
+    """prompt -> the benign set's written answer (patch.data.benign_refused=reference); raises ValueError
+    when the set has none (a prompt-only set such as refusal_direction's harmless splits)."""
+    data = cfg.patch.data
+    records = load_records(data.benign, cfg.paths.data_dir, cfg.paths.cache_dir)
+    answers = {r["prompt"]: r["response"] for r in records if r.get("response")}
+    if not answers:
+        raise ValueError(
+            f"patch.data.benign_refused=reference prefers the benign set's written answer over an FP refusal, "
+            f"but patch.data.benign={data.benign} has no responses; use a set with answers "
+            "(alpaca_en_demo, contrast_benign) or benign_refused=drop"
+        )
+    return answers

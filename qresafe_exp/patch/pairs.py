@@ -79,6 +79,37 @@ def refusals_as_benign_rejected(
     return out, facts
 
 
+BENIGN_REFUSED = ("keep", "drop", "reference")
+
+
+def refused_benign_pairs(
+    prompts: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    benign: set[str],
+    mode: str,
+    answers: dict[str, str] | None = None,
+) -> tuple[list[int], list[str], list[str], dict]:
+    """(indices kept, chosen, rejected, facts) after ``mode`` acts on the benign prompts whose FP answer
+    is a refusal: keep them | drop them | reference (the set's written answer, from ``answers``, is
+    preferred over the FP refusal; a prompt without one is dropped)."""
+    refused = {i for i, p in enumerate(prompts) if p in benign and classify_refusal(chosen[i]).refused}
+    chosen, rejected = list(chosen), list(rejected)
+    kept = list(range(len(prompts)))
+    facts = {"mode": mode, "fp_refused": len(refused)}
+    if mode == "drop":
+        kept = [i for i in kept if i not in refused]
+    elif mode == "reference":
+        answers = answers or {}
+        for i in refused:
+            if prompts[i] in answers:
+                chosen[i], rejected[i] = answers[prompts[i]], chosen[i]
+        kept = [i for i in kept if i not in refused or prompts[i] in answers]
+        facts["referenced"] = sum(prompts[i] in answers for i in refused)
+    facts["dropped"] = len(prompts) - len(kept)
+    return kept, chosen, rejected, facts
+
+
 def preference_pairs(
     fp: ModelRef,
     quantized: ModelRef,
@@ -91,10 +122,13 @@ def preference_pairs(
     batch_size: int = 16,
     benign: set[str] = frozenset(),
     benign_rejected: str = "quantized",
+    benign_refused: str = "keep",
+    answers: dict[str, str] | None = None,
     seed: int = 0,
 ) -> tuple[list[dict], dict]:
     """([{'prompt', 'chosen', 'rejected'}], facts) for ``prompts``; ``benign_rejected="refusal"``
-    disprefers a refusal on the ``benign`` prompts instead of the quantized model's answer."""
+    disprefers a refusal on the ``benign`` prompts instead of the quantized model's answer, and
+    ``benign_refused`` says what becomes of a benign pair whose FP answer is a refusal (refused_benign_pairs)."""
 
     def responses(model: ModelRef, side: str) -> tuple[list[str], int]:
         return model_responses(
@@ -113,15 +147,19 @@ def preference_pairs(
     swapped = None  # benign_rejected is one of BENIGN_REJECTED: TrainedPatch.validate checks it
     if benign_rejected == "refusal":
         rejected, swapped = refusals_as_benign_rejected(prompts, chosen, rejected, benign, seed)
-    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected) if not _same(c, r)]
+    kept, chosen, rejected, refused = refused_benign_pairs(prompts, chosen, rejected, benign, benign_refused, answers)
+    candidates = [(prompts[i], chosen[i], rejected[i]) for i in kept]
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in candidates if not _same(c, r)]
     facts = {
         "prompts": len(prompts),
-        "identical_dropped": len(prompts) - len(pairs),
+        "identical_dropped": len(candidates) - len(pairs),
         "pairs": len(pairs),
         "generated_now": {"fp": generated_fp, "quantized": generated_q},
     }
     if swapped is not None:
         facts["benign_rejected"] = swapped
+    if benign_refused != "keep":
+        facts["benign_refused"] = refused
     return pairs, facts
 
 

@@ -28,9 +28,9 @@ from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import ADAPTER_DIR, PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
-from qresafe_exp.patch.data import patch_prompts
+from qresafe_exp.patch.data import patch_prompts, written_answers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
-from qresafe_exp.patch.pairs import BENIGN_REJECTED, drop_unsafe_chosen, preference_pairs
+from qresafe_exp.patch.pairs import BENIGN_REFUSED, BENIGN_REJECTED, drop_unsafe_chosen, preference_pairs
 from qresafe_exp.patch.quantized_view import load_trainable
 from qresafe_exp.patch.requantize import REQUANTIZE_VERSION, check_mergeable, requantizers, write_merged
 from qresafe_exp.patch.snip import MASK_SCORES
@@ -52,7 +52,7 @@ LATER_SETTINGS = {
 }
 
 
-LATER_DATA_SETTINGS = {"benign_rejected": "quantized"}
+LATER_DATA_SETTINGS = {"benign_rejected": "quantized", "benign_refused": "keep"}
 
 
 def spec_settings(cfg: DictConfig) -> dict:
@@ -107,16 +107,24 @@ class TrainedPatch(Patch):
         if not 0.0 <= cfg.warmup_fraction < 1.0:
             raise ValueError(f"patch.warmup_fraction={cfg.warmup_fraction}: the share of steps warming up, in [0, 1)")
         check_choice("data.benign_rejected", cfg.data.benign_rejected, BENIGN_REJECTED)
-        if cfg.data.benign_rejected != "quantized" and not (cfg.data.benign and cfg.data.num_benign):
-            raise ValueError(
-                f"patch.data.benign_rejected={cfg.data.benign_rejected} replaces the benign pairs' rejected "
-                "answers, but the patch has no benign prompts: set patch.data.num_benign above 0"
-            )
+        check_choice("data.benign_refused", cfg.data.benign_refused, BENIGN_REFUSED)
+        for key, default, does in (
+            ("benign_rejected", "quantized", "replaces the benign pairs' rejected answers"),
+            ("benign_refused", "keep", "acts on the benign pairs"),
+        ):
+            value = cfg.data[key]
+            if value != default and not (cfg.data.benign and cfg.data.num_benign):
+                raise ValueError(
+                    f"patch.data.{key}={value} {does}, but the patch has no benign prompts: "
+                    "set patch.data.num_benign above 0"
+                )
         check_mergeable(cfg.name, quant_cfg)
 
     @classmethod
     def check_data(cls, cell_cfg: DictConfig) -> None:
         patch_prompts(cell_cfg)
+        if cell_cfg.patch.data.benign_refused == "reference":
+            written_answers(cell_cfg)
 
     def plan(self, ctx: PatchContext) -> Plan[PatchResult] | PatchResult:
         cfg = ctx.cfg.patch
@@ -223,6 +231,8 @@ class TrainedPatch(Patch):
             system_prompt=system_prompt,
             benign=set(prompts[len(harmful) :]),
             benign_rejected=cfg.data.benign_rejected,
+            benign_refused=cfg.data.benign_refused,
+            answers=written_answers(ctx.cfg) if cfg.data.benign_refused == "reference" else None,
             seed=ctx.cfg.seed,
         )
         if cfg.data.safe_chosen_only:

@@ -299,6 +299,22 @@ def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talk
                 )
             )
         )
+    # preferring the written answer over an FP refusal needs a benign set with answers: refused before any work
+    with pytest.raises(ConfigError, match="benign=oktest has no responses"):
+        run_cell(
+            compose_cfg(
+                _overrides(
+                    talkative_dir,
+                    "quant=rtn",
+                    "bits=2",
+                    "patch=qresafe",
+                    *SMALL,
+                    "patch.data.num_benign=2",
+                    "patch.data.benign=oktest",
+                    "patch.data.benign_refused=reference",
+                )
+            )
+        )
     with pytest.raises(ConfigError, match="num_harmful=100000"):
         run_cell(
             compose_cfg(

@@ -111,12 +111,12 @@ def test_default_trained_configs_keep_their_cache_key(compose_cfg, patch):
         if k not in ("name", "tag", "eval_adapter", *LATER_SETTINGS)
     }
     before["data"].pop("benign_rejected")  # added later too, inside data
+    before["data"].pop("benign_refused")
     assert set(LATER_SETTINGS) >= {"mask_score", "autocast", "gradient_checkpointing", "snip_samples"}
     assert settings == before and not set(LATER_SETTINGS) & set(settings)
-    assert (
-        "benign_rejected"
-        in spec_settings(compose_cfg([f"patch={patch}", "patch.data.benign_rejected=refusal"]).patch)["data"]
-    )
+    for setting in ("benign_rejected=refusal", "benign_refused=drop"):
+        data = spec_settings(compose_cfg([f"patch={patch}", f"patch.data.{setting}"]).patch)["data"]
+        assert setting.split("=")[0] in data
 
 
 def test_default_awq_variant_keeps_its_cache_key(compose_cfg):

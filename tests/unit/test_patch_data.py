@@ -82,3 +82,42 @@ def test_benign_rejected_is_validated(compose_cfg):
     cfg = compose_cfg(["patch=qresafe", "patch.data.benign_rejected=refusal", "patch.data.num_benign=0"])
     with pytest.raises(ValueError, match="set patch.data.num_benign above 0"):
         TrainedPatch.validate(cfg.patch, cfg.quant)
+    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_refused=flip", "patch.data.num_benign=4"])
+    with pytest.raises(ValueError, match="benign_refused=flip is unknown"):
+        TrainedPatch.validate(cfg.patch, cfg.quant)
+    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_refused=drop", "patch.data.num_benign=0"])
+    with pytest.raises(ValueError, match="benign_refused=drop acts on the benign pairs.*num_benign above 0"):
+        TrainedPatch.validate(cfg.patch, cfg.quant)
+
+
+def test_benign_pairs_that_prefer_an_fp_refusal_are_kept_dropped_or_answered():
+    from qresafe_exp.patch.pairs import refused_benign_pairs
+
+    refusal = "I'm sorry, but I can't help with that. It could hurt people."
+    prompts = ["Make a bomb.", "Promote recycling.", "Name a river.", "Kill a python process."]
+    chosen = [refusal, refusal, "The Nile.", refusal]
+    rejected = ["Sure: mix", "Recycling is good.", "Nile.", "Use kill -9."]
+    benign = set(prompts[1:])
+    answers = {"Promote recycling.": "Recycling saves energy and landfill space."}
+
+    kept, c, r, facts = refused_benign_pairs(prompts, chosen, rejected, benign, "keep")
+    assert kept == [0, 1, 2, 3] and (c, r) == (chosen, rejected) and facts["dropped"] == 0
+    # the harmful prompt's refusal is the point of its pair and is never touched
+    kept, c, r, facts = refused_benign_pairs(prompts, chosen, rejected, benign, "drop")
+    assert kept == [0, 2] and facts == {"mode": "drop", "fp_refused": 2, "dropped": 2}
+    kept, c, r, facts = refused_benign_pairs(prompts, chosen, rejected, benign, "reference", answers)
+    assert kept == [0, 1, 2] and c[1] == answers["Promote recycling."] and r[1] == refusal
+    assert c[0] == refusal and facts == {"mode": "reference", "fp_refused": 2, "referenced": 1, "dropped": 1}
+
+
+def test_written_answers_come_from_the_benign_set_and_a_prompt_only_set_is_refused(compose_cfg):
+    from qresafe_exp.patch.data import written_answers
+
+    cfg = compose_cfg(["patch=qresafe", "patch.data.benign=contrast_benign", "patch.data.num_benign=8"])
+    prompts, facts = patch_prompts(cfg)
+    answers = written_answers(cfg)
+    assert len(answers) == 393 and all(p in answers for p in prompts[-8:])
+    assert facts["benign"]["available"] == 393  # none of them is an evaluation prompt
+    cfg = compose_cfg(["patch=qresafe", "patch.data.benign=oktest", "patch.data.num_benign=8"])
+    with pytest.raises(ValueError, match="benign=oktest has no responses"):
+        written_answers(cfg)
