@@ -284,37 +284,19 @@ def test_sft_patch_runs_and_unsupported_combinations_are_named(compose_cfg, talk
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gguf", "patch=safepatching")))
     with pytest.raises(ConfigError, match="needs quant=awq"):
         run_cell(compose_cfg(_overrides(talkative_dir, "quant=gptq", "patch=qresafe_awq", "logger=none")))
-    # benign pairs that disprefer a refusal need the FP model's own refusals: the talkative model gives none
-    with pytest.raises(ValueError, match="refused none of the harmful patch prompts"):
-        run_cell(
-            compose_cfg(
-                _overrides(
-                    talkative_dir,
-                    "quant=rtn",
-                    "bits=2",
-                    "patch=qresafe",
-                    *SMALL,
-                    "patch.data.num_benign=2",
-                    "patch.data.benign_rejected=refusal",
-                )
-            )
-        )
-    # preferring the written answer over an FP refusal needs a benign set with answers: refused before any work
-    with pytest.raises(ConfigError, match="benign=oktest has no responses"):
-        run_cell(
-            compose_cfg(
-                _overrides(
-                    talkative_dir,
-                    "quant=rtn",
-                    "bits=2",
-                    "patch=qresafe",
-                    *SMALL,
-                    "patch.data.num_benign=2",
-                    "patch.data.benign=oktest",
-                    "patch.data.benign_refused=reference",
-                )
-            )
-        )
+    benign = (*SMALL, "patch.data.num_benign=2")
+    for error, match, settings in (
+        # benign pairs that disprefer a refusal need the FP model's own refusals: the talkative model gives none
+        (ValueError, "refused none of the harmful patch prompts", ["patch.data.benign_rejected=refusal"]),
+        # preferring the written answer over an FP refusal needs a set with answers: refused before any work
+        (
+            ConfigError,
+            "benign=oktest has no responses",
+            ["patch.data.benign=oktest", "patch.data.benign_refused=reference"],
+        ),
+    ):
+        with pytest.raises(error, match=match):
+            run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=qresafe", *benign, *settings)))
     with pytest.raises(ConfigError, match="num_harmful=100000"):
         run_cell(
             compose_cfg(

@@ -73,20 +73,20 @@ def test_benign_pairs_can_disprefer_the_fp_models_own_refusals():
         refusals_as_benign_rejected(prompts[1:], chosen[1:], rejected[1:], benign, seed=0)
 
 
-def test_benign_rejected_is_validated(compose_cfg):
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (["benign_rejected=nonsense", "num_benign=4"], "benign_rejected=nonsense is unknown"),
+        (["benign_rejected=refusal", "num_benign=0"], "set patch.data.num_benign above 0"),
+        (["benign_refused=flip", "num_benign=4"], "benign_refused=flip is unknown"),
+        (["benign_refused=drop", "num_benign=0"], "benign_refused=drop acts on the benign pairs.*num_benign above 0"),
+    ],
+)
+def test_benign_pair_settings_are_validated(compose_cfg, settings, match):
     from qresafe_exp.patch.trained import TrainedPatch
 
-    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_rejected=nonsense", "patch.data.num_benign=4"])
-    with pytest.raises(ValueError, match="benign_rejected=nonsense is unknown"):
-        TrainedPatch.validate(cfg.patch, cfg.quant)
-    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_rejected=refusal", "patch.data.num_benign=0"])
-    with pytest.raises(ValueError, match="set patch.data.num_benign above 0"):
-        TrainedPatch.validate(cfg.patch, cfg.quant)
-    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_refused=flip", "patch.data.num_benign=4"])
-    with pytest.raises(ValueError, match="benign_refused=flip is unknown"):
-        TrainedPatch.validate(cfg.patch, cfg.quant)
-    cfg = compose_cfg(["patch=qresafe", "patch.data.benign_refused=drop", "patch.data.num_benign=0"])
-    with pytest.raises(ValueError, match="benign_refused=drop acts on the benign pairs.*num_benign above 0"):
+    cfg = compose_cfg(["patch=qresafe", *(f"patch.data.{s}" for s in settings)])
+    with pytest.raises(ValueError, match=match):
         TrainedPatch.validate(cfg.patch, cfg.quant)
 
 
