@@ -50,6 +50,11 @@ def _plain_refusal(response: str) -> bool:
     return found.label == "2_full_refusal" and found.content_words <= MAX_REFUSAL_CONTENT_WORDS
 
 
+def fp_refused(prompts: list[str], chosen: list[str], benign: set[str]) -> set[int]:
+    """Indices of the benign prompts whose FP (preferred) answer is a refusal."""
+    return {i for i, p in enumerate(prompts) if p in benign and classify_refusal(chosen[i]).refused}
+
+
 def refusals_as_benign_rejected(
     prompts: list[str], chosen: list[str], rejected: list[str], benign: set[str], seed: int
 ) -> tuple[list[str], dict]:
@@ -68,14 +73,14 @@ def refusals_as_benign_rejected(
             "or more harmful prompts (patch.data.num_harmful)"
         )
     rng = random.Random(seed)
-    out, replaced, fp_refused = list(rejected), 0, 0
+    refused = fp_refused(prompts, chosen, benign)
+    out, replaced = list(rejected), 0
     for i in targets:
-        if classify_refusal(chosen[i]).refused:
-            fp_refused += 1
+        if i in refused:
             continue
         out[i] = rng.choice(pool)
         replaced += 1
-    facts = {"source": "refusal", "replaced": replaced, "fp_refused_kept": fp_refused, "refusal_pool": len(set(pool))}
+    facts = {"source": "refusal", "replaced": replaced, "fp_refused_kept": len(refused), "refusal_pool": len(set(pool))}
     return out, facts
 
 
@@ -93,21 +98,20 @@ def refused_benign_pairs(
     """(indices kept, chosen, rejected, facts) after ``mode`` acts on the benign prompts whose FP answer
     is a refusal: keep them | drop them | reference (the set's written answer, from ``answers``, is
     preferred over the FP refusal; a prompt without one is dropped)."""
-    refused = {i for i, p in enumerate(prompts) if p in benign and classify_refusal(chosen[i]).refused}
+    if mode == "keep":
+        return list(range(len(prompts))), chosen, rejected, {"mode": mode, "dropped": 0}  # nothing to classify
+    refused = fp_refused(prompts, chosen, benign)
     chosen, rejected = list(chosen), list(rejected)
-    kept = list(range(len(prompts)))
     facts = {"mode": mode, "fp_refused": len(refused)}
-    if mode == "drop":
-        kept = [i for i in kept if i not in refused]
-    elif mode == "reference":
+    dropped = refused
+    if mode == "reference":
         answers = answers or {}
-        for i in refused:
-            if prompts[i] in answers:
-                chosen[i], rejected[i] = answers[prompts[i]], chosen[i]
-        kept = [i for i in kept if i not in refused or prompts[i] in answers]
-        facts["referenced"] = sum(prompts[i] in answers for i in refused)
-    facts["dropped"] = len(prompts) - len(kept)
-    return kept, chosen, rejected, facts
+        dropped = {i for i in refused if prompts[i] not in answers}
+        for i in refused - dropped:
+            chosen[i], rejected[i] = answers[prompts[i]], chosen[i]
+        facts["referenced"] = len(refused) - len(dropped)
+    facts["dropped"] = len(dropped)
+    return [i for i in range(len(prompts)) if i not in dropped], chosen, rejected, facts
 
 
 def preference_pairs(
