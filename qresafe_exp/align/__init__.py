@@ -7,7 +7,8 @@ Recipe (LoRA SFT, merged into the weights):
 - benign instruction/response pairs -> their answers (keeps the model helpful);
 - safe requests that merely sound dangerous -> helpful answers (keeps over-refusal low; written for
   this project, never XSTest/OKTest prompts, which are evaluation data): 200 in safety_tuning.json and,
-  where ``num_contrast`` asks for them, more in contrast_benign.json.
+  where ``num_contrast`` asks for them, more from the dataset ``contrast_benign`` (the registry's name
+  for data/testbed/contrast_benign.json, which patch pairs can draw too).
 The loss covers the assistant tokens only. The merged fp32 checkpoint is an artifact like any
 other; its training prompts are saved beside it so that every evaluation set can be de-duplicated
 against them.
@@ -31,7 +32,7 @@ from qresafe_exp.provenance import seed_everything
 
 log = logging.getLogger(__name__)
 TESTBED_FILE = Path(__file__).resolve().parents[1] / "data" / "testbed" / "safety_tuning.json"
-CONTRAST_FILE = TESTBED_FILE.with_name("contrast_benign.json")  # more safe-but-scary requests, same shape
+CONTRAST_DATASET = "contrast_benign"  # more safe-but-scary requests with answers (data/registry.py)
 ALIGN_STAGE_VERSION = 1
 TRAIN_PROMPTS_FILE = "train_prompts.json"
 
@@ -51,7 +52,7 @@ def build_examples(cfg: DictConfig, data_dir: str | None, cache_dir: str | None)
     benign = _take(load_records(cfg.benign_dataset, data_dir, cache_dir), cfg.num_benign, rng)
     borderline = _take(testbed["borderline_benign"], cfg.num_borderline, rng)
     if cfg.get("num_contrast", 0) != 0:  # drawn after the rest: recipes without it keep their examples
-        borderline += _take(json.loads(CONTRAST_FILE.read_text())["contrast_benign"], cfg.num_contrast, rng)
+        borderline += _take(load_records(CONTRAST_DATASET, data_dir, cache_dir), cfg.num_contrast, rng)
     examples = [{"prompt": r["prompt"], "response": rng.choice(refusals), "kind": "refusal"} for r in harmful]
     examples += [{"prompt": r["prompt"], "response": r["response"], "kind": "benign"} for r in benign]
     examples += [

@@ -12,7 +12,9 @@ so the choice is read off the results rather than made by a reader:
 A base (model, quantizer, bits, calibration) with two or more Q-resafe recipes is a sweep; its merged and
 unmerged forms are chosen separately (each is a way to serve the patch). Where no recipe keeps within the
 bounds, nothing is chosen and the recipe that strays least (the smallest of the largest relative changes)
-is named as the closest, so that a reader sees how far the sweep got. One seed per recipe: the lowest run.
+is named as the closest, so that a reader sees how far the sweep got. A recipe run at several seeds is
+read by its mean over them (the harmful suites' ASR, the bounded metrics and their paired deltas), so that
+one lucky seed does not choose; the `seeds` column says which ran.
 """
 
 from __future__ import annotations
@@ -55,10 +57,22 @@ def _largest_change(row: dict, reference: dict | None, readings: Readings) -> fl
     return max((float("inf") if c is None else strayed(c, readings) for *_, c in changes), default=float("inf"))
 
 
-def _one_seed(runs: list[dict]) -> list[dict]:
-    """One run per recipe: the lowest seed (the sweep's own runs are seed 0)."""
-    runs = sorted(runs, key=lambda r: (r["patch_tag"], r.get("seed") or 0))
-    return [next(group) for _, group in itertools.groupby(runs, key=lambda r: r["patch_tag"])]
+def _seed_mean(runs: list[dict], readings: Readings) -> dict:
+    """One row for a recipe's seeds: the lowest seed's, with every metric the rule reads (and its paired delta,
+    which the bound falls back on) replaced by the mean over the seeds that measured it, and `seeds` added."""
+    runs = sorted(runs, key=lambda r: r.get("seed") or 0)
+    row = {**runs[0], "seeds": [r.get("seed") or 0 for r in runs]}
+    for key in {k for r in runs for k in (*_harmful_suites(r, readings), *BOUNDED)}:
+        for name in (key, f"{key}.vs_fp"):
+            values = [r[name] for r in runs if r.get(name) is not None]
+            row[name] = sum(values) / len(values) if values else None
+    return row
+
+
+def _by_recipe(runs: list[dict], readings: Readings) -> list[dict]:
+    """One row per recipe (patch tag), its seeds averaged."""
+    runs = sorted(runs, key=lambda r: r["patch_tag"])
+    return [_seed_mean(list(g), readings) for _, g in itertools.groupby(runs, key=lambda r: r["patch_tag"])]
 
 
 def _knob_text(value) -> str:
@@ -93,7 +107,7 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
     sweeps = {}
     for r in sorted(runs, key=lambda r: (_base(r), _form(r))):
         sweeps.setdefault((_base(r), _form(r)), []).append(r)
-    sweeps = {key: _one_seed(rs) for key, rs in sweeps.items() if len({r["patch_tag"] for r in rs}) > 1}
+    sweeps = {key: _by_recipe(rs, readings) for key, rs in sweeps.items() if len({r["patch_tag"] for r in rs}) > 1}
     if not sweeps:
         return None
     knobs = _knobs([r for rs in sweeps.values() for r in rs])
@@ -114,7 +128,7 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
                     "-" if mean is None else f"{mean:.3f}",
                     str(verdicts[id(r)]),
                     r["patch_tag"].removesuffix(f" ({form})"),  # names what the knob columns cannot (a string setting)
-                    r.get("seed") or 0,
+                    ", ".join(map(str, r["seeds"])),
                     mark,
                 ]
             )
@@ -128,12 +142,13 @@ def recipe_choice(rows: list[dict], readings: Readings = DEFAULT) -> Table | Non
             "mean harm ASR",
             f"XSTest-safe refusal and ref. ppl {within_header(readings)} of FP",
             "patch",
-            "seed",
+            "seeds",
             "choice",
         ],
         body,
         [
-            f"mean harm ASR: over {', '.join(suites) or 'no harmful suite'}",
+            f"mean harm ASR: over {', '.join(suites) or 'no harmful suite'}; a recipe's metrics are its mean over "
+            "the seeds named",
             f"rule: the lowest mean harm ASR among the recipes {within_header(readings)} of FP on every bounded "
             "metric; ties to the lower XSTest-safe refusal, then perplexity; merged and unmerged forms chosen apart",
             "closest: where no recipe keeps within the bounds, the one whose largest relative change is smallest",

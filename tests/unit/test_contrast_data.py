@@ -22,13 +22,13 @@ def _jaccard(a: set, b: set) -> float:
 
 
 def _contrast() -> list[dict]:
-    return json.loads(align.CONTRAST_FILE.read_text())["contrast_benign"]
+    return load_records(align.CONTRAST_DATASET, None)
 
 
 def test_contrast_set_is_well_formed_and_new():
     items = _contrast()
     assert len(items) >= 350
-    assert all(set(r) == {"prompt", "response", "category"} and r["prompt"] and r["response"] for r in items)
+    assert all(set(r) == {"id", "prompt", "response", "category"} and r["prompt"] and r["response"] for r in items)
     assert max(len(r["response"].split()) for r in items) <= 90  # short answers, as the first set's
     first = json.loads(align.TESTBED_FILE.read_text())["borderline_benign"]
     prompts = [normalize_prompt(r["prompt"]) for r in items]

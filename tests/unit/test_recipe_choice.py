@@ -79,19 +79,36 @@ def test_without_a_recipe_in_the_bounds_nothing_is_chosen_and_the_closest_is_nam
     assert marks == {2e-5: "closest (none within the bounds)", 1e-4: ""}  # +50 % strays less than +100 %
 
 
-def test_merged_and_unmerged_forms_are_chosen_apart_and_one_seed_per_recipe():
+def test_merged_and_unmerged_forms_are_chosen_apart_and_a_recipe_is_its_seeds_mean():
     rows = [
         _fp(),
         _recipe(2e-5, 0.30, 0.40, 0.31, 7.1),
-        _recipe(1e-4, 0.20, 0.30, 0.31, 7.1),
-        _recipe(1e-4, 0.20, 0.30, 0.31, 7.1, seed=1),  # a second seed of a recipe: the lowest seed speaks
+        _recipe(1e-4, 0.20, 0.30, 0.31, 7.1),  # seed 0 alone would be chosen (0.25 < 0.35) ...
+        _recipe(1e-4, 0.60, 0.70, 0.31, 7.1, seed=1),  # ... but its seeds' mean is 0.45
         _recipe(2e-5, 0.00, 0.04, 0.31, 7.1, variant="unmerged"),
         _recipe(1e-4, 0.00, 0.06, 0.31, 7.1, variant="unmerged"),
     ]
     table = recipe_choice.recipe_choice(rows)
     chosen = {(row[4], float(row[5])) for row in table.rows if row[-1] == "chosen"}
-    assert chosen == {("merged", 1e-4), ("unmerged", 2e-5)}
+    assert chosen == {("merged", 2e-5), ("unmerged", 2e-5)}
     assert len(table.rows) == 4
+    merged_1e4 = next(row for row in table.rows if row[4] == "merged" and float(row[5]) == 1e-4)
+    assert merged_1e4[6] == "0.450" and merged_1e4[-2] == "0, 1"
+    assert "mean over the seeds named" in table.notes[0]
+
+
+def test_a_seed_out_of_the_bounds_moves_its_recipe_by_the_mean_not_by_the_lowest_seed():
+    """XSTest-safe refusal 0.31 at seed 0 and 0.45 at seed 1: the recipe's 0.38 is +27 % of FP's 0.30, out."""
+    rows = [
+        _fp(),
+        _recipe(2e-5, 0.10, 0.10, 0.31, 7.1),
+        _recipe(2e-5, 0.10, 0.10, 0.45, 7.1, seed=1),
+        _recipe(1e-4, 0.20, 0.20, 0.31, 7.1),
+    ]
+    table = recipe_choice.recipe_choice(rows)
+    by_lr = {float(row[5]): row for row in table.rows}
+    assert by_lr[2e-5][7].startswith("NOT met: XSTest-safe refusal 0.38 vs 0.30 (+27%)")
+    assert by_lr[1e-4][-1] == "chosen"
 
 
 def test_no_sweep_no_table_and_the_report_builds_it_with_the_variants_and_readings():
@@ -122,9 +139,9 @@ def test_rows_name_their_patch_and_seed_and_a_mask_control_is_not_a_recipe():
     control = {**_recipe(1e-4, 0.00, 0.02, 0.30, 7.1), "patch_tag": "qresafe_random-lr0.0001", "mask_score": "random"}
     rows = [_fp(), _recipe(5e-6, 0.10, 0.20, 0.31, 7.2), _recipe(2e-5, 0.02, 0.08, 0.32, 7.5), control]
     table = recipe_choice.recipe_choice(rows)
-    assert table.columns[-3:] == ["patch", "seed", "choice"]
+    assert table.columns[-3:] == ["patch", "seeds", "choice"]
     # the random-mask control would win the rule (lowest harm ASR, within the bounds): it is left out
     assert [(row[-3], row[-2], row[-1]) for row in table.rows] == [
-        ("qresafe-lr5e-06", 0, ""),
-        ("qresafe-lr2e-05", 0, "chosen"),
+        ("qresafe-lr5e-06", "0", ""),
+        ("qresafe-lr2e-05", "0", "chosen"),
     ]
