@@ -26,7 +26,7 @@ import itertools
 from dataclasses import dataclass
 
 from qresafe_exp.report import groups
-from qresafe_exp.report.tables import ALPHA, CLAIM_METRICS, Table, _base, _delta, _ok
+from qresafe_exp.report.tables import ALPHA, CLAIM_METRICS, POOLED, Table, _base, _delta, _ok
 
 PPL = "alpaca_eval_ppl.reference_perplexity"
 OVER_REFUSAL = ("xstest.refusal_rate", "xstest_safe.refusal_rate", "oktest.refusal_rate")
@@ -241,6 +241,16 @@ def versus_random_mask(rows: list[dict], answers_of: dict) -> dict[str, dict]:
     return paired
 
 
+def _below_the_control(against: dict, readings: Readings) -> Verdict:
+    """Lower harm ASR than the control on some harmful suite and higher on none (paired tests, p < ALPHA)."""
+    keys = [k for k in _harmful_suites(against, readings) if _significant(against, k) is not None]
+    if not keys:
+        return Verdict(None, "no paired test against the control")
+    lower = any(_significant(against, k) and against[f"{k}.vs_fp"] < 0 for k in keys)
+    higher = any(_significant(against, k) and against[f"{k}.vs_fp"] > 0 for k in keys)
+    return Verdict(lower and not higher, "vs the control: " + "; ".join(_delta_text(against, k) for k in keys))
+
+
 def _better_than_random_mask(paired: dict[str, dict], readings: Readings):
     def check(row: dict, reference: dict | None) -> Verdict:
         if control_tag(row["patch_tag"]) is None:
@@ -248,14 +258,22 @@ def _better_than_random_mask(paired: dict[str, dict], readings: Readings):
         against = paired.get(row["cell"])
         if against is None:
             return Verdict(None, "no random-mask control of this base and seed with answers at hand")
-        keys = [k for k in _harmful_suites(against, readings) if _significant(against, k) is not None]
-        if not keys:
-            return Verdict(None, "no paired test against the control")
-        lower = any(_significant(against, k) and against[f"{k}.vs_fp"] < 0 for k in keys)
-        higher = any(_significant(against, k) and against[f"{k}.vs_fp"] > 0 for k in keys)
-        return Verdict(lower and not higher, "vs the control: " + "; ".join(_delta_text(against, k) for k in keys))
+        return _below_the_control(against, readings)
 
     return check
+
+
+def _pooled_below_random_mask(runs: list[dict], paired: dict[str, dict], readings: Readings) -> str:
+    """A setting's seeds against the random mask's same seeds in one test (report/versus.py), or ""."""
+    seed_row = next((paired[r["cell"]] for r in runs if POOLED in paired.get(r["cell"], {})), None)
+    if seed_row is None:
+        return ""
+    # the seed's row names the suites; the pooled tests replace its own
+    pooled = {**{k: v for k, v in seed_row.items() if ".vs_fp" not in k}, **seed_row[POOLED]}
+    return f"{pooled['seeds']} seeds pooled: {_below_the_control(pooled, readings)}"
+
+
+BELOW_RANDOM_MASK = "ASR below the random mask's"
 
 
 def targets(
@@ -276,7 +294,7 @@ def targets(
             f"XSTest-safe refusal and ref. ppl {within} of FP",
             _within((OVER_REFUSAL[0], OVER_REFUSAL[1], PPL), readings),
         ),
-        ("ASR below the random mask's", _better_than_random_mask(paired or {}, readings)),
+        (BELOW_RANDOM_MASK, _better_than_random_mask(paired or {}, readings)),
         ("patch time below full DPO's", _cheaper_than_full_dpo(rows)),
     ]
 
@@ -336,7 +354,10 @@ def _family_table(
             body.append([*_setting(r), *seed, *map(str, verdicts), answers[-1]])
         if many_seeds and len(runs) > 1:
             count = f"{answers.count('yes')} of {len(runs)}"
-            body.append([*_setting(runs[0]), f"{len(runs)} seeds", *[""] * len(checks), count])
+            pooled = [
+                _pooled_below_random_mask(runs, paired, readings) if h == BELOW_RANDOM_MASK else "" for h, _ in checks
+            ]
+            body.append([*_setting(runs[0]), f"{len(runs)} seeds", *pooled, count])
     return Table(
         f"claim_targets-{family}-{groups.slug(group)}",
         f"{FAMILY_NAMES[family]}'s claim, target by target — {groups.label(group)}: each patched cell vs its "

@@ -411,17 +411,29 @@ def claim_metrics(rows: list[dict]) -> list[tuple[str, str]]:
     return [(key, header) for key, header in CLAIM_METRICS if any(r.get(key) is not None for r in rows)]
 
 
+POOLED = "pooled_vs_control"  # a versus row's setting, its seeds against the control's same seeds: {column: value}
+
+
 def _with_delta(row: dict, key: str) -> str:
     delta = _delta(row, key)
     return _ci(row, key) + (f" ({delta})" if delta is not None else "")
 
 
+def _pooled(runs: list[dict]) -> dict:
+    """The setting's test over its seeds against a control (report/versus.py), {} where there is none."""
+    return next((r[POOLED] for r in runs if r.get(POOLED)), {})
+
+
 def _seed_mean(runs: list[dict], metrics: list[tuple[str, str]]) -> list[str]:
-    """Each claim metric's mean over a patch's seeds, with the seeds' range in brackets."""
+    """Each claim metric's mean over a patch's seeds, with the seeds' range in brackets, and where the rows were
+    paired against a control seed by seed, the pooled test's delta in parentheses."""
+    pooled = _pooled(runs)
     out = []
     for key, _ in metrics:
         values = [r[key] for r in runs if r.get(key) is not None]
-        out.append(f"{sum(values) / len(values):.2f} [{min(values):.2f},{max(values):.2f}]" if values else "-")
+        delta = _delta(pooled, key)
+        text = f"{sum(values) / len(values):.2f} [{min(values):.2f},{max(values):.2f}]" if values else "-"
+        out.append(text + (f" (pooled {delta})" if delta is not None else ""))
     return out
 
 
@@ -461,7 +473,9 @@ def claims(rows: list[dict], versus: str | None = None) -> Table | None:
                 [*setting(r), *([r.get("seed")] if many_seeds else []), *[_with_delta(r, k) for k, _ in metrics]]
             )
         if many_seeds and len(runs) > 1:
-            body.append([*setting(runs[0]), f"mean of {len(runs)}", *_seed_mean(runs, metrics)])
+            seeds = _pooled(runs).get("seeds", len(runs))
+            label = f"mean of {len(runs)}" + (f", {seeds} pooled" if seeds != len(runs) else "")
+            body.append([*setting(runs[0]), label, *_seed_mean(runs, metrics)])
     against = versus or "FP"
     legend = next((line for k, _ in metrics for line in _legend(shown, k, against)), None)
     legend = [legend] if legend else []
@@ -469,6 +483,11 @@ def claims(rows: list[dict], versus: str | None = None) -> Table | None:
         legend.append(f"deltas: each row minus {versus} of its base on the same prompts (same seed, else its lowest)")
     if many_seeds:
         legend = [*legend, "mean of n: the seeds' mean, their range in brackets"]
+    if any(r.get(POOLED) for r in shown):
+        legend.append(
+            "pooled: one paired test over the seeds run against the control's same seed, each seed's prompts "
+            "as items of their own"
+        )
     return Table(
         f"claims-{groups.slug(group)}" + (f"-vs-{_file_slug(versus)}" if versus else ""),
         f"Claims — {groups.label(group)}: every suite, 95% CI, paired delta vs {against} in brackets",

@@ -5,6 +5,11 @@ paired test on the same prompts, not two intervals side by side: each row of a d
 matched with the control's answers on the same prompts (paired.py: exact McNemar, paired interval),
 with the control's run of the same seed where it has one, else its lowest seed. The rows come back as
 copies whose ``.vs_fp`` columns hold the deltas against the control, so tables.claims renders them.
+
+A setting run at two or more seeds, each against the control's run of the same seed, also gets one test
+over all of them (``POOLED``, shown on the claims table's mean row): every seed's prompts are items of
+their own, so three seeds of 64 prompts are 192 pairs. The seeds' trainings are independent, so under no
+difference each seed's discordant pairs split evenly and so do the pooled ones: the exact test holds.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 from qresafe_exp import metrics as cell_metrics
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.report.collect import paired_columns, variant_cell
-from qresafe_exp.report.tables import _base
+from qresafe_exp.report.tables import POOLED, _base
 
 
 def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> dict[str, tuple[dict, Path]]:
@@ -71,8 +76,32 @@ def versus_rows(
             for name, test in tests.items():
                 row.update(paired_columns(name, cell_metrics.paired_delta(test)))
             row["versus_cell"] = control["cell"]
+            row["versus_same_seed"] = (control.get("seed") or 0) == (r.get("seed") or 0)
         out.append(row)
+    settings: dict[tuple, list[dict]] = {}
+    for row in out:
+        if row.get("versus_same_seed"):
+            settings.setdefault((_base(row), row["patch_tag"]), []).append(row)
+    for runs in settings.values():
+        if len(runs) > 1:
+            pooled = _pooled(runs, answers_of, samples)
+            for row in runs:
+                row[POOLED] = pooled
     return out
+
+
+def _pooled(runs: list[dict], answers_of: dict[str, tuple[dict, Path]], samples) -> dict:
+    """The paired columns of one test over every seed of a setting against the control's run of the same seed,
+    each seed's prompts as items of their own."""
+    mine, theirs = [], []
+    for r in runs:
+        seed = r.get("seed") or 0
+        for side, cell in ((mine, r["cell"]), (theirs, r["versus_cell"])):
+            side += [{**s, "id": f"seed{seed}/{s['id']}"} for s in samples(cell)]
+    columns = {"seeds": len(runs)}
+    for name, test in paired_vs_reference(answers_of[runs[0]["cell"]][0], mine, theirs).items():
+        columns.update(paired_columns(name, cell_metrics.paired_delta(test)))
+    return columns
 
 
 def versus_tables(rows: list[dict], tag: str, answers_of: dict[str, tuple[dict, Path]]) -> list:

@@ -83,6 +83,19 @@ def test_rows_are_paired_against_the_control_of_the_same_seed_on_the_same_prompt
     trt = next(row for row in table.rows if row[3] == "qresafe-t0.6" and row[4] == 0)
     assert "(-0.40*)" in trt[5]
 
+    # one test over the seeds paired with the control's same seed (0 and 1; seed 2 borrowed seed 0's control):
+    # AdvBench 8 vs 16 of 40 pairs, all 8 discordant the control's -> -0.20, p = 2 / 2^8; XSTest 12 vs 8 of 40
+    pooled = out["trt"][versus.POOLED]
+    assert pooled["seeds"] == 2 and out["trt.seed1"][versus.POOLED] is pooled and versus.POOLED not in out["trt.seed2"]
+    assert pooled["advbench.asr.vs_fp"] == -0.2 and pooled["advbench.asr.vs_fp.p"] == pytest.approx(0.0078125, rel=1e-3)
+    assert pooled["xstest.refusal_rate.vs_fp"] == 0.1 and pooled["xstest.refusal_rate.vs_fp.p"] == 0.125
+    assert versus.POOLED not in out["ctl"]  # the control's own seeds are not paired against themselves
+    mean = next(row for row in table.rows if row[3] == "qresafe-t0.6" and str(row[4]).startswith("mean"))
+    assert (
+        mean[4] == "mean of 3, 2 pooled" and mean[5].endswith("(pooled -0.20*)") and mean[6].endswith("(pooled +0.10)")
+    )
+    assert table.notes[-1].startswith("pooled: one paired test over the seeds")
+
 
 def test_an_unknown_control_names_the_patch_tags_there_are(tmp_path):
     rows = [_row("m.fp.none", "none", "none", quant="none"), _row("trt", "qresafe", "qresafe-t0.6")]
