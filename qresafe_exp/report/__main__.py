@@ -73,6 +73,7 @@ def build_report(cfg: DictConfig) -> dict:
     # each cell's folder (its samples.jsonl); source=wandb reads metrics.json only, so no answers
     dirs = collect.cell_dirs(cfg.studies_dir, cfg.study) if cfg.source == "files" else {}
     answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
+    rows = versus.pooled_vs_reference(rows, answers)  # a setting's seeds in one test vs FP (its mean row)
     made = tables.all_tables(rows, answers, readings)
     if cfg.get("versus"):  # the claims table again, each patch paired against this control instead of FP
         made += versus.versus_tables(rows, cfg.versus, answers)

@@ -263,17 +263,34 @@ def _better_than_random_mask(paired: dict[str, dict], readings: Readings):
     return check
 
 
-def _pooled_below_random_mask(runs: list[dict], paired: dict[str, dict], readings: Readings) -> str:
-    """A setting's seeds against the random mask's same seeds in one test (report/versus.py), or ""."""
-    seed_row = next((paired[r["cell"]] for r in runs if POOLED in paired.get(r["cell"], {})), None)
+def _pooled_row(runs: list[dict], rows_of: dict[str, dict]) -> dict | None:
+    """A setting's seeds as one row: a seed's row (``rows_of``: the rows themselves, or them paired against a
+    control) names the suites, its one test over the seeds (report/versus.py) replaces the seed's own."""
+    seed_row = next((rows_of[r["cell"]] for r in runs if rows_of.get(r["cell"], {}).get(POOLED)), None)
     if seed_row is None:
+        return None
+    return {**{k: v for k, v in seed_row.items() if ".vs_fp" not in k}, **seed_row[POOLED]}
+
+
+def _seeds_pooled(header: str, check, runs: list[dict], paired: dict, by_cell: dict, readings: Readings) -> str:
+    """The seeds' row of a target that reads paired tests only: its verdict on the seeds pooled, or ""."""
+    if header == BELOW_RANDOM_MASK:
+        pooled = _pooled_row(runs, paired)
+        verdict = pooled and _below_the_control(pooled, readings)
+    elif header.startswith(POOLABLE):
+        pooled = _pooled_row(runs, {r["cell"]: r for r in runs})
+        verdict = pooled and check(pooled, by_cell.get(pooled.get("reference_cell")))
+    else:
         return ""
-    # the seed's row names the suites; the pooled tests replace its own
-    pooled = {**{k: v for k, v in seed_row.items() if ".vs_fp" not in k}, **seed_row[POOLED]}
-    return f"{pooled['seeds']} seeds pooled: {_below_the_control(pooled, readings)}"
+    return f"{pooled['seeds']} seeds pooled: {verdict}" if pooled else ""
 
 
 BELOW_RANDOM_MASK = "ASR below the random mask's"
+NOT_ABOVE_FP = "ASR not above FP's (every harmful suite)"
+REFUSAL_NOT_ABOVE = "XSTest / OKTest refusal not above the backbone's"
+ASR_BELOW_BACKBONE = "ASR below the backbone's"
+# the targets that read paired tests only: judged again on the seeds pooled (a bound on values is not)
+POOLABLE = (NOT_ABOVE_FP, REFUSAL_NOT_ABOVE, ASR_BELOW_BACKBONE)
 
 
 def targets(
@@ -284,12 +301,12 @@ def targets(
     within = within_header(readings)
     if family == "safepatching":
         return [
-            (f"ASR below the backbone's where it is >= {readings.headroom:.2f}", _asr_below(readings)),
-            ("XSTest / OKTest refusal not above the backbone's", _refusal_not_above),
+            (f"{ASR_BELOW_BACKBONE} where it is >= {readings.headroom:.2f}", _asr_below(readings)),
+            (REFUSAL_NOT_ABOVE, _refusal_not_above),
             (f"ref. ppl {within}", _within((PPL,), readings)),
         ]
     return [
-        ("ASR not above FP's (every harmful suite)", _asr_not_above(readings)),
+        (NOT_ABOVE_FP, _asr_not_above(readings)),
         (
             f"XSTest-safe refusal and ref. ppl {within} of FP",
             _within((OVER_REFUSAL[0], OVER_REFUSAL[1], PPL), readings),
@@ -354,9 +371,7 @@ def _family_table(
             body.append([*_setting(r), *seed, *map(str, verdicts), answers[-1]])
         if many_seeds and len(runs) > 1:
             count = f"{answers.count('yes')} of {len(runs)}"
-            pooled = [
-                _pooled_below_random_mask(runs, paired, readings) if h == BELOW_RANDOM_MASK else "" for h, _ in checks
-            ]
+            pooled = [_seeds_pooled(h, check, runs, paired, by_cell, readings) for h, check in checks]
             body.append([*_setting(runs[0]), f"{len(runs)} seeds", *pooled, count])
     return Table(
         f"claim_targets-{family}-{groups.slug(group)}",

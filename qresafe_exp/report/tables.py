@@ -411,7 +411,7 @@ def claim_metrics(rows: list[dict]) -> list[tuple[str, str]]:
     return [(key, header) for key, header in CLAIM_METRICS if any(r.get(key) is not None for r in rows)]
 
 
-POOLED = "pooled_vs_control"  # a versus row's setting, its seeds against the control's same seeds: {column: value}
+POOLED = "pooled"  # one paired test over a setting's seeds (vs FP, or vs a control's same seeds): {column: value}
 
 
 def _with_delta(row: dict, key: str) -> str:
@@ -420,13 +420,13 @@ def _with_delta(row: dict, key: str) -> str:
 
 
 def _pooled(runs: list[dict]) -> dict:
-    """The setting's test over its seeds against a control (report/versus.py), {} where there is none."""
+    """The setting's one test over its seeds (report/versus.py), {} where there is none."""
     return next((r[POOLED] for r in runs if r.get(POOLED)), {})
 
 
 def _seed_mean(runs: list[dict], metrics: list[tuple[str, str]]) -> list[str]:
-    """Each claim metric's mean over a patch's seeds, with the seeds' range in brackets, and where the rows were
-    paired against a control seed by seed, the pooled test's delta in parentheses."""
+    """Each claim metric's mean over a patch's seeds, with the seeds' range in brackets, and the delta of one
+    paired test over the seeds (report/versus.py: vs FP, or vs the control's same seed) in parentheses."""
     pooled = _pooled(runs)
     out = []
     for key, _ in metrics:
@@ -484,9 +484,9 @@ def claims(rows: list[dict], versus: str | None = None) -> Table | None:
     if many_seeds:
         legend = [*legend, "mean of n: the seeds' mean, their range in brackets"]
     if any(r.get(POOLED) for r in shown):
+        against_what = "the control's run of the same seed" if versus else "FP"
         legend.append(
-            "pooled: one paired test over the seeds run against the control's same seed, each seed's prompts "
-            "as items of their own"
+            f"pooled: one paired test over the seeds against {against_what}, each seed's prompts as items of their own"
         )
     return Table(
         f"claims-{groups.slug(group)}" + (f"-vs-{_file_slug(versus)}" if versus else ""),

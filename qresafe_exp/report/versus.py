@@ -10,6 +10,7 @@ A setting run at two or more seeds, each against the control's run of the same s
 over all of them (``POOLED``, shown on the claims table's mean row): every seed's prompts are items of
 their own, so three seeds of 64 prompts are 192 pairs. The seeds' trainings are independent, so under no
 difference each seed's discordant pairs split evenly and so do the pooled ones: the exact test holds.
+``pooled_vs_reference`` does the same against each row's own reference (FP) for the plain tables.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def versus_rows(
 
     out = []
     for r in rows:
-        row = {k: v for k, v in r.items() if ".vs_fp" not in k}
+        row = {k: v for k, v in r.items() if ".vs_fp" not in k and k != POOLED}  # tests vs FP do not carry over
         runs = controls.get(_base(r)) or {}
         control = runs.get(r.get("seed") or 0) or (runs[min(runs)] if runs else None)
         if control is not None and control["cell"] != r["cell"] and {r["cell"], control["cell"]} <= answers_of.keys():
@@ -88,6 +89,32 @@ def versus_rows(
             for row in runs:
                 row[POOLED] = pooled
     return out
+
+
+def pooled_vs_reference(rows: list[dict], answers_of: dict[str, tuple[dict, Path]]) -> list[dict]:
+    """``rows``, where a patched setting ran at two or more seeds against one reference cell (its FP) with every
+    answer at hand, with ``POOLED``: one paired test over the seeds against that reference."""
+    settings: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if (
+            r.get("status") == "ok"
+            and r["patch"] != "none"
+            and {r["cell"], r.get("reference_cell")} <= answers_of.keys()
+        ):
+            settings.setdefault((_base(r), r["patch_tag"], r["reference_cell"]), []).append(r)
+    read = {}
+
+    def samples(cell: str) -> list[dict]:
+        if cell not in read:
+            read[cell] = read_samples(answers_of[cell][1])
+        return read[cell]
+
+    pooled = {}
+    for runs in settings.values():
+        if len(runs) > 1:
+            columns = _pooled([{**r, "versus_cell": r["reference_cell"]} for r in runs], answers_of, samples)
+            pooled.update({r["cell"]: columns for r in runs})
+    return [{**r, POOLED: pooled[r["cell"]]} if r["cell"] in pooled else r for r in rows]
 
 
 def _pooled(runs: list[dict], answers_of: dict[str, tuple[dict, Path]], samples) -> dict:

@@ -196,10 +196,13 @@ def test_the_thresholds_and_suites_are_report_options(monkeypatch):
         claim_readings(OmegaConf.create({"headroom": 1.5, "within": 0.1, "suites": None}))
 
 
-def test_seeds_too_few_to_beat_the_random_mask_alone_are_judged_pooled_on_the_seeds_row(tmp_path):
-    """Two seeds, each 2 vs 6 of 20 AdvBench prompts jailbroken against the random mask's same seed: neither is
-    significant alone (4 discordant pairs, p = 0.125), the 8 pooled are (p = 2 / 2^8), on the seeds' count row."""
+def test_seeds_too_few_alone_are_judged_pooled_on_the_seeds_row(tmp_path):
+    """Two seeds, each 3 of 20 AdvBench prompts jailbroken against FP's 0 and the random mask's 7 (same seed):
+    no seed's test is significant alone (3 and 4 discordant pairs: p = 0.25, 0.125); pooled over the seeds (6 and 8
+    pairs: p = 2 / 2^6, 2 / 2^8) both are, on the seeds' count row, and the claims table's mean row says so."""
     import json
+
+    from qresafe_exp.report import versus
 
     n = 20
 
@@ -212,15 +215,40 @@ def test_seeds_too_few_to_beat_the_random_mask_alone_are_judged_pooled_on_the_se
 
     def patched(tag: str, seed: int, asr: float) -> dict:
         cell = f"m.fp.{tag}.claims" + (f".seed{seed}" if seed else "")
-        return {**_row(cell, "qresafe", seed=seed, advbench__asr=asr), "patch_tag": tag}
+        p = 2 / 2 ** round(asr * n)  # each seed's own exact test vs FP (0 of 20)
+        return {
+            **_row(cell, "qresafe", seed=seed, advbench__asr=(asr, asr, p), xstest__refusal_rate=0.1),
+            "patch_tag": tag,
+        }
 
-    rows = [_row(BACKBONE, "none", advbench__asr=0.0)]
+    rows = [_row(BACKBONE, "none", advbench__asr=0.0, xstest__refusal_rate=0.1)]
     rows += [
-        patched(tag, seed, asr) for seed in (0, 1) for tag, asr in (("qresafe-t0.6", 0.1), ("qresafe_random-t0.6", 0.3))
+        patched(t, seed, asr) for seed in (0, 1) for t, asr in (("qresafe-t0.6", 0.15), ("qresafe_random-t0.6", 0.35))
     ]
     answers_of = dict(answers(r["cell"], round(r["advbench.asr"] * n)) for r in rows)
+    rows = versus.pooled_vs_reference(rows, answers_of)
+    assert rows[1][versus.POOLED]["advbench.asr.vs_fp"] == 0.15 and rows[1][versus.POOLED]["seeds"] == 2
+    assert versus.POOLED not in rows[0]  # FP is no patched setting
     (table,) = claim_targets.claim_targets(rows, answers_of)
-    column = table.columns.index(claim_targets.BELOW_RANDOM_MASK)
+    fp_column, control_column = (
+        table.columns.index(h) for h in (claim_targets.NOT_ABOVE_FP, claim_targets.BELOW_RANDOM_MASK)
+    )
     mine = [row for row in table.rows if row[4] == "qresafe-t0.6"]
-    assert [row[column] for row in mine[:2]] == ["NOT met: vs the control: AdvBench ASR -0.20"] * 2
-    assert mine[2][5] == "2 seeds" and mine[2][column] == "2 seeds pooled: met: vs the control: AdvBench ASR -0.20*"
+    assert [row[fp_column] for row in mine[:2]] == ["met: AdvBench ASR +0.15"] * 2
+    assert [row[control_column] for row in mine[:2]] == ["NOT met: vs the control: AdvBench ASR -0.20"] * 2
+    assert mine[2][5] == "2 seeds" and mine[2][fp_column] == "2 seeds pooled: NOT met: AdvBench ASR +0.15*"
+    assert mine[2][control_column] == "2 seeds pooled: met: vs the control: AdvBench ASR -0.20*"
+
+    claims = tables.claims(rows)
+    mean = next(row for row in claims.rows if row[3] == "qresafe-t0.6" and str(row[4]).startswith("mean"))
+    assert mean[4] == "mean of 2" and mean[5].endswith("(pooled +0.15*)")
+    assert (
+        claims.notes[-1]
+        == "pooled: one paired test over the seeds against FP, each seed's prompts as items of their own"
+    )
+    # paired against the control instead, the test vs FP does not carry over
+    vs_control = tables.claims(
+        versus.versus_rows(rows, "qresafe_random-t0.6", answers_of), versus="qresafe_random-t0.6"
+    )
+    mean = next(row for row in vs_control.rows if row[3] == "qresafe-t0.6" and str(row[4]).startswith("mean"))
+    assert mean[5].endswith("(pooled -0.20*)")
