@@ -60,14 +60,10 @@ def versus_rows(
     of the same base (same seed, else its lowest), none where the base has no control or either side's
     answers are missing; the control's own rows have none. Each paired row names its control (``versus_cell``)."""
     controls = control_runs(rows, tag, required)
-    read = {}
-
-    def samples(cell: str) -> list[dict]:
-        if cell not in read:
-            read[cell] = read_samples(answers_of[cell][1])
-        return read[cell]
+    samples = _reader(answers_of)
 
     out = []
+    settings: dict[tuple, list[dict]] = {}  # the rows paired with the control's run of their own seed
     for r in rows:
         row = {k: v for k, v in r.items() if ".vs_fp" not in k and k != POOLED}  # tests vs FP do not carry over
         runs = controls.get(_base(r)) or {}
@@ -77,12 +73,9 @@ def versus_rows(
             for name, test in tests.items():
                 row.update(paired_columns(name, cell_metrics.paired_delta(test)))
             row["versus_cell"] = control["cell"]
-            row["versus_same_seed"] = (control.get("seed") or 0) == (r.get("seed") or 0)
+            if (control.get("seed") or 0) == (r.get("seed") or 0):
+                settings.setdefault((_base(r), r["patch_tag"]), []).append(row)
         out.append(row)
-    settings: dict[tuple, list[dict]] = {}
-    for row in out:
-        if row.get("versus_same_seed"):
-            settings.setdefault((_base(row), row["patch_tag"]), []).append(row)
     for runs in settings.values():
         if len(runs) > 1:
             pooled = _pooled(runs, answers_of, samples)
@@ -102,12 +95,7 @@ def pooled_vs_reference(rows: list[dict], answers_of: dict[str, tuple[dict, Path
             and {r["cell"], r.get("reference_cell")} <= answers_of.keys()
         ):
             settings.setdefault((_base(r), r["patch_tag"], r["reference_cell"]), []).append(r)
-    read = {}
-
-    def samples(cell: str) -> list[dict]:
-        if cell not in read:
-            read[cell] = read_samples(answers_of[cell][1])
-        return read[cell]
+    samples = _reader(answers_of)
 
     pooled = {}
     for runs in settings.values():
@@ -115,6 +103,18 @@ def pooled_vs_reference(rows: list[dict], answers_of: dict[str, tuple[dict, Path
             columns = _pooled([{**r, "versus_cell": r["reference_cell"]} for r in runs], answers_of, samples)
             pooled.update({r["cell"]: columns for r in runs})
     return [{**r, POOLED: pooled[r["cell"]]} if r["cell"] in pooled else r for r in rows]
+
+
+def _reader(answers_of: dict[str, tuple[dict, Path]]):
+    """cell -> its samples.jsonl rows, each file read once."""
+    read: dict[str, list[dict]] = {}
+
+    def samples(cell: str) -> list[dict]:
+        if cell not in read:
+            read[cell] = read_samples(answers_of[cell][1])
+        return read[cell]
+
+    return samples
 
 
 def _pooled(runs: list[dict], answers_of: dict[str, tuple[dict, Path]], samples) -> dict:
