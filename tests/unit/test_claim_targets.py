@@ -126,6 +126,21 @@ def test_qresafe_targets_judge_every_harmful_suite_and_the_cost_against_full_dpo
     assert baseline[5] == "NOT met: AdvBench ASR +0.05*" and baseline[8] == "untested (the baseline itself)"
 
 
+def test_each_recipe_is_timed_against_the_full_dpo_run_of_its_own_budget():
+    """A recipe sweep holds patches of several budgets; full DPO at one budget says nothing of another's cost."""
+    fp = _row("m.fp.none.claims", "none", advbench__asr=0.0)
+    budget = {"patch.epochs": 1, "patch.batch_size": 8, "patch.data.num_harmful": 192, "patch.data.num_benign": 64}
+    short = _row("m.qlora.qresafe-e1.claims", "qresafe", advbench__asr=(0.0, 0.0, 1.0), patch_seconds=460.0)
+    longer = _row("m.qlora.qresafe-e2.claims", "qresafe", advbench__asr=(0.0, 0.0, 1.0), patch_seconds=980.0)
+    full = _row("m.qlora.dpo_full.claims", "dpo_full", advbench__asr=(0.0, 0.0, 1.0), patch_seconds=300.0)
+    short, longer = {**short, "patch_tag": "qresafe-e1"}, {**longer, "patch_tag": "qresafe-e2"}
+    rows = [fp, {**short, **budget}, {**longer, **budget, "patch.epochs": 2}, {**full, **budget}]
+    (table,) = claim_targets.claim_targets(rows)
+    by_tag = {row[4]: row for row in table.rows}
+    assert by_tag["qresafe-e1"][8] == "NOT met: 460 s vs 300 s (same machine only if run on one)"
+    assert by_tag["qresafe-e2"][8] == "untested (no full-DPO run of this base, seed and budget (epochs, batch, pairs))"
+
+
 def test_the_verdicts_are_a_report_table_and_refuse_rows_of_two_groups():
     rows = [_backbone(), _patched(0, (0.30, -0.23, 0.001), (0.4, -0.27, 0.01), (0.1, 0.02, 0.7), (7.8, 0.3, 0.2))]
     # the report builds it from every row, unmerged forms included
