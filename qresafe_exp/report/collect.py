@@ -95,6 +95,12 @@ def tidy_row(metrics) -> dict:
     row["broken"] = m.broken
     cost = m.patch_cost
     row["patch_seconds"] = cost.get("wall_seconds")
+    # the patch's own compute: its optimizer steps and mask selections, without the pair generation that
+    # the patch stage also times (shared by every method on the same pairs, and served by the response
+    # cache to whichever runs second), so two methods' costs compare even when only one generated the pairs
+    train = (m.raw.get("patch") or {}).get("train") or {}
+    steps = train.get("train_seconds")
+    row["patch_train_seconds"] = None if steps is None else round(steps + (train.get("snip_seconds") or 0.0), 1)
     row["patch_peak_rss_mb"] = cost.get("rss_peak_mb")
     row["patch_cuda_peak_mb"] = cost.get("cuda_peak_mb")
     adapter = m.variant_scores("adapter").get("advbench")

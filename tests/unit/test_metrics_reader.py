@@ -50,7 +50,10 @@ def _cell(name: str, k: int, **axes) -> dict:
         "summary": {"degenerate": _rates(0, 64), "broken": False},
         "vs_reference": {"advbench.asr": k / 64},
         "cost": {"wall_seconds": 1.0, "eval_seconds": 3.0},
-        "patch": {"cost": {"wall_seconds": 60.0, "rss_peak_mb": 900}},
+        "patch": {
+            "cost": {"wall_seconds": 60.0, "rss_peak_mb": 900},
+            "train": {"train_seconds": 30.0, "snip_seconds": 12.5},  # the rest of the 60 s: generating the pairs
+        },
     }
 
 
@@ -86,6 +89,7 @@ def test_the_summary_and_the_report_read_the_same_numbers():
     assert summary["ASR advbench (95% CI)"].startswith("0.25 [") and summary["ASR vs FP"] == "+0.25"
     assert tidy["advbench.asr"] == 0.25 and tidy["advbench.asr.vs_fp"] == 0.25
     assert tidy["alpaca_eval_ppl.reference_perplexity.lo"] == 8.1 and tidy["patch_seconds"] == 60.0
+    assert tidy["patch_train_seconds"] == 42.5  # steps + mask selections: what a cost comparison reads
 
 
 def test_patch_knobs_are_numeric_axes_and_old_cells_keep_their_tau():
