@@ -9,10 +9,11 @@ PATCHES = Registry(
     "patch",
     {
         "none": "qresafe_exp.patch.none:NoPatch",
-        # one trainer; the four differ only in their YAML (conf/patch/<name>.yaml: objective, tau, quant_aware)
+        # one trainer; the five differ only in their YAML (conf/patch/<name>.yaml: objective, tau, quant_aware)
         "qresafe": "qresafe_exp.patch.trained:TrainedPatch",
         "qresafe_qa": "qresafe_exp.patch.trained:TrainedPatch",
         "dpo": "qresafe_exp.patch.trained:TrainedPatch",
+        "dpo_full": "qresafe_exp.patch.trained:TrainedPatch",  # its own name: the report's cost baseline
         "sft": "qresafe_exp.patch.trained:TrainedPatch",
         "qresafe_awq": "qresafe_exp.patch.awq_safety:AwqSafetyPatch",
         "safepatching": "qresafe_exp.patch.safepatching:SafePatching",

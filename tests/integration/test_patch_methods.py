@@ -266,6 +266,7 @@ def test_full_dpo_trains_every_entry_of_the_target_matrices_and_merges_like_a_lo
     metrics = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=dpo_full", *SMALL)))
     train = metrics["patch"]["train"]
     assert metrics["cell"].endswith(".dpo_full") and train["objective"] == "dpo"
+    assert metrics["axes"]["patch"] == "dpo_full"  # the report finds the cost baseline by this name
     assert train["trainable_params"] == train["weight_entries"] == train["updatable_entries"]  # every entry
     lora = run_cell(compose_cfg(_overrides(talkative_dir, "quant=rtn", "bits=2", "patch=dpo", *SMALL)))
     assert lora["patch"]["train_artifact"] != metrics["patch"]["train_artifact"]
