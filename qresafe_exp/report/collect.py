@@ -89,8 +89,9 @@ def tidy_row(metrics) -> dict:
     for name, test in m.paired.items():
         row.update(paired_columns(name, test))
     row["seed"] = m.seed
+    train = m.patch.get("train") or {}
     # what ranked the patch's mask (snip, or a control's random / magnitude): a control is not a recipe
-    row["mask_score"] = ((m.raw.get("patch") or {}).get("train") or {}).get("mask_score")
+    row["mask_score"] = train.get("mask_score")
     row["degenerate"] = m.degenerate.value if m.degenerate is not None else None
     row["broken"] = m.broken
     cost = m.patch_cost
@@ -98,7 +99,6 @@ def tidy_row(metrics) -> dict:
     # the patch's own compute: its optimizer steps and mask selections, without the pair generation that
     # the patch stage also times (shared by every method on the same pairs, and served by the response
     # cache to whichever runs second), so two methods' costs compare even when only one generated the pairs
-    train = (m.raw.get("patch") or {}).get("train") or {}
     steps = train.get("train_seconds")
     row["patch_train_seconds"] = None if steps is None else round(steps + (train.get("snip_seconds") or 0.0), 1)
     row["patch_peak_rss_mb"] = cost.get("rss_peak_mb")
