@@ -104,7 +104,7 @@ def build_report(cfg: DictConfig) -> dict:
             notes,
             rows=cells,
             interactive=interactive.all_figures(cells, cfg.safety_suite),
-            browser=_browser(cfg, metrics, dirs),
+            browser=_browser(cfg, metrics, dirs, answers),
             wandb=wandb,
         ),
     )
@@ -118,13 +118,19 @@ def build_report(cfg: DictConfig) -> dict:
     }
 
 
-def _browser(cfg: DictConfig, metrics: list[dict], dirs: dict[str, Path]) -> dict | None:
+def _browser(cfg: DictConfig, metrics: list[dict], dirs: dict[str, Path], answers) -> dict | None:
     from qresafe_exp.report import samples
 
     if not cfg.dashboard.samples:
         return None
-    # no folders (source=wandb): the browser then says that each cell has no samples
-    return samples.browser_data(metrics, dirs, cfg.dashboard.max_response_chars)
+    # no folders (source=wandb): the browser then says that each cell has no samples; the files the tables
+    # read are not read again (``answers``: report/versus.py Answers)
+    return samples.browser_data(
+        metrics,
+        dirs,
+        cfg.dashboard.max_response_chars,
+        rows_of=lambda cell: answers.samples(cell) if cell in answers else None,
+    )
 
 
 def _log_to_wandb(cfg: DictConfig, rows: list[dict], pictures: dict) -> None:

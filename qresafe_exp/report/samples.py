@@ -13,8 +13,10 @@ Verdict fields, by what wrote them (evals/asr.py, evals/overrefusal.py):
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
+
+from qresafe_exp.paired import read_samples
 
 HEADLINE = ("jailbroken", "refused")  # the field that enters the suite's metric, in the order tried
 ALIASES = {"strmatch": "xstest_strmatch"}
@@ -23,10 +25,8 @@ FLAGS = {"fp_perplexity": "FP ppl", "repeated_ngram_fraction": "repeated n-grams
 
 
 def read(cell_dir: Path) -> list[dict] | None:
-    path = cell_dir / "samples.jsonl"
-    if not path.is_file():
-        return None
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """A cell folder's samples.jsonl rows; None where it has none."""
+    return read_samples(cell_dir) if (cell_dir / "samples.jsonl").is_file() else None
 
 
 def _headline_names(metrics: dict) -> dict[str, str]:
@@ -71,10 +71,14 @@ def _key(row: dict) -> tuple:
     return (row.get("suite"), row.get("id"), row.get("decoding"))  # the decoding attack: one row per configuration
 
 
-def browser_data(metrics: list[dict], cell_dirs: dict[str, Path], max_chars: int) -> dict:
+def browser_data(
+    metrics: list[dict], cell_dirs: dict[str, Path], max_chars: int, rows_of: Callable[[str], list[dict]] | None = None
+) -> dict:
     """JSON for the page. Prompts are stored once (every cell of a study answers the same ones);
-    responses longer than ``max_chars`` are cut, and the row says how long the full one is."""
-    read_rows = {m["cell"]: read(cell_dirs[m["cell"]]) if m["cell"] in cell_dirs else None for m in metrics}
+    responses longer than ``max_chars`` are cut, and the row says how long the full one is. ``rows_of``: the
+    report's shared reader (report/versus.py Answers.samples), so no file is read twice."""
+    rows_of = rows_of or (lambda cell: read(cell_dirs[cell]))
+    read_rows = {m["cell"]: rows_of(m["cell"]) if m["cell"] in cell_dirs else None for m in metrics}
     prompts: dict[tuple, int] = {}
     prompt_list: list[dict] = []
     cells = []

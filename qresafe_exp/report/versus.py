@@ -23,10 +23,24 @@ from qresafe_exp.report.collect import paired_columns, variant_cell
 from qresafe_exp.report.tables import POOLED, _base
 
 
-def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> dict[str, tuple[dict, Path]]:
-    """{row cell name: (its scores, the folder of its samples.jsonl)} for every cell and patch variant whose
-    answers are at hand; a variant's lie in the eval cache (metrics.json names its artifact). A row without
-    them is shown with no delta."""
+class Answers(dict):
+    """{row cell name: (its scores, the folder of its samples.jsonl)}, with each folder's samples.jsonl read
+    at most once per report, by whichever consumer (a paired table, a pooled test, the sample browser) asks
+    first: a study of many cells has files of megabytes, and each is wanted by several of them."""
+
+    def __init__(self, found=()):
+        super().__init__(found)
+        self._rows: dict[str, list[dict]] = {}
+
+    def samples(self, cell: str) -> list[dict]:
+        if cell not in self._rows:
+            self._rows[cell] = read_samples(self[cell][1])
+        return self._rows[cell]
+
+
+def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> Answers:
+    """Every cell and patch variant whose answers are at hand; a variant's lie in the eval cache (metrics.json
+    names its artifact). A row without them is shown with no delta."""
     out = {}
     for m in map(cell_metrics.parse, metrics):
         if m.cell in cell_dirs:
@@ -34,7 +48,7 @@ def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> dict
         for name, variant in (m.patch.get("variants") or {}).items():
             if variant.get("scores") and variant.get("eval"):
                 out[variant_cell(m.cell, name)] = (variant["scores"], eval_cache / variant["eval"])
-    return {cell: found for cell, found in out.items() if (found[1] / "samples.jsonl").is_file()}
+    return Answers((cell, found) for cell, found in out.items() if (found[1] / "samples.jsonl").is_file())
 
 
 def control_runs(rows: list[dict], tag: str, required: bool = True) -> dict[tuple, dict[int, dict]]:
@@ -106,15 +120,8 @@ def pooled_vs_reference(rows: list[dict], answers_of: dict[str, tuple[dict, Path
 
 
 def _reader(answers_of: dict[str, tuple[dict, Path]]):
-    """cell -> its samples.jsonl rows, each file read once."""
-    read: dict[str, list[dict]] = {}
-
-    def samples(cell: str) -> list[dict]:
-        if cell not in read:
-            read[cell] = read_samples(answers_of[cell][1])
-        return read[cell]
-
-    return samples
+    """cell -> its samples.jsonl rows, each file read once (by the report's shared ``Answers``, or here)."""
+    return (answers_of if isinstance(answers_of, Answers) else Answers(answers_of)).samples
 
 
 def _pooled(runs: list[dict], answers_of: dict[str, tuple[dict, Path]], samples) -> dict:
