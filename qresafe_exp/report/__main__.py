@@ -129,7 +129,7 @@ def _browser(cfg: DictConfig, metrics: list[dict], dirs: dict[str, Path], answer
         metrics,
         dirs,
         cfg.dashboard.max_response_chars,
-        rows_of=lambda cell: answers.samples(cell) if cell in answers else None,
+        rows_of=answers.samples_if_any,
     )
 
 

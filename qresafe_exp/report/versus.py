@@ -37,6 +37,10 @@ class Answers(dict):
             self._rows[cell] = read_samples(self[cell][1])
         return self._rows[cell]
 
+    def samples_if_any(self, cell: str) -> list[dict] | None:
+        """The cell's rows, or None where its answers are not at hand (the sample browser's reading)."""
+        return self.samples(cell) if cell in self else None
+
 
 def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> Answers:
     """Every cell and patch variant whose answers are at hand; a variant's lie in the eval cache (metrics.json

@@ -30,7 +30,7 @@ def test_each_cells_answers_are_read_once_and_shared_with_the_browser(tmp_path):
     assert found.samples("m.q.dpo") is first
     assert versus._reader(found)("m.q.dpo") is first  # the paired tests use the same rows
 
-    page = samples.browser_data(metrics, dirs, 100, rows_of=lambda c: found.samples(c) if c in found else None)
+    page = samples.browser_data(metrics, dirs, 100, rows_of=found.samples_if_any)
     by_cell = {c["cell"]: c for c in page["cells"]}
     assert len(by_cell["m.q.dpo"]["samples"]) == 4 and "note" in by_cell["m.q.none"]
     assert len(page["prompts"]) == 4  # the two cells' prompts, stored once
