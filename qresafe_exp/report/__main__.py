@@ -1,7 +1,7 @@
 """`python -m qresafe_exp.report study=NAME`: the paper's tables and figures from a study's results.
 
 Reads outputs/studies/NAME/*/metrics.json (or, with source=wandb, the same files from the W&B API),
-with ``versus=<patch tag>`` the claims table again, paired against that control patch instead of FP;
+with ``versus=<patch tag>`` (or a list of tags) the claims table again, paired against each control patch instead of FP;
 writes outputs/reports/NAME/: results.csv + results.parquet (one tidy row per cell), tables/*.md and
 *.tex, figures/*.png and *.pdf, dashboard.html (one self-contained interactive file: sortable tables,
 Plotly figures, a sample browser over every cell's samples.jsonl); and logs the summary table
@@ -75,8 +75,8 @@ def build_report(cfg: DictConfig) -> dict:
     answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
     rows = versus.pooled_vs_reference(rows, answers)  # a setting's seeds in one test vs FP (its mean row)
     made = tables.all_tables(rows, answers, readings)
-    if cfg.get("versus"):  # the claims table again, each patch paired against this control instead of FP
-        made += versus.versus_tables(rows, cfg.versus, answers)
+    for tag in versus.tags(cfg.get("versus")):  # the claims table again, paired against each control instead of FP
+        made += versus.versus_tables(rows, tag, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them
     for folder, suffixes in ((out / "tables", {".md", ".tex"}), (out / "figures", {".png", ".pdf"})):
         for stale in (p for p in folder.glob("*") if p.suffix in suffixes):

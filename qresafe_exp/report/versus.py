@@ -142,6 +142,19 @@ def _pooled(runs: list[dict], answers_of: dict[str, tuple[dict, Path]], samples)
     return columns
 
 
+def tags(option) -> list[str]:
+    """The report's ``versus`` option as a list of control tags: null, one tag, or a list of them (one paired
+    claims table per control, e.g. the random mask and LoRA DPO and full DPO in one report)."""
+    if option is None:
+        return []
+    if isinstance(option, str):
+        return [option]
+    listed = [str(t) for t in option]
+    if not listed:
+        raise ValueError("versus=[]: give a patch tag, a list of them, or null for FP only")
+    return listed
+
+
 def versus_tables(rows: list[dict], tag: str, answers_of: dict[str, tuple[dict, Path]]) -> list:
     """One claims table per (eval, protocol) group that holds the control ``tag``, its deltas against it."""
     from qresafe_exp.report import groups, tables

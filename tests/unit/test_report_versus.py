@@ -105,3 +105,35 @@ def test_an_unknown_control_names_the_patch_tags_there_are(tmp_path):
 
 def test_file_names_carry_the_control_tag_without_spaces_or_brackets():
     assert tables._file_slug("qresafe_random_mask-t0.6 (unmerged)") == "qresafe_random_mask-t0.6-unmerged"
+
+
+def test_several_controls_give_one_table_each(tmp_path):
+    from omegaconf import OmegaConf
+
+    rows = [
+        _row("m.fp.none", "none", "none", quant="none"),
+        _row("rnd", "qresafe", "random-t0.6"),
+        _row("dpo", "dpo", "dpo-t1.0"),
+        _row("trt", "qresafe", "qresafe-t0.6"),
+    ]
+    answers = dict(
+        [
+            _answers(tmp_path, "m.fp.none", 0, 2),
+            _answers(tmp_path, "rnd", 10, 4),
+            _answers(tmp_path, "dpo", 2, 12),
+            _answers(tmp_path, "trt", 2, 4),
+        ]
+    )
+    # the option as Hydra hands it over: null, one tag, or a list
+    assert versus.tags(None) == [] and versus.tags("dpo-t1.0") == ["dpo-t1.0"]
+    listed = versus.tags(OmegaConf.create({"v": ["random-t0.6", "dpo-t1.0"]}).v)
+    assert listed == ["random-t0.6", "dpo-t1.0"]
+    with pytest.raises(ValueError, match=r"versus=\[\]"):
+        versus.tags([])
+
+    made = [t for tag in listed for t in versus.versus_tables(rows, tag, answers)]
+    assert [t.name for t in made] == ["claims-claims-vanilla-vs-random-t0.6", "claims-claims-vanilla-vs-dpo-t1.0"]
+    for table, advbench, xstest in zip(made, ("(-0.40*)", "(+0.00)"), ("(+0.00)", "(-0.40*)")):
+        trt = dict(zip(table.columns, next(row for row in table.rows if row[3] == "qresafe-t0.6")))
+        # vs the random mask: 8 fewer jailbroken; vs LoRA DPO: the same AdvBench answers, 8 fewer XSTest refusals
+        assert advbench in trt["AdvBench ASR"] and xstest in trt["XSTest-safe refusal"], trt
