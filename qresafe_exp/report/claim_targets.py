@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from qresafe_exp.report import groups
 from qresafe_exp.report.collect import KNOB_PREFIX
-from qresafe_exp.report.tables import ALPHA, CLAIM_METRICS, POOLED, Table, _base, _delta, _ok
+from qresafe_exp.report.tables import ALPHA, CLAIM_METRICS, POOLED, Table, _base, _delta, _ok, judges_line
 
 PPL = "alpaca_eval_ppl.reference_perplexity"
 OVER_REFUSAL = ("xstest.refusal_rate", "xstest_safe.refusal_rate", "oktest.refusal_rate")
@@ -398,7 +398,7 @@ def _family_table(
             "every target met",
         ],
         body,
-        legend(readings),
+        judges_line(cells) + legend(readings),
     )
 
 

@@ -42,6 +42,14 @@ def _estimate(row: dict, name: str, value: Estimate) -> None:
     row.update({name: value.value, f"{name}.n": value.n, f"{name}.lo": value.lo, f"{name}.hi": value.hi})
 
 
+def judge_name(judge: dict | str | None) -> str | None:
+    """The harm-ASR judge as a table names it: 'harm rules v3' for a rule judge, else its name."""
+    if not isinstance(judge, dict):
+        return judge
+    rules = judge.get("rules")
+    return f"{judge.get('name')} rules v{rules}" if rules is not None else judge.get("name")
+
+
 def tidy_row(metrics) -> dict:
     """One cell (a metrics.json dict or metrics.CellMetrics) as a flat row."""
     m = cell_metrics.parse(metrics)
@@ -60,6 +68,8 @@ def tidy_row(metrics) -> dict:
         "eval": m.protocol.get("eval"),
         "protocol": m.protocol.get("protocol"),
         "reference_cell": m.reference_cell,
+        "judge": judge_name(m.protocol.get("judge")),
+        "refusal_judge": m.protocol.get("refusal_judge"),
     }
     # numbers, so a sweep over one (Table 5's tau) sorts and plots as numbers, not as its cell-name tag
     row.update({f"{KNOB_PREFIX}{knob}": value for knob, value in sorted(axes.patch_knobs.items())})

@@ -126,6 +126,19 @@ def _delta(row: dict, key: str):
     return None if value is None else f"{value:+.2f}" + ("*" if _significant(row, key) else "")
 
 
+def judges_line(rows: list[dict]) -> list[str]:
+    """Which judges made the rates: a table's numbers are only as good as them (their agreement with labelled
+    answers is `make audit`'s, docs/evals.md); none for cells written before metrics.json named them."""
+    harm = sorted({r["judge"] for r in rows if r.get("judge")})
+    refusal = sorted({r["refusal_judge"] for r in rows if r.get("refusal_judge")})
+    if not harm:
+        return []
+    line = f"ASR judged by {', '.join(harm)}"
+    if refusal:
+        line += f"; refusal rates by {', '.join(refusal)}"
+    return [line + " (their agreement with labelled answers: make audit, docs/evals.md)"]
+
+
 def _legend(rows: list[dict], key: str, versus: str = "FP") -> list[str]:
     """One line under a table whose deltas carry a paired test; none for studies written before it."""
     deltas = [r for r in rows if r.get(f"{key}.vs_fp") is not None]
@@ -478,7 +491,7 @@ def claims(rows: list[dict], versus: str | None = None) -> Table | None:
             body.append([*setting(runs[0]), label, *_seed_mean(runs, metrics)])
     against = versus or "FP"
     legend = next((line for k, _ in metrics for line in _legend(shown, k, against)), None)
-    legend = [legend] if legend else []
+    legend = judges_line(shown) + ([legend] if legend else [])
     if versus:
         legend.append(f"deltas: each row minus {versus} of its base on the same prompts (same seed, else its lowest)")
     if many_seeds:

@@ -151,6 +151,10 @@ def test_tidy_rows_match_the_golden_csv(report):
         "qresafe-t0.6-qa": "0.6",
         "qresafe-t1.0": "1.0",
     }
+    # the judges that made each row's rates (metrics.json protocol.judge / refusal_judge): a rule judge with its
+    # rules version, so a table can say what its ASR means; the keyword cells predate a refusal judge
+    judged = {(r["judge"], r["refusal_judge"]) for r in got}
+    assert judged == {("keyword", ""), ("keyword", "strmatch"), ("harm rules v1", "refusal")}
     unmerged = {r["patch_tag"]: r["advbench.asr"] for r in got if r["variant"] == "unmerged"}
     assert unmerged == {  # metrics.json patch.variants.adapter.scores: k/n of each unmerged form
         "qresafe-t0.6 (unmerged)": str(23 / 64),
