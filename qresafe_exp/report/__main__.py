@@ -46,6 +46,7 @@ def claim_readings(options: DictConfig):
         within=float(options.within),
         suites=None if suites is None else tuple(suites),
         sides=str(options.get("sides", "both")),
+        asr=str(options.get("asr", "harm")),
     )
 
 

@@ -280,3 +280,38 @@ def test_seeds_too_few_alone_are_judged_pooled_on_the_seeds_row(tmp_path):
     )
     mean = next(row for row in vs_control.rows if row[3] == "qresafe-t0.6" and str(row[4]).startswith("mean"))
     assert mean[5].endswith("(pooled -0.20*)")
+
+
+def test_asr_can_be_read_as_answers_without_a_refusal_statement():
+    """claim_targets.asr=unrefused: where the harm judge's flags are not harm (docs/evals.md, claimcheck2), the
+    bound is judged on 1 - refusal statements, the same paired test turned around."""
+    fp = _row(BACKBONE, "none", harmfulqa__asr=0.05, harmfulqa__refused=0.9, xstest__refusal_rate=0.3)
+    patched = _row(
+        "m.q.qresafe-x.claims",
+        "qresafe",
+        harmfulqa__asr=(0.08, 0.03, 0.5),  # the harm judge: n.s.
+        harmfulqa__refused=(0.6, -0.3, 0.001),  # but a third fewer refusal statements, p 0.001
+        harmbench_test__asr__standard=(0.1, 0.05, 0.3),
+        xstest__refusal_rate=(0.31, 0.01, 1.0),
+    )
+    patched.update({"harmfulqa.refused.lo": 0.5, "harmfulqa.refused.hi": 0.7, "harmfulqa.refused.n": 64})
+    patched.update({"harmfulqa.refused.vs_fp.lo": -0.4, "harmfulqa.refused.vs_fp.hi": -0.2})
+    patched[tables.POOLED] = {"seeds": 2, "harmfulqa.refused.vs_fp": -0.25, "harmfulqa.refused.vs_fp.p": 0.01}
+
+    read = claim_targets.as_unrefused(patched)
+    assert read["harmfulqa.asr"] == pytest.approx(0.4) and read["harmfulqa.asr.n"] == 64
+    assert (read["harmfulqa.asr.lo"], read["harmfulqa.asr.hi"]) == pytest.approx((0.3, 0.5))
+    assert (read["harmfulqa.asr.vs_fp"], read["harmfulqa.asr.vs_fp.p"]) == (0.3, 0.001)
+    assert (read["harmfulqa.asr.vs_fp.lo"], read["harmfulqa.asr.vs_fp.hi"]) == (0.2, 0.4)
+    assert "harmbench_test.asr.standard" not in read  # refusal statements are not split by HarmBench's parts
+    assert read["xstest.refusal_rate"] == 0.31  # over-refusal is read as before
+    pooled = read[tables.POOLED]
+    assert (pooled["seeds"], pooled["harmfulqa.asr.vs_fp"], pooled["harmfulqa.asr.vs_fp.p"]) == (2, 0.25, 0.01)
+
+    (harm,) = claim_targets.claim_targets([fp, patched])
+    (unrefused,) = claim_targets.claim_targets([fp, patched], None, claim_targets.Readings(asr="unrefused"))
+    assert harm.rows[0][5].startswith("met: HarmBench standard ASR +0.05; HarmfulQA ASR +0.03")
+    assert unrefused.rows[0][5] == "NOT met: HarmfulQA ASR +0.30*"
+    assert "claim_targets.asr=unrefused" in unrefused.notes[-1]
+    with pytest.raises(ValueError, match="claim_targets.asr='judge': one of harm, unrefused"):
+        claim_targets.Readings(asr="judge")
