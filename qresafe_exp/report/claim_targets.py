@@ -448,12 +448,13 @@ def claim_targets(rows: list[dict], answers_of: dict | None = None, readings: Re
     group = groups.one(rows)
     ok = [r for r in _ok(rows) if not r.get("broken")]
     read = as_unrefused if readings.asr == "unrefused" else (lambda r: r)
+    # the control is paired on the rows as recorded, then read like every other row
+    paired = {cell: read(r) for cell, r in versus_random_mask(ok, answers_of).items()} if answers_of else {}
+    ok = [read(r) for r in ok]
     patched = sorted(
         (r for r in ok if r["patch"] != "none"),
         key=lambda r: (r["model"], _base(r), r["patch_tag"] or "", r.get("seed") or 0),
     )
-    paired = {cell: read(r) for cell, r in versus_random_mask(ok, answers_of).items()} if answers_of else {}
-    ok, patched = [read(r) for r in ok], [read(r) for r in patched]
     return [
         _family_table(family, cells, ok, group, paired, readings)
         for family in FAMILY_NAMES
