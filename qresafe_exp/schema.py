@@ -389,6 +389,13 @@ class KeywordJudgeConfig(JudgeConfig):
 
 
 @dataclass
+class LabelsJudgeConfig(JudgeConfig):
+    # labelled answers (one path, a comma-separated string or a list), columns as docs/audit/testbed_labels.csv's
+    labels: Any = "docs/audit/testbed_labels.csv"
+    data_dir: str | None = None  # where the labels' prompts are joined from (the judge yaml: paths.data_dir)
+
+
+@dataclass
 class OpenAIJudgeConfig(JudgeConfig):
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4-0613"  # the name the server registered
@@ -592,6 +599,7 @@ def register_configs() -> None:
         ("calib", "calib", CalibConfig),
         ("eval", "eval", EvalConfig),
         ("judge", "keyword", KeywordJudgeConfig),
+        ("judge", "labels", LabelsJudgeConfig),
         ("judge", "openai", OpenAIJudgeConfig),
         ("judge", "hf_classifier", HFClassifierJudgeConfig),
         ("judge", "judge", JudgeConfig),

@@ -8,6 +8,7 @@ JUDGES = Registry(
         "harm": "qresafe_exp.judges.refusal:HarmJudge",
         "refusal": "qresafe_exp.judges.refusal:RefusalJudge",
         "keyword": "qresafe_exp.judges.keyword:KeywordJudge",
+        "labels": "qresafe_exp.judges.labels:LabelsJudge",
         "xstest_strmatch": "qresafe_exp.judges.strmatch:XSTestStrmatchJudge",
         "openai": "qresafe_exp.judges.openai_api:OpenAIJudge",
         "harmbench_cls": "qresafe_exp.judges.hf_classifier:HarmBenchClassifierJudge",

@@ -44,14 +44,21 @@ class Answers(dict):
 
 def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> Answers:
     """Every cell and patch variant whose answers are at hand; a variant's lie in the eval cache (metrics.json
-    names its artifact). A row without them is shown with no delta."""
+    names its artifact), or, once the study was re-scored, beside its cell (the variant's ``samples``: the
+    artifact keeps the verdicts it was evaluated with). A row without them is shown with no delta."""
     out = {}
     for m in map(cell_metrics.parse, metrics):
         if m.cell in cell_dirs:
             out[m.cell] = (m.raw.get("scores") or {}, cell_dirs[m.cell])
         for name, variant in (m.patch.get("variants") or {}).items():
             if variant.get("scores") and variant.get("eval"):
-                out[variant_cell(m.cell, name)] = (variant["scores"], eval_cache / variant["eval"])
+                rescored = (
+                    cell_dirs[m.cell] / variant["samples"] if variant.get("samples") and m.cell in cell_dirs else None
+                )
+                folder = (
+                    rescored if rescored and (rescored / "samples.jsonl").is_file() else eval_cache / variant["eval"]
+                )
+                out[variant_cell(m.cell, name)] = (variant["scores"], folder)
     return Answers((cell, found) for cell, found in out.items() if (found[1] / "samples.jsonl").is_file())
 
 

@@ -224,15 +224,21 @@ def backfill_functional_category(suite, rows: list[dict], cfg: DictConfig) -> No
             row["functional_category"] = kinds[row["id"]]
 
 
-def rescore_variants(cell: Cell, reference: Cell | None, judging: Judging) -> tuple[dict, list[str]]:
+VARIANTS_DIR = "variants"  # a re-scored variant's samples.jsonl: <cell>/variants/<name>/ (the cache keeps its own)
+
+
+def rescore_variants(cell: Cell, reference: Cell | None, judging: Judging) -> tuple[dict, list[str], dict]:
     """The patch's other forms (patch.variants: the unmerged patch), judged again from their evaluation
-    artifacts in the cache (left as they are: the cache is content-addressed); returns the variants
-    (rebuilt, or kept where the artifact is no longer cached) and a note per variant saying which."""
+    artifacts in the cache (left as they are: the cache is content-addressed, and another study may share
+    them); returns the variants (rebuilt, or kept where the artifact is no longer cached), a note per variant
+    saying which, and each rebuilt variant's re-judged rows, which the caller writes beside the cell
+    (``samples`` in the variant's block names the folder), so that paired readings of its answers (the
+    report's pooled and versus tests) see the new verdicts, not the artifact's."""
     from qresafe_exp.cache import ArtifactCache
     from qresafe_exp.pipeline import reference_deltas, variant_block
 
     artifacts = ArtifactCache(judging.cfg.paths.cache_dir)
-    variants, notes = {}, []
+    variants, notes, rows = {}, [], {}
     for name, old in ((cell.metrics.get("patch") or {}).get("variants") or {}).items():
         path = artifacts.path("eval", old.get("eval", ""))
         if not old.get("eval") or not (path / "samples.jsonl").is_file():
@@ -241,11 +247,18 @@ def rescore_variants(cell: Cell, reference: Cell | None, judging: Judging) -> tu
             continue
         variant = Cell(path, {"scores": old["scores"]}, read_samples(path))
         rescore_cell(variant, judging)
-        variants[name] = variant_block(old["eval"], variant.scores, cell.scores)
+        variants[name] = {
+            **variant_block(old["eval"], variant.scores, cell.scores),
+            "samples": f"{VARIANTS_DIR}/{name}",
+        }
         if reference is not None:
             variants[name].update(reference_deltas(variant.scores, reference.scores, variant.rows, reference.rows))
-        notes.append(f"patch.variants.{name} re-scored from its evaluation artifact (the artifact keeps its verdicts)")
-    return variants, notes
+        rows[name] = variant.rows
+        notes.append(
+            f"patch.variants.{name} re-scored from its evaluation artifact (the artifact keeps its verdicts; the "
+            f"new ones are in {VARIANTS_DIR}/{name}/samples.jsonl)"
+        )
+    return variants, notes, rows
 
 
 def stored_config(cell_path: Path) -> Path | None:
@@ -274,7 +287,7 @@ def degeneration_cfg(cell: Cell):
 
 
 def new_metrics(
-    cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Judging, date: str, variants: tuple = ({}, [])
+    cell: Cell, reference: Cell | None, cfg: DictConfig, judging: Judging, date: str, variants: tuple = ({}, [], {})
 ) -> dict:
     from qresafe_exp.evals.overrefusal import refusal_judge_name
     from qresafe_exp.metrics import summarize
@@ -338,6 +351,10 @@ def rescore_study(cfg: DictConfig) -> dict:
         if not before.exists():  # the original numbers, kept once: a second rescore never replaces them
             write_text_atomic(before, (cell.path / "metrics.json").read_text())
         write_text_atomic(cell.path / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in cell.rows))
+        for name, rows in variants[cell.name][2].items():
+            folder = cell.path / VARIANTS_DIR / name
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         write_json_atomic(cell.path / "metrics.json", updated[cell.name])
     table = before_after([(c.name, c.metrics, updated[c.name]) for c in cells])
     header = (

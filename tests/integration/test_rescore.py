@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +203,16 @@ def test_rescore_rejudges_the_unmerged_patch_from_its_evaluation_artifact(
         assert variant[key] == new[key], key
     assert variant["scores"]["advbench"]["asr"] != old["scores"]["advbench"]["asr"]
     assert any("patch.variants.adapter re-scored" in n for n in after["rescored"]["notes"])
+    # the new verdicts lie beside the cell (the shared artifact keeps its own), where the report's paired
+    # readings of the variant's answers find them
+    from qresafe_exp.paired import read_samples
+    from qresafe_exp.report.collect import variant_cell
+    from qresafe_exp.report.versus import answers
+
+    assert variant["samples"] == "variants/adapter"
+    rescored = [r for r in read_samples(cell / "variants" / "adapter") if r["suite"] == "advbench"]
+    artifact = [r for r in read_samples(Path(shared_cache) / "eval" / old["eval"]) if r["suite"] == "advbench"]
+    assert [r["jailbroken"] for r in rescored] != [r["jailbroken"] for r in artifact]
+    assert "outcome" in rescored[0] and "outcome" not in artifact[0]  # harm's verdicts vs keyword's
+    found = answers([after], {before["cell"]: cell}, Path(shared_cache) / "eval")
+    assert found[variant_cell(before["cell"], "adapter")][1] == cell / "variants" / "adapter"
