@@ -43,11 +43,20 @@ def _estimate(row: dict, name: str, value: Estimate) -> None:
 
 
 def judge_name(judge: dict | str | None) -> str | None:
-    """The harm-ASR judge as a table names it: 'harm rules v3' for a rule judge, else its name."""
+    """The harm-ASR judge as a table names it: 'harm rules v3' for a rule judge, 'labels (testbed_labels.csv)'
+    for the labels judge, else its name."""
     if not isinstance(judge, dict):
         return judge
+    if judge.get("labels"):
+        return f"{judge.get('name')} ({', '.join(judge['labels'])})"
     rules = judge.get("rules")
     return f"{judge.get('name')} rules v{rules}" if rules is not None else judge.get("name")
+
+
+def refusal_judge_name(protocol: dict) -> str | None:
+    """eval.refusal_judge as a table names it; ``judge`` (the cell's judge does the refusal task too) by that judge."""
+    refusal = protocol.get("refusal_judge")
+    return judge_name(protocol.get("judge")) if refusal == "judge" else refusal
 
 
 def tidy_row(metrics) -> dict:
@@ -69,7 +78,7 @@ def tidy_row(metrics) -> dict:
         "protocol": m.protocol.get("protocol"),
         "reference_cell": m.reference_cell,
         "judge": judge_name(m.protocol.get("judge")),
-        "refusal_judge": m.protocol.get("refusal_judge"),
+        "refusal_judge": refusal_judge_name(m.protocol),
     }
     # numbers, so a sweep over one (Table 5's tau) sorts and plots as numbers, not as its cell-name tag
     row.update({f"{KNOB_PREFIX}{knob}": value for knob, value in sorted(axes.patch_knobs.items())})

@@ -88,3 +88,12 @@ def test_disagreeing_labels_are_an_error(tmp_path):
 def test_a_missing_labels_file_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         judge(tmp_path / "absent.csv").harm([(PROMPT, MORAL)])
+
+
+def test_tables_name_the_labels_judge_and_a_refusal_judge_that_is_the_judge(labelled):
+    from qresafe_exp.report.collect import judge_name, refusal_judge_name
+
+    identity = judge(labelled).identity
+    assert judge_name(identity) == "labels (labels.csv)"
+    assert refusal_judge_name({"judge": identity, "refusal_judge": "judge"}) == "labels (labels.csv)"
+    assert refusal_judge_name({"judge": identity, "refusal_judge": "refusal"}) == "refusal"
