@@ -52,12 +52,10 @@ def answers(metrics: list, cell_dirs: dict[str, Path], eval_cache: Path) -> Answ
             out[m.cell] = (m.raw.get("scores") or {}, cell_dirs[m.cell])
         for name, variant in (m.patch.get("variants") or {}).items():
             if variant.get("scores") and variant.get("eval"):
-                rescored = (
-                    cell_dirs[m.cell] / variant["samples"] if variant.get("samples") and m.cell in cell_dirs else None
-                )
-                folder = (
-                    rescored if rescored and (rescored / "samples.jsonl").is_file() else eval_cache / variant["eval"]
-                )
+                folder = eval_cache / variant["eval"]
+                if variant.get("samples") and m.cell in cell_dirs:
+                    rescored = cell_dirs[m.cell] / variant["samples"]
+                    folder = rescored if (rescored / "samples.jsonl").is_file() else folder
                 out[variant_cell(m.cell, name)] = (variant["scores"], folder)
     return Answers((cell, found) for cell, found in out.items() if (found[1] / "samples.jsonl").is_file())
 
