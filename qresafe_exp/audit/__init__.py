@@ -17,6 +17,7 @@ from pathlib import Path
 from qresafe_exp.audit.agreement import XSTEST_CLASSES, agreement, agreement_multiclass, cohen_kappa
 
 __all__ = [
+    "COLUMNS",
     "Labelled",
     "XSTEST_CLASSES",
     "agreement",
@@ -25,6 +26,19 @@ __all__ = [
     "label_files",
     "load_labelled",
 ]
+
+
+# The labels files' column names (conf/audit.yaml's `columns`, with the refusal task's label column): what
+# a reader outside the audit app (the `labels` judge) passes to load_labelled.
+COLUMNS = {
+    "prompt": "prompt",
+    "response": "response",
+    "label": "refusal",
+    "side": "side",
+    "dataset": "dataset",
+    "id": "id",
+    "cell": "cell",
+}
 
 
 @dataclass

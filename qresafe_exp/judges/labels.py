@@ -15,21 +15,11 @@ import hashlib
 
 from omegaconf import OmegaConf
 
-from qresafe_exp.audit import label_files, load_labelled
+from qresafe_exp.audit import COLUMNS, label_files, load_labelled
 from qresafe_exp.audit.labelled_reading import label_index, normalise, rule_refusal
 from qresafe_exp.judges.base import Judge, failed
 from qresafe_exp.judges.refusal import RULES_VERSION
 from qresafe_exp.schema import LabelsJudgeConfig
-
-COLUMNS = {
-    "prompt": "prompt",
-    "response": "response",
-    "label": "refusal",
-    "side": "side",
-    "dataset": "dataset",
-    "id": "id",
-    "cell": "cell",
-}
 
 
 class LabelsJudge(Judge):

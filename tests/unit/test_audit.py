@@ -9,19 +9,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from qresafe_exp.audit import XSTEST_CLASSES, agreement, agreement_multiclass, cohen_kappa, load_labelled
+from qresafe_exp.audit import COLUMNS, XSTEST_CLASSES, agreement, agreement_multiclass, cohen_kappa, load_labelled
 from qresafe_exp.conf import CONF_DIR as CONF
 
 ROOT = Path(__file__).resolve().parents[2]
-COLUMNS = {
-    "prompt": "prompt",
-    "response": "response",
-    "label": "refusal",
-    "side": "side",
-    "dataset": "dataset",
-    "id": "id",
-    "cell": "cell",
-}
 SOURCES = {"default": "testbed", "hh_rlhf_harmless": "hh-rlhf (large model)"}
 
 
