@@ -37,10 +37,9 @@ def check_safety_suite(suite: str) -> None:
 def claim_readings(options: DictConfig):
     """The claim-target table's thresholds and suites from the report options (claim_targets.Readings)."""
     from qresafe_exp.report.claim_targets import Readings
+    from qresafe_exp.report.options import one_or_many
 
-    suites = options.suites
-    if isinstance(suites, str):  # claim_targets.suites=harmfulqa on the command line
-        suites = [suites]
+    suites = one_or_many(options.suites)
     return Readings(
         headroom=float(options.headroom),
         within=float(options.within),

@@ -20,6 +20,7 @@ from pathlib import Path
 from qresafe_exp import metrics as cell_metrics
 from qresafe_exp.paired import paired_vs_reference, read_samples
 from qresafe_exp.report.collect import paired_columns, variant_cell
+from qresafe_exp.report.options import one_or_many
 from qresafe_exp.report.tables import POOLED, _base
 
 
@@ -150,11 +151,9 @@ def _pooled(runs: list[dict], answers_of: dict[str, tuple[dict, Path]], samples)
 def tags(option) -> list[str]:
     """The report's ``versus`` option as a list of control tags: null, one tag, or a list of them (one paired
     claims table per control, e.g. the random mask and LoRA DPO and full DPO in one report)."""
-    if option is None:
+    listed = one_or_many(option)
+    if listed is None:
         return []
-    if isinstance(option, str):
-        return [option]
-    listed = [str(t) for t in option]
     if not listed:
         raise ValueError("versus=[]: give a patch tag, a list of them, or null for FP only")
     return listed
