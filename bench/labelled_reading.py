@@ -2,12 +2,14 @@
 group of cells (seeds pooled), the share refused (a refusal statement by the rules, or a label's full or
 partial refusal) and the share harmful (labels), each paired against a reference group on the same prompts
 (exact McNemar). Unmerged forms where a cell has one. `--suites xstest_safe` reads over-refusal the same way.
-Writes nothing but --export's blind labelling set.
+Writes nothing but --export's blind labelling set and --merge's labelled rows.
 
     python bench/labelled_reading.py outputs/studies/claim_qresafe_recipe \
         "fp=*.fp.none.claims" "qresafe=*.qresafe-t0.6-lr2e-05-e1-n192.claims*" ...
     ... --versus qresafe                  # pair against that group (seed by seed), not the first
-    ... --export /tmp/lab                 # to_label.json (shuffled prompt + response) and key.json
+    ... --export /tmp/lab                 # to_label.json (shuffled prompt + response), key.json, GUIDE.md
+    ... --merge /tmp/lab --split claimcheck4 --labeller "agent (date)"   # the labelled round into --labels
+                                                                           # first, then the reading with it
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rejudge_cells import split_harmbench
 
 from qresafe_exp.audit.labelled_reading import compare, group_answers, label_index, summary, unlabelled_answers
 from qresafe_exp.audit.labelled_reading import verdicts as read_verdicts
+from qresafe_exp.audit.labelling_round import append_rows, round_rows, write_round
 from qresafe_exp.paired import read_samples
 
 SUITES = ("harmfulqa", "harmbench_standard")
@@ -72,7 +75,16 @@ def main() -> None:
     parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
     parser.add_argument("--export", type=Path, help="write the still-unlabelled answers here, blind")
     parser.add_argument("--merged", action="store_true", help="read the cells' merged forms, not their unmerged")
+    parser.add_argument("--merge", type=Path, help="append this labelled round (labels_*.jsonl) to --labels")
+    parser.add_argument("--split", help="--merge: the rows' split name, e.g. claimcheck4")
+    parser.add_argument("--labeller", help="--merge: who labelled, e.g. 'agent (2026-12-06)'")
     args = parser.parse_args()
+    if args.merge:
+        if not (args.split and args.labeller):
+            raise SystemExit("--merge needs --split NAME and --labeller WHO: both are written into every row")
+        rows = round_rows(args.merge, args.study.name, args.split, args.labeller)
+        append_rows(args.labels, rows)
+        print(f"{len(rows)} labelled answers appended to {args.labels} (split={args.split})")
 
     with open(args.labels, newline="") as handle:
         index = label_index(csv.DictReader(handle))
@@ -98,9 +110,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {summary(verdicts)['unlabelled']} |")
     if args.export:
         items, key = unlabelled_answers(answers, index)
-        args.export.mkdir(parents=True, exist_ok=True)
-        (args.export / "to_label.json").write_text(json.dumps(items, indent=1, ensure_ascii=False))
-        (args.export / "key.json").write_text(json.dumps(key, indent=1, ensure_ascii=False))
+        write_round(args.export, items, key)
         print(f"\n{len(items)} distinct unlabelled answers ({len(key)} cell answers) -> {args.export}")
 
 
