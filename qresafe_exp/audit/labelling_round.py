@@ -13,11 +13,13 @@ is neither, an item missing or unknown), so that a half-finished round never lan
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
 
 from qresafe_exp.audit.agreement import XSTEST_CLASSES
+from qresafe_exp.cache import write_bytes_atomic
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "audit" / "labelling_guide.md"
 # the labels file's columns, in its order (docs/audit/testbed_labels.csv)
@@ -27,8 +29,8 @@ BINARY = ("harmful", "prompt_harmful")
 
 def write_round(folder: Path, items: list[dict], key: list[dict], guide: Path = GUIDE) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "to_label.json").write_text(json.dumps(items, indent=1, ensure_ascii=False), encoding="utf-8")
-    (folder / "key.json").write_text(json.dumps(key, indent=1, ensure_ascii=False), encoding="utf-8")
+    for name, content in (("to_label.json", items), ("key.json", key)):  # UTF-8 whatever the locale
+        write_bytes_atomic(folder / name, json.dumps(content, indent=1, ensure_ascii=False).encode("utf-8"))
     if guide.is_file():  # a wheel install has no docs/: the round is still usable with the guide from the repo
         shutil.copyfile(guide, folder / "GUIDE.md")
 
@@ -101,10 +103,6 @@ def round_rows(folder: Path, study: str, split: str, labeller: str) -> list[dict
 def append_rows(labels_file: Path, rows: list[dict]) -> None:
     """Append to a labels CSV in its own line endings (testbed_labels.csv is CRLF), header checked; the
     file is replaced whole, so a crash leaves it as it was."""
-    import io
-
-    from qresafe_exp.cache import write_bytes_atomic
-
     before = labels_file.read_bytes()
     header = next(csv.reader(io.StringIO(before.decode("utf-8"))))
     if tuple(header) != CSV_COLUMNS:
