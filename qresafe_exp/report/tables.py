@@ -588,11 +588,26 @@ def recipe_choice(rows: list[dict], readings=None) -> Table | None:
     return choice.recipe_choice(rows, readings or verdicts.DEFAULT)
 
 
-BUILDERS = (table3, table4, table5, table6, table7, claims, claim_targets, recipe_choice, lm_eval_tasks)
+def testbed_targets(rows: list[dict], readings=None) -> Table | None:
+    """Each FP model against the testbed's bounds (issue 17, item 0; report/testbed_targets.py)."""
+    from qresafe_exp.report import claim_targets as verdicts
+    from qresafe_exp.report import testbed_targets as bounds
+
+    return bounds.testbed_targets(rows, readings or verdicts.DEFAULT)
+
+
+BUILDERS = (
+    *(table3, table4, table5, table6, table7, claims, claim_targets, recipe_choice, testbed_targets),
+    lm_eval_tasks,
+)
 # the tables that show a patch's unmerged form as a row of its own
 WITH_VARIANTS = (claims, claim_targets, recipe_choice)
 WITH_ANSWERS = (claim_targets,)  # the tables that pair cells on their answers (samples.jsonl), when at hand
-WITH_READINGS = (claim_targets, recipe_choice)  # the tables that read the claims' thresholds (report options)
+WITH_READINGS = (
+    claim_targets,
+    recipe_choice,
+    testbed_targets,
+)  # the tables that read the claims' thresholds (report options)
 
 
 def all_tables(rows: list[dict], answers_of: dict | None = None, readings=None) -> list[Table]:
