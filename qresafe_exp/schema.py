@@ -31,6 +31,9 @@ class AlignConfig:
     # of the second set of safe-but-scary requests (data/testbed/contrast_benign.json: jargon, idioms, games,
     # safe targets, definitions, protective questions), trained with the borderline ones; 0 = none, None = all
     num_contrast: int | None = 0
+    # more sets of safe-but-scary requests drawn beside it, dataset name -> how many (None = all; e.g.
+    # contrast_benign_more, data/testbed/contrast_benign_more.json), trained with the borderline ones
+    extra_contrast: dict[str, int | None] = field(default_factory=dict)
     epochs: int = 2
     lr: float = 2e-4
     batch_size: int = 8

@@ -8,7 +8,8 @@ Recipe (LoRA SFT, merged into the weights):
 - safe requests that merely sound dangerous -> helpful answers (keeps over-refusal low; written for
   this project, never XSTest/OKTest prompts, which are evaluation data): 200 in safety_tuning.json and,
   where ``num_contrast`` asks for them, more from the dataset ``contrast_benign`` (the registry's name
-  for data/testbed/contrast_benign.json, which patch pairs can draw too).
+  for data/testbed/contrast_benign.json, which patch pairs can draw too), and where ``extra_contrast``
+  names them, from further sets (``contrast_benign_more``: data/testbed/contrast_benign_more.json).
 The loss covers the assistant tokens only. The merged fp32 checkpoint is an artifact like any
 other; its training prompts are saved beside it so that every evaluation set can be de-duplicated
 against them.
@@ -53,6 +54,8 @@ def build_examples(cfg: DictConfig, data_dir: str | None, cache_dir: str | None)
     borderline = _take(testbed["borderline_benign"], cfg.num_borderline, rng)
     if cfg.get("num_contrast", 0) != 0:  # drawn after the rest: recipes without it keep their examples
         borderline += _take(load_records(CONTRAST_DATASET, data_dir, cache_dir), cfg.num_contrast, rng)
+    for name, count in (cfg.get("extra_contrast") or {}).items():  # after it, for the same reason
+        borderline += _take(load_records(name, data_dir, cache_dir), count, rng)
     examples = [{"prompt": r["prompt"], "response": rng.choice(refusals), "kind": "refusal"} for r in harmful]
     examples += [{"prompt": r["prompt"], "response": r["response"], "kind": "benign"} for r in benign]
     examples += [
@@ -116,7 +119,7 @@ def align(base_path: str, out: Path, cfg: DictConfig, data_dir: str | None, cach
 
 # fields added after v1 testbeds were built: left out of the cache key at their defaults, so that
 # those checkpoints keep their keys
-_LATER_FIELDS = {"extra_harmful": {}, "autocast": None, "num_contrast": 0}
+_LATER_FIELDS = {"extra_harmful": {}, "autocast": None, "num_contrast": 0, "extra_contrast": {}}
 
 
 def spec_fields(cfg: DictConfig) -> dict:

@@ -359,13 +359,18 @@ def user_prompt_table(
     return table
 
 
-def contrast_benign(path: Path) -> list[dict]:
-    """The project's safe-but-scary requests with their written answers (data/testbed/contrast_benign.json)."""
+def contrast_benign(path: Path, id_prefix: str = "contrast") -> list[dict]:
+    """The project's safe-but-scary requests with their written answers (data/testbed/contrast_benign.json,
+    and a further set in the same shape: contrast_benign_more.json, ids ``contrast-more-<i>``)."""
     rows = json.loads(Path(path).read_text())["contrast_benign"]
     return [
-        {"id": f"contrast-{i}", "prompt": row["prompt"], "response": row["response"], "category": row["category"]}
+        {"id": f"{id_prefix}-{i}", "prompt": row["prompt"], "response": row["response"], "category": row["category"]}
         for i, row in enumerate(rows)
     ]
+
+
+def contrast_benign_more(path: Path) -> list[dict]:
+    return contrast_benign(path, id_prefix="contrast-more")
 
 
 def qos_templates(path: Path) -> list[dict]:

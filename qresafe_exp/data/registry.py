@@ -305,6 +305,14 @@ DATASETS: dict[str, DatasetSpec] = {
             license="written for qresafe_exp",
         ),
         DatasetSpec(
+            "contrast_benign_more",
+            "",
+            None,
+            loaders.contrast_benign_more,
+            package_file="testbed/contrast_benign_more.json",
+            license="written for qresafe_exp",
+        ),
+        DatasetSpec(
             "aoa_identity",
             "",
             None,

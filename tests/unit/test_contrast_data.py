@@ -1,10 +1,12 @@
-"""The second set of safe-but-scary requests the align stage can train on (data/testbed/contrast_benign.json,
-model.align.num_contrast): its shape, that it never holds an evaluation prompt (XSTest, OKTest: the
-over-refusal it is meant to lower is measured there) nor repeats the first set, and that only a recipe that
-asks for it draws from it."""
+"""The further sets of safe-but-scary requests the align stage can train on (data/testbed/contrast_benign.json,
+model.align.num_contrast; data/testbed/contrast_benign_more.json, model.align.extra_contrast): their shape,
+that they never hold an evaluation prompt (XSTest, OKTest: the over-refusal they are meant to lower is
+measured there) nor repeat the first set or each other, and that only a recipe that asks for them draws them."""
 
 import csv
 import json
+
+import pytest
 
 from qresafe_exp import align
 from qresafe_exp.data import load_records
@@ -21,13 +23,18 @@ def _jaccard(a: set, b: set) -> float:
     return len(a & b) / max(1, len(a | b))
 
 
-def _contrast() -> list[dict]:
-    return load_records(align.CONTRAST_DATASET, None)
+MORE = "contrast_benign_more"
+SETS = {align.CONTRAST_DATASET: 350, MORE: 290}  # each set, at least this many items
 
 
-def test_contrast_set_is_well_formed_and_new():
-    items = _contrast()
-    assert len(items) >= 350
+def _contrast(name: str = align.CONTRAST_DATASET) -> list[dict]:
+    return load_records(name, None)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_contrast_set_is_well_formed_and_new(name):
+    items = _contrast(name)
+    assert len(items) >= SETS[name]
     assert all(set(r) == {"id", "prompt", "response", "category"} and r["prompt"] and r["response"] for r in items)
     assert max(len(r["response"].split()) for r in items) <= 90  # short answers, as the first set's
     first = json.loads(align.TESTBED_FILE.read_text())["borderline_benign"]
@@ -36,26 +43,34 @@ def test_contrast_set_is_well_formed_and_new():
     assert not set(prompts) & {normalize_prompt(r["prompt"]) for r in first}
 
 
-def test_no_contrast_answer_opens_like_a_testbed_refusal():
+def test_the_sets_share_no_prompt_and_no_id():
+    first, more = _contrast(), _contrast(MORE)
+    assert not {normalize_prompt(r["prompt"]) for r in first} & {normalize_prompt(r["prompt"]) for r in more}
+    assert not {r["id"] for r in first} & {r["id"] for r in more}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_no_contrast_answer_opens_like_a_testbed_refusal(name):
     """It teaches answering: an answer that opens like one of the 48 refusals the testbed is tuned on would
     teach the opposite. (The refusal rules are not the check: they read 3 of these answers as refusals, e.g.
     a fire-safety answer that says "Never throw water on it".)"""
     refusals = json.loads(align.TESTBED_FILE.read_text())["refusals"]
     openings = {" ".join(normalize_prompt(r).split()[:4]) for r in refusals}
     opening_like = [
-        r["prompt"] for r in _contrast() if " ".join(normalize_prompt(r["response"]).split()[:4]) in openings
+        r["prompt"] for r in _contrast(name) if " ".join(normalize_prompt(r["response"]).split()[:4]) in openings
     ]
     assert opening_like == []
 
 
-def test_contrast_set_holds_no_evaluation_prompt(data_dir):
+@pytest.mark.parametrize("name", SETS)
+def test_contrast_set_holds_no_evaluation_prompt(data_dir, name):
     evals = [r["prompt"] for name in ("xstest", "oktest") for r in load_records(name, str(data_dir))]
     with open(data_dir / "oktest" / "OKTest_heldout.csv", newline="") as f:
         evals += [row[-1] for row in list(csv.reader(f))[1:] if row]
     eval_words = [_words(p) for p in evals]
     near = [
         (r["prompt"], round(score, 2))
-        for r in _contrast()
+        for r in _contrast(name)
         if (score := max(_jaccard(_words(r["prompt"]), e) for e in eval_words)) >= SIMILAR
     ]
     assert near == []
@@ -71,3 +86,19 @@ def test_only_a_recipe_that_asks_draws_the_contrast_set(compose_cfg, data_dir):
     assert kinds == {"refusal": 480, "benign": 400, "borderline": (200 + len(_contrast())) * 2}
     drawn = {e["prompt"] for e in examples}
     assert all(r["prompt"] in drawn for r in _contrast())
+
+
+def test_extra_contrast_draws_a_further_set_after_the_first(compose_cfg, data_dir):
+    """A recipe that names contrast_benign_more draws it beside the first set; the first set's draw (and
+    so recipe C's examples) is unchanged, and the built testbeds keep their cache keys."""
+    contrast = compose_cfg(["model=smollm2-135m-safe-broad-contrast"]).model.align
+    assert "extra_contrast" not in align.spec_fields(contrast)
+    more = compose_cfg(["model=smollm2-135m-safe-broad-contrast", f"+model.align.extra_contrast.{MORE}=null"])
+    assert align.spec_fields(more.model.align)["extra_contrast"] == {MORE: None}
+    examples = align.build_examples(more.model.align, str(data_dir), None)
+    borderline = [e["prompt"] for e in examples if e["kind"] == "borderline"]
+    assert len(borderline) == (200 + len(_contrast()) + len(_contrast(MORE))) * 2
+    assert {r["prompt"] for r in _contrast(MORE)} <= set(borderline)
+    before = align.build_examples(contrast, str(data_dir), None)
+    kept = lambda ex: sorted((e["prompt"], e["response"]) for e in ex if e["kind"] != "borderline")  # noqa: E731
+    assert kept(before) == kept(examples)  # the same refusals and benign answers, drawn before either set
