@@ -123,6 +123,8 @@ def _materialize_aligned(cfg: DictConfig, cache: ArtifactCache, paths) -> ModelR
         "align": align.spec_fields(cfg.align),
         "testbed_data": content_key(align.TESTBED_FILE.read_text()),
     }
+    if cfg.align.get("extra_contrast"):  # keyed only where named: the testbeds built before keep their keys
+        spec["contrast_data"] = align.extra_contrast_keys(cfg.align, data_dir, cache_dir)
     art = cache.get_or_build(
         "align",
         spec,

@@ -127,6 +127,20 @@ def spec_fields(cfg: DictConfig) -> dict:
     return without_later_defaults(OmegaConf.to_container(cfg, resolve=True), _LATER_FIELDS)
 
 
+def extra_contrast_keys(cfg: DictConfig, data_dir: str | None, cache_dir: str | None) -> dict[str, str]:
+    """{dataset: content key} of the ``extra_contrast`` sets, for the artifact's cache key: an edited set is
+    a new testbed. (A hub URI is keyed by its name only; it is not fetched to be keyed.)"""
+    from qresafe_exp.cache import content_key
+    from qresafe_exp.data.hub import is_hub_uri
+    from qresafe_exp.data.registry import resolve_file
+
+    return {
+        name: content_key(resolve_file(name, data_dir, cache_dir).read_text())
+        for name in (cfg.get("extra_contrast") or {})
+        if not is_hub_uri(name)
+    }
+
+
 def training_prompts(model_path: str) -> set[str]:
     """Normalised training prompts of an aligned checkpoint (empty for any other model)."""
     path = Path(model_path) / TRAIN_PROMPTS_FILE

@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from qresafe_exp import align
 from qresafe_exp.data import load_records
@@ -102,3 +103,16 @@ def test_extra_contrast_draws_a_further_set_after_the_first(compose_cfg, data_di
     before = align.build_examples(contrast, str(data_dir), None)
     kept = lambda ex: sorted((e["prompt"], e["response"]) for e in ex if e["kind"] != "borderline")  # noqa: E731
     assert kept(before) == kept(examples)  # the same refusals and benign answers, drawn before either set
+
+
+def test_an_extra_contrast_set_enters_the_testbed_key_by_its_content(compose_cfg, data_dir, tmp_path):
+    """An edited set is a new testbed: the set's content, not only its name, is keyed."""
+    from qresafe_exp.data.registry import resolve_file
+
+    cfg = compose_cfg(["model=smollm2-135m-safe-broad-contrast", f"+model.align.extra_contrast.{MORE}=null"])
+    packaged = align.extra_contrast_keys(cfg.model.align, str(data_dir), None)
+    assert set(packaged) == {MORE}
+    edited = tmp_path / "more.json"
+    edited.write_text(resolve_file(MORE, None, None).read_text().replace("kill", "stop", 1))
+    own = OmegaConf.create({"extra_contrast": {str(edited): None}})  # a path is no Hydra override key
+    assert align.extra_contrast_keys(own, str(data_dir), None)[str(edited)] != packaged[MORE]
