@@ -2,29 +2,21 @@
 claim's bounds (XSTest-safe refusal and perplexity within 10 % of FP), then the lowest mean harm ASR."""
 
 from qresafe_exp.report import claim_targets, recipe_choice, tables
+from tests.report_rows import fp_row
 
 FP = "m.fp.none.claims"
 
 
 def _fp() -> dict:
-    return {
-        "cell": FP,
-        "status": "ok",
-        "model": "m",
-        "quant": "none",
-        "bits": None,
-        "calib": None,
-        "patch": "none",
-        "patch_tag": None,
-        "eval": "claims",
-        "protocol": "vanilla",
-        "reference_cell": None,
-        "seed": None,
-        "advbench.asr": 0.0,
-        "harmfulqa.asr": 0.05,
-        "xstest_safe.refusal_rate": 0.30,
-        "alpaca_eval_ppl.reference_perplexity": 7.0,
-    }
+    return fp_row(
+        "m",
+        **{
+            "advbench.asr": 0.0,
+            "harmfulqa.asr": 0.05,
+            "xstest_safe.refusal_rate": 0.30,
+            "alpaca_eval_ppl.reference_perplexity": 7.0,
+        },
+    )
 
 
 def _recipe(lr: float, advbench: float, harmfulqa: float, xstest: float, ppl: float, variant=None, seed=None):

@@ -3,24 +3,11 @@ item-0 bounds (harm ASR <= 0.10 on HarmBench test and HarmfulQA, XSTest-safe ref
 interval, by the point estimate only, or not met."""
 
 from qresafe_exp.report import claim_targets, tables, testbed_targets
+from tests.report_rows import fp_row
 
 
 def _model(name: str, harmbench: tuple, harmfulqa: tuple, xstest: tuple, **extra) -> dict:
-    row = {
-        "cell": f"{name}.fp.none.claims",
-        "status": "ok",
-        "model": name,
-        "quant": "none",
-        "bits": None,
-        "calib": None,
-        "patch": "none",
-        "patch_tag": None,
-        "eval": "claims",
-        "protocol": "vanilla",
-        "reference_cell": None,
-        "seed": None,
-        **extra,
-    }
+    row = fp_row(name, **extra)
     for key, (value, lo, hi, n) in (
         ("harmbench_test.asr", harmbench),
         ("harmfulqa.asr", harmfulqa),
