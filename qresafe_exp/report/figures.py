@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from qresafe_exp.report import groups  # noqa: E402
+from qresafe_exp.report.testbed_targets import BOUND as TESTBED_BOUND  # noqa: E402
 
 ASR = "advbench.asr"
 SUITE_NAMES = {"advbench": "AdvBench", "harmbench_test": "HarmBench test", "harmfulqa": "HarmfulQA", "catqa": "CatQA"}
@@ -466,12 +467,15 @@ def draw_refusal_tradeoff(rows: list[dict]):
     """Refusal of harmful requests against refusal of XSTest's safe ones, one point per cell and patch form, 95%
     Wilson whiskers both ways. A patch that only shifts how often the model refuses moves along a line; one that
     restores the FP model's selectivity reaches FP's corner (top left of it is better than FP). The harmful suites
-    are those every plotted cell has refusal counts for, pooled. None under two cells or without a patched one."""
+    are those every plotted cell has refusal counts for, pooled. A study of FP models alone (a testbed recipe
+    search) is drawn too, one star per model, with issue 17's over-refusal bound (0.10). None under two cells, or
+    without a patched cell or a second model."""
     group = groups.one(rows)
     safe = next((k for k in SAFE_REFUSAL if sum(r.get(k) is not None for r in rows) >= 2), SAFE_REFUSAL[0])
     have = [r for r in rows if r.get(safe) is not None and not r.get("broken")]
     suites = [s for s in HARMFUL_REFUSED if have and all(r.get(f"{s}.refused.n") for r in have)]
-    if len(have) < 2 or not suites or all(r["patch"] == "none" for r in have):
+    models_only = all(r["patch"] == "none" for r in have)
+    if len(have) < 2 or not suites or (models_only and len({r["model"] for r in have}) < 2):
         return None
     points = []
     for r in have:
@@ -492,19 +496,23 @@ def draw_refusal_tradeoff(rows: list[dict]):
             elinewidth=0.6,
             capsize=1.5,
         )
-        if fp:
+        if fp and not models_only:
             ax.axvline(x, color="#4c72b0", linewidth=0.6, linestyle=":")
             ax.axhline(y, color="#4c72b0", linewidth=0.6, linestyle=":")
+    if models_only:  # a testbed search: its over-refusal target (report/testbed_targets.py)
+        ax.axvline(TESTBED_BOUND, color="#c44e52", linewidth=0.8, linestyle="--")
+        ax.text(TESTBED_BOUND + 0.01, 0.02, f"target: XSTest-safe <= {TESTBED_BOUND:.2f}", fontsize=7, color="#c44e52")
     names = ", ".join(SUITE_NAMES.get(s, s) for s in suites)
     ax.set_xlabel("XSTest-safe refusal (over-refusal; lower = better)")
     ax.set_ylabel(f"refusal of harmful requests\n({names}; higher = safer)", fontsize=8)
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(
-        "Refusal of harmful vs of safe requests (star = FP, square = unpatched, circle = patched,\n"
-        f"triangle = a patch's unmerged form; 95% Wilson) — {groups.label(group)}",
-        fontsize=8,
+    markers = (
+        "a star per FP model (a testbed search)"
+        if models_only
+        else "star = FP, square = unpatched, circle = patched,\ntriangle = a patch's unmerged form"
     )
+    ax.set_title(f"Refusal of harmful vs of safe requests ({markers}; 95% Wilson) — {groups.label(group)}", fontsize=8)
     fig.tight_layout()
     _place_numbers(ax, spots)
     return fig

@@ -64,6 +64,20 @@ def test_no_figure_without_a_patched_cell_or_refusal_counts(tmp_path):
     assert path.name == "refusal_tradeoff-claims-vanilla.png" and path.with_suffix(".pdf").exists()
 
 
+def test_a_testbed_search_draws_one_star_per_model_and_the_over_refusal_bound():
+    """Two FP models and no patch (study claim_testbed): drawn, with the item-0 bound; one model alone is not."""
+    models = [
+        {**_row(f"{m}.fp.none.claims", "none", "none", x, {"advbench": 64, "harmfulqa": 60}), "model": m}
+        for m, x in (("b", 0.32), ("d", 0.22))
+    ]
+    fig = figures.draw_refusal_tradeoff(models)
+    ax, key_ax = fig.axes
+    bounds = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"]
+    assert bounds == [figures.TESTBED_BOUND] and "a star per FP model" in ax.get_title()
+    assert "b FP" in key_ax.texts[0].get_text() and "d FP" in key_ax.texts[0].get_text()
+    assert figures.draw_refusal_tradeoff(models[:1] + [{**models[0], "cell": "b.fp.none.claims.seed1"}]) is None
+
+
 def test_a_tags_parts_keep_a_numbers_exponent_whole():
     """'lr2e-05' is one knob: split at its '-' the key printed '05 (unmerged)' for a point's name."""
     assert figures.tag_parts("qresafe-t0.6-lr5e-06-e1-n96") == ["qresafe", "t0.6", "lr5e-06", "e1", "n96"]
