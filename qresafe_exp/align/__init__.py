@@ -128,23 +128,18 @@ def spec_fields(cfg: DictConfig) -> dict:
 
 
 def extra_contrast_keys(cfg: DictConfig, data_dir: str | None, cache_dir: str | None) -> dict[str, str]:
-    """{dataset: content key} of the ``extra_contrast`` sets, for the artifact's cache key: an edited set is a
-    new testbed. A hub URI is keyed by its name only: not fetched to be keyed."""
+    """{dataset: content key of its file's bytes} of the ``extra_contrast`` sets, for the artifact's cache key:
+    an edited set is a new testbed (.json, .jsonl or .parquet alike). A hub URI is keyed by its name only: not
+    fetched to be keyed."""
+    from qresafe_exp.cache import content_key
     from qresafe_exp.data.hub import is_hub_uri
     from qresafe_exp.data.registry import resolve_file
 
     return {
-        name: _file_key(resolve_file(name, data_dir, cache_dir))
+        name: content_key(resolve_file(name, data_dir, cache_dir).read_bytes())
         for name in (cfg.get("extra_contrast") or {})
         if not is_hub_uri(name)
     }
-
-
-def _file_key(path: Path) -> str:
-    """A text set's content key (the key recipe E was built under), a binary one's (parquet) sha256."""
-    from qresafe_exp.cache import content_key, file_sha256
-
-    return file_sha256(path) if path.suffix == ".parquet" else content_key(path.read_text())
 
 
 def training_prompts(model_path: str) -> set[str]:

@@ -121,9 +121,11 @@ def test_an_extra_contrast_set_enters_the_testbed_key_by_its_content(compose_cfg
 def test_a_parquet_contrast_set_is_keyed_by_its_bytes(data_dir, tmp_path):
     import pandas as pd
 
+    from qresafe_exp.cache import content_key
+
     path = tmp_path / "more.parquet"
     keys = []
     for answer in ("Use break.", "Use break or return."):
         pd.DataFrame([{"prompt": "How do I kill a loop early?", "response": answer}]).to_parquet(path)
         keys.append(align.extra_contrast_keys(OmegaConf.create({"extra_contrast": {str(path): 1}}), None, None))
-    assert keys[0] != keys[1] and len(keys[0][str(path)]) == 64  # sha256 of the file
+    assert keys[0] != keys[1] and keys[1][str(path)] == content_key(path.read_bytes())  # the file's bytes
