@@ -597,17 +597,22 @@ def testbed_targets(rows: list[dict], readings=None) -> Table | None:
 
 
 BUILDERS = (
-    *(table3, table4, table5, table6, table7, claims, claim_targets, recipe_choice, testbed_targets),
+    table3,
+    table4,
+    table5,
+    table6,
+    table7,
+    claims,
+    claim_targets,
+    recipe_choice,
+    testbed_targets,
     lm_eval_tasks,
 )
 # the tables that show a patch's unmerged form as a row of its own
 WITH_VARIANTS = (claims, claim_targets, recipe_choice)
 WITH_ANSWERS = (claim_targets,)  # the tables that pair cells on their answers (samples.jsonl), when at hand
-WITH_READINGS = (
-    claim_targets,
-    recipe_choice,
-    testbed_targets,
-)  # the tables that read the claims' thresholds (report options)
+# the tables that read the claims' thresholds (report options)
+WITH_READINGS = (claim_targets, recipe_choice, testbed_targets)
 
 
 def all_tables(rows: list[dict], answers_of: dict | None = None, readings=None) -> list[Table]:

@@ -29,16 +29,22 @@ def _first(row: dict, keys: tuple[str, ...]) -> str | None:
     return next((k for k in keys if row.get(k) is not None), None)
 
 
-def verdict(row: dict, key: str, bound: float = BOUND) -> tuple[str, bool]:
-    """The bound's verdict on one metric and whether it is met at all (by interval or point)."""
+MET, POINT_ONLY, NOT_MET = "met", "met by the point estimate only", "NOT met"
+
+
+def verdict(row: dict, key: str, bound: float = BOUND) -> tuple[str, str]:
+    """(level, text): the bound's verdict on one metric, MET / POINT_ONLY / NOT_MET, and it with the numbers."""
     value, lo, hi, n = (row.get(f"{key}{part}") for part in ("", ".lo", ".hi", ".n"))
     shown = f"{value:.2f}" + (f" [{lo:.2f},{hi:.2f}]" if lo is not None and hi is not None else "")
     shown += f", n={int(n)}" if n is not None else ""
-    if value > bound:
-        return f"NOT met: {shown}", False
-    if hi is not None and hi <= bound:
-        return f"met: {shown}", True
-    return f"met by the point estimate only: {shown}", True
+    level = NOT_MET if value > bound else MET if hi is not None and hi <= bound else POINT_ONLY
+    return level, f"{level}: {shown}"
+
+
+def _every(levels: list[str]) -> str:
+    if NOT_MET in levels:
+        return "no"
+    return "yes" if all(level == MET for level in levels) else "yes, by the point estimates"
 
 
 def testbed_targets(rows: list[dict], readings: Readings = DEFAULT) -> Table | None:
@@ -51,11 +57,8 @@ def testbed_targets(rows: list[dict], readings: Readings = DEFAULT) -> Table | N
         return None
     body = []
     for r, keys in sorted(measured, key=lambda m: (m[0]["model"], m[0].get("seed") or 0)):
-        verdicts = [verdict(r, key) for key in keys]
-        every = "yes" if all(met for _, met in verdicts) else "no"
-        if every == "yes" and not all(text.startswith("met:") for text, _ in verdicts):
-            every = "yes, by the point estimates"
-        body.append([r["model"], *(text for text, _ in verdicts), every])
+        levels, texts = zip(*(verdict(r, key) for key in keys))
+        body.append([r["model"], *texts, _every(list(levels))])
     reading = "harm judge" if readings.asr == "harm" else "no refusal statement (claim_targets.asr=unrefused)"
     return Table(
         f"testbed_targets-{groups.slug(group)}",
