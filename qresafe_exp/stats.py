@@ -80,6 +80,23 @@ def binomial_two_sided(k: int, n: int) -> float:
     return min(1.0, 2 * tail / 2**n)  # exact integers, one correctly rounded division
 
 
+def fisher_exact_two_sided(a: int, b: int, c: int, d: int) -> float:
+    """Exact two-sided p-value of the 2x2 table [[a, b], [c, d]] (Fisher): the probability, with every
+    margin fixed, of the tables no more likely than the one seen (a relative tolerance keeps ties in).
+    For two unpaired groups: a of a + b in the first, c of c + d in the second."""
+    row, col, n = a + b, a + c, a + b + c + d
+    if n == 0:
+        return 1.0
+    total = math.comb(n, col)
+
+    def chance(x: int) -> float:
+        return math.comb(row, x) * math.comb(n - row, col - x) / total
+
+    seen = chance(a)
+    tables = range(max(0, col - (n - row)), min(row, col) + 1)
+    return _sig4(min(1.0, sum(p for x in tables if (p := chance(x)) <= seen * (1 + 1e-7))))
+
+
 def newcombe_paired_interval(a: int, b: int, c: int, d: int, z: float = 1.959964) -> tuple[float, float]:
     """95% interval for p1 - p2 of paired proportions (Newcombe 1998, Stat Med 17:2635, method 10).
 

@@ -127,3 +127,13 @@ def test_paired_continuous_geometric_means_and_sign_test():
     # differences 2, 3, 5: mean 3.3333, sd 1.5275, t(2) * sd / sqrt(3) = 3.7945
     assert plain["delta"] == 3.3333 and plain["ci95"] == pytest.approx([-0.4612, 7.1279], abs=1e-4)
     assert "ratio" not in plain
+
+
+def test_fisher_exact_matches_published_values():
+    from qresafe_exp.stats import fisher_exact_two_sided
+
+    assert fisher_exact_two_sided(3, 1, 1, 3) == pytest.approx(0.4857, abs=1e-4)  # Fisher's tea tasting
+    assert fisher_exact_two_sided(1, 9, 11, 3) == pytest.approx(0.002759, abs=1e-6)  # Wikipedia's 2x2 example
+    assert fisher_exact_two_sided(5, 0, 0, 5) == pytest.approx(2 / math.comb(10, 5), rel=1e-3)  # both extremes
+    assert fisher_exact_two_sided(2, 2, 2, 2) == 1.0 and fisher_exact_two_sided(0, 0, 0, 0) == 1.0
+    assert fisher_exact_two_sided(1, 9, 11, 3) == fisher_exact_two_sided(11, 3, 1, 9)  # symmetric in the groups
