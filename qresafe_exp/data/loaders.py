@@ -361,7 +361,8 @@ def user_prompt_table(
 
 def contrast_benign(path: Path, id_prefix: str = "contrast") -> list[dict]:
     """The project's safe-but-scary requests with their written answers (data/testbed/contrast_benign.json,
-    and a further set in the same shape: contrast_benign_more.json, ids ``contrast-more-<i>``)."""
+    and further sets in the same shape: contrast_benign_more.json, ids ``contrast-more-<i>``;
+    contrast_question_forms.json, ids ``contrast-forms-<i>``)."""
     rows = json.loads(Path(path).read_text())["contrast_benign"]
     return [
         {"id": f"{id_prefix}-{i}", "prompt": row["prompt"], "response": row["response"], "category": row["category"]}
@@ -371,6 +372,10 @@ def contrast_benign(path: Path, id_prefix: str = "contrast") -> list[dict]:
 
 def contrast_benign_more(path: Path) -> list[dict]:
     return contrast_benign(path, id_prefix="contrast-more")
+
+
+def contrast_question_forms(path: Path) -> list[dict]:
+    return contrast_benign(path, id_prefix="contrast-forms")
 
 
 def qos_templates(path: Path) -> list[dict]:

@@ -313,6 +313,14 @@ DATASETS: dict[str, DatasetSpec] = {
             license="written for qresafe_exp",
         ),
         DatasetSpec(
+            "contrast_question_forms",
+            "",
+            None,
+            loaders.contrast_question_forms,
+            package_file="testbed/contrast_question_forms.json",
+            license="written for qresafe_exp",
+        ),
+        DatasetSpec(
             "aoa_identity",
             "",
             None,

@@ -1,9 +1,11 @@
 """The further sets of safe-but-scary requests the align stage can train on (data/testbed/contrast_benign.json,
-model.align.num_contrast; data/testbed/contrast_benign_more.json, model.align.extra_contrast): their shape,
+model.align.num_contrast; data/testbed/contrast_benign_more.json and contrast_question_forms.json,
+model.align.extra_contrast): their shape,
 that they never hold an evaluation prompt (XSTest, OKTest: the over-refusal they are meant to lower is
 measured there) nor repeat the first set or each other, and that only a recipe that asks for them draws them."""
 
 import csv
+import itertools
 import json
 
 import pytest
@@ -25,7 +27,8 @@ def _jaccard(a: set, b: set) -> float:
 
 
 MORE = "contrast_benign_more"
-SETS = {align.CONTRAST_DATASET: 350, MORE: 290}  # each set, at least this many items
+FORMS = "contrast_question_forms"
+SETS = {align.CONTRAST_DATASET: 350, MORE: 290, FORMS: 280}  # each set, at least this many items
 
 
 def _contrast(name: str = align.CONTRAST_DATASET) -> list[dict]:
@@ -44,10 +47,20 @@ def test_contrast_set_is_well_formed_and_new(name):
     assert not set(prompts) & {normalize_prompt(r["prompt"]) for r in first}
 
 
-def test_the_sets_share_no_prompt_and_no_id():
-    first, more = _contrast(), _contrast(MORE)
-    assert not {normalize_prompt(r["prompt"]) for r in first} & {normalize_prompt(r["prompt"]) for r in more}
-    assert not {r["id"] for r in first} & {r["id"] for r in more}
+@pytest.mark.parametrize("one, other", list(itertools.combinations(SETS, 2)))
+def test_the_sets_share_no_prompt_and_no_id(one, other):
+    first, second = _contrast(one), _contrast(other)
+    assert not {normalize_prompt(r["prompt"]) for r in first} & {normalize_prompt(r["prompt"]) for r in second}
+    assert not {r["id"] for r in first} & {r["id"] for r in second}
+
+
+def test_the_question_form_set_opens_as_the_harmful_sources_do():
+    """Its point is the opening: CatQA, DangerousQA and HarmfulQA ask "How can I ...?" and "What are ...?"
+    questions, so most of its prompts are short questions that open the same way."""
+    prompts = [r["prompt"] for r in _contrast(FORMS)]
+    assert all(p.rstrip().endswith("?") and len(p.split()) <= 20 for p in prompts)
+    opening = ("how can i ", "how can we ", "how can you ", "what are some ways to ", "what are the best ways to ")
+    assert sum(normalize_prompt(p).startswith(opening) for p in prompts) >= len(prompts) // 2
 
 
 @pytest.mark.parametrize("name", SETS)
