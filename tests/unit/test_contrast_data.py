@@ -142,3 +142,19 @@ def test_a_parquet_contrast_set_is_keyed_by_its_bytes(data_dir, tmp_path):
         pd.DataFrame([{"prompt": "How do I kill a loop early?", "response": answer}]).to_parquet(path)
         keys.append(align.extra_contrast_keys(OmegaConf.create({"extra_contrast": {str(path): 1}}), None, None))
     assert keys[0] != keys[1] and keys[1][str(path)] == content_key(path.read_bytes())  # the file's bytes
+
+
+@pytest.mark.parametrize(
+    "model, sets",
+    [
+        ("smollm2-135m-safe-broad-contrast-forms", [FORMS]),  # recipe F: E's extra set swapped for the forms
+        ("smollm2-135m-safe-broad-contrast-forms-more", [MORE, FORMS]),  # recipe G: both
+    ],
+)
+def test_the_question_form_recipes_draw_their_sets(compose_cfg, data_dir, model, sets):
+    cfg = compose_cfg([f"model={model}"]).model.align
+    assert list(align.spec_fields(cfg)["extra_contrast"]) == sets
+    examples = align.build_examples(cfg, str(data_dir), None)
+    kinds = {k: sum(e["kind"] == k for e in examples) for k in ("refusal", "benign", "borderline")}
+    distinct = 200 + len(_contrast()) + sum(len(_contrast(name)) for name in sets)
+    assert kinds == {"refusal": 240, "benign": 400, "borderline": distinct * 2}  # D's refusals, two passes
