@@ -5,7 +5,7 @@ own samples.jsonl, so a study rescored by the labels judge is read by its labels
 
     python bench/refusal_by_opening.py outputs/studies/claim_testbed_labels \
         "b=smollm2-135m-safe-broad.fp.none.claims" "e=smollm2-135m-safe-broad-contrast-more.fp.none.claims" \
-        [--suite xstest_safe | oktest | harmfulqa ...] [--sources catqa harmfulqa dangerousqa harmful_train alpaca_en_demo]
+        [--suite xstest_safe | oktest | harmfulqa ...] [--sources catqa harmfulqa alpaca_en_demo]
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path)
     parser.add_argument("cells", nargs="+", help="NAME=CELL_DIRECTORY (relative to the study)")
-    parser.add_argument("--suite", default="xstest_safe", help="xstest_safe, xstest_contrast, oktest or a harmful suite")
+    parser.add_argument(
+        "--suite", default="xstest_safe", help="xstest_safe, xstest_contrast, oktest or a harmful suite"
+    )
     parser.add_argument("--sources", nargs="*", default=list(SOURCES), help="training sets to read the openings of")
     parser.add_argument("--data-dir", default=os.environ.get("QRESAFE_DATA_DIR"))
     args = parser.parse_args()
