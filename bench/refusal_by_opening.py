@@ -11,12 +11,12 @@ own samples.jsonl, so a study rescored by the labels judge is read by its labels
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
-from qresafe_exp.audit.openings import OPENINGS, OTHER, opening_shares, refusal_by_opening
+from qresafe_exp.audit.openings import CLASSES, opening_shares, refusal_by_opening
 from qresafe_exp.data import load_records
+from qresafe_exp.paired import read_samples
 
 SOURCES = (
     "harmful_train",
@@ -32,7 +32,7 @@ SOURCES = (
 
 
 def suite_rows(cell: Path, suite: str) -> list[dict]:
-    rows = [json.loads(line) for line in (cell / "samples.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_samples(cell)
     if suite in ("xstest_safe", "xstest_contrast"):
         want = "safe" if suite == "xstest_safe" else "unsafe"
         return [r for r in rows if r["suite"] == "xstest" and r.get("label") == want and "refused" in r]
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("QRESAFE_DATA_DIR"))
     args = parser.parse_args()
 
-    names = [name for name, _ in OPENINGS] + [OTHER]
+    names = CLASSES
     print(f"Refused on {args.suite}, by the prompt's opening (k/n; * = Fisher p < 0.05 against the other prompts)\n")
     print("| model | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")

@@ -27,6 +27,7 @@ OPENINGS = (
     ("how do", re.compile(r"how (do|does|did|should|would) \w+")),
 )
 OTHER = "other"
+CLASSES = (*(name for name, _ in OPENINGS), OTHER)  # every class, in reading order
 
 
 def opening_of(prompt: str) -> str:
@@ -41,8 +42,7 @@ def opening_of(prompt: str) -> str:
 def opening_shares(prompts: Iterable[str]) -> dict[str, float]:
     """The share of prompts in each opening class (a training source's, to set beside the refusals)."""
     classes = [opening_of(p) for p in prompts]
-    names = [name for name, _ in OPENINGS] + [OTHER]
-    return {name: round(classes.count(name) / len(classes), 3) if classes else 0.0 for name in names}
+    return {name: round(classes.count(name) / len(classes), 3) if classes else 0.0 for name in CLASSES}
 
 
 def refusal_by_opening(rows: Iterable[dict], refused: str = "refused") -> list[dict]:
@@ -55,9 +55,7 @@ def refusal_by_opening(rows: Iterable[dict], refused: str = "refused") -> list[d
         tally[1] += 1
     k_all, n_all = sum(k for k, _ in counts.values()), sum(n for _, n in counts.values())
     out = []
-    for name in [name for name, _ in OPENINGS] + [OTHER]:
-        if name not in counts:
-            continue
+    for name in (name for name in CLASSES if name in counts):
         k, n = counts[name]
         lo, hi = wilson_interval(k, n)
         p = fisher_exact_two_sided(k, n - k, k_all - k, (n_all - n) - (k_all - k))
