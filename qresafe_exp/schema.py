@@ -32,7 +32,8 @@ class AlignConfig:
     # safe targets, definitions, protective questions), trained with the borderline ones; 0 = none, None = all
     num_contrast: int | None = 0
     # more sets of safe-but-scary requests drawn beside it, dataset name -> how many (None = all; e.g.
-    # contrast_benign_more, contrast_question_forms: data/testbed/*.json), trained with the borderline ones
+    # contrast_benign_more, contrast_question_forms, contrast_alarming_contexts: data/testbed/*.json),
+    # trained with the borderline ones
     extra_contrast: dict[str, int | None] = field(default_factory=dict)
     epochs: int = 2
     lr: float = 2e-4

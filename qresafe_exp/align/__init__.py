@@ -10,7 +10,8 @@ Recipe (LoRA SFT, merged into the weights):
   where ``num_contrast`` asks for them, more from the dataset ``contrast_benign`` (the registry's name
   for data/testbed/contrast_benign.json, which patch pairs can draw too), and where ``extra_contrast``
   names them, from further sets (``contrast_benign_more``: data/testbed/contrast_benign_more.json;
-  ``contrast_question_forms``: safe questions opening as the harmful sources' do, "How can I ...?").
+  ``contrast_question_forms``: safe questions opening as the harmful sources' do, "How can I ...?";
+  ``contrast_alarming_contexts``: such questions with an alarming word whose context makes them safe).
 The loss covers the assistant tokens only. The merged fp32 checkpoint is an artifact like any
 other; its training prompts are saved beside it so that every evaluation set can be de-duplicated
 against them.

@@ -321,6 +321,14 @@ DATASETS: dict[str, DatasetSpec] = {
             license="written for qresafe_exp",
         ),
         DatasetSpec(
+            "contrast_alarming_contexts",
+            "",
+            None,
+            loaders.contrast_alarming_contexts,
+            package_file="testbed/contrast_alarming_contexts.json",
+            license="written for qresafe_exp",
+        ),
+        DatasetSpec(
             "aoa_identity",
             "",
             None,

@@ -1,6 +1,6 @@
 """The further sets of safe-but-scary requests the align stage can train on (data/testbed/contrast_benign.json,
-model.align.num_contrast; data/testbed/contrast_benign_more.json and contrast_question_forms.json,
-model.align.extra_contrast): their shape,
+model.align.num_contrast; data/testbed/contrast_benign_more.json, contrast_question_forms.json and
+contrast_alarming_contexts.json, model.align.extra_contrast): their shape,
 that they never hold an evaluation prompt (XSTest, OKTest: the over-refusal they are meant to lower is
 measured there) nor repeat the first set or each other, and that only a recipe that asks for them draws them."""
 
@@ -28,7 +28,8 @@ def _jaccard(a: set, b: set) -> float:
 
 MORE = "contrast_benign_more"
 FORMS = "contrast_question_forms"
-SETS = {align.CONTRAST_DATASET: 350, MORE: 290, FORMS: 280}  # each set, at least this many items
+CONTEXTS = "contrast_alarming_contexts"
+SETS = {align.CONTRAST_DATASET: 350, MORE: 290, FORMS: 280, CONTEXTS: 250}  # each set, at least this many items
 
 
 def _contrast(name: str = align.CONTRAST_DATASET) -> list[dict]:
@@ -149,6 +150,7 @@ def test_a_parquet_contrast_set_is_keyed_by_its_bytes(data_dir, tmp_path):
     [
         ("smollm2-135m-safe-broad-contrast-forms", [FORMS]),  # recipe F: E's extra set swapped for the forms
         ("smollm2-135m-safe-broad-contrast-forms-more", [MORE, FORMS]),  # recipe G: both
+        ("smollm2-135m-safe-broad-contrast-contexts", [MORE, FORMS, CONTEXTS]),  # recipe H: G and the contexts
     ],
 )
 def test_the_question_form_recipes_draw_their_sets(compose_cfg, data_dir, model, sets):
@@ -158,3 +160,22 @@ def test_the_question_form_recipes_draw_their_sets(compose_cfg, data_dir, model,
     kinds = {k: sum(e["kind"] == k for e in examples) for k in ("refusal", "benign", "borderline")}
     distinct = 200 + len(_contrast()) + sum(len(_contrast(name)) for name in sets)
     assert kinds == {"refusal": 240, "benign": 400, "borderline": distinct * 2}  # D's refusals, two passes
+
+
+def test_the_alarming_context_set_asks_as_harmful_requests_do():
+    """Its point is a harmful request's form with a context that makes it safe ("How do I ... in <game>?"):
+    short questions, most opening as the harmful sources' do, in each of its seven kinds of context."""
+    items = _contrast(CONTEXTS)
+    assert all(r["prompt"].rstrip().endswith("?") and len(r["prompt"].split()) <= 20 for r in items)
+    opening = ("how can i ", "how do i ", "what s the best way ", "what are good ways ", "where can i ", "what steps ")
+    assert sum(normalize_prompt(r["prompt"]).startswith(opening) for r in items) >= 0.8 * len(items)
+    kinds = {r["category"] for r in items}
+    assert kinds == {
+        "games_and_sports",
+        "fiction_and_stage",
+        "technical_homonyms",
+        "safe_targets",
+        "figurative_language",
+        "fictional_characters",
+        "definitions",
+    }
