@@ -7,6 +7,8 @@ Writes nothing but --export's blind labelling set and --merge's labelled rows.
     python bench/labelled_reading.py outputs/studies/claim_qresafe_recipe \
         "fp=*.fp.none.claims" "qresafe=*.qresafe-t0.6-lr2e-05-e1-n192.claims*" ...
     ... --versus qresafe                  # pair against that group (seed by seed), not the first
+    ... --outside outputs/studies/claim_testbed/CELL   # only the prompts that cell's evaluation did not hold
+    ... --detail                          # each rate's Wilson interval, each delta's interval and p
     ... --export /tmp/lab                 # to_label.json (shuffled prompt + response), key.json, GUIDE.md
     ... --merge /tmp/lab --split claimcheck4 --labeller "agent (date)"   # the labelled round into --labels
                                                                            # first, then the reading with it
@@ -21,7 +23,14 @@ from pathlib import Path
 
 from rejudge_cells import split_harmbench
 
-from qresafe_exp.audit.labelled_reading import compare, group_answers, label_index, summary, unlabelled_answers
+from qresafe_exp.audit.labelled_reading import (
+    compare,
+    group_answers,
+    label_index,
+    outside,
+    summary,
+    unlabelled_answers,
+)
 from qresafe_exp.audit.labelled_reading import verdicts as read_verdicts
 from qresafe_exp.audit.labelling_round import append_rows, round_rows, write_round
 from qresafe_exp.paired import read_samples
@@ -65,6 +74,19 @@ def text(block: dict, field: str, paired: dict | None) -> str:
     return out
 
 
+def detail(block: dict, field: str, paired: dict | None) -> str:
+    lo, hi = block[field]["ci95"]
+    out = f"{block[field]['k']}/{block['n']} = {block[field]['rate'] or 0:.2f} [{lo:.2f},{hi:.2f}]"
+    if paired is not None and paired[field]["delta"] is not None:
+        test = paired[field]
+        plo, phi = test["ci95"]
+        out += (
+            f", {test['delta']:+.2f} [{plo:+.2f},{phi:+.2f}] ({test['cell_only']} here only, "
+            f"{test['reference_only']} there only, p = {test['p_value']:.2g})"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("study", type=Path)
@@ -75,6 +97,8 @@ def main() -> None:
     parser.add_argument("--eval-cache", type=Path, default=Path("outputs/cache/eval"))
     parser.add_argument("--export", type=Path, help="write the still-unlabelled answers here, blind")
     parser.add_argument("--merged", action="store_true", help="read the cells' merged forms, not their unmerged")
+    parser.add_argument("--outside", type=Path, help="read only prompts this cell directory's evaluation lacks")
+    parser.add_argument("--detail", action="store_true", help="intervals and p-values, one line per rate")
     parser.add_argument("--merge", type=Path, help="append this labelled round (labels_*.jsonl) to --labels")
     parser.add_argument("--split", help="--merge: the rows' split name, e.g. claimcheck4")
     parser.add_argument("--labeller", help="--merge: who labelled, e.g. 'agent (2026-12-06)'")
@@ -92,6 +116,8 @@ def main() -> None:
     for spec in args.groups:
         name, dirs = group_dirs(args.study, spec)
         answers[name] = group_answers([cell_rows(d, args.eval_cache, args.merged) for d in dirs], args.suites)
+        if args.outside:
+            answers[name] = outside(answers[name], cell_rows(args.outside, args.eval_cache, args.merged))
         print(f"{name}: {', '.join(d.name for d in dirs)}")
     read = {name: read_verdicts(a, index) for name, a in answers.items()}
     versus = args.versus or next(iter(read))
@@ -108,6 +134,11 @@ def main() -> None:
             paired = None if name == versus else compare(verdicts, read[versus], suite)
             cells.append(text(summary(verdicts, suite), field, paired))
         print(f"| {name} | " + " | ".join(cells) + f" | {summary(verdicts)['unlabelled']} |")
+    if args.detail:
+        for name, verdicts in read.items():
+            for suite, field in columns:
+                paired = None if name == versus else compare(verdicts, read[versus], suite)
+                print(f"{name} {suite} {field}: {detail(summary(verdicts, suite), field, paired)}")
     if args.export:
         items, key = unlabelled_answers(answers, index)
         write_round(args.export, items, key)

@@ -96,6 +96,13 @@ def group_answers(cells: list[list[dict]], suites: Iterable[str]) -> dict[tuple,
     }
 
 
+def outside(answers: dict[tuple, dict], seen: Iterable[dict]) -> dict[tuple, dict]:
+    """The answers (group_answers) to prompts that ``seen``'s rows (another evaluation's) do not hold: a
+    held-out reading, e.g. XSTest's safe prompts outside the sample a recipe was chosen on."""
+    held = {(row["suite"], row["id"]) for row in seen}
+    return {key: row for key, row in answers.items() if (key[1], key[2]) not in held}
+
+
 def verdicts(answers: dict[tuple, dict], index: dict) -> dict[tuple, dict | None]:
     return {key: answer_verdict(row, index) for key, row in answers.items()}
 

@@ -88,3 +88,13 @@ def test_the_projects_labels_file_reads_without_conflicts():
     with open(ROOT / "docs/audit/testbed_labels.csv", newline="") as handle:
         index = label_index(csv.DictReader(handle))
     assert len(index) > 500
+
+
+def test_outside_keeps_only_the_prompts_another_evaluation_lacks():
+    """A held-out reading: the full suite's answers minus the prompts of the sample a recipe was chosen on."""
+    from qresafe_exp.audit.labelled_reading import group_answers, outside
+
+    full = [row(MORAL, id_=f"x-{i}", suite="xstest_safe") for i in range(4)]
+    sample = [row(MORAL, id_="x-1", suite="xstest_safe"), row(MORAL, id_="x-3", suite="oktest")]
+    kept = outside(group_answers([full], ["xstest_safe"]), sample)
+    assert sorted(key[2] for key in kept) == ["x-0", "x-2", "x-3"]  # x-3 was sampled from another suite
