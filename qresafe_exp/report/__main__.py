@@ -75,6 +75,11 @@ def build_report(cfg: DictConfig) -> dict:
     answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
     rows = versus.pooled_vs_reference(rows, answers)  # a setting's seeds in one test vs FP (its mean row)
     made = tables.all_tables(rows, answers, readings)
+    if wider := (cfg.get("testbed_targets") or {}).get("xstest_from"):  # XSTest-safe from a fuller study
+        from qresafe_exp.report import testbed_targets
+
+        wider_rows = [collect.tidy_row(m) for m in collect.read_study(cfg.studies_dir, wider)]
+        made = testbed_targets.tables_with_wider_over_refusal(made, rows, wider_rows, wider, readings)
     for tag in versus.tags(cfg.get("versus")):  # the claims table again, paired against each control instead of FP
         made += versus.versus_tables(rows, tag, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them
