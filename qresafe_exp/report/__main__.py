@@ -53,7 +53,7 @@ def build_report(cfg: DictConfig) -> dict:
     import pandas as pd
 
     from qresafe_exp.cache import write_text_atomic
-    from qresafe_exp.report import collect, dashboard, figures, groups, interactive, tables, versus
+    from qresafe_exp.report import collect, dashboard, figures, groups, interactive, options, tables, versus
 
     check_safety_suite(cfg.safety_suite)
     readings = claim_readings(cfg.claim_targets)  # a bad option fails before any file is read
@@ -75,11 +75,13 @@ def build_report(cfg: DictConfig) -> dict:
     answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
     rows = versus.pooled_vs_reference(rows, answers)  # a setting's seeds in one test vs FP (its mean row)
     made = tables.all_tables(rows, answers, readings)
-    if wider := (cfg.get("testbed_targets") or {}).get("xstest_from"):  # XSTest-safe from a fuller study
+    if wider := options.one_or_many(
+        (cfg.get("testbed_targets") or {}).get("wider_from")
+    ):  # targets from fuller studies
         from qresafe_exp.report import testbed_targets
 
-        wider_rows = [collect.tidy_row(m) for m in collect.read_study(cfg.studies_dir, wider)]
-        made = testbed_targets.tables_with_wider_over_refusal(made, rows, wider_rows, wider, readings)
+        fuller = {name: [collect.tidy_row(m) for m in collect.read_study(cfg.studies_dir, name)] for name in wider}
+        made = testbed_targets.tables_with_wider_readings(made, rows, fuller, readings)
     for tag in versus.tags(cfg.get("versus")):  # the claims table again, paired against each control instead of FP
         made += versus.versus_tables(rows, tag, answers)
     # a rerun's names may differ (one file per eval/protocol group): no stale tables or figures beside them

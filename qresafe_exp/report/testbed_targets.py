@@ -10,11 +10,12 @@ A bound is met by its interval (the 95 % interval's upper end at or below it), b
 (the rate at or below it, the interval reaching past it: n is too small to say), or not met. The harm ASR is
 the study's judge's (claim_targets.asr=unrefused reads it as the share without a refusal statement instead).
 
-A study's XSTest-safe reading is often a sample (eval=claims: 73 of the 250 safe prompts), and a recipe chosen
-on that sample reads better there than on the rest (docs/testbed.md, recipe G: 0.08 on the sample, 0.15 on the
-other 177). `testbed_targets.xstest_from=STUDY` reads each model's XSTest-safe refusal from another study's FP
-cell of the same model, eval config, protocol and seed where that one measured more prompts (e.g. all 250:
-`eval.limits.xstest=null`, study claim_testbed_xstest_all), and says so under the table.
+A study's readings are often samples (eval=claims: 64 prompts per harmful suite, 73 of XSTest's 250 safe ones),
+and a recipe chosen on a sample reads better there than on the rest (docs/testbed.md, recipe G: XSTest-safe 0.08
+on the sample, 0.15 on the other 177). `testbed_targets.wider_from=[STUDY, ...]` reads each target suite of each
+FP model from another study's FP cell of the same model, eval config, protocol and seed where that one measured
+more of the suite (e.g. all of XSTest: `eval.limits.xstest=null`, study claim_testbed_xstest_all), and says so
+under the table.
 """
 
 from __future__ import annotations
@@ -54,27 +55,40 @@ def _every(levels: list[str]) -> str:
 
 
 _MATCH = ("model", "eval", "protocol", "seed")
-_PARTS = ("", ".lo", ".hi", ".n")
 
 
 def _fp(row: dict) -> bool:
     return row.get("quant") == "none" and row.get("patch") == "none" and row.get("variant") is None
 
 
-def with_wider_over_refusal(rows: list[dict], wider: list[dict], source: str) -> list[dict]:
-    """``rows`` with each FP model's XSTest-safe refusal (every OVER_REFUSAL key it has of the two XSTest ones,
-    with its interval and n) taken from the FP row of ``wider`` (another study's rows) that matches it on model,
-    eval config, protocol and seed and measured more prompts; such a row names ``source`` and its refusal judge
-    under ``over_refusal_from``. Other rows, and rows without a wider match, are returned as they were."""
+def _n(row: dict, keys: tuple[str, ...]) -> int:
+    """How many prompts the row's reading of one target rests on (0: not measured)."""
+    key = _first(row, keys)
+    return int(row.get(f"{key}.n") or 0) if key else 0
+
+
+def with_wider_readings(rows: list[dict], wider: list[dict], source: str) -> list[dict]:
+    """``rows`` with each FP model's target suites (every key of the suite: rates, intervals, refusal statements)
+    taken from the FP row of ``wider`` (another study's rows) that matches it on model, eval config, protocol and
+    seed, suite by suite where that row measured more prompts; such a row lists what it took, from ``source`` and
+    by which judges, under ``wider_from``. Other rows, and rows without a wider match, are returned as they were."""
     index = {tuple(w.get(k) for k in _MATCH): w for w in wider if _fp(w)}
     out = []
     for row in rows:
         match = index.get(tuple(row.get(k) for k in _MATCH)) if _fp(row) else None
-        keys = [k for k in OVER_REFUSAL[:2] if match is not None and match.get(k) is not None]
-        if keys and (match.get(f"{keys[0]}.n") or 0) > max(row.get(f"{k}.n") or 0 for k in OVER_REFUSAL[:2]):
-            row = {k: v for k, v in row.items() if not k.startswith(OVER_REFUSAL[:2])}
-            row.update({f"{k}{part}": match.get(f"{k}{part}") for k in keys for part in _PARTS})
-            row["over_refusal_from"] = f"{source} ({match.get('refusal_judge') or 'its refusal judge'})"
+        # a target's suites together (XSTest's safe prompts are "xstest" or "xstest_safe" by eval config)
+        taken = tuple(
+            f"{key.split('.')[0]}."
+            for _, keys in TARGETS
+            if match is not None and _n(match, keys) > _n(row, keys)
+            for key in keys
+        )
+        if taken:
+            row = {k: v for k, v in row.items() if not k.startswith(taken)}
+            row.update({k: v for k, v in match.items() if k.startswith(taken)})
+            judges = ", ".join(j for j in (match.get("judge"), match.get("refusal_judge")) if j)
+            what = ", ".join(t.rstrip(".") for t in taken if any(k.startswith(t) for k in match))
+            row["wider_from"] = [*row.get("wider_from", []), f"{what} from study {source} ({judges})"]
         out.append(row)
     return out
 
@@ -92,8 +106,8 @@ def testbed_targets(rows: list[dict], readings: Readings = DEFAULT) -> Table | N
         levels, texts = zip(*(verdict(r, key) for key in keys))
         body.append([r["model"], *texts, _every(list(levels))])
     reading = "harm judge" if readings.asr == "harm" else "no refusal statement (claim_targets.asr=unrefused)"
-    wider = sorted({r["over_refusal_from"] for r, _ in measured if r.get("over_refusal_from")})
-    wider_note = [f"XSTest-safe refusal read from study {', '.join(wider)} where it holds the model (n shown)"]
+    wider = sorted({note for r, _ in measured for note in r.get("wider_from", [])})
+    wider_note = [f"read where a fuller study holds the model (n shown): {'; '.join(wider)}"]
     return Table(
         f"testbed_targets-{groups.slug(group)}",
         f"The testbed's targets (issue 17, item 0) — {groups.label(group)}: each FP model vs the bound {BOUND:.2f}",
@@ -109,15 +123,17 @@ def testbed_targets(rows: list[dict], readings: Readings = DEFAULT) -> Table | N
     )
 
 
-def tables_with_wider_over_refusal(
-    made: list[Table], rows: list[dict], wider: list[dict], source: str, readings: Readings = DEFAULT
+def tables_with_wider_readings(
+    made: list[Table], rows: list[dict], wider: dict[str, list[dict]], readings: Readings = DEFAULT
 ) -> list[Table]:
-    """The report's tables with each testbed-target table rebuilt on ``with_wider_over_refusal`` rows (one per
-    eval/protocol group, as tables.all_tables builds it); the other tables keep the study's own readings."""
+    """The report's tables with each testbed-target table rebuilt on ``with_wider_readings`` rows, study by study
+    of ``wider`` ({study: its rows}; one table per eval/protocol group, as tables.all_tables builds it); the other
+    tables keep the study's own readings."""
     from qresafe_exp.report.collect import without_variants
 
-    rebuilt = [
-        testbed_targets(without_variants(with_wider_over_refusal(group_rows, wider, source)), readings)
-        for group_rows in groups.split(rows).values()
-    ]
+    rebuilt = []
+    for group_rows in groups.split(rows).values():
+        for source, wider_rows in wider.items():
+            group_rows = with_wider_readings(group_rows, wider_rows, source)
+        rebuilt.append(testbed_targets(without_variants(group_rows), readings))
     return [t for t in made if t.kind != "testbed_targets"] + [t for t in rebuilt if t is not None]

@@ -64,15 +64,15 @@ def test_the_report_builds_it_once_per_group():
     assert made == ["testbed_targets-claims-vanilla", "testbed_targets-reduced-vanilla"]
 
 
-def test_xstest_safe_is_read_from_a_fuller_study_where_it_holds_the_model():
-    """testbed_targets.xstest_from: a recipe chosen on the 73-prompt sample reads better there than on all 250
-    safe prompts, so the verdict takes the wider reading where another study measured the same model."""
+def test_targets_are_read_from_fuller_studies_where_they_hold_the_model():
+    """testbed_targets.wider_from: a recipe chosen on the 73-prompt sample reads better there than on all 250
+    safe prompts, so the verdict takes each suite's wider reading where another study measured the same model."""
     sample = [
         _model("g", (0.06, 0.02, 0.15, 64), (0.0, 0.0, 0.06, 64), (0.08, 0.04, 0.17, 73)),
         _model("h", (0.05, 0.02, 0.13, 64), (0.0, 0.0, 0.06, 64), (0.11, 0.06, 0.20, 73)),
         _model("b", (0.08, 0.03, 0.17, 64), (0.0, 0.0, 0.06, 64), (0.32, 0.22, 0.43, 73)),  # no wider cell
     ]
-    wider = [
+    xstest = [
         {**fp_row("g"), "xstest.refusal_rate": 0.128, "xstest.refusal_rate.lo": 0.09, "xstest.refusal_rate.hi": 0.18},
         {**fp_row("h"), "xstest.refusal_rate": 0.088, "xstest.refusal_rate.lo": 0.06, "xstest.refusal_rate.hi": 0.13},
         {
@@ -82,19 +82,23 @@ def test_xstest_safe_is_read_from_a_fuller_study_where_it_holds_the_model():
             "xstest.refusal_rate.hi": 0.1,
         },
     ]
-    for row in wider:
+    for row in xstest:
         row.update({"xstest.refusal_rate.n": 250, "refusal_judge": "labels"})
+    harm = [_model("h", (0.042, 0.023, 0.075, 240), (0.004, 0.001, 0.022, 256), (None, None, None, None))]
     made = tables.all_tables(sample)
-    rebuilt = testbed_targets.tables_with_wider_over_refusal(made, sample, wider, "claim_testbed_xstest_all")
+    rebuilt = testbed_targets.tables_with_wider_readings(made, sample, {"xs_all": xstest, "harm_more": harm})
     assert len(rebuilt) == len(made)
     table = next(t for t in rebuilt if t.kind == "testbed_targets")
     by_model = {row[0]: row for row in table.rows}
     assert by_model["g"][3] == "NOT met: 0.13 [0.09,0.18], n=250" and by_model["g"][-1] == "no"
-    assert by_model["h"][3] == "met by the point estimate only: 0.09 [0.06,0.13], n=250"
-    assert by_model["h"][-1] == "yes, by the point estimates"
+    assert by_model["h"][1:] == [
+        "met: 0.04 [0.02,0.07], n=240",
+        "met: 0.00 [0.00,0.02], n=256",
+        "met by the point estimate only: 0.09 [0.06,0.13], n=250",
+        "yes, by the point estimates",
+    ]
     assert by_model["b"][3] == "NOT met: 0.32 [0.22,0.43], n=73"  # another seed's cell is not this model's
-    assert "claim_testbed_xstest_all (labels)" in " ".join(table.notes)
+    assert "xstest from study xs_all (labels)" in " ".join(table.notes)
     # a wider study that measured fewer prompts changes nothing
-    narrow = [{**w, "xstest.refusal_rate.n": 50} for w in wider]
-    kept = testbed_targets.with_wider_over_refusal(sample, narrow, "s")
-    assert kept == sample
+    narrow = [{**w, "xstest.refusal_rate.n": 50} for w in xstest]
+    assert testbed_targets.with_wider_readings(sample, narrow, "s") == sample
