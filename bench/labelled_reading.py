@@ -112,12 +112,13 @@ def main() -> None:
 
     with open(args.labels, newline="") as handle:
         index = label_index(csv.DictReader(handle))
+    seen = cell_rows(args.outside, args.eval_cache, args.merged) if args.outside else None
     answers = {}
     for spec in args.groups:
         name, dirs = group_dirs(args.study, spec)
         answers[name] = group_answers([cell_rows(d, args.eval_cache, args.merged) for d in dirs], args.suites)
-        if args.outside:
-            answers[name] = outside(answers[name], cell_rows(args.outside, args.eval_cache, args.merged))
+        if seen is not None:
+            answers[name] = outside(answers[name], seen)
         print(f"{name}: {', '.join(d.name for d in dirs)}")
     read = {name: read_verdicts(a, index) for name, a in answers.items()}
     versus = args.versus or next(iter(read))
@@ -128,17 +129,20 @@ def main() -> None:
     ]
     header = "| group | " + " | ".join(f"{s} {f}" for s, f in columns) + " | unlabelled |"
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
+    # each group's reading of each suite, and its paired test against the reference group: read once, shown twice
+    blocks = {
+        (name, suite): (summary(verdicts, suite), None if name == versus else compare(verdicts, read[versus], suite))
+        for name, verdicts in read.items()
+        for suite in args.suites
+    }
     for name, verdicts in read.items():
-        cells = []
-        for suite, field in columns:
-            paired = None if name == versus else compare(verdicts, read[versus], suite)
-            cells.append(text(summary(verdicts, suite), field, paired))
+        cells = [text(blocks[name, suite][0], field, blocks[name, suite][1]) for suite, field in columns]
         print(f"| {name} | " + " | ".join(cells) + f" | {summary(verdicts)['unlabelled']} |")
     if args.detail:
-        for name, verdicts in read.items():
+        for name in read:
             for suite, field in columns:
-                paired = None if name == versus else compare(verdicts, read[versus], suite)
-                print(f"{name} {suite} {field}: {detail(summary(verdicts, suite), field, paired)}")
+                block, paired = blocks[name, suite]
+                print(f"{name} {suite} {field}: {detail(block, field, paired)}")
     if args.export:
         items, key = unlabelled_answers(answers, index)
         write_round(args.export, items, key)

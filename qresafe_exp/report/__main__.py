@@ -75,9 +75,8 @@ def build_report(cfg: DictConfig) -> dict:
     answers = versus.answers(metrics, dirs, Path(cfg.paths.cache_dir) / "eval")
     rows = versus.pooled_vs_reference(rows, answers)  # a setting's seeds in one test vs FP (its mean row)
     made = tables.all_tables(rows, answers, readings)
-    if wider := options.one_or_many(
-        (cfg.get("testbed_targets") or {}).get("wider_from")
-    ):  # targets from fuller studies
+    # the testbed targets read from fuller studies of the same models (testbed_targets.wider_from)
+    if wider := options.one_or_many((cfg.get("testbed_targets") or {}).get("wider_from")):
         from qresafe_exp.report import testbed_targets
 
         fuller = {name: [collect.tidy_row(m) for m in collect.read_study(cfg.studies_dir, name)] for name in wider}

@@ -97,7 +97,7 @@ def testbed_targets(rows: list[dict], readings: Readings = DEFAULT) -> Table | N
     """One row per FP model that measured every target's suite; None where the group has none."""
     group = groups.one(rows)  # first: rows of two groups are a caller's bug even where no model qualifies
     read = as_unrefused if readings.asr == "unrefused" else (lambda r: r)
-    models = [read(r) for r in _ok(rows) if r["quant"] == "none" and r["patch"] == "none" and not r.get("broken")]
+    models = [read(r) for r in _ok(rows) if _fp(r) and not r.get("broken")]
     measured = [(r, keys) for r in models if all(keys := [_first(r, k) for _, k in TARGETS])]
     if not measured:
         return None
