@@ -179,3 +179,19 @@ def test_the_alarming_context_set_asks_as_harmful_requests_do():
         "fictional_characters",
         "definitions",
     }
+
+
+def test_the_second_align_seed_of_h_redraws_only_what_is_sampled(compose_cfg, data_dir):
+    """H's seed-1 config is H with another draw: the same sources, counts and contrast sets (every safe
+    question is still trained on), other sampled harmful and benign prompts, and a testbed key of its own."""
+    first = compose_cfg(["model=smollm2-135m-safe-broad-contrast-contexts"]).model
+    second = compose_cfg(["model=smollm2-135m-safe-broad-contrast-contexts-seed1"]).model
+    one, other = align.spec_fields(first.align), align.spec_fields(second.align)
+    assert (one.pop("seed"), other.pop("seed")) == (0, 1) and one == other
+    assert first.name != second.name  # its own cells in a study
+    drawn = [align.build_examples(m.align, str(data_dir), None) for m in (first, second)]
+    by_kind = [{k: sorted(e["prompt"] for e in ex if e["kind"] == k) for k in ("refusal", "benign")} for ex in drawn]
+    assert by_kind[0]["refusal"] != by_kind[1]["refusal"] and by_kind[0]["benign"] != by_kind[1]["benign"]
+    assert all(len(by_kind[0][k]) == len(by_kind[1][k]) for k in ("refusal", "benign"))
+    safe = [sorted(e["prompt"] for e in ex if e["kind"] == "borderline") for ex in drawn]
+    assert safe[0] == safe[1]  # all of every safe set, two passes, whatever the seed
