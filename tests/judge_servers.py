@@ -79,7 +79,8 @@ def smollm2_gguf() -> Path:
 
 
 class LlamaCppServer:
-    """``python -m llama_cpp.server`` on the SmolLM2 GGUF, loopback only, requiring ``api_key``."""
+    """llama-cpp-python's server (``python -m qresafe_exp.llamacpp.server``) on the SmolLM2 GGUF, loopback only,
+    requiring ``api_key``."""
 
     alias = "smollm2-135m-instruct"
 
@@ -91,7 +92,7 @@ class LlamaCppServer:
             [
                 sys.executable,
                 "-m",
-                "llama_cpp.server",
+                "qresafe_exp.llamacpp.server",
                 "--model",
                 str(smollm2_gguf()),
                 "--host",

@@ -129,11 +129,11 @@ class LlamaCppEngine:
         self.stats = {"generated_tokens": 0, "generate_seconds": 0.0}
 
     def _llm(self, slot: int):
-        from llama_cpp import Llama
+        from qresafe_exp.llamacpp import load_llama
 
         while len(self._instances) <= slot:
             self._instances.append(
-                Llama(
+                load_llama(
                     str(self.gguf),
                     n_ctx=int(self.cfg.n_ctx),
                     n_batch=int(self.cfg.n_batch),

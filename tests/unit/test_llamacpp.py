@@ -18,6 +18,7 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the `serv
 
 from qresafe_exp.engines.hf import HFEngine  # noqa: E402
 from qresafe_exp.engines.llamacpp import LlamaCppEngine  # noqa: E402
+from qresafe_exp.llamacpp import load_llama  # noqa: E402
 from qresafe_exp.llamacpp.convert import _interleave, convert  # noqa: E402
 from qresafe_exp.llamacpp.quantize import TYPE_BITS, quantize_gguf, tensor_types  # noqa: E402
 
@@ -112,7 +113,7 @@ def test_conversion_writes_the_llama_tensors_and_tokenizer(wide):
 def test_llamacpp_on_the_converted_model_matches_transformers(wide, tmp_path):
     path, gguf, _ = wide
     tok = load_tokenizer(path)
-    llm = llama_cpp.Llama(str(gguf), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
+    llm = load_llama(str(gguf), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
     try:
         for text in ["Hello 12345 world, how are you?", render_chat(tok, PROMPTS[2], None)]:
             ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -150,7 +151,7 @@ def test_every_offered_type_quantizes_and_llamacpp_generates(wide, tmp_path, typ
     types = tensor_types(out)["weights"]
     assert MAIN_TYPE[type_name] in types and not FALLBACKS & set(types), types
     assert out.stat().st_size < gguf.stat().st_size
-    llm = llama_cpp.Llama(str(out), n_ctx=128, n_threads=1, verbose=False)
+    llm = load_llama(str(out), n_ctx=128, n_threads=1, verbose=False)
     try:
         tokens = list(zip(range(5), llm.generate([1, 9690, 198], temp=0.0)))
         assert len(tokens) == 5
@@ -251,3 +252,22 @@ def test_converter_refuses_what_it_does_not_handle(wide, tmp_path):
     (other / "tokenizer.json").write_text(json.dumps(tokenizer))
     with pytest.raises(ValueError, match="PRE_TOKENIZERS"):
         convert(other, tmp_path / "x.gguf")
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_weight_repacking_is_off_only_on_a_cpu_with_amx(wide, monkeypatch, amx):
+    """llama.cpp's extra buffer types (AMX tiles, repacked k-quants) segfault in decode on an AMX CPU
+    (test_every_offered_type_... on Q4_K_M did, 2026-12-07): off there, on elsewhere, and llama-cpp-python's
+    own defaults are left as they were."""
+    import qresafe_exp.llamacpp as ours
+
+    monkeypatch.setattr(ours, "cpu_has_amx", lambda: amx)
+    lib = llama_cpp.llama_cpp  # the module Llama reads its defaults from
+    before = lib.llama_model_default_params
+    llm = load_llama(str(wide[1]), n_ctx=64, n_threads=1, verbose=False)
+    try:
+        assert llm.model_params.use_extra_bufts is (not amx)
+        assert len(list(zip(range(3), llm.generate([1, 9690, 198], temp=0.0)))) == 3
+    finally:
+        llm.close()
+    assert lib.llama_model_default_params is before and lib.llama_model_default_params().use_extra_bufts
