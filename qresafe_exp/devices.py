@@ -31,15 +31,26 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True where the CPU advertises a native bf16 matmul (Linux flags); False where unknown."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's flags as Linux lists them; empty where unknown."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+        return frozenset()
+    return frozenset(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True where the CPU advertises a native bf16 matmul (Linux flags); False where unknown."""
+    return any(flag in cpu_flags(cpuinfo) for flag in BF16_CPU_FLAGS)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True where the CPU has AMX tiles (amx_int8), where llama.cpp's extra CPU buffer types crash
+    (llamacpp.repacking_off_on_amx); False where unknown."""
+    return "amx_int8" in cpu_flags(cpuinfo)
 
 
 def autocast_dtype(setting: str | None, device: torch.device) -> torch.dtype | None:

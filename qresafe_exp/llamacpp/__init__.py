@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 INSTALL_HINT = (
     "llama-cpp-python is not installed in this environment: `make setup` builds it (the `server` "
@@ -19,14 +18,6 @@ INSTALL_HINT = (
 def llama_cpp_missing() -> str | None:
     """None when llama-cpp-python imports here, else the one-line reason and fix."""
     return None if importlib.util.find_spec("llama_cpp") is not None else INSTALL_HINT
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Linux's amx_int8 flag); False where /proc/cpuinfo is not there."""
-    try:
-        return "amx_int8" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
 
 
 _PARAMS_LOCK = threading.Lock()
@@ -42,7 +33,9 @@ def repacking_off_on_amx():
     it, so the default model parameters it starts from are swapped while the context is open."""
     from llama_cpp import llama_cpp as lib
 
-    if not cpu_has_amx():
+    from qresafe_exp import devices
+
+    if not devices.cpu_has_amx():
         yield
         return
     default = lib.llama_model_default_params

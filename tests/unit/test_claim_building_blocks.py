@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qresafe_exp import align
-from qresafe_exp.devices import autocast_dtype, cpu_has_native_bf16
+from qresafe_exp.devices import autocast_dtype, cpu_has_amx, cpu_has_native_bf16
 from qresafe_exp.finetune import train
 from qresafe_exp.judges.refusal_rules import classify_refusal
 from qresafe_exp.patch.safepatching import train_spec
@@ -127,6 +127,17 @@ def test_bf16_autocast_trains_fp32_weights_and_says_so():
     )
     assert run["autocast"] == "bfloat16" and run["loss_last_steps"] < run["loss_first_steps"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_amx_read_from_cpu_flags(tmp_path):
+    """The flags line only: a model name that says AMX is not the flag (llamacpp.repacking_off_on_amx)."""
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text("model name\t: Xeon\nflags\t\t: fpu avx512f amx_bf16 amx_int8 amx_tile\n")
+    plain.write_text("model name\t: amx_int8 lookalike\nflags\t\t: fpu avx512f avx512_bf16\n")
+    cpu_has_amx.cache_clear()
+    assert cpu_has_amx(str(amx))
+    assert not cpu_has_amx(str(plain)) and not cpu_has_amx(str(tmp_path / "absent"))
+    cpu_has_amx.cache_clear()
 
 
 def test_native_bf16_read_from_cpu_flags(tmp_path):

@@ -259,9 +259,9 @@ def test_weight_repacking_is_off_only_on_a_cpu_with_amx(wide, monkeypatch, amx):
     """llama.cpp's extra buffer types (AMX tiles, repacked k-quants) segfault in decode on an AMX CPU
     (test_every_offered_type_... on Q4_K_M did, 2026-12-07): off there, on elsewhere, and llama-cpp-python's
     own defaults are left as they were."""
-    import qresafe_exp.llamacpp as ours
+    from qresafe_exp import devices
 
-    monkeypatch.setattr(ours, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: amx)
     lib = llama_cpp.llama_cpp  # the module Llama reads its defaults from
     before = lib.llama_model_default_params
     llm = load_llama(str(wide[1]), n_ctx=64, n_threads=1, verbose=False)
