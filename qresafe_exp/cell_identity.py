@@ -1,8 +1,8 @@
 """A cell's name is its identity on disk (outputs/studies/<study>/<cell>/). Cell names carry only the knobs
 a study varies, so two configs that differ elsewhere (e.g. SafePatching's beta, which the default tag
-leaves out) get the same name, and the second would silently overwrite the first's results. Two checks
-stop that before any model loads: two jobs of one sweep that share a name, and a cell already written
-with other patch knobs."""
+leaves out, or the QLoRA damage's `quant.train.lr`, which its tag leaves out) get the same name,
+and the second would silently overwrite the first's results. Two checks stop that before any model loads:
+two jobs of one sweep that share a name, and a cell already written with other patch or quantizer knobs."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ def patch_knobs(patch_cfg: DictConfig) -> dict:
     return {k: v for k, v in _flatten(patch_cfg).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def quant_knobs(cfg: DictConfig) -> dict:
+    """The quantizer's numeric settings, flattened ('quant.train.lr', 'quant.seed'). An FP cell has none.
+    The calibration set is left out: a method that uses one names it in its tag, and one that does not
+    (bnb, rtn) is the same cell whatever `calib` says."""
+    if cfg.quant.name == "none":
+        return {}
+    return {f"quant.{k}": v for k, v in patch_knobs(cfg.quant).items()}
+
+
+def cell_knobs(cfg: DictConfig) -> dict:
+    """Every numeric knob a cell's results depend on beyond its name, keyed by its full dotted name."""
+    return {**{f"patch.{k}": v for k, v in patch_knobs(cfg.patch).items()}, **quant_knobs(cfg)}
+
+
 def knob_differences(old: dict, new: dict) -> dict[str, tuple]:
     """{knob: (old, new)} for the knobs both record with different values. A knob only one side has (a
     setting added to the code later) is no evidence of a different config, so it is not compared."""
@@ -45,36 +59,42 @@ def knob_differences(old: dict, new: dict) -> dict[str, tuple]:
 
 
 def _describe(diff: dict[str, tuple], first: str, second: str) -> str:
-    return ", ".join(f"patch.{k}: {a} {first}, {b} {second}" for k, (a, b) in diff.items())
+    return ", ".join(f"{k}: {a} {first}, {b} {second}" for k, (a, b) in diff.items())
+
+
+_FIX = (
+    "Name the knob in the cell (patch.tag=... or quant.tag=..., or an experiment whose tag names it, e.g. "
+    "experiment=claim_safepatching_grid), or run it in another study (study=...)"
+)
 
 
 def check_cell_not_taken(cfg: DictConfig, metrics_path: Path) -> None:
     """Raise ValueError when ``metrics_path`` (this cell's metrics.json) holds the results of other patch
-    knobs than ``cfg.patch``'s: a rerun with the same config resumes; one with another would overwrite."""
+    or quantizer knobs than ``cfg``'s: a rerun with the same config resumes; one with another would overwrite."""
     if not metrics_path.exists():
         return
     try:
-        written = load_metrics(metrics_path).axes.patch_knobs
+        axes = load_metrics(metrics_path).axes
     except (OSError, MetricsError):
         return  # an unreadable metrics.json is rewritten by the run; nothing to protect
-    diff = knob_differences(written, patch_knobs(cfg.patch))
+    written = {**{f"patch.{k}": v for k, v in axes.patch_knobs.items()}, **axes.quant_knobs}
+    diff = knob_differences(written, cell_knobs(cfg))
     if diff:
         raise ValueError(
-            f"cell {cfg.cell} of study {cfg.study} already holds the results of another patch config "
-            f"({_describe(diff, 'there', 'now')}); this run would overwrite them. Name the knob in the cell "
-            f"(patch.tag=..., or an experiment whose tag names it, e.g. experiment=claim_safepatching_grid), "
-            f"run it in another study (study=...), or move {metrics_path.parent} away to replace it"
+            f"cell {cfg.cell} of study {cfg.study} already holds the results of another config "
+            f"({_describe(diff, 'there', 'now')}); this run would overwrite them. {_FIX}, or move "
+            f"{metrics_path.parent} away to replace it"
         )
 
 
 def check_unique_cell_names(jobs: list[DictConfig]) -> None:
-    """Raise ValueError when two jobs of one sweep would write the same cell with different patch configs.
-    Only the patch is compared: other axes that a name leaves out are the same cell by design (quant=none
-    ignores bits, so `quant=none,gptq bits=4,8` runs the FP cell once, then resumes it)."""
+    """Raise ValueError when two jobs of one sweep would write the same cell with different patch configs
+    or quantizer knobs. Other axes that a name leaves out are the same cell by design (quant=none ignores
+    bits, so `quant=none,gptq bits=4,8` runs the FP cell once, then resumes it)."""
     seen: dict[tuple[str, str], dict] = {}
     for job in jobs:
         key = (str(job.study), str(job.cell))
-        flat = _flatten(job.patch)
+        flat = {**{f"patch.{k}": v for k, v in _flatten(job.patch).items()}, **quant_knobs(job)}
         if key not in seen:
             seen[key] = flat
             continue
@@ -85,7 +105,5 @@ def check_unique_cell_names(jobs: list[DictConfig]) -> None:
         if diff:
             raise ValueError(
                 f"two cells of this sweep are both named {key[1]} (study {key[0]}) but differ in "
-                f"{_describe(diff, 'in one', 'in the other')}: the second would overwrite the first. Name the "
-                f"swept knob in the cell (patch.tag=... with ${{.knob}}, or an experiment whose tag names it, "
-                f"e.g. experiment=claim_safepatching_grid)"
+                f"{_describe(diff, 'in one', 'in the other')}: the second would overwrite the first. {_FIX}"
             )

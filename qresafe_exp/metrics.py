@@ -81,6 +81,7 @@ def _axes(raw: Mapping) -> CellAxes:
         patch=axes.get("patch"),
         patch_tag=axes.get("patch_tag") or axes.get("patch"),
         patch_knobs=knobs,
+        quant_knobs=_numeric_knobs(axes.get("quant_knobs")),
     )
 
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from qresafe_exp.align import training_prompts
 from qresafe_exp.cache import ArtifactCache, RequestCache, file_lock, write_json_atomic, write_text_atomic
 from qresafe_exp.calibration import check_calibration
-from qresafe_exp.cell_identity import check_cell_not_taken, patch_knobs
+from qresafe_exp.cell_identity import check_cell_not_taken, patch_knobs, quant_knobs
 from qresafe_exp.data import DatasetNotFoundError
 from qresafe_exp.data.registry import resolve_file
 from qresafe_exp.devices import resolve_device
@@ -282,6 +282,8 @@ def build_metrics(
     knobs = patch_knobs(cfg.patch)
     if knobs:  # patch=none has none (and its cells keep the axes they always had)
         metrics["axes"]["patch_knobs"] = knobs
+    if quantized := quant_knobs(cfg):  # an FP cell has none
+        metrics["axes"]["quant_knobs"] = quantized
     if reference is not None:
         metrics["reference_cell"] = reference_cell_name(cfg)
         metrics.update(

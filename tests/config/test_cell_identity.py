@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from qresafe_exp.cell_identity import check_cell_not_taken, check_unique_cell_names, patch_knobs
+from qresafe_exp.cell_identity import check_cell_not_taken, check_unique_cell_names, patch_knobs, quant_knobs
 from qresafe_exp.pipeline import ConfigError, cell_dir, validate
 from tests.conftest import run_cli
 
 CLAIM = ["experiment=claim_safepatching", "debug=smoke"]
+# Q-resafe's damaged cell: the QLoRA fine-tune's lr is not in the cell's name
+DAMAGE = ["model=tiny-random-llama", "quant=qlora", "bits=4", "calib=hh_harmful", "quant.merge=adapter", "patch=none"]
 
 
 def _write_cell(cfg) -> None:
@@ -69,3 +71,35 @@ def test_the_sweep_stops_before_any_cell_and_names_the_knob(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no cell was run" in proc.stderr and "patch.beta: 0.5 in one, 0.0 in the other" in proc.stderr
     assert not list(out.glob("studies/*/*/metrics.json"))  # only the sweep's own record was written
+
+
+def test_a_damaged_cell_written_with_another_fine_tune_lr_is_not_overwritten(compose_cfg):
+    written = compose_cfg([*DAMAGE, "quant.train.lr=1e-3"])
+    out = cell_dir(written, written.cell)
+    out.mkdir(parents=True)
+    axes = {"patch_knobs": patch_knobs(written.patch), "quant_knobs": quant_knobs(written)}
+    (out / "metrics.json").write_text(json.dumps({"cell": written.cell, "axes": axes}))
+    check_cell_not_taken(compose_cfg([*DAMAGE, "quant.train.lr=1e-3"]), out / "metrics.json")  # resumes
+
+    other = compose_cfg([*DAMAGE, "quant.train.lr=2e-4"])
+    assert other.cell == written.cell  # the QLoRA tag names the calibration set, not the lr
+    with pytest.raises(ConfigError) as err:
+        validate(other)
+    message = str(err.value)
+    assert "quant.train.lr: 0.001 there, 0.0002 now" in message and "study=" in message
+
+
+def test_a_sweep_over_a_knob_the_quantizer_tag_leaves_out_is_refused(compose_cfg):
+    jobs = [compose_cfg([*DAMAGE, f"quant.train.lr={lr}"]) for lr in ("1e-3", "2e-4")]
+    with pytest.raises(ValueError, match=r"quant\.train\.lr: 0\.001 in one, 0\.0002 in the other"):
+        check_unique_cell_names(jobs)
+
+
+def test_an_fp_cell_has_no_quantizer_knobs_and_cells_written_before_them_resume(compose_cfg):
+    assert quant_knobs(compose_cfg(["model=tiny-random-llama", "quant=none"])) == {}
+    cfg = compose_cfg(DAMAGE)
+    assert quant_knobs(cfg)["quant.train.lr"] == cfg.quant.train.lr
+    out = cell_dir(cfg, cfg.cell)
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"cell": cfg.cell, "axes": {}}))  # no quant_knobs recorded
+    check_cell_not_taken(cfg, out / "metrics.json")

@@ -44,7 +44,11 @@ def test_sweep_writes_every_cell_and_the_fp_reference(cold_sweep):
         assert len(rows) == 12  # 4 AdvBench + 4 XSTest responses, 4 scored AlpacaEval references
         assert sum("response" in r for r in rows) == 8 and sum("perplexity" in r for r in rows) == 4
     quantized = load_metrics(out, CELLS[1])
-    assert quantized["axes"] == {
+    axes = dict(quantized["axes"])
+    # the quantizer's numeric settings, so that a rerun with other ones cannot overwrite the cell (cell_identity)
+    assert axes.pop("quant_knobs")["quant.group_size"] == 64
+    assert "quant_knobs" not in load_metrics(out, CELLS[0])["axes"]  # the FP cell quantizes nothing
+    assert axes == {
         "model": "tiny-random-llama",
         "quant": "gptq",
         "bits": 4,
