@@ -37,18 +37,23 @@ def patch_knobs(patch_cfg: DictConfig) -> dict:
     return {k: v for k, v in _flatten(patch_cfg).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _named(group: str, knobs: dict) -> dict:
+    """Knobs keyed by their full dotted name ('patch.beta', 'quant.train.lr'), as messages and axes say them."""
+    return {f"{group}.{k}": v for k, v in knobs.items()}
+
+
 def quant_knobs(cfg: DictConfig) -> dict:
     """The quantizer's numeric settings, flattened ('quant.train.lr', 'quant.seed'). An FP cell has none.
     The calibration set is left out: a method that uses one names it in its tag, and one that does not
     (bnb, rtn) is the same cell whatever `calib` says."""
     if cfg.quant.name == "none":
         return {}
-    return {f"quant.{k}": v for k, v in patch_knobs(cfg.quant).items()}
+    return _named("quant", patch_knobs(cfg.quant))
 
 
 def cell_knobs(cfg: DictConfig) -> dict:
     """Every numeric knob a cell's results depend on beyond its name, keyed by its full dotted name."""
-    return {**{f"patch.{k}": v for k, v in patch_knobs(cfg.patch).items()}, **quant_knobs(cfg)}
+    return {**_named("patch", patch_knobs(cfg.patch)), **quant_knobs(cfg)}
 
 
 def knob_differences(old: dict, new: dict) -> dict[str, tuple]:
@@ -77,7 +82,7 @@ def check_cell_not_taken(cfg: DictConfig, metrics_path: Path) -> None:
         axes = load_metrics(metrics_path).axes
     except (OSError, MetricsError):
         return  # an unreadable metrics.json is rewritten by the run; nothing to protect
-    written = {**{f"patch.{k}": v for k, v in axes.patch_knobs.items()}, **axes.quant_knobs}
+    written = {**_named("patch", axes.patch_knobs), **axes.quant_knobs}
     diff = knob_differences(written, cell_knobs(cfg))
     if diff:
         raise ValueError(
@@ -94,7 +99,7 @@ def check_unique_cell_names(jobs: list[DictConfig]) -> None:
     seen: dict[tuple[str, str], dict] = {}
     for job in jobs:
         key = (str(job.study), str(job.cell))
-        flat = {**{f"patch.{k}": v for k, v in _flatten(job.patch).items()}, **quant_knobs(job)}
+        flat = {**_named("patch", _flatten(job.patch)), **quant_knobs(job)}
         if key not in seen:
             seen[key] = flat
             continue

@@ -129,25 +129,37 @@ def test_bf16_autocast_trains_fp32_weights_and_says_so():
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def _reads_the_flag(reader, tmp_path, with_flag: str, without_flag: str) -> None:
+    """``reader`` (a cached /proc/cpuinfo reader) is True on the first text, False on the second and on a
+    missing file."""
+    yes, no = tmp_path / "yes", tmp_path / "no"
+    yes.write_text(with_flag)
+    no.write_text(without_flag)
+    reader.cache_clear()
+    try:
+        assert reader(str(yes))
+        assert not reader(str(no)) and not reader(str(tmp_path / "absent"))
+    finally:
+        reader.cache_clear()
+
+
 def test_amx_read_from_cpu_flags(tmp_path):
     """The flags line only: a model name that says AMX is not the flag (llamacpp.repacking_off_on_amx)."""
-    amx, plain = tmp_path / "amx", tmp_path / "plain"
-    amx.write_text("model name\t: Xeon\nflags\t\t: fpu avx512f amx_bf16 amx_int8 amx_tile\n")
-    plain.write_text("model name\t: amx_int8 lookalike\nflags\t\t: fpu avx512f avx512_bf16\n")
-    cpu_has_amx.cache_clear()
-    assert cpu_has_amx(str(amx))
-    assert not cpu_has_amx(str(plain)) and not cpu_has_amx(str(tmp_path / "absent"))
-    cpu_has_amx.cache_clear()
+    _reads_the_flag(
+        cpu_has_amx,
+        tmp_path,
+        "model name\t: Xeon\nflags\t\t: fpu avx512f amx_bf16 amx_int8 amx_tile\n",
+        "model name\t: amx_int8 lookalike\nflags\t\t: fpu avx512f avx512_bf16\n",
+    )
 
 
 def test_native_bf16_read_from_cpu_flags(tmp_path):
-    native, plain = tmp_path / "native", tmp_path / "plain"
-    native.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    plain.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
-    cpu_has_native_bf16.cache_clear()
-    assert cpu_has_native_bf16(str(native))
-    assert not cpu_has_native_bf16(str(plain)) and not cpu_has_native_bf16(str(tmp_path / "absent"))
-    cpu_has_native_bf16.cache_clear()
+    _reads_the_flag(
+        cpu_has_native_bf16,
+        tmp_path,
+        "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n",
+        "processor\t: 0\nflags\t\t: fpu sse avx2\n",
+    )
     assert autocast_dtype(None, torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     with pytest.raises(ValueError, match="Allowed: null"):
