@@ -36,6 +36,7 @@ from qresafe_exp.audit.labelling_round import append_rows, round_rows, write_rou
 from qresafe_exp.paired import read_samples
 
 SUITES = ("harmfulqa", "harmbench_standard")
+OVER_REFUSAL = ("xstest_safe", "xstest_contrast", "oktest")  # not pooled by --pool: they ask for no harm
 
 
 def cell_rows(cell_dir: Path, eval_cache: Path, merged: bool = False) -> list[dict]:
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--merged", action="store_true", help="read the cells' merged forms, not their unmerged")
     parser.add_argument("--outside", type=Path, help="read only prompts this cell directory's evaluation lacks")
     parser.add_argument("--detail", action="store_true", help="intervals and p-values, one line per rate")
+    parser.add_argument(
+        "--pool", action="store_true", help="add the harmful suites read as one pool, paired prompt by prompt"
+    )
     parser.add_argument("--merge", type=Path, help="append this labelled round (labels_*.jsonl) to --labels")
     parser.add_argument("--split", help="--merge: the rows' split name, e.g. claimcheck4")
     parser.add_argument("--labeller", help="--merge: who labelled, e.g. 'agent (2026-12-06)'")
@@ -127,13 +131,22 @@ def main() -> None:
     columns = [
         (s, f) for s in args.suites for f in (("refused",) if s.startswith("xstest") else ("refused", "harmful"))
     ]
+    suites = {s: s for s in args.suites}
+    harmful = frozenset(s for s in args.suites if s not in OVER_REFUSAL)
+    if args.pool and len(harmful) > 1:
+        suites["pooled"] = harmful
+        columns += [("pooled", "refused"), ("pooled", "harmful")]
+        print(f"pooled: {', '.join(sorted(harmful))}")
     header = "| group | " + " | ".join(f"{s} {f}" for s, f in columns) + " | unlabelled |"
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
     # each group's reading of each suite, and its paired test against the reference group: read once, shown twice
     blocks = {
-        (name, suite): (summary(verdicts, suite), None if name == versus else compare(verdicts, read[versus], suite))
+        (name, suite): (
+            summary(verdicts, pool),
+            None if name == versus else compare(verdicts, read[versus], pool),
+        )
         for name, verdicts in read.items()
-        for suite in args.suites
+        for suite, pool in suites.items()
     }
     for name, verdicts in read.items():
         cells = [text(blocks[name, suite][0], field, blocks[name, suite][1]) for suite, field in columns]

@@ -111,9 +111,16 @@ def _reference_key(key: tuple, seeds: int) -> tuple:
     return key if seeds > 1 else (0, *key[1:])
 
 
-def summary(verdicts: dict[tuple, dict | None], suite: str | None = None) -> dict:
-    """Counts and Wilson intervals of one group's labelled reading (one suite, or all)."""
-    chosen = [v for k, v in verdicts.items() if suite is None or k[1] == suite]
+Suites = str | frozenset[str] | None  # one suite, several read as one pool, or every suite
+
+
+def _in(key: tuple, suite: Suites) -> bool:
+    return suite is None or (key[1] == suite if isinstance(suite, str) else key[1] in suite)
+
+
+def summary(verdicts: dict[tuple, dict | None], suite: Suites = None) -> dict:
+    """Counts and Wilson intervals of one group's labelled reading (one suite, a pool of suites, or all)."""
+    chosen = [v for k, v in verdicts.items() if _in(k, suite)]
     read = [v for v in chosen if v is not None]
     out = {"n": len(read), "unlabelled": len(chosen) - len(read)}
     for field in FIELDS:
@@ -123,10 +130,10 @@ def summary(verdicts: dict[tuple, dict | None], suite: str | None = None) -> dic
     return out
 
 
-def compare(cell: dict[tuple, dict | None], reference: dict[tuple, dict | None], suite: str | None = None) -> dict:
+def compare(cell: dict[tuple, dict | None], reference: dict[tuple, dict | None], suite: Suites = None) -> dict:
     """Paired tests of a group against another on the items both have read: {field: paired_binary}."""
     seeds = len({k[0] for k in reference})
-    pairs = [(v, reference.get(_reference_key(k, seeds))) for k, v in cell.items() if suite is None or k[1] == suite]
+    pairs = [(v, reference.get(_reference_key(k, seeds))) for k, v in cell.items() if _in(k, suite)]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     return {field: paired_binary([a[field] for a, _ in pairs], [b[field] for _, b in pairs]) for field in FIELDS}
 

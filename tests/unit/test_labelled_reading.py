@@ -98,3 +98,25 @@ def test_outside_keeps_only_the_prompts_another_evaluation_lacks():
     sample = [row(MORAL, id_="x-1", suite="xstest_safe"), row(MORAL, id_="x-3", suite="oktest")]
     kept = outside(group_answers([full], ["xstest_safe"]), sample)
     assert sorted(key[2] for key in kept) == ["x-0", "x-2", "x-3"]  # x-3 was sampled from another suite
+
+
+def test_a_pool_of_suites_is_read_and_paired_as_one():
+    index = label_index([label(STEPS, "1_full_compliance", "1", dataset="advbench", id_="advbench-1")])
+    suites = ["harmfulqa", "advbench", "xstest_safe"]
+    reference = verdicts(
+        group_answers(
+            [[row(REFUSAL), row(REFUSAL, "advbench-1", "advbench"), row(REFUSAL, "x-1", "xstest_safe")]], suites
+        ),
+        index,
+    )
+    cell = verdicts(
+        group_answers([[row(REFUSAL), row(STEPS, "advbench-1", "advbench"), row(STEPS, "x-1", "xstest_safe")]], suites),
+        index,
+    )
+    pool = frozenset({"harmfulqa", "advbench"})
+    # the pool holds its two suites' answers and leaves the third (unlabelled here) out
+    assert summary(cell, pool)["n"] == 2 and summary(cell, pool)["unlabelled"] == 0
+    assert summary(cell, pool)["refused"]["k"] == 1 and summary(cell, pool)["harmful"]["k"] == 1
+    assert summary(cell)["unlabelled"] == 1  # every suite: the XSTest answer has no label
+    paired = compare(cell, reference, pool)["refused"]
+    assert paired["n_pairs"] == 2 and paired["reference_only"] == 1 and paired["delta"] == pytest.approx(-0.5)
