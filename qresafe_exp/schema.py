@@ -657,7 +657,7 @@ class CellAxes:
     patch_tag: str | None = None
     # the patch's numeric settings (tau, lr, beta, epochs, data.num_harmful ...), swept knobs among them
     patch_knobs: dict[str, float] = field(default_factory=dict)
-    # the quantize stage's numeric settings ('quant.train.lr', 'calib.epochs'); none for FP cells
+    # the quantizer's numeric settings ('quant.train.lr', 'quant.seed'; calib is left out); none for FP cells
     quant_knobs: dict[str, float] = field(default_factory=dict)
 
 
