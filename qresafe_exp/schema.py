@@ -168,6 +168,10 @@ class PatchDataConfig:
     num_harmful: int = 64
     benign: str | None = "alpaca_en_demo"
     num_benign: int = 0
+    # Let benign prompts come from the model's own alignment prompts (harmful ones never do: the model
+    # refuses those from memory). A testbed aligned on every held-apart benign set (H took all four
+    # contrast sets) has no other harmful-sounding benign prompts with answers. Ours, not the paper's.
+    benign_from_training: bool = False
     max_new_tokens: int = 128  # for both sides of each pair (greedy, the cell's system prompt)
     # Keep a harmful prompt's pair only when the cell's judge finds the FP (preferred) answer safe: a
     # weakly aligned FP model also complies sometimes, and preferring that teaches nothing about safety.

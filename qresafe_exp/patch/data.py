@@ -1,6 +1,6 @@
 """The patch prompts of a cell: a seeded sample of harmful prompts (and optionally benign ones),
 with every evaluation prompt removed first, so a patch never trains on a test prompt, and the
-model's own training prompts removed too."""
+model's own training prompts removed too (benign ones may be kept: data.benign_from_training)."""
 
 from __future__ import annotations
 
@@ -32,18 +32,22 @@ def patch_prompts(cfg: DictConfig, exclude: frozenset[str] = frozenset()) -> tup
     refuses those from memory even after quantization, so they make pairs that teach nothing.
     """
     data = cfg.patch.data
-    held_out = evaluation_prompts(cfg) | {normalize_prompt(p) for p in exclude}
+    eval_prompts = evaluation_prompts(cfg)
+    trained = {normalize_prompt(p) for p in exclude}
     rng = random.Random(cfg.seed)
     prompts, facts = [], {}
     for role, dataset, n in (("harmful", data.harmful, data.num_harmful), ("benign", data.benign, data.num_benign)):
         if not dataset or not n:
             continue
+        from_training = role == "benign" and data.get("benign_from_training", False)
+        held_out = eval_prompts if from_training else eval_prompts | trained
         kept, total = _candidates(dataset, cfg, held_out)
         if n > len(kept):
+            training_hint = " (or data.benign_from_training=true)" if role == "benign" and not from_training else ""
             raise ValueError(
                 f"patch.data: num_{role}={n} but {dataset} has {len(kept)} prompts outside the "
                 f"evaluation suites and the model's training prompts ({total} in all); lower "
-                f"num_{role} or point data.{role} at a larger set"
+                f"num_{role} or point data.{role} at a larger set{training_hint}"
             )
         prompts += rng.sample(kept, n)
         facts[role] = {
@@ -51,6 +55,7 @@ def patch_prompts(cfg: DictConfig, exclude: frozenset[str] = frozenset()) -> tup
             "sampled": n,
             "available": len(kept),
             "removed_eval_or_training_overlap": total - len(kept),
+            **({"from_training": sum(normalize_prompt(p) in trained for p in prompts[-n:])} if from_training else {}),
         }
     if not prompts:
         raise ValueError("patch.data selects no prompt: set data.num_harmful (and/or data.num_benign) above 0")

@@ -121,3 +121,21 @@ def test_written_answers_come_from_the_benign_set_and_a_prompt_only_set_is_refus
     cfg = compose_cfg(["patch=qresafe", "patch.data.benign=oktest", "patch.data.num_benign=8"])
     with pytest.raises(ValueError, match="benign=oktest has no responses"):
         written_answers(cfg)
+
+
+def test_benign_prompts_may_come_from_the_models_training_prompts_only_when_asked(compose_cfg):
+    # testbed H aligned on every contrast set, so none of them is held apart from it
+    over = ["patch=qresafe", "patch.data.num_harmful=4", "patch.data.benign=contrast_benign", "patch.data.num_benign=8"]
+    cfg = compose_cfg(over)
+    harmful_pool = [r["prompt"] for r in load_records("harmful_train", cfg.paths.data_dir, cfg.paths.cache_dir)]
+    trained = frozenset(
+        [r["prompt"] for r in load_records("contrast_benign", cfg.paths.data_dir, cfg.paths.cache_dir)]
+        + harmful_pool[:50]
+    )
+    with pytest.raises(ValueError, match="contrast_benign has 0 prompts.*benign_from_training=true"):
+        patch_prompts(cfg, exclude=trained)
+    prompts, facts = patch_prompts(compose_cfg([*over, "patch.data.benign_from_training=true"]), exclude=trained)
+    keys = {normalize_prompt(p) for p in trained}
+    assert all(normalize_prompt(p) in keys for p in prompts[4:]) and facts["benign"]["from_training"] == 8
+    # the harmful prompts still skip the training prompts
+    assert not {normalize_prompt(p) for p in prompts[:4]} & keys and "from_training" not in facts["harmful"]
