@@ -306,7 +306,11 @@ def _better_than_random_mask(paired: dict[str, dict], readings: Readings):
         against = paired.get(row["cell"])
         if against is None:
             return Verdict(None, "no random-mask control of this base and seed with answers at hand")
-        return _below_the_control(against, readings)
+        verdict = _below_the_control(against, readings)
+        if against.get("versus_seed", 0) != (row.get("seed") or 0):  # versus_rows fell back to another seed
+            note = f" (the control's seed {against['versus_seed']}: none at this seed)"
+            verdict = Verdict(verdict.met, verdict.text + note)
+        return verdict
 
     return check
 

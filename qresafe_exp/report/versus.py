@@ -97,6 +97,7 @@ def versus_rows(
             for name, test in tests.items():
                 row.update(paired_columns(name, cell_metrics.paired_delta(test)))
             row["versus_cell"] = control["cell"]
+            row["versus_seed"] = control.get("seed") or 0
             if (control.get("seed") or 0) == (r.get("seed") or 0):
                 settings.setdefault((_base(r), r["patch_tag"]), []).append(row)
         out.append(row)

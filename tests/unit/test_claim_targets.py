@@ -180,6 +180,10 @@ def test_qresafe_is_judged_against_its_random_mask_of_the_same_form_on_the_same_
         assert verdict(mine, None).met is met, case
     unpaired = claim_targets._better_than_random_mask(vs_control, claim_targets.DEFAULT)
     assert str(unpaired(mine, None)).startswith("untested (no random-mask")
+    # a control of another seed (versus_rows' fallback) is named, so the verdict does not read as same-seed
+    other_seed = {mine["cell"]: {**vs_control["lower"], "versus_seed": 0}}
+    seed1 = claim_targets._better_than_random_mask(other_seed, claim_targets.DEFAULT)({**mine, "seed": 1}, None)
+    assert seed1.met is True and seed1.text.endswith("(the control's seed 0: none at this seed)")
     headers = [h for h, _ in claim_targets.targets("qresafe", [mine])]
     assert headers[2] == "ASR below the random mask's"
 
