@@ -30,7 +30,7 @@ from qresafe_exp.formats.sidecars import save_kept_weights
 from qresafe_exp.lm import named_linears
 from qresafe_exp.models import ModelRef, load_model, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
-from qresafe_exp.patch.data import patch_prompts
+from qresafe_exp.patch.data import LATER_DATA_SETTINGS, patch_prompts
 from qresafe_exp.patch.pairs import drop_unsafe_chosen, model_responses
 from qresafe_exp.patch.snip import MASK_SCORES, magnitude_scores, random_scores, snip_scores, top_fraction_masks
 from qresafe_exp.quant import QUANTIZERS
@@ -45,6 +45,7 @@ LATER_SETTINGS = {"keep_score": "snip"}
 def spec_settings(cfg: DictConfig) -> dict:
     """The patch config as it enters the cache key."""
     settings = OmegaConf.to_container(cfg, resolve=True)
+    settings["data"] = without_later_defaults(settings["data"], LATER_DATA_SETTINGS)
     return without_later_defaults({k: v for k, v in settings.items() if k not in ("name", "tag")}, LATER_SETTINGS)
 
 

@@ -12,6 +12,9 @@ from qresafe_exp.calibration import evaluation_prompts
 from qresafe_exp.data import load_records
 from qresafe_exp.data.normalize import normalize_prompt
 
+# patch.data settings added after patches were cached: left out of a patch key at their default
+LATER_DATA_SETTINGS = {"benign_from_training": False}
+
 
 def _candidates(datasets, cfg: DictConfig, held_out: set[str]) -> tuple[list[str], int]:
     names = [datasets] if isinstance(datasets, str) else list(datasets)

@@ -28,6 +28,7 @@ from qresafe_exp.formats.rewrite import link_checkpoint
 from qresafe_exp.formats.sidecars import ADAPTER_DIR, PATCH_DELTA, save_patch_delta
 from qresafe_exp.models import ModelRef, load_tokenizer
 from qresafe_exp.patch.base import MASK_SCOPES, PROMPT_KEYS, Patch, PatchContext, PatchResult, check_choice
+from qresafe_exp.patch.data import LATER_DATA_SETTINGS as SHARED_LATER_DATA_SETTINGS
 from qresafe_exp.patch.data import patch_prompts, written_answers
 from qresafe_exp.patch.masked_lora import attach_masked_lora
 from qresafe_exp.patch.pairs import BENIGN_REFUSED, BENIGN_REJECTED, drop_unsafe_chosen, preference_pairs
@@ -52,7 +53,7 @@ LATER_SETTINGS = {
 }
 
 
-LATER_DATA_SETTINGS = {"benign_rejected": "quantized", "benign_refused": "keep"}
+LATER_DATA_SETTINGS = {"benign_rejected": "quantized", "benign_refused": "keep", **SHARED_LATER_DATA_SETTINGS}
 
 
 def spec_settings(cfg: DictConfig) -> dict:
