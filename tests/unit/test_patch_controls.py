@@ -112,9 +112,10 @@ def test_default_trained_configs_keep_their_cache_key(compose_cfg, patch):
     }
     before["data"].pop("benign_rejected")  # added later too, inside data
     before["data"].pop("benign_refused")
+    before["data"].pop("benign_from_training")
     assert set(LATER_SETTINGS) >= {"mask_score", "autocast", "gradient_checkpointing", "snip_samples"}
     assert settings == before and not set(LATER_SETTINGS) & set(settings)
-    for setting in ("benign_rejected=refusal", "benign_refused=drop"):
+    for setting in ("benign_rejected=refusal", "benign_refused=drop", "benign_from_training=true"):
         data = spec_settings(compose_cfg([f"patch={patch}", f"patch.data.{setting}"]).patch)["data"]
         assert setting.split("=")[0] in data
 
@@ -124,6 +125,7 @@ def test_default_awq_variant_keeps_its_cache_key(compose_cfg):
     before = {
         k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ("name", "tag", "keep_score")
     }
+    before["data"].pop("benign_from_training")  # added later, inside data
     assert awq_spec_settings(cfg) == before
 
 
