@@ -47,9 +47,12 @@ def patch_prompts(cfg: DictConfig, exclude: frozenset[str] = frozenset()) -> tup
         kept, total = _candidates(dataset, cfg, held_out)
         if n > len(kept):
             training_hint = " (or data.benign_from_training=true)" if role == "benign" and not from_training else ""
+            outside = (
+                "the evaluation suites" if from_training else "the evaluation suites and the model's training prompts"
+            )
             raise ValueError(
-                f"patch.data: num_{role}={n} but {dataset} has {len(kept)} prompts outside the "
-                f"evaluation suites and the model's training prompts ({total} in all); lower "
+                f"patch.data: num_{role}={n} but {dataset} has {len(kept)} prompts outside "
+                f"{outside} ({total} in all); lower "
                 f"num_{role} or point data.{role} at a larger set{training_hint}"
             )
         prompts += rng.sample(kept, n)

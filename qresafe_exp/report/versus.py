@@ -98,7 +98,7 @@ def versus_rows(
                 row.update(paired_columns(name, cell_metrics.paired_delta(test)))
             row["versus_cell"] = control["cell"]
             row["versus_seed"] = control.get("seed") or 0
-            if (control.get("seed") or 0) == (r.get("seed") or 0):
+            if row["versus_seed"] == (r.get("seed") or 0):
                 settings.setdefault((_base(r), r["patch_tag"]), []).append(row)
         out.append(row)
     for runs in settings.values():

@@ -139,3 +139,7 @@ def test_benign_prompts_may_come_from_the_models_training_prompts_only_when_aske
     assert all(normalize_prompt(p) in keys for p in prompts[4:]) and facts["benign"]["from_training"] == 8
     # the harmful prompts still skip the training prompts
     assert not {normalize_prompt(p) for p in prompts[:4]} & keys and "from_training" not in facts["harmful"]
+    # with the flag on, a draw too large names only the evaluation suites as removed
+    too_many = [*over, "patch.data.benign_from_training=true", "patch.data.num_benign=100000"]
+    with pytest.raises(ValueError, match=r"outside the evaluation suites \(\d+ in all\)"):
+        patch_prompts(compose_cfg(too_many), exclude=trained)
