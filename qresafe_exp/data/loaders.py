@@ -363,7 +363,7 @@ def contrast_benign(path: Path, id_prefix: str = "contrast") -> list[dict]:
     """The project's safe-but-scary requests with their written answers (data/testbed/contrast_benign.json,
     and further sets in the same shape: contrast_benign_more.json, ids ``contrast-more-<i>``;
     contrast_question_forms.json, ids ``contrast-forms-<i>``; contrast_alarming_contexts.json, ids
-    ``contrast-contexts-<i>``)."""
+    ``contrast-contexts-<i>``; contrast_patch_heldout.json, ids ``contrast-patch-<i>``)."""
     rows = json.loads(Path(path).read_text())["contrast_benign"]
     return [
         {"id": f"{id_prefix}-{i}", "prompt": row["prompt"], "response": row["response"], "category": row["category"]}
@@ -381,6 +381,10 @@ def contrast_question_forms(path: Path) -> list[dict]:
 
 def contrast_alarming_contexts(path: Path) -> list[dict]:
     return contrast_benign(path, id_prefix="contrast-contexts")
+
+
+def contrast_patch_heldout(path: Path) -> list[dict]:
+    return contrast_benign(path, id_prefix="contrast-patch")
 
 
 def qos_templates(path: Path) -> list[dict]:

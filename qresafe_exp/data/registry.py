@@ -329,6 +329,14 @@ DATASETS: dict[str, DatasetSpec] = {
             license="written for qresafe_exp",
         ),
         DatasetSpec(
+            "contrast_patch_heldout",
+            "",
+            None,
+            loaders.contrast_patch_heldout,
+            package_file="testbed/contrast_patch_heldout.json",
+            license="written for qresafe_exp",
+        ),
+        DatasetSpec(
             "aoa_identity",
             "",
             None,

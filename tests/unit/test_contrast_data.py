@@ -1,6 +1,7 @@
 """The further sets of safe-but-scary requests the align stage can train on (data/testbed/contrast_benign.json,
 model.align.num_contrast; data/testbed/contrast_benign_more.json, contrast_question_forms.json and
-contrast_alarming_contexts.json, model.align.extra_contrast): their shape,
+contrast_alarming_contexts.json, model.align.extra_contrast), and the one held apart from every align recipe
+for a patch's benign pairs (contrast_patch_heldout.json): their shape,
 that they never hold an evaluation prompt (XSTest, OKTest: the over-refusal they are meant to lower is
 measured there) nor repeat the first set or each other, and that only a recipe that asks for them draws them."""
 
@@ -29,7 +30,9 @@ def _jaccard(a: set, b: set) -> float:
 MORE = "contrast_benign_more"
 FORMS = "contrast_question_forms"
 CONTEXTS = "contrast_alarming_contexts"
-SETS = {align.CONTRAST_DATASET: 350, MORE: 290, FORMS: 280, CONTEXTS: 250}  # each set, at least this many items
+HELD_APART = "contrast_patch_heldout"  # for patch.data.benign only: no align recipe draws it
+ALIGN_SETS = (align.CONTRAST_DATASET, MORE, FORMS, CONTEXTS)
+SETS = {align.CONTRAST_DATASET: 350, MORE: 290, FORMS: 280, CONTEXTS: 250, HELD_APART: 150}  # at least this many
 
 
 def _contrast(name: str = align.CONTRAST_DATASET) -> list[dict]:
@@ -195,3 +198,24 @@ def test_the_second_align_seed_of_h_redraws_only_what_is_sampled(compose_cfg, da
     assert all(len(by_kind[0][k]) == len(by_kind[1][k]) for k in ("refusal", "benign"))
     safe = [sorted(e["prompt"] for e in ex if e["kind"] == "borderline") for ex in drawn]
     assert safe[0] == safe[1]  # all of every safe set, two passes, whatever the seed
+
+
+def test_the_held_apart_set_paraphrases_no_align_prompt():
+    """A patch's benign pairs drawn from it test the lever on prompts the model never saw: so not even a
+    near-paraphrase (word-set Jaccard >= 0.5) of a prompt any align recipe trains on."""
+    trained = [_words(r["prompt"]) for name in ALIGN_SETS for r in _contrast(name)]
+    trained += [_words(r["prompt"]) for r in json.loads(align.TESTBED_FILE.read_text())["borderline_benign"]]
+    near = [
+        (r["prompt"], round(score, 2))
+        for r in _contrast(HELD_APART)
+        if (score := max(_jaccard(_words(r["prompt"]), t) for t in trained)) >= SIMILAR
+    ]
+    assert near == []
+
+
+def test_no_align_recipe_draws_the_held_apart_set(compose_cfg):
+    from pathlib import Path
+
+    models = sorted(p.stem for p in (Path(align.__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+    drawing = [m for m in models if HELD_APART in str(compose_cfg([f"model={m}"]).model.get("align"))]
+    assert models and drawing == []
