@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from qresafe_exp import align
+from qresafe_exp.conf import CONF_DIR
 from qresafe_exp.data import load_records
 from qresafe_exp.data.normalize import normalize_prompt
 
@@ -25,6 +26,16 @@ def _words(text: str) -> set[str]:
 
 def _jaccard(a: set, b: set) -> float:
     return len(a & b) / max(1, len(a | b))
+
+
+def _near_paraphrases(items: list[dict], others: list[str]) -> list[tuple[str, float]]:
+    """(prompt, closest score) for each item whose prompt comes within SIMILAR of one of ``others``."""
+    other_words = [_words(p) for p in others]
+    return [
+        (r["prompt"], round(score, 2))
+        for r in items
+        if (score := max(_jaccard(_words(r["prompt"]), o) for o in other_words)) >= SIMILAR
+    ]
 
 
 MORE = "contrast_benign_more"
@@ -85,13 +96,7 @@ def test_contrast_set_holds_no_evaluation_prompt(data_dir, name):
     evals = [r["prompt"] for name in ("xstest", "oktest") for r in load_records(name, str(data_dir))]
     with open(data_dir / "oktest" / "OKTest_heldout.csv", newline="") as f:
         evals += [row[-1] for row in list(csv.reader(f))[1:] if row]
-    eval_words = [_words(p) for p in evals]
-    near = [
-        (r["prompt"], round(score, 2))
-        for r in _contrast(name)
-        if (score := max(_jaccard(_words(r["prompt"]), e) for e in eval_words)) >= SIMILAR
-    ]
-    assert near == []
+    assert _near_paraphrases(_contrast(name), evals) == []
 
 
 def test_only_a_recipe_that_asks_draws_the_contrast_set(compose_cfg, data_dir):
@@ -203,19 +208,12 @@ def test_the_second_align_seed_of_h_redraws_only_what_is_sampled(compose_cfg, da
 def test_the_held_apart_set_paraphrases_no_align_prompt():
     """A patch's benign pairs drawn from it test the lever on prompts the model never saw: so not even a
     near-paraphrase (word-set Jaccard >= 0.5) of a prompt any align recipe trains on."""
-    trained = [_words(r["prompt"]) for name in ALIGN_SETS for r in _contrast(name)]
-    trained += [_words(r["prompt"]) for r in json.loads(align.TESTBED_FILE.read_text())["borderline_benign"]]
-    near = [
-        (r["prompt"], round(score, 2))
-        for r in _contrast(HELD_APART)
-        if (score := max(_jaccard(_words(r["prompt"]), t) for t in trained)) >= SIMILAR
-    ]
-    assert near == []
+    trained = [r["prompt"] for name in ALIGN_SETS for r in _contrast(name)]
+    trained += [r["prompt"] for r in json.loads(align.TESTBED_FILE.read_text())["borderline_benign"]]
+    assert _near_paraphrases(_contrast(HELD_APART), trained) == []
 
 
 def test_no_align_recipe_draws_the_held_apart_set(compose_cfg):
-    from pathlib import Path
-
-    models = sorted(p.stem for p in (Path(align.__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+    models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     drawing = [m for m in models if HELD_APART in str(compose_cfg([f"model={m}"]).model.get("align"))]
     assert models and drawing == []
