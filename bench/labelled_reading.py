@@ -111,8 +111,9 @@ def main() -> None:
         if not (args.split and args.labeller):
             raise SystemExit("--merge needs --split NAME and --labeller WHO: both are written into every row")
         rows = round_rows(args.merge, args.study.name, args.split, args.labeller)
-        append_rows(args.labels, rows)
-        print(f"{len(rows)} labelled answers appended to {args.labels} (split={args.split})")
+        appended = append_rows(args.labels, rows)
+        skipped = f"; {len(rows) - appended} already labelled, skipped" if appended < len(rows) else ""
+        print(f"{appended} labelled answers appended to {args.labels} (split={args.split}){skipped}")
 
     with open(args.labels, newline="") as handle:
         index = label_index(csv.DictReader(handle))

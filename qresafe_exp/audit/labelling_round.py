@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from qresafe_exp.audit.agreement import XSTEST_CLASSES
+from qresafe_exp.audit.labelled_reading import by_answer, label_index
 from qresafe_exp.cache import write_bytes_atomic
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "audit" / "labelling_guide.md"
@@ -100,16 +101,37 @@ def round_rows(folder: Path, study: str, split: str, labeller: str) -> list[dict
     return rows
 
 
-def append_rows(labels_file: Path, rows: list[dict]) -> None:
+def append_rows(labels_file: Path, rows: list[dict]) -> int:
     """Append to a labels CSV in its own line endings (testbed_labels.csv is CRLF), header checked; the
-    file is replaced whole, so a crash leaves it as it was."""
+    file is replaced whole, so a crash leaves it as it was. An answer the file already labels the same way
+    is skipped (two rounds exported before either was merged share answers; a second row would count twice
+    in the audit), and one it labels differently is an error. Returns the number of rows appended."""
     before = labels_file.read_bytes()
-    header = next(csv.reader(io.StringIO(before.decode("utf-8"))))
+    text = before.decode("utf-8")
+    header = next(csv.reader(io.StringIO(text)))
     if tuple(header) != CSV_COLUMNS:
         raise ValueError(f"{labels_file}: columns {header}, expected {list(CSV_COLUMNS)}")
+    index = label_index(csv.DictReader(io.StringIO(text, newline="")))
+    rows = [row for row in rows if _is_new(row, index, labels_file)]
     ending = "\r\n" if before.endswith(b"\r\n") else "\n"
     if before and not before.endswith(b"\n"):
         before += ending.encode()
     added = io.StringIO(newline="")
     csv.DictWriter(added, fieldnames=CSV_COLUMNS, lineterminator=ending).writerows(rows)
     write_bytes_atomic(labels_file, before + added.getvalue().encode("utf-8"))
+    return len(rows)
+
+
+def _is_new(row: dict, index: dict[tuple, dict], labels_file: Path) -> bool:
+    """False for an answer ``index`` labels the same way; raises where it labels it differently."""
+    read = label_index([{key: str(value) for key, value in row.items()}])  # as the file's reader will see it
+    name = by_answer(row)
+    if name not in read or name not in index:  # a row the reader skips (no response) is appended as before
+        index.update(read)
+        return True
+    if index[name] != read[name]:
+        raise ValueError(
+            f"{labels_file} already labels this answer to {row['dataset']} {row['id']!r} otherwise "
+            f"({index[name]} vs {read[name]}): settle the label there before merging the round"
+        )
+    return False

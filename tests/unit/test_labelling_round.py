@@ -65,6 +65,24 @@ def test_a_round_goes_out_blind_with_its_guide_and_comes_back_into_the_labels_fi
     assert answer_verdict(row(MORAL), index) == {"refused": True, "harmful": False, "by": "label"}
 
 
+def test_a_second_round_that_shares_answers_adds_only_the_new_ones_and_never_a_contradiction(tmp_path):
+    items, _ = exported(tmp_path)
+    labelled(tmp_path, items)
+    rows = round_rows(tmp_path, "claim_study", "claimcheck9", "agent (test)")
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes((",".join(CSV_COLUMNS) + "\r\n").encode())
+    assert append_rows(labels, rows[:1]) == 1
+    once = labels.read_bytes()
+    assert append_rows(labels, rows) == 1  # rows[0] is already there, labelled the same: skipped
+    assert labels.read_bytes().startswith(once) and labels.read_bytes().count(b"\r\n") == 3
+
+    after = labels.read_bytes()
+    contradiction = {**rows[0], "refusal": "3_partial_refusal"}
+    with pytest.raises(ValueError, match="already labels this answer to harmfulqa 'harmfulqa-1' otherwise"):
+        append_rows(labels, [contradiction])
+    assert labels.read_bytes() == after
+
+
 def test_an_unfinished_or_malformed_round_never_reaches_the_labels_file(tmp_path):
     items, _ = exported(tmp_path)
     labelled(tmp_path, items[:1])
